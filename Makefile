@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets everything up first).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-all clean
+
+setup: $(STAMP)
+
+# torch goes first and pinned: a bare `torch` requirement on a machine without it pulls a multi-GB
+# CUDA build, while torch==2.13.0 is a CPU build that pip finds on this disk.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lorasweep run spaces/demo.yaml
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# Slow end-to-end runs too (still CPU only).
+test-all: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,149 @@
+"""Data for a trial: load rows, split train/eval, render templates, tokenize once.
+
+Rows come through `datasets` whatever their source (a local jsonl/json/csv/parquet file, a hub id, or
+the built-in data set), so split expressions like `train[:80%]` work everywhere. Loss is taken on
+response tokens only: prompt tokens are labelled -100.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import datasets
+from sklearn.model_selection import train_test_split
+from transformers import PreTrainedTokenizerBase
+
+from .config import BUILTIN_DATA_PREFIX, DataSpec, InputError
+from .metrics import MAX_LABELS
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """The tokenized splits plus what generation needs: prompts, references and gold labels."""
+
+    train: datasets.Dataset  # input_ids, attention_mask, labels
+    eval: datasets.Dataset
+    eval_prompts: list[str]
+    eval_references: list[str]
+    eval_labels: list[str] | None  # from data.label_column, when named
+
+
+def resolve_path(spec: DataSpec) -> str:
+    """The built-in data sets live in the package; anything else is returned as given."""
+    if spec.path.startswith(BUILTIN_DATA_PREFIX):
+        name = spec.path.removeprefix(BUILTIN_DATA_PREFIX)
+        asset = resources.files("objectives") / "assets" / f"{name}.jsonl"
+        if not asset.is_file():
+            raise InputError(f"data.path must name a built-in data set, a file or a hub id, but got "
+                             f"path={spec.path!r}. The built-in data set is builtin:tone.")
+        return str(asset)
+    return spec.path
+
+
+def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Raw train and eval rows. Without an eval split, one is carved out of train (stratified on
+    the label when there is one) so that eval never sees training rows."""
+    train = _load_split(spec, spec.train_split)
+    if spec.eval_split is not None:
+        eval_ = _load_split(spec, spec.eval_split)
+    else:
+        train, eval_ = _carve_eval(train, spec)
+    for split_name, rows in (("train", train), ("eval", eval_)):
+        if len(rows) == 0:
+            raise InputError(f"the {split_name} split must hold rows, but got 0 rows from "
+                             f"path={spec.path!r}. Check data.{split_name}_split.")
+        _check_fields(spec, rows)
+    return train, eval_
+
+
+def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
+    path = resolve_path(spec)
+    local = Path(path)
+    builder = _BUILDERS.get(local.suffix.lower())
+    try:
+        if builder is not None:
+            if not local.is_file():
+                raise InputError(f"data.path must be an existing file, but got path={path!r}. "
+                                 "Check the path (relative paths start at the sweep file's folder).")
+            return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
+        return datasets.load_dataset(path, spec.name, split=split)
+    except (ValueError, FileNotFoundError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"data must load with split={split!r}, but got: {e}. Split expressions look "
+                         "like train, train[:80%] or train[100:200].") from None
+
+
+def _carve_eval(rows: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
+    strata = _strata(rows, spec)
+    indices = list(range(len(rows)))
+    try:
+        train_idx, eval_idx = train_test_split(indices, test_size=spec.eval_fraction,
+                                               random_state=spec.seed, stratify=strata)
+    except ValueError:  # a class with a single row cannot be stratified: split plainly instead
+        train_idx, eval_idx = train_test_split(indices, test_size=spec.eval_fraction, random_state=spec.seed)
+    return rows.select(sorted(train_idx)), rows.select(sorted(eval_idx))
+
+
+def _strata(rows: datasets.Dataset, spec: DataSpec) -> list[str] | None:
+    if spec.label_column and spec.label_column in rows.column_names:
+        return [str(v) for v in rows[spec.label_column]]
+    if spec.response_template:
+        responses = [render(spec.response_template, row) for row in rows]
+        if len(set(responses)) <= MAX_LABELS:
+            return responses
+    return None
+
+
+def template_fields(template: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+
+
+def render(template: str, row: dict) -> str:
+    return template.format(**row)
+
+
+def _check_fields(spec: DataSpec, rows: datasets.Dataset) -> None:
+    columns = rows.column_names
+    for key in ("prompt_template", "response_template", "text_template"):
+        template = getattr(spec, key)
+        for field in template_fields(template or ""):
+            if field not in columns:
+                raise InputError(f"data.{key} must use columns the data has, but got field "
+                                 f"{{{field}}}; the columns are {', '.join(columns)}.")
+    if spec.label_column and spec.label_column not in columns:
+        raise InputError(f"data.label_column must be a column of the data, but got "
+                         f"label_column={spec.label_column!r}; the columns are {', '.join(columns)}. "
+                         "Set label_column: null for token F1.")
+
+
+def tokenize(spec: DataSpec, train_rows: datasets.Dataset, eval_rows: datasets.Dataset,
+             tokenizer: PreTrainedTokenizerBase) -> TaskData:
+    """Tokenize both splits once; every trial of a worker reuses the result."""
+    eos = tokenizer.eos_token_id
+
+    def encode(row: dict) -> dict:
+        if spec.text_template is not None:
+            ids = tokenizer(render(spec.text_template, row))["input_ids"] + [eos]
+            ids = ids[: spec.max_length]
+            return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
+        prompt = tokenizer(render(spec.prompt_template, row))["input_ids"]
+        response = tokenizer(render(spec.response_template, row), add_special_tokens=False)["input_ids"] + [eos]
+        ids = (prompt + response)[: spec.max_length]
+        labels = ([-100] * len(prompt) + response)[: spec.max_length]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+    train = train_rows.map(encode, remove_columns=train_rows.column_names, desc="tokenize train")
+    eval_ = eval_rows.map(encode, remove_columns=eval_rows.column_names, desc="tokenize eval")
+    if spec.has_prompts:
+        prompts = [render(spec.prompt_template, row) for row in eval_rows]
+        references = [render(spec.response_template, row).strip() for row in eval_rows]
+    else:
+        prompts, references = [], []
+    labels = [str(v) for v in eval_rows[spec.label_column]] if spec.label_column and spec.has_prompts else None
+    return TaskData(train, eval_, prompts, references, labels)

@@ -1,0 +1,100 @@
+"""Scores for generated text: ROUGE (rouge-score), F1 (scikit-learn or token overlap), exact match.
+
+`evaluate.load("rouge")` needs the hub and fails offline; rouge-score is the implementation it
+wraps, so it is called directly. Perplexity is computed in the recipe, where the logits are.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from typing import Literal
+
+from rouge_score import rouge_scorer
+from sklearn.metrics import f1_score
+
+# Responses form a "small closed set" (a classification task) when they take at most this many
+# distinct values: then F1 is macro-F1 over those labels, otherwise token-overlap F1.
+MAX_LABELS = 20
+
+
+def normalize(text: str) -> str:
+    """Lower-case, drop punctuation and extra spaces (SQuAD's normalisation, without articles)."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(text.split())
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure, as evaluate's "rouge" reports it (stemmed)."""
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = Counter()
+    for prediction, reference in zip(predictions, references, strict=True):
+        for name, score in scorer.score(reference, prediction).items():
+            totals[name] += score.fmeasure
+    n = max(len(predictions), 1)
+    return {name: totals[name] / n for name in ("rouge1", "rouge2", "rougeL")}
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    pairs = list(zip(predictions, references, strict=True))
+    return sum(normalize(p) == normalize(r) for p, r in pairs) / max(len(pairs), 1)
+
+
+def token_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean token-overlap F1 (SQuAD style). Hand-written because evaluate's "squad" needs the hub
+    and scikit-learn has no bag-of-tokens F1; it is ten lines."""
+    scores = []
+    for prediction, reference in zip(predictions, references, strict=True):
+        pred, ref = normalize(prediction).split(), normalize(reference).split()
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if not pred or not ref:
+            scores.append(float(pred == ref))
+        elif common == 0:
+            scores.append(0.0)
+        else:
+            precision, recall = common / len(pred), common / len(ref)
+            scores.append(2 * precision * recall / (precision + recall))
+    return sum(scores) / max(len(scores), 1)
+
+
+def find_label(text: str, labels: Sequence[str]) -> str | None:
+    """The label a generation names: the known label that appears first, as a whole word."""
+    best: tuple[int, str] | None = None
+    for label in labels:
+        match = re.search(rf"(?<!\w){re.escape(normalize(label))}(?!\w)", normalize(text))
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), label)
+    return best[1] if best else None
+
+
+def label_f1(predicted: Sequence[str | None], gold: Sequence[str]) -> float:
+    """Macro-F1 over the gold labels; a prediction that names no label counts as wrong."""
+    labels = sorted(set(gold))
+    predicted = [p if p is not None else "<none>" for p in predicted]
+    return float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
+
+
+def f1_mode(mode: Literal["auto", "label", "token"], has_label_column: bool,
+            references: Sequence[str]) -> Literal["label", "token"]:
+    """auto: label F1 when a label column is named or the references form a small closed set."""
+    if mode != "auto":
+        return mode
+    closed = len({normalize(r) for r in references}) <= min(MAX_LABELS, max(2, len(references) // 2))
+    return "label" if has_label_column or closed else "token"
+
+
+def generation_metrics(predictions: Sequence[str], references: Sequence[str],
+                       labels: Sequence[str] | None, mode: Literal["auto", "label", "token"]) -> dict[str, float]:
+    """All generation metrics at once. `labels` is the gold label per example, when a label column
+    is named; without one, label F1 treats each whole reference as its label."""
+    metrics = rouge(predictions, references)
+    metrics["exact_match"] = exact_match(predictions, references)
+    if f1_mode(mode, labels is not None, references) == "label":
+        gold = list(labels) if labels is not None else [normalize(r) for r in references]
+        predicted = [find_label(p, sorted(set(gold))) for p in predictions]
+        metrics["f1"] = label_f1(predicted, gold)
+    else:
+        metrics["f1"] = token_f1(predictions, references)
+    return metrics

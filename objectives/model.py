@@ -1,0 +1,97 @@
+"""The base model (loaded once per worker) and the fresh LoRA adapter each trial puts on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import InputError, ModelSpec
+from .tiny import TINY_BASE_NAME, ensure_tiny_base
+
+# Target-module presets. "all-linear" is peft's own; "attention" names the projections that the
+# Llama family (Llama, Qwen2, Mistral, Phi-3, SmolLM, Gemma) calls q/k/v/o_proj.
+TARGET_PRESETS: dict[str, str | list[str]] = {
+    "all-linear": "all-linear",
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str  # "cpu" or "cuda"
+    precision: str  # "fp32", "bf16" or "fp16"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+
+def place(spec: ModelSpec) -> Placement:
+    """Resolve device and precision: CUDA when present, bf16 where the GPU has it, else fp16."""
+    cuda = torch.cuda.is_available()
+    device = ("cuda" if cuda else "cpu") if spec.device == "auto" else spec.device
+    if device == "cuda" and not cuda:
+        raise InputError("model.device must name a device this machine has, but got device=cuda and "
+                         "no CUDA device is visible. Use device: auto.")
+    if spec.method == "qlora" and device != "cuda":
+        raise InputError("model.method=qlora must run on CUDA (bitsandbytes loads the base in 4 bit "
+                         f"there only), but got device={device}. Use method: lora on this machine.")
+    precision = spec.precision
+    if precision == "auto":
+        precision = "fp32" if device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if device == "cpu" and precision == "fp16":
+        raise InputError("model.precision must be fp32 or bf16 on the CPU, but got precision=fp16.")
+    return Placement(device, precision)
+
+
+def resolve_base(spec: ModelSpec, log: Callable[[str], None] | None = None) -> str:
+    """The built-in tiny model is built (or read from its cache) here; anything else passes through."""
+    return str(ensure_tiny_base(log=log)) if spec.base == TINY_BASE_NAME else spec.base
+
+
+def load_base(spec: ModelSpec, placement: Placement,
+              log: Callable[[str], None] | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the base model and its tokenizer. Remote code runs only when the sweep file allows it."""
+    source = resolve_base(spec, log)
+    common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    if tokenizer.pad_token_id is None:  # many causal LMs ship without one; eos is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {"dtype": placement.dtype}
+    if spec.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=placement.dtype)
+        kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(source, **common, **kwargs)
+    if spec.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    elif placement.device == "cuda":
+        model.to("cuda")
+    model.config.use_cache = False  # training; generation turns it back on per call
+    return model, tokenizer
+
+
+def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any]) -> PeftModel:
+    """Put a fresh LoRA adapter on the base. `target_modules` may be a preset, a list, or searched."""
+    args = dict(lora_args)
+    targets = args.pop("target_modules", spec.target_modules)
+    if isinstance(targets, str):
+        targets = TARGET_PRESETS.get(targets, targets)
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules=list(targets)
+                        if isinstance(targets, tuple) else targets, **args)
+    return get_peft_model(base, config)
+
+
+def remove_adapter(model: PeftModel) -> PreTrainedModel:
+    """Take the adapter off again (unmerged), leaving the base exactly as it was loaded."""
+    return model.unload()

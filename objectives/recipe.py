@@ -1,0 +1,170 @@
+"""One trial, as a recipe: fresh adapter -> train -> evaluate cheap (loss) -> evaluate expensive
+(generation) -> save the adapter.
+
+A `Worker` holds what every trial of one process shares, the base model and the tokenized data, so
+neither is loaded twice. Nothing here knows about Optuna or MLflow: progress goes out through the
+`report` hook, results come back as a `TrialResult`.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback,
+                          TrainingArguments, set_seed)
+
+from . import data as data_lib
+from .config import DataSpec, EvalSpec, ModelSpec, TrialSpec
+from .metrics import generation_metrics
+from .model import add_adapter, load_base, place, remove_adapter
+
+# report(step, metrics): called at every Trainer log and evaluation, with the metrics logged there
+# (loss, learning_rate, eval_loss, eval_perplexity). Raising from it stops the trial.
+Report = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    metrics: dict[str, float]
+    adapter_dir: Path | None
+    samples: list[dict[str, str]] = field(default_factory=list)  # prompt, reference, output
+    trainable_params: int = 0
+    total_params: int = 0
+    train_seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    steps: int = 0
+
+
+class Worker:
+    """Loads the base model and the data once; runs any number of trials on them."""
+
+    def __init__(self, model: ModelSpec, data: DataSpec, eval: EvalSpec,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.model_spec, self.data_spec, self.eval_spec = model, data, eval
+        self.placement = place(model)
+        train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
+        self.base, self.tokenizer = load_base(model, self.placement, log)
+        self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
+        self._collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
+
+    # -- the recipe ------------------------------------------------------------------------------
+    def run_trial(self, trial: TrialSpec, workdir: Path, report: Report | None = None) -> TrialResult:
+        set_seed(trial.seed)  # the adapter's initial weights and the data order
+        model = add_adapter(self.base, self.model_spec, trial.lora_args)
+        try:
+            trainable, total = model.get_nb_trainable_parameters()
+            trainer = self._trainer(model, trial, workdir, report)
+            output = trainer.train()
+            train_seconds = output.metrics["train_runtime"]
+            tokens = trainer.state.num_input_tokens_seen
+
+            metrics = self._loss_metrics(model)
+            samples: list[dict[str, str]] = []
+            if trial.generate and self.data.eval_prompts:
+                generated, samples = self._generation_metrics(model)
+                metrics.update(generated)
+
+            adapter_dir = workdir / "adapter"
+            model.save_pretrained(adapter_dir)
+            return TrialResult(metrics=metrics, adapter_dir=adapter_dir, samples=samples,
+                               trainable_params=trainable, total_params=total,
+                               train_seconds=train_seconds,
+                               tokens_per_second=tokens / train_seconds if train_seconds else 0.0,
+                               steps=trainer.state.global_step)
+        finally:
+            self.base = remove_adapter(model)
+            gc.collect()
+
+    def evaluate_base(self) -> dict[str, float]:
+        """The base model's metrics, no adapter: what every trial has to beat."""
+        metrics = self._loss_metrics(self.base)
+        if self.data.eval_prompts:
+            metrics.update(self._generation_metrics(self.base)[0])
+        return metrics
+
+    # -- the steps -------------------------------------------------------------------------------
+    def _trainer(self, model: torch.nn.Module, trial: TrialSpec, workdir: Path,
+                 report: Report | None) -> Trainer:
+        settings = dict(trial.training_args)
+        settings.setdefault("eval_strategy", "steps")
+        if settings.get("max_steps", -1) > 0:  # about five points on every learning curve
+            settings.setdefault("eval_steps", max(1, settings["max_steps"] // 5))
+        args = TrainingArguments(
+            output_dir=str(workdir / "trainer"), report_to="none", save_strategy="no",
+            disable_tqdm=True, seed=trial.seed, use_cpu=self.placement.device == "cpu",
+            bf16=self.placement.precision == "bf16", fp16=self.placement.precision == "fp16",
+            include_num_input_tokens_seen="non_padding", **settings)
+        callbacks = [_ReportCallback(report)] if report else []
+        trainer = Trainer(model=model, args=args, train_dataset=self.data.train,
+                          eval_dataset=self.data.eval, data_collator=self._collator,
+                          processing_class=self.tokenizer, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)  # the sweep prints one line per trial, not per log
+        return trainer
+
+    @torch.no_grad()
+    def _loss_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        """eval_loss is the mean NLL per response token over the whole eval split (not the Trainer's
+        mean of per-batch means), and eval_perplexity its exp."""
+        model.eval()
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        batch_size = self.eval_spec.batch_size
+        for start in range(0, len(self.data.eval), batch_size):
+            batch = self._collator([self.data.eval[i] for i in
+                                    range(start, min(start + batch_size, len(self.data.eval)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
+                                                    ignore_index=-100, reduction="sum")
+            total += nll.item()
+            count += int((labels != -100).sum())
+        loss = total / max(count, 1)
+        return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
+
+    @torch.no_grad()
+    def _generation_metrics(self, model: torch.nn.Module) -> tuple[dict[str, float], list[dict[str, str]]]:
+        """Greedy generation on the first eval.max_samples eval prompts, batched and left-padded."""
+        model.eval()
+        device = next(model.parameters()).device
+        n = min(self.eval_spec.max_samples, len(self.data.eval_prompts))
+        prompts = self.data.eval_prompts[:n]
+        outputs: list[str] = []
+        for start in range(0, n, self.eval_spec.batch_size):
+            chunk = prompts[start:start + self.eval_spec.batch_size]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left").to(device)
+            generated = model.generate(**enc, max_new_tokens=self.eval_spec.max_new_tokens,
+                                       do_sample=False, use_cache=True,
+                                       pad_token_id=self.tokenizer.pad_token_id,
+                                       eos_token_id=self.tokenizer.eos_token_id)
+            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            outputs += [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        references = self.data.eval_references[:n]
+        labels = self.data.eval_labels[:n] if self.data.eval_labels is not None else None
+        metrics = generation_metrics(outputs, references, labels, self.eval_spec.f1)
+        samples = [{"prompt": p, "reference": r, "output": o}
+                   for p, r, o in zip(prompts, references, outputs)][: self.eval_spec.log_samples]
+        return metrics, samples
+
+
+_CURVES = ("loss", "grad_norm", "learning_rate", "eval_loss")
+
+
+class _ReportCallback(TrainerCallback):
+    """Forwards the Trainer's learning curves (train and eval loss) to the report hook."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k in _CURVES}
+        if "eval_loss" in metrics:
+            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+        if metrics:
+            self.report(state.global_step, metrics)

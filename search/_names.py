@@ -1,0 +1,70 @@
+"""Which hyperparameter names a sweep file may use, and where each one goes.
+
+The names are the ones users already know: the fields of transformers' TrainingArguments and of
+peft's LoraConfig, read from the installed libraries so they never drift, plus the short aliases of
+the Olive material.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from functools import cache
+from typing import Literal
+
+ALIASES = {"lora_r": "r", "batch_size": "per_device_train_batch_size"}
+
+# Fields lorasweep sets itself (where outputs go, what reports where), and secrets, which must never
+# sit in a sweep file: they would land in params, tags and logs. Tokens come from the environment.
+MANAGED = frozenset({
+    "output_dir", "logging_dir", "run_name", "report_to", "do_train", "do_eval", "do_predict",
+    "push_to_hub", "hub_token", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
+    "hub_revision", "disable_tqdm", "use_cpu", "bf16", "fp16", "task_type", "peft_type",
+    "base_model_name_or_path", "inference_mode", "revision", "peft_version", "auto_mapping",
+    "include_num_input_tokens_seen",
+})
+
+Target = Literal["training", "lora"]
+
+
+@cache
+def _fields() -> tuple[frozenset[str], frozenset[str]]:
+    # Imported lazily: `lorasweep validate` and the parsing tests should not pay for torch twice.
+    import peft
+    import transformers
+
+    training = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+    lora = {f.name for f in dataclasses.fields(peft.LoraConfig)}
+    return frozenset(training - MANAGED), frozenset(lora - MANAGED)
+
+
+def canonical(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def target_of(name: str) -> Target | None:
+    """Where a (canonical) parameter goes, or None if no library knows it."""
+    training, lora = _fields()
+    if name in lora:
+        return "lora"
+    if name in training:
+        return "training"
+    return None
+
+
+def valid_names() -> list[str]:
+    training, lora = _fields()
+    return sorted(ALIASES) + sorted(lora) + sorted(training)
+
+
+def unknown_name_message(name: str) -> str:
+    """The error for a name no library knows: a did-you-mean, then every valid name."""
+    if name in MANAGED:
+        why = ("a secret: set it in the environment (HF_TOKEN), never in a sweep file"
+               if "token" in name else "set by lorasweep itself")
+        return f"parameter {name!r} must not be set in a sweep file, but got {name}: it is {why}."
+    names = valid_names()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return (f"parameter names must be TrainingArguments or LoraConfig fields or an alias, but got "
+            f"name={name!r}.{hint} Valid names: {', '.join(names)}.")

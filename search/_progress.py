@@ -1,0 +1,55 @@
+"""What a sweep prints: one line per finished trial and a study-level bar with the best so far."""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+from tqdm import tqdm
+
+
+def format_value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def format_params(params: dict) -> str:
+    return " ".join(f"{k}={format_value(v) if isinstance(v, float) else v}" for k, v in params.items())
+
+
+def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str:
+    values = trial.values or []
+    scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    return (f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
+            f"  ({seconds:.1f} s)")
+
+
+def best_text(study: optuna.Study, metrics: tuple[str, ...]) -> str:
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not finished:
+        return "best: -"
+    if len(metrics) == 1:
+        best = study.best_trial
+        return f"best {metrics[0]}={format_value(best.value)} (trial {best.number})"
+    return f"pareto front: {len(study.best_trials)} trials"
+
+
+class Progress:
+    """An Optuna callback: prints the trial line above a bar that tracks the trial budget."""
+
+    def __init__(self, metrics: tuple[str, ...], budget: int, done: int, quiet: bool) -> None:
+        self.metrics, self.quiet = metrics, quiet
+        self.bar = None if quiet else tqdm(total=budget, initial=done, desc="sweep", unit="trial",
+                                           file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.bar is None:
+            return
+        self.bar.write(trial_line(trial, self.metrics), file=sys.stdout)
+        if trial.state.is_finished():
+            self.bar.update(1)
+        self.bar.set_postfix_str(best_text(study, self.metrics))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

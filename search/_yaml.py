@@ -1,0 +1,74 @@
+"""Safe YAML loading that remembers on which line every key stands, for file:line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import re
+
+import yaml
+
+from .errors import Problem, SweepError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-5` as a float. YAML 1.1 wants a dot (`1.0e-5`) and would hand a
+    learning rate written the way everyone writes it back as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int], str]:
+    """Return (data, lines, text): the safe-loaded mapping, key path -> 1-based line, raw text."""
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SweepError(f"{where}: sweep file must exist, but got path={where}. Check the path.") from None
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{where}: sweep file must be UTF-8, but got a byte {e.object[e.start]:#x} "
+                         f"at offset {e.start}. Save the file as UTF-8.") from None
+    try:
+        # One parse gives both the node tree (with positions) and, from it, the plain values.
+        node = yaml.compose(text, Loader=_Loader)
+        data = _Loader(text).construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        column = f", column {mark.column + 1}" if mark else ""
+        reason = getattr(e, "problem", None) or str(e)
+        context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and context_mark:  # where the broken construct began, often the real culprit
+            reason += f" ({context} on line {context_mark.line + 1})"
+        raise SweepError([Problem(f"the file must be valid YAML, but got a syntax error{column}: "
+                                  f"{reason}.", where, line)]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SweepError([Problem(f"the file must hold a mapping of sections, but got a "
+                                  f"{type(data).__name__}.", where, 1)])
+    lines: dict[tuple, int] = {}
+    _collect_lines(node, (), lines)
+    return data, lines, text
+
+
+def _collect_lines(node: yaml.Node | None, path: tuple, lines: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = path + (key_node.value,)
+            lines[key_path] = key_node.start_mark.line + 1
+            _collect_lines(value_node, key_path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _collect_lines(item, path + (i,), lines)

@@ -1,0 +1,177 @@
+"""`lorasweep`: run, validate and list sweeps.
+
+Bad input exits with code 2 and one readable message per problem; a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from objectives import InputError
+
+from ._progress import format_params, trial_line
+from .errors import UserError
+from .study import BASE_METRICS_ATTR, RunOptions, load_study, run_sweep
+from .sweep import Sweep, load_sweep
+from .tracking import redact, tracking_uri
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries(args.debug)
+    try:
+        return args.command(args)
+    except (UserError, InputError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}" if isinstance(e, InputError) else f"error: the sweep cannot run:\n{e}",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: finished trials are kept; run the same command again to continue.",
+              file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print only errors and the result")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    parser = argparse.ArgumentParser(prog="lorasweep", parents=[common],
+                                     description="Find the best LoRA fine-tune of a small language model.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[common], help="run (or continue) a sweep")
+    run.add_argument("sweep_file")
+    run.add_argument("--trials", type=int, help="trial budget (overrides the file)")
+    run.add_argument("--study", help="study name (default: study.name or the file's stem)")
+    run.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                     "then tracking.uri in the file, then sqlite:///mlruns/mlflow.db)")
+    run.set_defaults(command=_run)
+
+    validate = commands.add_parser("validate", parents=[common], help="check a sweep file and show what would run")
+    validate.add_argument("sweep_file")
+    validate.set_defaults(command=_validate)
+
+    trials = commands.add_parser("trials", parents=[common], help="list the trials of a study")
+    trials.add_argument("--study", help="study name (default: the only study in the storage)")
+    trials.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    trials.add_argument("--json", action="store_true", help="print a JSON list")
+    trials.set_defaults(command=_trials)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be a positive integer, but got trials={args.trials}.")
+    sweep = load_sweep(args.sweep_file)
+    study = run_sweep(sweep, RunOptions(n_trials=args.trials, study_name=args.study, storage=args.storage,
+                                        tracking_uri=args.tracking_uri, quiet=args.quiet))
+    _print_result(study, sweep)
+    return 0
+
+
+def _print_result(study, sweep: Sweep) -> None:
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        print("no trial finished")
+        return
+    base = study.user_attrs.get(BASE_METRICS_ATTR, {})
+    best = [study.best_trial] if len(sweep.study.metrics) == 1 else study.best_trials
+    for trial in best:
+        label = "best" if len(sweep.study.metrics) == 1 else "pareto"
+        scores = " ".join(f"{m}={trial.user_attrs.get('metrics', {}).get(m, float('nan')):.4g}"
+                          f" (base {base[m]:.4g})" if m in base else m for m in sweep.study.metrics)
+        print(f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
+              f"mlflow run {trial.user_attrs.get('mlflow_run_id', '-')}")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.sweep_file)
+    s = sweep.study
+    size = sweep.space.size()
+    lines = [
+        f"{args.sweep_file}: OK",
+        f"study      {s.name}: {', '.join(f'{m} ({d})' for m, d in zip(s.metrics, s.directions))}",
+        f"sampler    {s.sampler} (seed {s.seed}), {s.n_trials} trials"
+        + (f", timeout {s.timeout:g} s" if s.timeout else ""),
+        f"storage    {redact(s.storage) if s.storage else 'mlruns/optuna.journal'}",
+        f"tracking   {redact(tracking_uri(None, sweep.tracking_uri))}",
+        f"model      {_fields(sweep.model)}",
+        f"data       {_fields(sweep.data)}",
+        f"eval       {_fields(sweep.eval)}",
+        "fixed      " + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.distributions),
+        "search space (" + (f"{size} configurations" if size is not None else "continuous") + "):",
+    ]
+    lines += [f"  {name}: {_describe(dist)}" for name, dist in sweep.space.distributions.items()]
+    if sweep.space.alpha_per_rank is not None:
+        lines.append(f"  lora_alpha: {sweep.space.alpha_per_rank:g} x r")
+    print("\n".join(lines))
+    return 0
+
+
+def _fields(spec) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in vars(spec).items())
+
+
+def _describe(dist) -> str:
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return "one of " + ", ".join(map(str, dist.choices))
+    kind = "int" if type(dist).__name__.startswith("Int") else "float"
+    extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
+    return f"{kind} [{dist.low}, {dist.high}]{extra}"
+
+
+def _trials(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.storage)
+    metrics = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        duration = t.duration.total_seconds() if t.duration else None
+        rows.append({"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
+                     "metrics": t.user_attrs.get("metrics", {}),
+                     "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), "duration_s": duration})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for t in study.get_trials(deepcopy=False):
+            print(trial_line(t, metrics))
+    return 0
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library chatter (progress bars, deprecation notes) drowns the one line per trial."""
+    if debug:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "datasets", "peft", "mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

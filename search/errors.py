@@ -1,0 +1,57 @@
+"""The project's one error grammar for user input.
+
+Every problem reads "<where>: <thing> must <rule>, but got <name=value>. <fix>" and all problems
+of one file are collected and raised together, so a user fixes a sweep file in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = ":".join(str(p) for p in (self.file, self.line) if p is not None)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints it without a traceback and exits with code 2."""
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        self.problems = [Problem(problems)] if isinstance(problems, str) else list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class SweepError(UserError):
+    """A sweep file that cannot run, with every problem found in it."""
+
+
+class Problems:
+    """Collects problems while a file is checked, then raises them all at once."""
+
+    def __init__(self, file: str | None = None, lines: dict[tuple, int] | None = None) -> None:
+        self.file = file
+        self._lines = lines or {}
+        self.items: list[Problem] = []
+
+    def add(self, path: tuple, message: str) -> None:
+        """Record a problem at `path` (the key path in the file; the nearest known line is used)."""
+        line = None
+        for end in range(len(path), -1, -1):
+            if path[:end] in self._lines:
+                line = self._lines[path[:end]]
+                break
+        self.items.append(Problem(message, self.file, line))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise SweepError(sorted(self.items, key=lambda p: p.line or 0))

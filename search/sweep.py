@@ -1,0 +1,306 @@
+"""A sweep file, read and checked whole, as one typed, frozen `Sweep`.
+
+Sections a file leaves out fall back to the embedded defaults (the built-in tiny model and the
+shipped tone data set), so a file in the Olive material's format, with only `search_strategy` and
+`search_space`, runs as it is. Every problem in the file is collected and raised together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from objectives.config import (BUILTIN_DATA_PREFIX, DATA_SUFFIXES, GENERATION_METRICS, METRICS, USER_DATA,
+                               DataSpec, EvalSpec, ModelSpec)
+
+from . import _names
+from ._space import SearchSpace, grid_points, parse_space
+from ._yaml import load_yaml
+from .errors import Problems
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii", "gp")
+SECTIONS = ("search_strategy", "search_space", "study", "model", "data", "train", "eval", "tracking")
+
+# Fixed training settings every sweep starts from; the file's `train` section overrides them.
+# Sized for the embedded tiny model on a CPU: a trial takes seconds, not minutes.
+DEFAULT_TRAIN: dict[str, Any] = {
+    "max_steps": 120,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "learning_rate": 1e-3,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "logging_steps": 10,
+    "r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.05,
+}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    metrics: tuple[str, ...] = ("eval_loss",)
+    directions: tuple[Literal["minimize", "maximize"], ...] = ("minimize",)
+    sampler: str = "tpe"
+    seed: int | None = 0
+    n_trials: int = 10
+    timeout: float | None = None  # seconds for this run of the sweep
+    storage: str | None = None  # an Optuna storage URL; None: the journal under mlruns/
+
+
+@dataclass(frozen=True)
+class Sweep:
+    study: StudySpec
+    space: SearchSpace
+    fixed: dict[str, Any]  # canonical parameter name -> value: defaults, then the train section
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    path: Path | None = None
+    text: str = ""  # the file as written; stored with the study
+
+    @property
+    def needs_generation(self) -> bool:
+        return any(m in GENERATION_METRICS for m in self.study.metrics)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read, check and resolve a sweep file. Raises SweepError listing every problem found."""
+    path = Path(path)
+    raw, lines, text = load_yaml(path)
+    problems = Problems(str(path), lines)
+    for key in raw:
+        if key not in SECTIONS:
+            problems.add((key,), _unknown("top-level section", key, SECTIONS))
+
+    fixed = _parse_train(raw.get("train"), problems)
+    space = parse_space(raw.get("search_space"), problems, fixed)
+    model = _parse_section(raw, "model", ModelSpec, problems)
+    data = _parse_data(raw, path, problems)
+    if data.text_template is not None:
+        given = raw.get("data") or {}
+        if "prompt_template" in given or "response_template" in given:
+            problems.add(("data", "text_template"), "data must use text_template alone or the "
+                         "prompt_template/response_template pair, but got both. Keep one.")
+        data = dataclasses.replace(data, prompt_template=None, response_template=None)
+    eval_ = _parse_section(raw, "eval", EvalSpec, problems)
+    study = _parse_study(raw, path, problems, space)
+    tracking = raw.get("tracking") or {}
+    if not isinstance(tracking, dict) or set(tracking) - {"uri", "experiment"}:
+        problems.add(("tracking",), "tracking must be a mapping with only uri and experiment, but got "
+                     f"tracking={tracking!r}.")
+        tracking = {}
+    _check_consistency(study, model, data, problems)
+    _check_fixed({**DEFAULT_TRAIN, **fixed}, problems)
+    problems.raise_if_any()
+    return Sweep(study=study, space=space, fixed={**DEFAULT_TRAIN, **fixed}, model=model, data=data,
+                 eval=eval_, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
+                 path=path, text=text)
+
+
+def _unknown(what: str, key: Any, valid: typing.Iterable[str]) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"{what} must be one of {', '.join(valid)}, but got {key!r}.{hint}"
+
+
+def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(("train",), f"train must be a mapping of TrainingArguments/LoraConfig fields to "
+                     f"fixed values, but got a {type(raw).__name__}.")
+        return {}
+    fixed: dict[str, Any] = {}
+    for name, value in raw.items():
+        canonical = _names.canonical(str(name))
+        if _names.target_of(canonical) is None:
+            problems.add(("train", name), _names.unknown_name_message(str(name)))
+        elif canonical in fixed:
+            problems.add(("train", name), f"each parameter must be set once, but got {name!r} "
+                         f"and another alias of {canonical!r}. Keep one.")
+        else:
+            fixed[canonical] = value
+    return fixed
+
+
+def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) -> StudySpec:
+    study = raw.get("study") or {}
+    strategy = raw.get("search_strategy") or {}
+    for section, value, keys in (("study", study, {f.name for f in dataclasses.fields(StudySpec)} |
+                                  {"metric", "direction"}),
+                                 ("search_strategy", strategy, {"type", "num_trials"})):
+        if not isinstance(value, dict):
+            problems.add((section,), f"{section} must be a mapping, but got {value!r}.")
+            return StudySpec(name=path.stem)
+        for key in set(value) - keys:
+            problems.add((section, key), _unknown(f"a key of {section}", key, sorted(keys)))
+
+    metrics = study.get("metrics", study.get("metric", "eval_loss"))
+    metrics = tuple(metrics) if isinstance(metrics, list) else (metrics,)
+    for m in metrics:
+        if m not in METRICS:
+            problems.add(("study", "metrics" if "metrics" in study else "metric"),
+                         _unknown("a study metric", m, METRICS))
+    directions = study.get("directions", study.get("direction"))
+    if directions is None:
+        directions = [METRICS.get(m, "minimize") for m in metrics]
+    directions = tuple(directions) if isinstance(directions, list) else (directions,)
+    if len(directions) != len(metrics) or any(d not in ("minimize", "maximize") for d in directions):
+        problems.add(("study", "directions" if "directions" in study else "direction"),
+                     f"study directions must be minimize or maximize, one per metric, but got "
+                     f"metrics={list(metrics)}, directions={list(directions)}.")
+
+    sampler, seed = strategy.get("type", "tpe"), 0
+    raw_sampler = study.get("sampler")
+    if isinstance(raw_sampler, dict):
+        for key in set(raw_sampler) - {"type", "seed"}:
+            problems.add(("study", "sampler", key), _unknown("a key of study.sampler", key, ["type", "seed"]))
+        sampler, seed = raw_sampler.get("type", sampler), raw_sampler.get("seed", seed)
+    elif raw_sampler is not None:
+        sampler = raw_sampler
+    if "sampler" in study and "type" in strategy and sampler != strategy["type"]:
+        problems.add(("study", "sampler"), f"the sampler must be named once, but got "
+                     f"search_strategy.type={strategy['type']!r} and study.sampler={sampler!r}. Keep one.")
+    if sampler not in SAMPLERS:
+        problems.add(("study", "sampler") if raw_sampler else ("search_strategy", "type"),
+                     _unknown("the sampler", sampler, SAMPLERS))
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        problems.add(("study", "sampler", "seed"), f"study.sampler.seed must be an integer or null, but got seed={seed!r}.")
+    if sampler == "grid" and space.grid() is None:
+        continuous = [n for n, d in space.distributions.items() if grid_points(d) is None]
+        problems.add(("search_space",), f"a grid sampler needs a finite space, but got continuous "
+                     f"ranges: {', '.join(continuous)}. Give them a step, or use choice values.")
+    if sampler == "cmaes" and len(metrics) > 1:
+        problems.add(("study", "sampler"), "the cmaes sampler must optimise one metric, but got "
+                     f"metrics={list(metrics)}. Use tpe or nsgaii for several metrics.")
+
+    n_trials = study.get("n_trials", strategy.get("num_trials", 10))
+    if "n_trials" in study and "num_trials" in strategy and study["n_trials"] != strategy["num_trials"]:
+        problems.add(("study", "n_trials"), f"the trial budget must be given once, but got "
+                     f"study.n_trials={study['n_trials']} and search_strategy.num_trials={strategy['num_trials']}.")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        problems.add(("study", "n_trials") if "n_trials" in study else ("search_strategy", "num_trials"),
+                     f"the trial budget must be a positive integer, but got n_trials={n_trials!r}.")
+    timeout = study.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        problems.add(("study", "timeout"), f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.")
+    name = study.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        problems.add(("study", "name"), f"study.name must be a non-empty string, but got name={name!r}.")
+    storage = study.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        problems.add(("study", "storage"), f"study.storage must be an Optuna storage URL, but got storage={storage!r}.")
+    return StudySpec(name=str(name), metrics=metrics, directions=directions, sampler=str(sampler),
+                     seed=seed, n_trials=n_trials, timeout=timeout, storage=storage)
+
+
+def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
+    """The data section; a file path in it is taken relative to the sweep file's folder."""
+    given = raw.get("data")
+    own = isinstance(given, dict) and not str(given.get("path", BUILTIN_DATA_PREFIX)).startswith(BUILTIN_DATA_PREFIX)
+    data = _parse_section(raw, "data", DataSpec, problems, base=USER_DATA if own else DataSpec())
+    if own and not data.path:
+        problems.add(("data",), "data.path must name a file or a hub id, but got none. "
+                     "Example: data: {path: data/train.jsonl}.")
+    local = Path(data.path)
+    if data.path.lower().endswith(DATA_SUFFIXES) and not local.is_absolute():
+        data = dataclasses.replace(data, path=str(path.parent / local))
+    return data
+
+
+def _parse_section(raw: dict, section: str, cls: type, problems: Problems, base: Any = None) -> Any:
+    """Map one YAML section onto a spec dataclass, checking keys and value types."""
+    base = cls() if base is None else base
+    values = raw.get(section)
+    if values is None:
+        return base
+    if not isinstance(values, dict):
+        problems.add((section,), f"{section} must be a mapping, but got {values!r}.")
+        return base
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            problems.add((section, key), _unknown(f"a key of {section}", key, names))
+            continue
+        ok, converted, expected = _check_type(value, hints[key])
+        if ok:
+            kwargs[key] = converted
+        else:
+            problems.add((section, key), f"{section}.{key} must be {expected}, but got {key}={value!r}.")
+    return dataclasses.replace(base, **kwargs)
+
+
+def _check_type(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    """(ok, value converted to the hint, what was expected) for the few types specs use."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args, value, "one of " + ", ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        expected = []
+        for arg in args:
+            ok, converted, what = _check_type(value, arg)
+            if ok:
+                return True, converted, what
+            expected.append(what)
+        return False, value, " or ".join(expected)
+    if hint is type(None):
+        return value is None, value, "null"
+    if origin is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) and value
+        return bool(ok), tuple(value) if ok else value, "a list of strings"
+    if hint is bool:
+        return isinstance(value, bool), value, "true or false"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value, "a number"
+    if hint is str:
+        return isinstance(value, str), value, "a string"
+    return True, value, str(hint)
+
+
+def _check_fixed(fixed: dict[str, Any], problems: Problems) -> None:
+    """Let TrainingArguments and LoraConfig judge the fixed values: they know their own rules."""
+    import tempfile
+
+    import peft
+    import transformers
+
+    for cls, target in ((transformers.TrainingArguments, "training"), (peft.LoraConfig, "lora")):
+        values = {k: v for k, v in fixed.items() if _names.target_of(k) == target}
+        extra = {"output_dir": tempfile.gettempdir(), "report_to": "none", "use_cpu": True} \
+            if target == "training" else {}
+        try:
+            cls(**extra, **values)
+        except (TypeError, ValueError) as e:
+            problems.add(("train",), f"the train settings must be valid {cls.__name__} values, but "
+                         f"{cls.__name__} said: {e}")
+
+
+def _check_consistency(study: StudySpec, model: ModelSpec, data: DataSpec, problems: Problems) -> None:
+    if not data.has_prompts:
+        for m in study.metrics:
+            if m in GENERATION_METRICS:
+                problems.add(("study",), f"metric {m} needs prompts to generate from, but got "
+                             f"data.text_template={data.text_template!r}. Use prompt_template and "
+                             f"response_template, or optimise eval_loss.")
+    elif not (data.prompt_template and data.response_template):
+        problems.add(("data",), "data must give prompt_template and response_template together, or "
+                     "text_template alone, but got only one of the pair.")
+    if not 0 < data.eval_fraction < 1:
+        problems.add(("data", "eval_fraction"), f"data.eval_fraction must be between 0 and 1, but "
+                     f"got eval_fraction={data.eval_fraction}.")

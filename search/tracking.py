@@ -1,0 +1,136 @@
+"""MLflow record of a study: one experiment, one parent run for the study, one nested run per trial.
+
+Uses `MlflowClient` with explicit run ids rather than the fluent API: a worker juggles a parent and a
+child run at once, and the fluent API's global "active run" would tie them to one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from objectives import TrialResult
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+ARTIFACT_ROOT = Path("mlruns/artifacts")
+STUDY_TAG = "lorasweep.study"
+ROLE_TAG = "lorasweep.role"
+TRIAL_TAG = "lorasweep.trial_number"
+
+
+def tracking_uri(flag: str | None, from_file: str | None) -> str:
+    """Flag, then environment, then sweep file, then the local default."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or from_file or DEFAULT_TRACKING_URI
+
+
+def redact(url: str) -> str:
+    """A URL safe to print or record: any password is masked."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str) -> None:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            # A local store keeps artifacts under mlruns/artifacts; a server decides for itself.
+            location = (ARTIFACT_ROOT.resolve() / experiment).as_uri() if uri.startswith("sqlite:") else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+
+    # -- the study's parent run ------------------------------------------------------------------
+    def parent_run(self, study_name: str, known_run_id: str | None, params: dict[str, Any],
+                   sweep_text: str) -> str:
+        """Re-attach to the study's parent run if it exists, else create it. Never duplicates."""
+        run_id = known_run_id
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id], max_results=1,
+                filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'")
+            run_id = found[0].info.run_id if found else None
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=study_name,
+                                     tags={STUDY_TAG: study_name, ROLE_TAG: "study"})
+        self._log_params(run.info.run_id, params)
+        self.client.log_text(run.info.run_id, sweep_text, "sweep.yaml")
+        return run.info.run_id
+
+    def log_base_metrics(self, parent_id: str, metrics: dict[str, float]) -> None:
+        """The base model's scores before tuning, as base_<metric> on the parent run."""
+        self._log_metrics(parent_id, {f"base_{k}": v for k, v in metrics.items()}, step=0)
+
+    def finish_study(self, parent_id: str, summary: dict[str, float], tags: dict[str, str]) -> None:
+        self._log_metrics(parent_id, summary, step=0)
+        self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(parent_id, status="FINISHED")
+
+    def fail_study(self, parent_id: str, status: str = "FAILED") -> None:
+        self.client.set_terminated(parent_id, status=status)
+
+    # -- one child run per trial -----------------------------------------------------------------
+    def start_trial(self, parent_id: str, study_name: str, number: int, params: dict[str, Any],
+                    sampled: list[str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
+            MLFLOW_PARENT_RUN_ID: parent_id, STUDY_TAG: study_name, ROLE_TAG: "trial",
+            TRIAL_TAG: str(number), "lorasweep.sampled": ",".join(sampled)})
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_curve(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+        self._log_metrics(run_id, metrics, step)
+
+    def finish_trial(self, run_id: str, result: TrialResult, wall_seconds: float) -> None:
+        """Final metrics, costs, samples and the adapter; then the run is closed FINISHED."""
+        self._log_metrics(run_id, {
+            **result.metrics, "trainable_params": result.trainable_params,
+            "total_params": result.total_params, "train_seconds": result.train_seconds,
+            "wall_seconds": wall_seconds, "tokens_per_second": result.tokens_per_second,
+        }, step=result.steps)
+        if result.samples:
+            self.client.log_table(run_id, data={k: [s[k] for s in result.samples]
+                                                for k in ("prompt", "reference", "output")},
+                                  artifact_file="generations.json")
+        if result.adapter_dir is not None:
+            self.client.log_artifacts(run_id, str(result.adapter_dir), artifact_path="adapter")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail_trial(self, run_id: str, error: BaseException) -> None:
+        """Close a trial's run that raised: KILLED for an interrupt, FAILED otherwise, with the reason."""
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        self.client.set_tag(run_id, "lorasweep.error", f"{type(error).__name__}: {error}"[:5000])
+        self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+        self.client.set_terminated(run_id, status=status)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+

@@ -1,0 +1,55 @@
+"""Metrics against values computed by hand."""
+
+import pytest
+
+from objectives.metrics import (exact_match, f1_mode, find_label, generation_metrics, label_f1,
+                                rouge, token_f1)
+
+
+def test_rouge_matches_hand_computed_overlap():
+    # 3 of 3 predicted unigrams match, 3 of 6 reference unigrams are covered: F = 2*1*0.5/1.5.
+    scores = rouge(["the cat sat"], ["the cat sat on the mat"])
+    assert scores["rouge1"] == pytest.approx(2 / 3)
+    # bigrams: "the cat", "cat sat" both in the reference's 5 bigrams: P=1, R=2/5, F=4/7.
+    assert scores["rouge2"] == pytest.approx(4 / 7)
+    assert scores["rougeL"] == pytest.approx(2 / 3)
+
+
+def test_rouge_averages_over_examples():
+    scores = rouge(["a b", "x"], ["a b", "y"])
+    assert scores["rouge1"] == pytest.approx(0.5)
+
+
+def test_token_f1_and_exact_match():
+    assert token_f1(["the cat sat"], ["the cat sat on the mat"]) == pytest.approx(2 / 3)
+    assert token_f1(["dog"], ["cat"]) == 0.0
+    assert exact_match(["Positive.", "negative"], ["positive", "neutral"]) == pytest.approx(0.5)
+
+
+def test_label_f1_is_macro_over_gold_labels():
+    # class a: P=1, R=1/2 -> F=2/3; class b: P=1/2, R=1/2 -> F=1/2; a missing label is wrong.
+    assert label_f1(["a", "b", "b", None], ["a", "a", "b", "b"]) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_find_label_takes_the_first_whole_word_label():
+    labels = ["positive", "negative", "neutral"]
+    assert find_label("negative, not positive", labels) == "negative"
+    assert find_label("nonpositive", labels) is None
+    assert find_label("Neutral!", labels) == "neutral"
+
+
+def test_f1_mode_auto_detects_closed_label_sets():
+    assert f1_mode("auto", False, ["yes", "no", "yes", "no"]) == "label"
+    assert f1_mode("auto", False, [f"free text {i}" for i in range(40)]) == "token"
+    assert f1_mode("auto", True, [f"free text {i}" for i in range(40)]) == "label"
+    assert f1_mode("token", True, ["yes", "no"]) == "token"
+
+
+def test_generation_metrics_uses_the_label_column():
+    outputs = ["positive, about the food", "neutral, about the room"]
+    references = ["positive, about the food", "negative, about the room"]
+    metrics = generation_metrics(outputs, references, ["positive", "negative"], "auto")
+    assert metrics["exact_match"] == pytest.approx(0.5)
+    # positive: P=1 R=1 F=1; negative: never predicted -> F=0.
+    assert metrics["f1"] == pytest.approx(0.5)
+    assert 0.5 < metrics["rouge1"] < 1.0

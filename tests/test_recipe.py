@@ -1,0 +1,68 @@
+"""One trial on the tiny in-process model: what it trains, what it leaves behind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from objectives import DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec, Worker
+from objectives.data import load_rows
+
+DATA = DataSpec(train_split="train[:240]", eval_fraction=0.25)
+TRAINING = {"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 3e-3,
+            "logging_steps": 2, "eval_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def worker() -> Worker:
+    return Worker(ModelSpec(), DATA, EvalSpec(max_samples=8, max_new_tokens=8))
+
+
+def test_loss_is_on_response_tokens_only(worker):
+    row = worker.data.train[0]
+    prompt = worker.tokenizer(worker.data.eval_prompts[0])["input_ids"]
+    masked = sum(1 for label in row["labels"] if label == -100)
+    assert masked > 0 and row["labels"][masked:] == row["input_ids"][masked:]
+    assert row["input_ids"][-1] == worker.tokenizer.eos_token_id  # the model learns to stop
+    assert len(prompt) > 0
+
+
+def test_eval_split_is_carved_out_stratified_and_disjoint():
+    train, eval_ = load_rows(DATA)
+    assert len(train) == 180 and len(eval_) == 60
+    tones_train = sorted(set(train["tone"]))
+    assert sorted(set(eval_["tone"])) == tones_train  # every class is on both sides
+
+
+def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
+    before = {k: v.clone() for k, v in worker.base.state_dict().items()}
+    curve: list[tuple[int, dict]] = []
+    result = worker.run_trial(TrialSpec(training_args=TRAINING, lora_args={"r": 4, "lora_alpha": 8}, seed=1),
+                              tmp_path, report=lambda step, m: curve.append((step, m)))
+
+    after = worker.base.state_dict()
+    assert after.keys() == before.keys()  # the adapter came off again
+    assert all(torch.equal(before[k], after[k]) for k in before)  # and the base never moved
+
+    adapter = load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at 0
+
+    assert [step for step, m in curve if "eval_loss" in m] == [2, 4]
+    assert set(result.metrics) == {"eval_loss", "eval_perplexity", "rouge1", "rouge2", "rougeL", "f1", "exact_match"}
+    assert result.metrics["eval_perplexity"] == pytest.approx(torch.tensor(result.metrics["eval_loss"]).exp().item())
+    assert 0 < result.trainable_params < result.total_params and result.steps == 4
+    assert len(result.samples) == 8 and {"prompt", "reference", "output"} == set(result.samples[0])
+
+
+def test_same_seed_gives_the_same_trial(worker, tmp_path):
+    spec = TrialSpec(training_args=TRAINING, lora_args={"r": 4}, seed=3, generate=False)
+    first = worker.run_trial(spec, tmp_path / "a").metrics
+    second = worker.run_trial(spec, tmp_path / "b").metrics
+    assert first == second
+
+
+def test_missing_template_field_names_the_columns():
+    with pytest.raises(InputError, match=r"field \{text\}; the columns are phrase, tone, topic"):
+        load_rows(DataSpec(prompt_template="{text}"))

@@ -1,0 +1,134 @@
+"""Sweep files: the Olive-material format, full files, and every error reported at once."""
+
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from search import SweepError, load_sweep
+from search.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OLIVE = """\
+search_strategy:
+  type: "random"        # random | tpe | grid | ... ; num_trials is the trial budget
+  num_trials: 20
+search_space:
+  learning_rate: {type: "float", low: 1e-6, high: 1e-3, log: true}
+  lora_r:        {type: "int", low: 8, high: 64}
+  batch_size:    {type: "choice", values: [8, 16, 32]}
+"""
+
+
+def test_olive_material_format_runs_with_embedded_defaults(write):
+    sweep = load_sweep(write(OLIVE, "olive.yaml"))
+    assert sweep.study.sampler == "random" and sweep.study.n_trials == 20
+    assert sweep.study.name == "olive" and sweep.study.metrics == ("eval_loss",)
+    assert sweep.space.distributions == {
+        "learning_rate": FloatDistribution(1e-6, 1e-3, log=True),  # 1e-6 read as a float
+        "lora_r": IntDistribution(8, 64),
+        "batch_size": CategoricalDistribution([8, 16, 32]),
+    }
+    assert sweep.model.base == "tiny" and sweep.data.path == "builtin:tone"
+    resolved = sweep.space.resolve({"learning_rate": 1e-4, "lora_r": 16, "batch_size": 8}, sweep.fixed)
+    assert resolved["r"] == 16 and resolved["per_device_train_batch_size"] == 8  # aliases
+    assert resolved["learning_rate"] == 1e-4 and resolved["max_steps"] == sweep.fixed["max_steps"]
+
+
+def test_full_file_with_tied_alpha_and_several_metrics(write, tmp_path):
+    (tmp_path / "rows.csv").write_text("q,a\nhi,there\n", encoding="utf-8")
+    sweep = load_sweep(write("""
+study:
+  name: full
+  metrics: [f1, eval_loss]
+  sampler: {type: nsgaii, seed: 7}
+  n_trials: 5
+model: {base: some/hub-model, target_modules: [q_proj, v_proj]}
+data: {path: rows.csv, prompt_template: "{q}", response_template: " {a}", train_split: "train[:80%]"}
+train: {max_steps: 3, lora_dropout: 0.1}
+search_space:
+  lora_r: {type: choice, values: [4, 8]}
+  lora_alpha: {per_rank: {type: choice, values: [1, 2]}}
+"""))
+    assert sweep.study.directions == ("maximize", "minimize")  # each metric's natural direction
+    assert sweep.study.sampler == "nsgaii" and sweep.study.seed == 7
+    assert sweep.model.target_modules == ("q_proj", "v_proj")
+    assert sweep.data.path == str(tmp_path / "rows.csv")  # relative to the sweep file
+    assert sweep.data.label_column is None  # built-in defaults don't leak onto user data
+    assert sweep.space.size() == 4
+    params = sweep.space.resolve({"lora_r": 8, "lora_alpha_per_rank": 2}, sweep.fixed)
+    assert params["lora_alpha"] == 16 and params["max_steps"] == 3 and params["lora_dropout"] == 0.1
+
+
+def test_fixed_alpha_multiplier_follows_the_sampled_rank(write):
+    sweep = load_sweep(write(OLIVE + "  lora_alpha: {per_rank: 2}\n"))
+    assert sweep.space.resolve({"lora_r": 32}, sweep.fixed)["lora_alpha"] == 64
+
+
+def test_grid_space_is_enumerated(write):
+    sweep = load_sweep(write("""
+study: {sampler: grid}
+search_space:
+  learning_rate: {type: float, low: 0.001, high: 0.003, step: 0.001}
+  r: {type: int, low: 4, high: 8, step: 4}
+"""))
+    assert sweep.space.grid() == {"learning_rate": [0.001, 0.002, 0.003], "r": [4, 8]}
+    assert sweep.space.size() == 6
+
+
+def test_every_problem_is_reported_at_once_with_lines(write):
+    path = write("""\
+study:
+  metric: f2
+  sampler: grid
+search_space:
+  learning_rat: {type: float, low: 1e-3, high: 1e-2}
+  lora_r: {type: int, low: 64, high: 8}
+  lora_dropout: {type: float, low: 0, high: 0.1, log: true}
+  batch_size: {type: choice, values: []}
+  weight_decay: {type: float, low: 0.0, high: 0.1}
+model:
+  bse: x
+""")
+    with pytest.raises(SweepError) as info:
+        load_sweep(path)
+    text = str(info.value)
+    lines = text.splitlines()
+    assert f"{path}:2: a study metric must be one of" in text and "'f2'" in text
+    assert f"{path}:5: parameter names must be" in text and "Did you mean 'learning_rate'?" in text
+    assert f"{path}:6: lora_r.low must be <= high, but got low=64, high=8" in text
+    assert f"{path}:7: lora_dropout.low must be > 0 on a log scale" in text
+    assert f"{path}:8: batch_size.values must be a non-empty list" in text
+    assert f"{path}:11: a key of model must be one of" in text and "Did you mean 'base'?" in text
+    assert "a grid sampler needs a finite space, but got continuous ranges: weight_decay" in text
+    assert len(lines) == 7
+
+
+def test_secrets_and_managed_fields_are_refused(write):
+    with pytest.raises(SweepError, match="hub_token.*secret.*environment"):
+        load_sweep(write("train:\n  hub_token: hf_abc\n"))
+
+
+def test_broken_yaml_names_line_and_column(write):
+    with pytest.raises(SweepError, match=r"sweep.yaml:4: .*valid YAML.*column 1.*flow sequence on line 3"):
+        load_sweep(write("study:\n  name: x\n  bad: [1, 2\n"))
+
+
+def test_cli_exits_2_without_traceback(write, capsys):
+    path = write("search_space:\n  lora_rr: {type: int, low: 1, high: 2}\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'lora_r'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_validates(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_shipped_sweep_files_start_with_their_command():
+    for path in (ROOT / "spaces").glob("*.yaml"):
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# lorasweep run spaces/"), path
