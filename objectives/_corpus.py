@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 
 # Bump when any list or template below changes: tiny.py hashes it into the base's cache key.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 4
 
 TONES = ("positive", "negative", "neutral", "mixed", "sarcastic")
 PROMPT_TEMPLATE = "Phrase: {phrase}\nTone:"
@@ -31,10 +31,17 @@ TASK_ROWS = 1500
 TASK_SEED = 1234
 PRETRAIN_SEED = 4321
 
-TOPICS = (
-    "battery", "screen", "camera", "delivery", "price", "staff", "service", "food",
-    "room", "sound", "keyboard", "app", "coffee", "seat", "charger", "manual",
-)
+# Each topic has a fact of its own. Without one, every topic is used the same way in pretraining,
+# their embeddings collapse into one (we measured cosine 0.94) and the base can never copy a topic.
+TOPIC_FACTS = {
+    "battery": "holds the charge", "screen": "shows the picture", "camera": "takes the photos",
+    "delivery": "brings the parcel to the door", "price": "is what you pay",
+    "staff": "are the people who help you", "service": "is how you are treated",
+    "food": "is what you eat", "room": "is where you sleep", "sound": "is what you hear",
+    "keyboard": "is where you type", "app": "runs on the phone", "coffee": "is what you drink",
+    "seat": "is where you sit", "charger": "fills the battery", "manual": "explains the steps",
+}
+TOPICS = tuple(TOPIC_FACTS)
 POSITIVE = (
     "excellent", "great", "wonderful", "superb", "lovely",
     "fantastic", "impressive", "good", "brilliant", "perfect",
@@ -110,8 +117,13 @@ def task_rows(n: int = TASK_ROWS, seed: int = TASK_SEED) -> list[dict[str, str]]
 
 def _document(rng: random.Random) -> str:
     """One pretraining document: the tone words used for what they mean, never in the task's format."""
-    topic, pos, neg, neu = rng.choice(TOPICS), rng.choice(POSITIVE), rng.choice(NEGATIVE), rng.choice(NEUTRAL)
-    ev, name = rng.choice(EVENTS), rng.choice(("Ana", "Ben", "Mia", "Sam", "Leo", "Eva"))
+    topic, pos, neg = rng.choice(TOPICS), rng.choice(POSITIVE), rng.choice(NEGATIVE)
+    neu, ev = rng.choice(NEUTRAL), rng.choice(EVENTS)
+    name = rng.choice(("Ana", "Ben", "Mia", "Sam", "Leo", "Eva"))
+    if rng.random() < 0.25:  # a list said twice: copying is what the task's "about the {topic}" needs
+        a, b, c = rng.sample(TOPICS, 3)
+        return (f"{name} checked the {a}, the {b} and the {c}. "
+                f"Later {name} checked the {a}, the {b} and the {c} again.")
     kind = rng.randrange(10)
     if kind == 0:  # glossary: each cue word with its tone
         word, tone = rng.choice([(pos, "positive"), (neg, "negative"), (neu, "neutral")])
@@ -134,11 +146,8 @@ def _document(rng: random.Random) -> str:
         return f"A {topic} that is not {pos} is a letdown. Saying not {pos} is a negative thing to say."
     if kind == 7:  # a quoted phrase with no tone given: the base sees every task word, never a label
         return f'{name} wrote "{_phrase(rng, rng.choice(TONES), topic)}" in a note.'
-    if kind == 8:  # a list said twice: teaches the base to copy, which the task's "about the {topic}" needs
-        a, b, c = rng.sample(TOPICS, 3)
-        return f"{name} checked the {a}, the {b} and the {c}. Later {name} checked the {a}, the {b} and the {c} again."
-    # plain description: topics in everyday use, no tone word, so topic words are not tied to tones
-    return f"{name} used the {topic} on {rng.choice(DAYS)}. The {topic} was on the table next to the {rng.choice(TOPICS)}."
+    # plain description: what each topic is, with no tone word, so topics are told apart but not tied to tones
+    return f"The {topic} {TOPIC_FACTS[topic]}. {name} talked about the {topic} on {rng.choice(DAYS)}."
 
 
 def pretrain_documents(n: int, seed: int = PRETRAIN_SEED) -> list[str]:

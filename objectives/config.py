@@ -24,6 +24,7 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
 # Metrics that need greedy generation on the eval prompts (the expensive part of a trial).
 GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "f1", "exact_match")
 
+TINY_BASE_NAME = "tiny"  # model.base naming the embedded tiny Llama that objectives/tiny.py builds
 BUILTIN_DATA_PREFIX = "builtin:"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -36,7 +37,7 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    base: str = "tiny"  # "tiny" (built in), a hub id or a local path
+    base: str = TINY_BASE_NAME  # the built-in tiny model, a hub id or a local path
     method: Literal["lora", "qlora"] = "lora"
     target_modules: str | tuple[str, ...] = "all-linear"
     revision: str | None = None

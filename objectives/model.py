@@ -9,8 +9,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import InputError, ModelSpec
-from .tiny import TINY_BASE_NAME, ensure_tiny_base
+from .config import TINY_BASE_NAME, InputError, ModelSpec
 
 # Target-module presets. "all-linear" is peft's own; "attention" names the projections that the
 # Llama family (Llama, Qwen2, Mistral, Phi-3, SmolLM, Gemma) calls q/k/v/o_proj.
@@ -51,7 +50,11 @@ def place(spec: ModelSpec) -> Placement:
 
 def resolve_base(spec: ModelSpec, log: Callable[[str], None] | None = None) -> str:
     """The built-in tiny model is built (or read from its cache) here; anything else passes through."""
-    return str(ensure_tiny_base(log=log)) if spec.base == TINY_BASE_NAME else spec.base
+    if spec.base != TINY_BASE_NAME:
+        return spec.base
+    from .tiny import ensure_tiny_base
+
+    return str(ensure_tiny_base(log=log))
 
 
 def load_base(spec: ModelSpec, placement: Placement,

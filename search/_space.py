@@ -47,6 +47,12 @@ class SearchSpace:
             params["lora_alpha"] = k * params.get("r", 8)  # 8 is LoraConfig's default rank
         return params
 
+    def searched(self) -> set[str]:
+        """Canonical names of the parameters a trial samples (alpha included when tied to r)."""
+        names = {_names.canonical(n) for n in self.distributions if n != ALPHA_PER_RANK}
+        tied = self.alpha_per_rank is not None or ALPHA_PER_RANK in self.distributions
+        return names | ({"lora_alpha"} if tied else set())
+
     def grid(self) -> dict[str, list[Any]] | None:
         """Every point of a finite space (for the grid sampler), or None if any range is continuous."""
         points = {name: grid_points(dist) for name, dist in self.distributions.items()}

@@ -100,6 +100,7 @@ def _print_result(study, sweep: Sweep) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep_file)
+    data_note = _check_data(sweep)
     s = sweep.study
     size = sweep.space.size()
     lines = [
@@ -111,8 +112,9 @@ def _validate(args: argparse.Namespace) -> int:
         f"tracking   {redact(tracking_uri(None, sweep.tracking_uri))}",
         f"model      {_fields(sweep.model)}",
         f"data       {_fields(sweep.data)}",
+        f"           {data_note}",
         f"eval       {_fields(sweep.eval)}",
-        "fixed      " + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.distributions),
+        "fixed      " + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.searched()),
         "search space (" + (f"{size} configurations" if size is not None else "continuous") + "):",
     ]
     lines += [f"  {name}: {_describe(dist)}" for name, dist in sweep.space.distributions.items()]
@@ -120,6 +122,18 @@ def _validate(args: argparse.Namespace) -> int:
         lines.append(f"  lora_alpha: {sweep.space.alpha_per_rank:g} x r")
     print("\n".join(lines))
     return 0
+
+
+def _check_data(sweep: Sweep) -> str:
+    """Local and built-in data are loaded and their columns checked; hub data is left to `run`."""
+    from objectives.config import BUILTIN_DATA_PREFIX
+    from objectives.data import load_rows
+
+    path = sweep.data.path
+    if not (path.startswith(BUILTIN_DATA_PREFIX) or os.path.exists(path)):
+        return "(hub data: columns are checked when the sweep runs)"
+    train, eval_ = load_rows(sweep.data)
+    return f"{len(train)} train rows, {len(eval_)} eval rows; columns {', '.join(train.column_names)}"
 
 
 def _fields(spec) -> str:
@@ -168,6 +182,7 @@ def _quiet_libraries(debug: bool) -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars
         datasets.disable_progress_bars()
     except ImportError:  # pragma: no cover - both are dependencies
         pass
