@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from objectives import DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec, Worker
-from objectives.data import load_rows
+from objectives.data import load_rows, tokenize
+from objectives.model import place
 
 DATA = DataSpec(train_split="train[:240]", eval_fraction=0.25)
 TRAINING = {"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 3e-3,
@@ -66,3 +67,28 @@ def test_same_seed_gives_the_same_trial(worker, tmp_path):
 def test_missing_template_field_names_the_columns():
     with pytest.raises(InputError, match=r"field \{text\}; the columns are phrase, tone, topic"):
         load_rows(DataSpec(prompt_template="{text}"))
+
+
+def test_olive_text_template_trains_on_every_token(worker):
+    spec = DataSpec(text_template="Phrase: {phrase} Tone: {tone}", prompt_template=None,
+                    response_template=None, label_column=None)
+    rows = load_rows(DataSpec(train_split="train[:20]"))[0]
+    task = tokenize(spec, rows, rows, worker.tokenizer)
+    assert task.train[0]["labels"] == task.train[0]["input_ids"]
+    assert task.eval_prompts == []  # nothing to generate from: loss metrics only
+
+
+def test_local_csv_with_a_split_expression(tmp_path):
+    lines = ["question,answer"] + [f"q{i},a{i % 3}" for i in range(10)]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = DataSpec(path=str(tmp_path / "rows.csv"), train_split="train[:80%]", eval_split="train[80%:]",
+                    prompt_template="Q: {question}", response_template=" {answer}", label_column=None)
+    train, eval_ = load_rows(spec)
+    assert train["question"] == [f"q{i}" for i in range(8)] and eval_["question"] == ["q8", "q9"]
+
+
+def test_qlora_says_it_needs_cuda_on_a_cpu_machine():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InputError, match="qlora must run on CUDA.*method: lora"):
+        place(ModelSpec(method="qlora"))
