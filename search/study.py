@@ -115,7 +115,7 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(),
             f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}")
         log(f"mlflow: {redact(uri)} (experiment {sweep.experiment or name!r}, parent run {parent_id})")
 
-    progress = Progress(sweep.study.metrics, budget, done, options.quiet)
+    progress = None
     try:
         if BASE_METRICS_ATTR not in study.user_attrs:
             base = worker.evaluate_base()
@@ -123,6 +123,7 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(),
             tracker.log_base_metrics(parent_id, base)
             if not options.quiet:
                 log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
+        progress = Progress(sweep.study.metrics, budget, done, options.quiet)
         study.optimize(_Objective(sweep, worker, tracker, parent_id, name), n_trials=budget - done,
                        timeout=sweep.study.timeout, gc_after_trial=True,
                        callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress])
@@ -130,7 +131,8 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(),
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     tracker.finish_study(parent_id, *_summary(study, sweep))
     return study
 

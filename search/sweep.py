@@ -8,9 +8,6 @@ shipped tone data set), so a file in the Olive material's format, with only `sea
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +17,7 @@ from objectives.config import (BUILTIN_DATA_PREFIX, DATA_SUFFIXES, GENERATION_ME
 
 from . import _names
 from ._space import SearchSpace, grid_points, parse_space
+from ._typed import parse_section, unknown_key
 from ._yaml import load_yaml
 from .errors import Problems
 
@@ -80,11 +78,11 @@ def load_sweep(path: str | Path) -> Sweep:
     problems = Problems(str(path), lines)
     for key in raw:
         if key not in SECTIONS:
-            problems.add((key,), _unknown("top-level section", key, SECTIONS))
+            problems.add((key,), unknown_key("top-level section", key, SECTIONS))
 
     fixed = _parse_train(raw.get("train"), problems)
     space = parse_space(raw.get("search_space"), problems, fixed)
-    model = _parse_section(raw, "model", ModelSpec, problems)
+    model = parse_section(raw, "model", ModelSpec, problems)
     data = _parse_data(raw, path, problems)
     if data.text_template is not None:
         given = raw.get("data") or {}
@@ -92,7 +90,7 @@ def load_sweep(path: str | Path) -> Sweep:
             problems.add(("data", "text_template"), "data must use text_template alone or the "
                          "prompt_template/response_template pair, but got both. Keep one.")
         data = dataclasses.replace(data, prompt_template=None, response_template=None)
-    eval_ = _parse_section(raw, "eval", EvalSpec, problems)
+    eval_ = parse_section(raw, "eval", EvalSpec, problems)
     study = _parse_study(raw, path, problems, space)
     tracking = raw.get("tracking") or {}
     if not isinstance(tracking, dict) or set(tracking) - {"uri", "experiment"}:
@@ -105,13 +103,6 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(study=study, space=space, fixed={**DEFAULT_TRAIN, **fixed}, model=model, data=data,
                  eval=eval_, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
                  path=path, text=text)
-
-
-def _unknown(what: str, key: Any, valid: typing.Iterable[str]) -> str:
-    valid = list(valid)
-    close = difflib.get_close_matches(str(key), valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{what} must be one of {', '.join(valid)}, but got {key!r}.{hint}"
 
 
 def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
@@ -144,14 +135,14 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
             problems.add((section,), f"{section} must be a mapping, but got {value!r}.")
             return StudySpec(name=path.stem)
         for key in set(value) - keys:
-            problems.add((section, key), _unknown(f"a key of {section}", key, sorted(keys)))
+            problems.add((section, key), unknown_key(f"a key of {section}", key, sorted(keys)))
 
     metrics = study.get("metrics", study.get("metric", "eval_loss"))
     metrics = tuple(metrics) if isinstance(metrics, list) else (metrics,)
     for m in metrics:
         if m not in METRICS:
             problems.add(("study", "metrics" if "metrics" in study else "metric"),
-                         _unknown("a study metric", m, METRICS))
+                         unknown_key("a study metric", m, METRICS))
     directions = study.get("directions", study.get("direction"))
     if directions is None:
         directions = [METRICS.get(m, "minimize") for m in metrics]
@@ -165,7 +156,7 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     raw_sampler = study.get("sampler")
     if isinstance(raw_sampler, dict):
         for key in set(raw_sampler) - {"type", "seed"}:
-            problems.add(("study", "sampler", key), _unknown("a key of study.sampler", key, ["type", "seed"]))
+            problems.add(("study", "sampler", key), unknown_key("a key of study.sampler", key, ["type", "seed"]))
         sampler, seed = raw_sampler.get("type", sampler), raw_sampler.get("seed", seed)
     elif raw_sampler is not None:
         sampler = raw_sampler
@@ -174,7 +165,7 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
                      f"search_strategy.type={strategy['type']!r} and study.sampler={sampler!r}. Keep one.")
     if sampler not in SAMPLERS:
         problems.add(("study", "sampler") if raw_sampler else ("search_strategy", "type"),
-                     _unknown("the sampler", sampler, SAMPLERS))
+                     unknown_key("the sampler", sampler, SAMPLERS))
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         problems.add(("study", "sampler", "seed"), f"study.sampler.seed must be an integer or null, but got seed={seed!r}.")
     if sampler == "grid" and space.grid() is None:
@@ -209,7 +200,7 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     """The data section; a file path in it is taken relative to the sweep file's folder."""
     given = raw.get("data")
     own = isinstance(given, dict) and not str(given.get("path", BUILTIN_DATA_PREFIX)).startswith(BUILTIN_DATA_PREFIX)
-    data = _parse_section(raw, "data", DataSpec, problems, base=USER_DATA if own else DataSpec())
+    data = parse_section(raw, "data", DataSpec, problems, base=USER_DATA if own else DataSpec())
     if own and not data.path:
         problems.add(("data",), "data.path must name a file or a hub id, but got none. "
                      "Example: data: {path: data/train.jsonl}.")
@@ -217,60 +208,6 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     if data.path.lower().endswith(DATA_SUFFIXES) and not local.is_absolute():
         data = dataclasses.replace(data, path=str(path.parent / local))
     return data
-
-
-def _parse_section(raw: dict, section: str, cls: type, problems: Problems, base: Any = None) -> Any:
-    """Map one YAML section onto a spec dataclass, checking keys and value types."""
-    base = cls() if base is None else base
-    values = raw.get(section)
-    if values is None:
-        return base
-    if not isinstance(values, dict):
-        problems.add((section,), f"{section} must be a mapping, but got {values!r}.")
-        return base
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in hints:
-            problems.add((section, key), _unknown(f"a key of {section}", key, names))
-            continue
-        ok, converted, expected = _check_type(value, hints[key])
-        if ok:
-            kwargs[key] = converted
-        else:
-            problems.add((section, key), f"{section}.{key} must be {expected}, but got {key}={value!r}.")
-    return dataclasses.replace(base, **kwargs)
-
-
-def _check_type(value: Any, hint: Any) -> tuple[bool, Any, str]:
-    """(ok, value converted to the hint, what was expected) for the few types specs use."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return value in args, value, "one of " + ", ".join(map(str, args))
-    if origin in (typing.Union, types.UnionType):
-        expected = []
-        for arg in args:
-            ok, converted, what = _check_type(value, arg)
-            if ok:
-                return True, converted, what
-            expected.append(what)
-        return False, value, " or ".join(expected)
-    if hint is type(None):
-        return value is None, value, "null"
-    if origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) and value
-        return bool(ok), tuple(value) if ok else value, "a list of strings"
-    if hint is bool:
-        return isinstance(value, bool), value, "true or false"
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value, "a number"
-    if hint is str:
-        return isinstance(value, str), value, "a string"
-    return True, value, str(hint)
 
 
 def _check_fixed(fixed: dict[str, Any], problems: Problems) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from search import UserError, load_sweep
 from search.study import load_study, make_sampler, open_storage
+from search.tracking import redact, tracking_uri
 
 SPACE = """\
 search_space:
@@ -55,3 +56,17 @@ def test_load_study_names_the_studies_it_has(in_tmp):
         load_study(None, None)
     with pytest.raises(UserError, match="study='c'"):
         load_study("c", None)
+
+
+def test_passwords_in_urls_are_never_printed():
+    assert redact("postgresql://user:s3cret@db:5432/optuna") == "postgresql://user:***@db:5432/optuna"
+    assert redact("sqlite:///mlruns/mlflow.db") == "sqlite:///mlruns/mlflow.db"
+
+
+def test_tracking_uri_precedence(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(None, None) == "sqlite:///mlruns/mlflow.db"
+    assert tracking_uri(None, "http://file:5000") == "http://file:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert tracking_uri(None, "http://file:5000") == "http://env:5000"
+    assert tracking_uri("http://flag:5000", "http://file:5000") == "http://flag:5000"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
@@ -88,9 +89,13 @@ def test_trials_json_lists_every_trial(finished, capsys, monkeypatch):
         assert row["metrics"]["f1"] == row["values"][0] and row["duration_s"] > 0
 
 
-def test_rerun_continues_the_study_and_reattaches_the_parent(finished, monkeypatch):
+def test_rerun_continues_the_study_and_reattaches_the_parent(finished, monkeypatch, capsys):
     monkeypatch.chdir(finished)
-    assert main(["-q", "run", "sweep.yaml", "--trials", "3"]) == 0
+    assert main(["run", "sweep.yaml", "--trials", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'e2e': 2/3 trials done" in out
+    assert re.search(r"^trial +2 COMPLETE f1=\S+ +learning_rate=\S+ lora_r=\d", out, re.M)  # one line per trial
+    assert re.search(r"^best: trial \d f1=\S+ \(base \S+\)", out, re.M)
     study, client = _stores(finished)
     assert len(study.trials) == 3
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
