@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
 from .config import BUILTIN_DATA_PREFIX, DataSpec, InputError
-from .metrics import MAX_LABELS
+from .metrics import is_closed_set
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -72,11 +72,12 @@ def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
                                  "Check the path (relative paths start at the sweep file's folder).")
             return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
         return datasets.load_dataset(path, spec.name, split=split)
-    except (ValueError, FileNotFoundError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"data must load with split={split!r}, but got: {e}. Split expressions look "
-                         "like train, train[:80%] or train[100:200].") from None
+    except InputError:
+        raise
+    except (ValueError, OSError, ConnectionError) as e:  # a bad split, a missing file, no hub
+        raise InputError(f"data must load from path={path!r} with split={split!r}, but got: "
+                         f"{str(e).splitlines()[0]}. Split expressions look like train, "
+                         "train[:80%] or train[100:200].") from None
 
 
 def _carve_eval(rows: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -95,13 +96,18 @@ def _strata(rows: datasets.Dataset, spec: DataSpec) -> list[str] | None:
         return [str(v) for v in rows[spec.label_column]]
     if spec.response_template:
         responses = [render(spec.response_template, row) for row in rows]
-        if len(set(responses)) <= MAX_LABELS:
+        if is_closed_set(responses):
             return responses
     return None
 
 
-def template_fields(template: str) -> list[str]:
-    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+def template_fields(template: str, where: str = "template") -> list[str]:
+    """The column names a str.format template uses."""
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError as e:
+        raise InputError(f"{where} must be a str.format template, but got {template!r}: {e}. "
+                         "Write a literal brace as {{ or }}.") from None
 
 
 def render(template: str, row: dict) -> str:
@@ -111,8 +117,7 @@ def render(template: str, row: dict) -> str:
 def _check_fields(spec: DataSpec, rows: datasets.Dataset) -> None:
     columns = rows.column_names
     for key in ("prompt_template", "response_template", "text_template"):
-        template = getattr(spec, key)
-        for field in template_fields(template or ""):
+        for field in template_fields(getattr(spec, key) or "", f"data.{key}"):
             if field not in columns:
                 raise InputError(f"data.{key} must use columns the data has, but got field "
                                  f"{{{field}}}; the columns are {', '.join(columns)}.")

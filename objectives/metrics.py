@@ -76,13 +76,18 @@ def label_f1(predicted: Sequence[str | None], gold: Sequence[str]) -> float:
     return float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
 
 
+def is_closed_set(responses: Sequence[str]) -> bool:
+    """Whether responses look like class labels: few distinct values, each seen about twice or more."""
+    distinct = len({normalize(r) for r in responses})
+    return distinct <= min(MAX_LABELS, max(2, len(responses) // 2))
+
+
 def f1_mode(mode: Literal["auto", "label", "token"], has_label_column: bool,
             references: Sequence[str]) -> Literal["label", "token"]:
     """auto: label F1 when a label column is named or the references form a small closed set."""
     if mode != "auto":
         return mode
-    closed = len({normalize(r) for r in references}) <= min(MAX_LABELS, max(2, len(references) // 2))
-    return "label" if has_label_column or closed else "token"
+    return "label" if has_label_column or is_closed_set(references) else "token"
 
 
 def generation_metrics(predictions: Sequence[str], references: Sequence[str],

@@ -62,7 +62,11 @@ def load_base(spec: ModelSpec, placement: Placement,
     """Load the base model and its tokenizer. Remote code runs only when the sweep file allows it."""
     source = resolve_base(spec, log)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
-    tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    except (OSError, ValueError) as e:  # no such folder or hub id, offline, or remote code refused
+        raise InputError(f"model.base must be 'tiny', a local model folder or a reachable hub id, but "
+                         f"got base={spec.base!r}: {str(e).splitlines()[0]}") from e
     if tokenizer.pad_token_id is None:  # many causal LMs ship without one; eos is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     kwargs: dict[str, Any] = {"dtype": placement.dtype}

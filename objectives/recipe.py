@@ -90,15 +90,15 @@ class Worker:
     # -- the steps -------------------------------------------------------------------------------
     def _trainer(self, model: torch.nn.Module, trial: TrialSpec, workdir: Path,
                  report: Report | None) -> Trainer:
-        settings = dict(trial.training_args)
-        settings.setdefault("eval_strategy", "steps")
+        settings = {"eval_strategy": "steps", "save_strategy": "no", **trial.training_args}
         if settings.get("max_steps", -1) > 0:  # about five points on every learning curve
             settings.setdefault("eval_steps", max(1, settings["max_steps"] // 5))
-        args = TrainingArguments(
-            output_dir=str(workdir / "trainer"), report_to="none", save_strategy="no",
-            disable_tqdm=True, seed=trial.seed, use_cpu=self.placement.device == "cpu",
+        settings.update(  # lorasweep's own: where things go, what reports, which device and seed
+            output_dir=str(workdir / "trainer"), report_to="none", disable_tqdm=True,
+            seed=trial.seed, use_cpu=self.placement.device == "cpu",
             bf16=self.placement.precision == "bf16", fp16=self.placement.precision == "fp16",
-            include_num_input_tokens_seen="non_padding", **settings)
+            include_num_input_tokens_seen="non_padding")
+        args = TrainingArguments(**settings)
         callbacks = [_ReportCallback(report)] if report else []
         trainer = Trainer(model=model, args=args, train_dataset=self.data.train,
                           eval_dataset=self.data.eval, data_collator=self._collator,

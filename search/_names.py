@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
+
+from ._typed import check_type
 
 ALIASES = {"lora_r": "r", "batch_size": "per_device_train_batch_size"}
 
@@ -21,8 +24,13 @@ MANAGED = frozenset({
     "push_to_hub", "hub_token", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
     "hub_revision", "disable_tqdm", "use_cpu", "bf16", "fp16", "task_type", "peft_type",
     "base_model_name_or_path", "inference_mode", "revision", "peft_version", "auto_mapping",
-    "include_num_input_tokens_seen",
+    "include_num_input_tokens_seen", "seed", "data_seed",
 })
+# Where a managed field has a home in the sweep file, the error points there.
+_INSTEAD = {"bf16": "model.precision", "fp16": "model.precision", "use_cpu": "model.device",
+            "seed": "study.sampler.seed (trial n trains with seed + n)",
+            "data_seed": "study.sampler.seed (trial n trains with seed + n)",
+            "revision": "model.revision"}
 
 Target = Literal["training", "lora"]
 
@@ -36,6 +44,25 @@ def _fields() -> tuple[frozenset[str], frozenset[str]]:
     training = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
     lora = {f.name for f in dataclasses.fields(peft.LoraConfig)}
     return frozenset(training - MANAGED), frozenset(lora - MANAGED)
+
+
+@cache
+def _hints() -> dict[str, Any]:
+    import peft
+    import transformers
+
+    return {**typing.get_type_hints(transformers.TrainingArguments),
+            **typing.get_type_hints(peft.LoraConfig)}
+
+
+def type_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot go into field `name` (canonical), or None. The libraries' constructors
+    don't check types, so a string max_steps would otherwise fail only inside a trial."""
+    hint = _hints().get(name)
+    if hint is None:
+        return None
+    ok, _, expected = check_type(value, hint)
+    return None if ok else f"parameter {name} must be {expected}, but got {name}={value!r}."
 
 
 def canonical(name: str) -> str:
@@ -61,7 +88,8 @@ def unknown_name_message(name: str) -> str:
     """The error for a name no library knows: a did-you-mean, then every valid name."""
     if name in MANAGED:
         why = ("a secret: set it in the environment (HF_TOKEN), never in a sweep file"
-               if "token" in name else "set by lorasweep itself")
+               if "token" in name else f"set by lorasweep itself; use {_INSTEAD[name]}"
+               if name in _INSTEAD else "set by lorasweep itself")
         return f"parameter {name!r} must not be set in a sweep file, but got {name}: it is {why}."
     names = valid_names()
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)

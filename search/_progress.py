@@ -20,8 +20,9 @@ def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str
     values = trial.values or []
     scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    error = f"  error: {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
     return (f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
-            f"  ({seconds:.1f} s)")
+            f"  ({seconds:.1f} s){error}")
 
 
 def best_text(study: optuna.Study, metrics: tuple[str, ...]) -> str:

@@ -110,11 +110,15 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
                          f"{name!r} in both search_space and train. Remove one.")
         if canonical == "lora_alpha" and isinstance(spec, dict) and "per_rank" in spec:
             k = spec["per_rank"]
-            if isinstance(k, dict):
+            if set(spec) != {"per_rank"}:
+                extra = ", ".join(sorted(str(key) for key in set(spec) - {"per_rank"}))
+                problems.add(path, f"lora_alpha with per_rank takes only per_rank, but got {extra}. "
+                             "Example: lora_alpha: {per_rank: 2}.")
+            elif isinstance(k, dict):
                 dist = _distribution(k, path + ("per_rank",), problems)
                 if dist is not None:
                     distributions[ALPHA_PER_RANK] = dist
-            elif _number(k) is not None and _number(k) > 0 and set(spec) == {"per_rank"}:
+            elif _number(k) is not None and _number(k) > 0:
                 alpha_per_rank = _number(k)
             else:
                 problems.add(path, f"lora_alpha.per_rank must be a positive number or a range, but "
@@ -122,8 +126,18 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
             continue
         dist = _distribution(spec, path, problems)
         if dist is not None:
-            distributions[str(name)] = dist
+            wrong = [_names.type_problem(canonical, v) for v in _endpoints(dist)]
+            if any(wrong):
+                problems.add(path, next(w for w in wrong if w))
+            else:
+                distributions[str(name)] = dist
     return SearchSpace(distributions, alpha_per_rank)
+
+
+def _endpoints(dist: BaseDistribution) -> list[Any]:
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
 
 
 def _number(value: Any) -> float | None:

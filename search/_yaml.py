@@ -58,17 +58,27 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int], str]:
         raise SweepError([Problem(f"the file must hold a mapping of sections, but got a "
                                   f"{type(data).__name__}.", where, 1)])
     lines: dict[tuple, int] = {}
-    _collect_lines(node, (), lines)
+    duplicates: list[Problem] = []
+    _collect_lines(node, (), lines, duplicates, where)
+    if duplicates:  # YAML would silently keep the last one
+        raise SweepError(duplicates)
     return data, lines, text
 
 
-def _collect_lines(node: yaml.Node | None, path: tuple, lines: dict[tuple, int]) -> None:
+def _collect_lines(node: yaml.Node | None, path: tuple, lines: dict[tuple, int],
+                   duplicates: list[Problem], where: str) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key_path = path + (key_node.value,)
-            lines[key_path] = key_node.start_mark.line + 1
-            _collect_lines(value_node, key_path, lines)
+            line = key_node.start_mark.line + 1
+            if key_path in lines:
+                name = ".".join(map(str, key_path))
+                duplicates.append(Problem(f"each key must appear once, but got {name} again (first on "
+                                          f"line {lines[key_path]}). Keep one.", where, line))
+                continue
+            lines[key_path] = line
+            _collect_lines(value_node, key_path, lines, duplicates, where)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _collect_lines(item, path + (i,), lines)
+            _collect_lines(item, path + (i,), lines, duplicates, where)

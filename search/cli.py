@@ -13,6 +13,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+import optuna
+
 from objectives import InputError
 
 from ._progress import format_params, trial_line
@@ -45,11 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="print only errors and the result")
-    common.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
-    parser = argparse.ArgumentParser(prog="lorasweep", parents=[common],
+    # -q/--debug work before or after the command. The subcommands' copies default to SUPPRESS,
+    # so a flag given before the command is not reset by the subcommand's own default. (Not argparse
+    # `parents=`: those share action objects, and so share one default.)
+    def flags(default: bool | str) -> argparse.ArgumentParser:
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument("-q", "--quiet", action="store_true", default=default,
+                            help="print only errors and the result")
+        common.add_argument("--debug", action="store_true", default=default,
+                            help="show tracebacks and library logs")
+        return common
+
+    parser = argparse.ArgumentParser(prog="lorasweep", parents=[flags(False)],
                                      description="Find the best LoRA fine-tune of a small language model.")
+    common = flags(argparse.SUPPRESS)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", parents=[common], help="run (or continue) a sweep")
@@ -79,23 +90,25 @@ def _run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep_file)
     study = run_sweep(sweep, RunOptions(n_trials=args.trials, study_name=args.study, storage=args.storage,
                                         tracking_uri=args.tracking_uri, quiet=args.quiet))
-    _print_result(study, sweep)
-    return 0
+    return 0 if _print_result(study, sweep) else 1
 
 
-def _print_result(study, sweep: Sweep) -> None:
+def _print_result(study, sweep: Sweep) -> bool:
+    """Print the best trial (or the Pareto front) beside the base model; False if none finished."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not complete:
-        print("no trial finished")
-        return
+        print("no trial finished: see the error on each failed trial (lorasweep trials)", file=sys.stderr)
+        return False
     base = study.user_attrs.get(BASE_METRICS_ATTR, {})
     best = [study.best_trial] if len(sweep.study.metrics) == 1 else study.best_trials
     for trial in best:
         label = "best" if len(sweep.study.metrics) == 1 else "pareto"
-        scores = " ".join(f"{m}={trial.user_attrs.get('metrics', {}).get(m, float('nan')):.4g}"
-                          f" (base {base[m]:.4g})" if m in base else m for m in sweep.study.metrics)
+        metrics = trial.user_attrs.get("metrics", {})
+        scores = " ".join(f"{m}={metrics.get(m, float('nan')):.4g}"
+                          + (f" (base {base[m]:.4g})" if m in base else "") for m in sweep.study.metrics)
         print(f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
               f"mlflow run {trial.user_attrs.get('mlflow_run_id', '-')}")
+    return True
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -168,13 +181,16 @@ def _trials(args: argparse.Namespace) -> int:
 
 
 def _quiet_libraries(debug: bool) -> None:
-    """Library chatter (progress bars, deprecation notes) drowns the one line per trial."""
+    """Library chatter (progress bars, deprecation notes) drowns the one line per trial. Optuna's
+    own per-trial log lines repeat ours; its tracebacks of failed trials show with --debug."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
     if debug:
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):  # library notes, not ours
+        warnings.filterwarnings("ignore", category=category)
     for name in ("transformers", "datasets", "peft", "mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

@@ -6,12 +6,14 @@ count, the MLflow parent run is re-attached (its id is stored on the study).
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
@@ -19,7 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from objectives import TrialSpec, Worker
+from objectives import Report, TrialResult, TrialSpec, Worker
 
 from . import _names
 from ._progress import Progress, best_text
@@ -36,14 +38,20 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BASE_METRICS_ATTR = "base_metrics"
 
 
+def _journal_path(url: str | None) -> Path | None:
+    if url is None:
+        return DEFAULT_STORAGE
+    return Path(url.removeprefix("journal:///")) if url.endswith(".journal") else None
+
+
 def open_storage(url: str | None) -> BaseStorage | str:
     """Any Optuna storage URL; by default a journal file under mlruns/, which several processes on
     one machine can share (SQLite locks up under concurrent writers)."""
-    if url is None or url.endswith(".journal"):
-        path = Path(url.removeprefix("journal:///")) if url else DEFAULT_STORAGE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    return url
+    path = _journal_path(url)
+    if path is None:
+        return url
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
@@ -73,6 +81,14 @@ def load_study(name: str | None, storage: str | None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=opened)
 
 
+class TrialRunner(Protocol):
+    """What the study needs from the trial side; objectives.Worker is the real one."""
+
+    def run_trial(self, trial: TrialSpec, workdir: Path, report: Report | None = None) -> TrialResult: ...
+
+    def evaluate_base(self) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """What the command line may override on top of the sweep file."""
@@ -84,26 +100,34 @@ class RunOptions:
     quiet: bool = False
 
 
-def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(),
-              log: Callable[[str], None] = print) -> optuna.Study:
-    """Create or continue the study and run trials until its budget of finished trials is met."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own trial lines replace Optuna's
+def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(), log: Callable[[str], None] = print,
+              runner: TrialRunner | None = None) -> optuna.Study:
+    """Create or continue the study and run trials until its budget of finished trials is met.
+
+    `runner` defaults to an objectives.Worker for the sweep's model and data (tests pass stubs)."""
     name = options.study_name or sweep.study.name
+    check_study_name(name)
     budget = options.n_trials or sweep.study.n_trials
-    # Data and base model first: bad input fails before anything is written to either store.
-    worker = Worker(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
-    study = optuna.create_study(study_name=name, storage=open_storage(options.storage or sweep.study.storage),
-                                sampler=make_sampler(sweep), directions=list(sweep.study.directions),
-                                load_if_exists=True)
-    if study.user_attrs.get(SWEEP_ATTR) not in (None, sweep.text):
-        log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
-    study.set_user_attr(SWEEP_ATTR, sweep.text)
-    study.set_metric_names(list(sweep.study.metrics))
-    done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    if done >= budget:
+    storage_url = options.storage or sweep.study.storage
+    study = _existing_study(name, storage_url, sweep)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED)) if study else 0
+    if study is not None and done >= budget:
         log(f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
             f"{best_text(study, sweep.study.metrics)}")
         return study
+
+    # Data and base model before the stores: bad input fails before anything is written.
+    if runner is None:
+        runner = Worker(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
+    if study is None:
+        study = optuna.create_study(study_name=name, storage=open_storage(storage_url), sampler=make_sampler(sweep),
+                                    directions=list(sweep.study.directions), load_if_exists=True)
+        with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(sweep.study.metrics))
+    elif study.user_attrs.get(SWEEP_ATTR) != sweep.text:
+        log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
+    study.set_user_attr(SWEEP_ATTR, sweep.text)
 
     uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
     tracker = Tracker(uri, sweep.experiment or name)
@@ -118,14 +142,16 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(),
     progress = None
     try:
         if BASE_METRICS_ATTR not in study.user_attrs:
-            base = worker.evaluate_base()
+            base = runner.evaluate_base()
             study.set_user_attr(BASE_METRICS_ATTR, base)
             tracker.log_base_metrics(parent_id, base)
             if not options.quiet:
                 log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
-        study.optimize(_Objective(sweep, worker, tracker, parent_id, name), n_trials=budget - done,
-                       timeout=sweep.study.timeout, gc_after_trial=True,
+        # A trial that raises fails alone (its MLflow run is closed FAILED with the error) and the
+        # sweep goes on: the study's catch, not a try/except hidden in the objective.
+        study.optimize(_Objective(sweep, runner, tracker, parent_id, name), n_trials=budget - done,
+                       timeout=sweep.study.timeout, gc_after_trial=True, catch=(Exception,),
                        callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress])
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -137,11 +163,39 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(),
     return study
 
 
+def check_study_name(name: str) -> None:
+    # The name lands in MLflow filter strings and file names: keep it to a safe alphabet.
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise UserError(f"a study name must use only letters, digits, '.', '-' and '_', but got "
+                        f"name={name!r}.")
+
+
+def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.Study | None:
+    """The study of that name if it exists, after checking it optimises what the file says.
+    A journal file that does not exist yet is not created here."""
+    journal = _journal_path(storage_url)
+    if journal is not None and not journal.exists():
+        return None
+    storage = open_storage(storage_url)
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sweep))
+    stored = tuple(study.metric_names or ())
+    directions = tuple(d.name.lower() for d in study.directions)
+    if (stored and stored != sweep.study.metrics) or directions != sweep.study.directions:
+        raise UserError(f"a resumed study must keep its objective, but study {name!r} has "
+                        f"metrics={list(stored)}, directions={list(directions)} and the file says "
+                        f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
+                        "Use another study name (--study) for a new objective.")
+    return study
+
+
 class _Objective:
     """Sample -> open the trial's MLflow run -> train and score through objectives/ -> close."""
 
-    def __init__(self, sweep: Sweep, worker: Worker, tracker: Tracker, parent_id: str, study_name: str) -> None:
-        self.sweep, self.worker, self.tracker = sweep, worker, tracker
+    def __init__(self, sweep: Sweep, runner: TrialRunner, tracker: Tracker, parent_id: str,
+                 study_name: str) -> None:
+        self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -159,11 +213,12 @@ class _Objective:
         started = time.monotonic()
         try:
             with tempfile.TemporaryDirectory(prefix=f"lorasweep-trial{trial.number}-") as workdir:
-                result = self.worker.run_trial(
+                result = self.runner.run_trial(
                     spec, Path(workdir), report=lambda step, m: self.tracker.log_curve(run_id, step, m))
                 trial.set_user_attr("metrics", result.metrics)
                 self.tracker.finish_trial(run_id, result, time.monotonic() - started)
         except BaseException as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
             self.tracker.fail_trial(run_id, e)
             raise
         values = tuple(result.metrics[m] for m in self.sweep.study.metrics)

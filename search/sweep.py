@@ -8,18 +8,22 @@ shipped tone data set), so a file in the Olive material's format, with only `sea
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from objectives.config import (BUILTIN_DATA_PREFIX, DATA_SUFFIXES, GENERATION_METRICS, METRICS, USER_DATA,
-                               DataSpec, EvalSpec, ModelSpec)
+                               DataSpec, EvalSpec, InputError, ModelSpec)
+
+from objectives.data import template_fields
 
 from . import _names
 from ._space import SearchSpace, grid_points, parse_space
 from ._typed import parse_section, unknown_key
 from ._yaml import load_yaml
 from .errors import Problems
+from .tracking import redact
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii", "gp")
 SECTIONS = ("search_strategy", "search_space", "study", "model", "data", "train", "eval", "tracking")
@@ -93,11 +97,16 @@ def load_sweep(path: str | Path) -> Sweep:
     eval_ = parse_section(raw, "eval", EvalSpec, problems)
     study = _parse_study(raw, path, problems, space)
     tracking = raw.get("tracking") or {}
-    if not isinstance(tracking, dict) or set(tracking) - {"uri", "experiment"}:
-        problems.add(("tracking",), "tracking must be a mapping with only uri and experiment, but got "
-                     f"tracking={tracking!r}.")
+    if (not isinstance(tracking, dict) or set(tracking) - {"uri", "experiment"}
+            or not all(isinstance(v, str) for v in tracking.values())):
+        problems.add(("tracking",), "tracking must be a mapping with only uri and experiment, both "
+                     f"strings, but got tracking={tracking!r}.")
         tracking = {}
-    _check_consistency(study, model, data, problems)
+    for where, url in ((("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))):
+        if url and redact(url) != url:  # the file is stored with the study and logged to MLflow
+            problems.add(where, f"{'.'.join(where)} must not hold a password, but got {redact(url)}. "
+                         "Pass the URL with the password as a flag or through the environment.")
+    _check_consistency(study, model, data, eval_, problems)
     _check_fixed({**DEFAULT_TRAIN, **fixed}, problems)
     problems.raise_if_any()
     return Sweep(study=study, space=space, fixed={**DEFAULT_TRAIN, **fixed}, model=model, data=data,
@@ -120,6 +129,8 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
         elif canonical in fixed:
             problems.add(("train", name), f"each parameter must be set once, but got {name!r} "
                          f"and another alias of {canonical!r}. Keep one.")
+        elif (wrong := _names.type_problem(canonical, value)) is not None:
+            problems.add(("train", name), wrong)
         else:
             fixed[canonical] = value
     return fixed
@@ -140,14 +151,16 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     metrics = study.get("metrics", study.get("metric", "eval_loss"))
     metrics = tuple(metrics) if isinstance(metrics, list) else (metrics,)
     for m in metrics:
-        if m not in METRICS:
+        if not isinstance(m, str) or m not in METRICS:
             problems.add(("study", "metrics" if "metrics" in study else "metric"),
                          unknown_key("a study metric", m, METRICS))
+    metrics = tuple(m for m in metrics if isinstance(m, str))
     directions = study.get("directions", study.get("direction"))
     if directions is None:
         directions = [METRICS.get(m, "minimize") for m in metrics]
     directions = tuple(directions) if isinstance(directions, list) else (directions,)
-    if len(directions) != len(metrics) or any(d not in ("minimize", "maximize") for d in directions):
+    if len(directions) != len(metrics) or any(not isinstance(d, str) or d not in ("minimize", "maximize")
+                                              for d in directions):
         problems.add(("study", "directions" if "directions" in study else "direction"),
                      f"study directions must be minimize or maximize, one per metric, but got "
                      f"metrics={list(metrics)}, directions={list(directions)}.")
@@ -187,8 +200,9 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
         problems.add(("study", "timeout"), f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.")
     name = study.get("name", path.stem)
-    if not isinstance(name, str) or not name.strip():
-        problems.add(("study", "name"), f"study.name must be a non-empty string, but got name={name!r}.")
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+        problems.add(("study", "name"), f"study.name must use only letters, digits, '.', '-' and '_', "
+                     f"but got name={name!r}.")
     storage = study.get("storage")
     if storage is not None and not isinstance(storage, str):
         problems.add(("study", "storage"), f"study.storage must be an Optuna storage URL, but got storage={storage!r}.")
@@ -205,8 +219,13 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
         problems.add(("data",), "data.path must name a file or a hub id, but got none. "
                      "Example: data: {path: data/train.jsonl}.")
     local = Path(data.path)
-    if data.path.lower().endswith(DATA_SUFFIXES) and not local.is_absolute():
-        data = dataclasses.replace(data, path=str(path.parent / local))
+    if data.path.lower().endswith(DATA_SUFFIXES):
+        if not local.is_absolute():
+            local = path.parent / local
+            data = dataclasses.replace(data, path=str(local))
+        if not local.is_file():
+            problems.add(("data", "path"), f"data.path must be an existing file, but got "
+                         f"path={str(local)!r}. Relative paths start at the sweep file's folder.")
     return data
 
 
@@ -228,7 +247,17 @@ def _check_fixed(fixed: dict[str, Any], problems: Problems) -> None:
                          f"{cls.__name__} said: {e}")
 
 
-def _check_consistency(study: StudySpec, model: ModelSpec, data: DataSpec, problems: Problems) -> None:
+def _check_consistency(study: StudySpec, model: ModelSpec, data: DataSpec, eval_: EvalSpec,
+                       problems: Problems) -> None:
+    for key, value in (("eval", "batch_size"), eval_.batch_size), (("eval", "max_samples"), eval_.max_samples), \
+            (("eval", "max_new_tokens"), eval_.max_new_tokens), (("data", "max_length"), data.max_length):
+        if value < 1:
+            problems.add(key, f"{'.'.join(key)} must be at least 1, but got {key[1]}={value}.")
+    for key in ("prompt_template", "response_template", "text_template"):
+        try:
+            template_fields(getattr(data, key) or "", f"data.{key}")
+        except InputError as e:
+            problems.add(("data", key), str(e))
     if not data.has_prompts:
         for m in study.metrics:
             if m in GENERATION_METRICS:
@@ -236,8 +265,9 @@ def _check_consistency(study: StudySpec, model: ModelSpec, data: DataSpec, probl
                              f"data.text_template={data.text_template!r}. Use prompt_template and "
                              f"response_template, or optimise eval_loss.")
     elif not (data.prompt_template and data.response_template):
+        given = [k for k in ("prompt_template", "response_template") if getattr(data, k)]
         problems.add(("data",), "data must give prompt_template and response_template together, or "
-                     "text_template alone, but got only one of the pair.")
+                     f"text_template alone, but got {' and '.join(given) or 'none of them'}.")
     if not 0 < data.eval_fraction < 1:
         problems.add(("data", "eval_fraction"), f"data.eval_fraction must be between 0 and 1, but "
                      f"got eval_fraction={data.eval_fraction}.")

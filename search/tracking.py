@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -44,7 +45,11 @@ def redact(url: str) -> str:
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            # Absolute, because MLflow caches one database engine per URI string for the process:
+            # a relative path would keep pointing at the first folder it was opened from.
+            db = Path(uri.removeprefix("sqlite:///")).resolve()
+            db.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{db}"
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
@@ -60,16 +65,24 @@ class Tracker:
     # -- the study's parent run ------------------------------------------------------------------
     def parent_run(self, study_name: str, known_run_id: str | None, params: dict[str, Any],
                    sweep_text: str) -> str:
-        """Re-attach to the study's parent run if it exists, else create it. Never duplicates."""
-        run_id = known_run_id
-        if run_id is None:
-            found = self.client.search_runs(
-                [self.experiment_id], max_results=1,
-                filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'")
-            run_id = found[0].info.run_id if found else None
-        if run_id is not None:
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
+        """Re-attach to the study's parent run if it exists, else create it. Never duplicates.
+
+        The id stored on the study comes first; a search by tag finds the parent when the study
+        lost it, and a stored id from another tracking store is skipped."""
+        found = self.client.search_runs(
+            [self.experiment_id], max_results=1,
+            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'")
+        for run_id in (known_run_id, found[0].info.run_id if found else None):
+            if run_id is None:
+                continue
+            try:
+                self.client.update_run(run_id, status="RUNNING")
+                return run_id
+            except MlflowException:  # not in this store (another --tracking-uri), or deleted
+                continue
+        return self._new_parent(study_name, params, sweep_text)
+
+    def _new_parent(self, study_name: str, params: dict[str, Any], sweep_text: str) -> str:
         run = self.client.create_run(self.experiment_id, run_name=study_name,
                                      tags={STUDY_TAG: study_name, ROLE_TAG: "study"})
         self._log_params(run.info.run_id, params)
