@@ -37,7 +37,8 @@ Target = Literal["training", "lora"]
 
 @cache
 def _fields() -> tuple[frozenset[str], frozenset[str]]:
-    # Imported lazily: `lorasweep validate` and the parsing tests should not pay for torch twice.
+    # Imported here, not at module level, so that importing the parser stays cheap for tools
+    # that only need the aliases.
     import peft
     import transformers
 
@@ -84,6 +85,12 @@ def valid_names() -> list[str]:
     return sorted(ALIASES) + sorted(lora) + sorted(training)
 
 
+def _grouped_names() -> str:
+    training, lora = _fields()
+    return (f"aliases: {', '.join(sorted(ALIASES))}; LoraConfig: {', '.join(sorted(lora))}; "
+            f"TrainingArguments: {', '.join(sorted(training))}")
+
+
 def unknown_name_message(name: str) -> str:
     """The error for a name no library knows: a did-you-mean, then every valid name."""
     if name in MANAGED:
@@ -95,4 +102,4 @@ def unknown_name_message(name: str) -> str:
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return (f"parameter names must be TrainingArguments or LoraConfig fields or an alias, but got "
-            f"name={name!r}.{hint} Valid names: {', '.join(names)}.")
+            f"name={name!r}.{hint} Valid names, by where they go: {_grouped_names()}.")
