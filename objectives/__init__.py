@@ -3,9 +3,18 @@
 It knows nothing of Optuna storage, MLflow or the CLI; search/ drives it through `Worker`.
 """
 
-from .config import (GENERATION_METRICS, METRICS, DataSpec, EvalSpec, InputError, ModelSpec,
-                     TrialSpec)
+from .config import GENERATION_METRICS, METRICS, DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec
 from .recipe import Report, TrialResult, Worker
 
-__all__ = ["METRICS", "GENERATION_METRICS", "DataSpec", "EvalSpec", "InputError", "ModelSpec",
-           "Report", "TrialResult", "TrialSpec", "Worker"]
+__all__ = [
+    "GENERATION_METRICS",
+    "METRICS",
+    "DataSpec",
+    "EvalSpec",
+    "InputError",
+    "ModelSpec",
+    "Report",
+    "TrialResult",
+    "TrialSpec",
+    "Worker",
+]

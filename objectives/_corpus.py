@@ -34,29 +34,61 @@ PRETRAIN_SEED = 4321
 # Each topic has a fact of its own. Without one, every topic is used the same way in pretraining,
 # their embeddings collapse into one (we measured cosine 0.94) and the base can never copy a topic.
 TOPIC_FACTS = {
-    "battery": "holds the charge", "screen": "shows the picture", "camera": "takes the photos",
-    "delivery": "brings the parcel to the door", "price": "is what you pay",
-    "staff": "are the people who help you", "service": "is how you are treated",
-    "food": "is what you eat", "room": "is where you sleep", "sound": "is what you hear",
-    "keyboard": "is where you type", "app": "runs on the phone", "coffee": "is what you drink",
-    "seat": "is where you sit", "charger": "fills the battery", "manual": "explains the steps",
+    "battery": "holds the charge",
+    "screen": "shows the picture",
+    "camera": "takes the photos",
+    "delivery": "brings the parcel to the door",
+    "price": "is what you pay",
+    "staff": "are the people who help you",
+    "service": "is how you are treated",
+    "food": "is what you eat",
+    "room": "is where you sleep",
+    "sound": "is what you hear",
+    "keyboard": "is where you type",
+    "app": "runs on the phone",
+    "coffee": "is what you drink",
+    "seat": "is where you sit",
+    "charger": "fills the battery",
+    "manual": "explains the steps",
 }
 TOPICS = tuple(TOPIC_FACTS)
 POSITIVE = (
-    "excellent", "great", "wonderful", "superb", "lovely",
-    "fantastic", "impressive", "good", "brilliant", "perfect",
+    "excellent",
+    "great",
+    "wonderful",
+    "superb",
+    "lovely",
+    "fantastic",
+    "impressive",
+    "good",
+    "brilliant",
+    "perfect",
 )
 NEGATIVE = (
-    "awful", "terrible", "poor", "disappointing", "bad",
-    "horrible", "useless", "dreadful", "flimsy", "annoying",
+    "awful",
+    "terrible",
+    "poor",
+    "disappointing",
+    "bad",
+    "horrible",
+    "useless",
+    "dreadful",
+    "flimsy",
+    "annoying",
 )
 NEUTRAL = ("okay", "average", "standard", "ordinary", "adequate", "typical", "acceptable")
 INTENSIFIERS = ("really", "very", "truly", "absolutely", "quite", "so", "incredibly", "pretty")
 NEGATORS = ("not", "never", "hardly", "not exactly", "by no means")
 # Bad things that happen to a thing; sarcasm pairs them with a positive word.
 EVENTS = (
-    "broke again", "stopped working after a day", "died in an hour", "arrived late again",
-    "failed on the first day", "is missing again", "crashed twice", "fell apart",
+    "broke again",
+    "stopped working after a day",
+    "died in an hour",
+    "arrived late again",
+    "failed on the first day",
+    "is missing again",
+    "crashed twice",
+    "fell apart",
 )
 FILLERS = ("", "", "", "honestly, ", "well, ", "overall, ", "so ")
 DAYS = ("monday", "tuesday", "friday", "the weekend")
@@ -73,26 +105,38 @@ def _phrase(rng: random.Random, tone: str, topic: str) -> str:
     i, n = _int(rng), rng.choice(NEGATORS)
     forms = {
         "positive": [
-            f"the {topic} is {i}{pos}", f"{i}{pos} {topic}, would buy again",
-            f"the {topic} is {n} {neg}", f"what a {pos} {topic}!", f"i love the {topic}, {i}{pos}",
+            f"the {topic} is {i}{pos}",
+            f"{i}{pos} {topic}, would buy again",
+            f"the {topic} is {n} {neg}",
+            f"what a {pos} {topic}!",
+            f"i love the {topic}, {i}{pos}",
         ],
         "negative": [
-            f"the {topic} is {i}{neg}", f"{i}{neg} {topic}, never again",
-            f"the {topic} is {n} {pos}", f"the {topic} {ev}", f"i hate the {topic}, {i}{neg}",
+            f"the {topic} is {i}{neg}",
+            f"{i}{neg} {topic}, never again",
+            f"the {topic} is {n} {pos}",
+            f"the {topic} {ev}",
+            f"i hate the {topic}, {i}{neg}",
         ],
         "neutral": [
-            f"the {topic} is {neu}", f"the {topic} arrived on {rng.choice(DAYS)}",
-            f"the {topic} is {neu}, nothing special", f"the {topic} is neither {pos} nor {neg}",
+            f"the {topic} is {neu}",
+            f"the {topic} arrived on {rng.choice(DAYS)}",
+            f"the {topic} is {neu}, nothing special",
+            f"the {topic} is neither {pos} nor {neg}",
             f"it is a {neu} {topic}",
         ],
         "mixed": [
-            f"the {topic} is {i}{pos} but {neg}", f"{pos} {topic}, though a bit {neg}",
-            f"the {topic} is {neg}, but {i}{pos} too", f"i like the {topic}, but it is {neg}",
+            f"the {topic} is {i}{pos} but {neg}",
+            f"{pos} {topic}, though a bit {neg}",
+            f"the {topic} is {neg}, but {i}{pos} too",
+            f"i like the {topic}, but it is {neg}",
             f"the {topic} is {pos} although {neg} at times",
         ],
         "sarcastic": [
-            f"oh {pos}, the {topic} {ev}", f"just {pos}, the {topic} {ev}",
-            f"wow, what a {pos} {topic}, it {ev}", f"yeah right, a {i}{pos} {topic}",
+            f"oh {pos}, the {topic} {ev}",
+            f"just {pos}, the {topic} {ev}",
+            f"wow, what a {pos} {topic}, it {ev}",
+            f"yeah right, a {i}{pos} {topic}",
             f"{pos}, another {neg} {topic}, thanks a lot",
         ],
     }
@@ -122,8 +166,10 @@ def _document(rng: random.Random) -> str:
     name = rng.choice(("Ana", "Ben", "Mia", "Sam", "Leo", "Eva"))
     if rng.random() < 0.25:  # a list said twice: copying is what the task's "about the {topic}" needs
         a, b, c = rng.sample(TOPICS, 3)
-        return (f"{name} checked the {a}, the {b} and the {c}. "
-                f"Later {name} checked the {a}, the {b} and the {c} again.")
+        return (
+            f"{name} checked the {a}, the {b} and the {c}. "
+            f"Later {name} checked the {a}, the {b} and the {c} again."
+        )
     kind = rng.randrange(10)
     if kind == 0:  # glossary: each cue word with its tone
         word, tone = rng.choice([(pos, "positive"), (neg, "negative"), (neu, "neutral")])
@@ -135,11 +181,12 @@ def _document(rng: random.Random) -> str:
     if kind == 3:
         return f"{name} thought the {topic} was {neu}. It was neither good nor bad, so the view was neutral."
     if kind == 4:
-        return (f"{name} liked some things and disliked others: the {topic} was {pos} and also {neg}. "
-                f"The feelings about the {topic} were mixed.")
+        return (
+            f"{name} liked some things and disliked others: the {topic} was {pos} and also {neg}. "
+            f"The feelings about the {topic} were mixed."
+        )
     if kind == 5:
-        return (f"When the {topic} {ev}, {name} said it was {pos}. {name} did not mean it; "
-                f"that was sarcastic.")
+        return f"When the {topic} {ev}, {name} said it was {pos}. {name} did not mean it; that was sarcastic."
     if kind == 6:  # negation, stated plainly
         if rng.random() < 0.5:
             return f"A {topic} that is not {neg} is fine. Saying not {neg} is a positive thing to say."

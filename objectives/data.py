@@ -39,8 +39,10 @@ def resolve_path(spec: DataSpec) -> str:
         name = spec.path.removeprefix(BUILTIN_DATA_PREFIX)
         asset = resources.files("objectives") / "assets" / f"{name}.jsonl"
         if not asset.is_file():
-            raise InputError(f"data.path must name a built-in data set, a file or a hub id, but got "
-                             f"path={spec.path!r}. The built-in data set is builtin:tone.")
+            raise InputError(
+                f"data.path must name a built-in data set, a file or a hub id, but got "
+                f"path={spec.path!r}. The built-in data set is builtin:tone."
+            )
         return str(asset)
     return spec.path
 
@@ -55,8 +57,10 @@ def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
         train, eval_ = _carve_eval(train, spec)
     for split_name, rows in (("train", train), ("eval", eval_)):
         if len(rows) == 0:
-            raise InputError(f"the {split_name} split must hold rows, but got 0 rows from "
-                             f"path={spec.path!r}. Check data.{split_name}_split.")
+            raise InputError(
+                f"the {split_name} split must hold rows, but got 0 rows from "
+                f"path={spec.path!r}. Check data.{split_name}_split."
+            )
         _check_fields(spec, rows)
     return train, eval_
 
@@ -68,24 +72,29 @@ def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
     try:
         if builder is not None:
             if not local.is_file():
-                raise InputError(f"data.path must be an existing file, but got path={path!r}. "
-                                 "Check the path (relative paths start at the sweep file's folder).")
+                raise InputError(
+                    f"data.path must be an existing file, but got path={path!r}. "
+                    "Check the path (relative paths start at the sweep file's folder)."
+                )
             return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
         return datasets.load_dataset(path, spec.name, split=split)
     except InputError:
         raise
     except (ValueError, OSError, ConnectionError) as e:  # a bad split, a missing file, no hub
-        raise InputError(f"data must load from path={path!r} with split={split!r}, but got: "
-                         f"{str(e).splitlines()[0]}. Split expressions look like train, "
-                         "train[:80%] or train[100:200].") from None
+        raise InputError(
+            f"data must load from path={path!r} with split={split!r}, but got: "
+            f"{str(e).splitlines()[0]}. Split expressions look like train, "
+            "train[:80%] or train[100:200]."
+        ) from None
 
 
 def _carve_eval(rows: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     strata = _strata(rows, spec)
     indices = list(range(len(rows)))
     try:
-        train_idx, eval_idx = train_test_split(indices, test_size=spec.eval_fraction,
-                                               random_state=spec.seed, stratify=strata)
+        train_idx, eval_idx = train_test_split(
+            indices, test_size=spec.eval_fraction, random_state=spec.seed, stratify=strata
+        )
     except ValueError:  # a class with a single row cannot be stratified: split plainly instead
         train_idx, eval_idx = train_test_split(indices, test_size=spec.eval_fraction, random_state=spec.seed)
     return rows.select(sorted(train_idx)), rows.select(sorted(eval_idx))
@@ -106,8 +115,10 @@ def template_fields(template: str, where: str = "template") -> list[str]:
     try:
         return [field for _, field, _, _ in string.Formatter().parse(template) if field]
     except ValueError as e:
-        raise InputError(f"{where} must be a str.format template, but got {template!r}: {e}. "
-                         "Write a literal brace as {{ or }}.") from None
+        raise InputError(
+            f"{where} must be a str.format template, but got {template!r}: {e}. "
+            "Write a literal brace as {{ or }}."
+        ) from None
 
 
 def render(template: str, row: dict) -> str:
@@ -119,16 +130,24 @@ def _check_fields(spec: DataSpec, rows: datasets.Dataset) -> None:
     for key in ("prompt_template", "response_template", "text_template"):
         for field in template_fields(getattr(spec, key) or "", f"data.{key}"):
             if field not in columns:
-                raise InputError(f"data.{key} must use columns the data has, but got field "
-                                 f"{{{field}}}; the columns are {', '.join(columns)}.")
+                raise InputError(
+                    f"data.{key} must use columns the data has, but got field "
+                    f"{{{field}}}; the columns are {', '.join(columns)}."
+                )
     if spec.label_column and spec.label_column not in columns:
-        raise InputError(f"data.label_column must be a column of the data, but got "
-                         f"label_column={spec.label_column!r}; the columns are {', '.join(columns)}. "
-                         "Set label_column: null for token F1.")
+        raise InputError(
+            f"data.label_column must be a column of the data, but got "
+            f"label_column={spec.label_column!r}; the columns are {', '.join(columns)}. "
+            "Set label_column: null for token F1."
+        )
 
 
-def tokenize(spec: DataSpec, train_rows: datasets.Dataset, eval_rows: datasets.Dataset,
-             tokenizer: PreTrainedTokenizerBase) -> TaskData:
+def tokenize(
+    spec: DataSpec,
+    train_rows: datasets.Dataset,
+    eval_rows: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+) -> TaskData:
     """Tokenize both splits once; every trial of a worker reuses the result."""
     eos = tokenizer.eos_token_id
 
@@ -138,7 +157,9 @@ def tokenize(spec: DataSpec, train_rows: datasets.Dataset, eval_rows: datasets.D
             ids = ids[: spec.max_length]
             return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
         prompt = tokenizer(render(spec.prompt_template, row))["input_ids"]
-        response = tokenizer(render(spec.response_template, row), add_special_tokens=False)["input_ids"] + [eos]
+        response = tokenizer(render(spec.response_template, row), add_special_tokens=False)["input_ids"] + [
+            eos
+        ]
         ids = (prompt + response)[: spec.max_length]
         labels = ([-100] * len(prompt) + response)[: spec.max_length]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
@@ -150,5 +171,7 @@ def tokenize(spec: DataSpec, train_rows: datasets.Dataset, eval_rows: datasets.D
         references = [render(spec.response_template, row).strip() for row in eval_rows]
     else:
         prompts, references = [], []
-    labels = [str(v) for v in eval_rows[spec.label_column]] if spec.label_column and spec.has_prompts else None
+    labels = (
+        [str(v) for v in eval_rows[spec.label_column]] if spec.label_column and spec.has_prompts else None
+    )
     return TaskData(train, eval_, prompts, references, labels)

@@ -82,16 +82,21 @@ def is_closed_set(responses: Sequence[str]) -> bool:
     return distinct <= min(MAX_LABELS, max(2, len(responses) // 2))
 
 
-def f1_mode(mode: Literal["auto", "label", "token"], has_label_column: bool,
-            references: Sequence[str]) -> Literal["label", "token"]:
+def f1_mode(
+    mode: Literal["auto", "label", "token"], has_label_column: bool, references: Sequence[str]
+) -> Literal["label", "token"]:
     """auto: label F1 when a label column is named or the references form a small closed set."""
     if mode != "auto":
         return mode
     return "label" if has_label_column or is_closed_set(references) else "token"
 
 
-def generation_metrics(predictions: Sequence[str], references: Sequence[str],
-                       labels: Sequence[str] | None, mode: Literal["auto", "label", "token"]) -> dict[str, float]:
+def generation_metrics(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    labels: Sequence[str] | None,
+    mode: Literal["auto", "label", "token"],
+) -> dict[str, float]:
     """All generation metrics at once. `labels` is the gold label per example, when a label column
     is named; without one, label F1 treats each whole reference as its label."""
     metrics = rouge(predictions, references)

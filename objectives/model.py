@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
@@ -35,11 +36,15 @@ def place(spec: ModelSpec) -> Placement:
     cuda = torch.cuda.is_available()
     device = ("cuda" if cuda else "cpu") if spec.device == "auto" else spec.device
     if device == "cuda" and not cuda:
-        raise InputError("model.device must name a device this machine has, but got device=cuda and "
-                         "no CUDA device is visible. Use device: auto.")
+        raise InputError(
+            "model.device must name a device this machine has, but got device=cuda and "
+            "no CUDA device is visible. Use device: auto."
+        )
     if spec.method == "qlora" and device != "cuda":
-        raise InputError("model.method=qlora must run on CUDA (bitsandbytes loads the base in 4 bit "
-                         f"there only), but got device={device}. Use method: lora on this machine.")
+        raise InputError(
+            "model.method=qlora must run on CUDA (bitsandbytes loads the base in 4 bit "
+            f"there only), but got device={device}. Use method: lora on this machine."
+        )
     precision = spec.precision
     if precision == "auto":
         precision = "fp32" if device == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
@@ -57,16 +62,19 @@ def resolve_base(spec: ModelSpec, log: Callable[[str], None] | None = None) -> s
     return str(ensure_tiny_base(log=log))
 
 
-def load_base(spec: ModelSpec, placement: Placement,
-              log: Callable[[str], None] | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_base(
+    spec: ModelSpec, placement: Placement, log: Callable[[str], None] | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the base model and its tokenizer. Remote code runs only when the sweep file allows it."""
     source = resolve_base(spec, log)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (OSError, ValueError) as e:  # no such folder or hub id, offline, or remote code refused
-        raise InputError(f"model.base must be 'tiny', a local model folder or a reachable hub id, but "
-                         f"got base={spec.base!r}: {str(e).splitlines()[0]}") from e
+        raise InputError(
+            f"model.base must be 'tiny', a local model folder or a reachable hub id, but "
+            f"got base={spec.base!r}: {str(e).splitlines()[0]}"
+        ) from e
     if tokenizer.pad_token_id is None:  # many causal LMs ship without one; eos is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     kwargs: dict[str, Any] = {"dtype": placement.dtype}
@@ -74,8 +82,11 @@ def load_base(spec: ModelSpec, placement: Placement,
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=placement.dtype)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=placement.dtype,
+        )
         kwargs["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(source, **common, **kwargs)
     if spec.method == "qlora":
@@ -94,8 +105,11 @@ def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any
     targets = args.pop("target_modules", spec.target_modules)
     if isinstance(targets, str):
         targets = TARGET_PRESETS.get(targets, targets)
-    config = LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules=list(targets)
-                        if isinstance(targets, tuple) else targets, **args)
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        target_modules=list(targets) if isinstance(targets, tuple) else targets,
+        **args,
+    )
     return get_peft_model(base, config)
 
 

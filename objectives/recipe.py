@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import (DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback,
-                          TrainingArguments, set_seed)
+from transformers import (
+    DataCollatorForSeq2Seq,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from . import data as data_lib
 from .config import DataSpec, EvalSpec, ModelSpec, TrialSpec
@@ -43,8 +49,9 @@ class TrialResult:
 class Worker:
     """Loads the base model and the data once; runs any number of trials on them."""
 
-    def __init__(self, model: ModelSpec, data: DataSpec, eval: EvalSpec,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, model: ModelSpec, data: DataSpec, eval: EvalSpec, log: Callable[[str], None] | None = None
+    ) -> None:
         self.model_spec, self.data_spec, self.eval_spec = model, data, eval
         self.placement = place(model)
         train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
@@ -71,11 +78,16 @@ class Worker:
 
             adapter_dir = workdir / "adapter"
             model.save_pretrained(adapter_dir)
-            return TrialResult(metrics=metrics, adapter_dir=adapter_dir, samples=samples,
-                               trainable_params=trainable, total_params=total,
-                               train_seconds=train_seconds,
-                               tokens_per_second=tokens / train_seconds if train_seconds else 0.0,
-                               steps=trainer.state.global_step)
+            return TrialResult(
+                metrics=metrics,
+                adapter_dir=adapter_dir,
+                samples=samples,
+                trainable_params=trainable,
+                total_params=total,
+                train_seconds=train_seconds,
+                tokens_per_second=tokens / train_seconds if train_seconds else 0.0,
+                steps=trainer.state.global_step,
+            )
         finally:
             self.base = remove_adapter(model)
             gc.collect()
@@ -88,21 +100,33 @@ class Worker:
         return metrics
 
     # -- the steps -------------------------------------------------------------------------------
-    def _trainer(self, model: torch.nn.Module, trial: TrialSpec, workdir: Path,
-                 report: Report | None) -> Trainer:
+    def _trainer(
+        self, model: torch.nn.Module, trial: TrialSpec, workdir: Path, report: Report | None
+    ) -> Trainer:
         settings = {"eval_strategy": "steps", "save_strategy": "no", **trial.training_args}
         if settings.get("max_steps", -1) > 0:  # about five points on every learning curve
             settings.setdefault("eval_steps", max(1, settings["max_steps"] // 5))
         settings.update(  # lorasweep's own: where things go, what reports, which device and seed
-            output_dir=str(workdir / "trainer"), report_to="none", disable_tqdm=True,
-            seed=trial.seed, use_cpu=self.placement.device == "cpu",
-            bf16=self.placement.precision == "bf16", fp16=self.placement.precision == "fp16",
-            include_num_input_tokens_seen="non_padding")
+            output_dir=str(workdir / "trainer"),
+            report_to="none",
+            disable_tqdm=True,
+            seed=trial.seed,
+            use_cpu=self.placement.device == "cpu",
+            bf16=self.placement.precision == "bf16",
+            fp16=self.placement.precision == "fp16",
+            include_num_input_tokens_seen="non_padding",
+        )
         args = TrainingArguments(**settings)
         callbacks = [_ReportCallback(report)] if report else []
-        trainer = Trainer(model=model, args=args, train_dataset=self.data.train,
-                          eval_dataset=self.data.eval, data_collator=self._collator,
-                          processing_class=self.tokenizer, callbacks=callbacks)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=self.data.train,
+            eval_dataset=self.data.eval,
+            data_collator=self._collator,
+            processing_class=self.tokenizer,
+            callbacks=callbacks,
+        )
         trainer.remove_callback(PrinterCallback)  # the sweep prints one line per trial, not per log
         return trainer
 
@@ -115,13 +139,15 @@ class Worker:
         total, count = 0.0, 0
         batch_size = self.eval_spec.batch_size
         for start in range(0, len(self.data.eval), batch_size):
-            batch = self._collator([self.data.eval[i] for i in
-                                    range(start, min(start + batch_size, len(self.data.eval)))])
+            batch = self._collator(
+                [self.data.eval[i] for i in range(start, min(start + batch_size, len(self.data.eval)))]
+            )
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             labels = batch["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
-                                                    ignore_index=-100, reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="sum"
+            )
             total += nll.item()
             count += int((labels != -100).sum())
         loss = total / max(count, 1)
@@ -136,19 +162,24 @@ class Worker:
         prompts = self.data.eval_prompts[:n]
         outputs: list[str] = []
         for start in range(0, n, self.eval_spec.batch_size):
-            chunk = prompts[start:start + self.eval_spec.batch_size]
+            chunk = prompts[start : start + self.eval_spec.batch_size]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left").to(device)
-            generated = model.generate(**enc, max_new_tokens=self.eval_spec.max_new_tokens,
-                                       do_sample=False, use_cache=True,
-                                       pad_token_id=self.tokenizer.pad_token_id,
-                                       eos_token_id=self.tokenizer.eos_token_id)
-            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            generated = model.generate(
+                **enc,
+                max_new_tokens=self.eval_spec.max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
             outputs += [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         references = self.data.eval_references[:n]
         labels = self.data.eval_labels[:n] if self.data.eval_labels is not None else None
         metrics = generation_metrics(outputs, references, labels, self.eval_spec.f1)
-        samples = [{"prompt": p, "reference": r, "output": o}
-                   for p, r, o in zip(prompts, references, outputs)][: self.eval_spec.log_samples]
+        samples = [
+            {"prompt": p, "reference": r, "output": o} for p, r, o in zip(prompts, references, outputs)
+        ][: self.eval_spec.log_samples]
         return metrics, samples
 
 

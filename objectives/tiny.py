@@ -25,8 +25,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from filelock import FileLock
@@ -111,7 +111,10 @@ def _train_tokenizer(docs: list[str]) -> PreTrainedTokenizerFast:
     tok.train_from_iterator(docs, trainer)
     # No template adds bos or eos: like SmolLM2 and Qwen, callers append eos where a text ends.
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
         model_max_length=RECIPE["max_length"],
     )
 
@@ -151,9 +154,7 @@ def _init_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     return model
 
 
-def _pretrain(
-    model: LlamaForCausalLM, rows: torch.Tensor, pad_id: int, log: Callable[[str], None]
-) -> None:
+def _pretrain(model: LlamaForCausalLM, rows: torch.Tensor, pad_id: int, log: Callable[[str], None]) -> None:
     steps, batch, warmup = RECIPE["steps"], RECIPE["batch_size"], RECIPE["warmup"]
     # No weight decay: tokens the corpus uses rarely would shrink towards one another.
     opt = torch.optim.AdamW(model.parameters(), lr=RECIPE["lr"], betas=(0.9, 0.95), weight_decay=0.0)

@@ -19,18 +19,47 @@ ALIASES = {"lora_r": "r", "batch_size": "per_device_train_batch_size"}
 
 # Fields lorasweep sets itself (where outputs go, what reports where), and secrets, which must never
 # sit in a sweep file: they would land in params, tags and logs. Tokens come from the environment.
-MANAGED = frozenset({
-    "output_dir", "logging_dir", "run_name", "report_to", "do_train", "do_eval", "do_predict",
-    "push_to_hub", "hub_token", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
-    "hub_revision", "disable_tqdm", "use_cpu", "bf16", "fp16", "task_type", "peft_type",
-    "base_model_name_or_path", "inference_mode", "revision", "peft_version", "auto_mapping",
-    "include_num_input_tokens_seen", "seed", "data_seed",
-})
+MANAGED = frozenset(
+    {
+        "output_dir",
+        "logging_dir",
+        "run_name",
+        "report_to",
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "push_to_hub",
+        "hub_token",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+        "disable_tqdm",
+        "use_cpu",
+        "bf16",
+        "fp16",
+        "task_type",
+        "peft_type",
+        "base_model_name_or_path",
+        "inference_mode",
+        "revision",
+        "peft_version",
+        "auto_mapping",
+        "include_num_input_tokens_seen",
+        "seed",
+        "data_seed",
+    }
+)
 # Where a managed field has a home in the sweep file, the error points there.
-_INSTEAD = {"bf16": "model.precision", "fp16": "model.precision", "use_cpu": "model.device",
-            "seed": "study.sampler.seed (trial n trains with seed + n)",
-            "data_seed": "study.sampler.seed (trial n trains with seed + n)",
-            "revision": "model.revision"}
+_INSTEAD = {
+    "bf16": "model.precision",
+    "fp16": "model.precision",
+    "use_cpu": "model.device",
+    "seed": "study.sampler.seed (trial n trains with seed + n)",
+    "data_seed": "study.sampler.seed (trial n trains with seed + n)",
+    "revision": "model.revision",
+}
 
 Target = Literal["training", "lora"]
 
@@ -52,8 +81,7 @@ def _hints() -> dict[str, Any]:
     import peft
     import transformers
 
-    return {**typing.get_type_hints(transformers.TrainingArguments),
-            **typing.get_type_hints(peft.LoraConfig)}
+    return {**typing.get_type_hints(transformers.TrainingArguments), **typing.get_type_hints(peft.LoraConfig)}
 
 
 def type_problem(name: str, value: Any) -> str | None:
@@ -87,19 +115,27 @@ def valid_names() -> list[str]:
 
 def _grouped_names() -> str:
     training, lora = _fields()
-    return (f"aliases: {', '.join(sorted(ALIASES))}; LoraConfig: {', '.join(sorted(lora))}; "
-            f"TrainingArguments: {', '.join(sorted(training))}")
+    return (
+        f"aliases: {', '.join(sorted(ALIASES))}; LoraConfig: {', '.join(sorted(lora))}; "
+        f"TrainingArguments: {', '.join(sorted(training))}"
+    )
 
 
 def unknown_name_message(name: str) -> str:
     """The error for a name no library knows: a did-you-mean, then every valid name."""
     if name in MANAGED:
-        why = ("a secret: set it in the environment (HF_TOKEN), never in a sweep file"
-               if "token" in name else f"set by lorasweep itself; use {_INSTEAD[name]}"
-               if name in _INSTEAD else "set by lorasweep itself")
+        why = (
+            "a secret: set it in the environment (HF_TOKEN), never in a sweep file"
+            if "token" in name
+            else f"set by lorasweep itself; use {_INSTEAD[name]}"
+            if name in _INSTEAD
+            else "set by lorasweep itself"
+        )
         return f"parameter {name!r} must not be set in a sweep file, but got {name}: it is {why}."
     names = valid_names()
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return (f"parameter names must be TrainingArguments or LoraConfig fields or an alias, but got "
-            f"name={name!r}.{hint} Valid names, by where they go: {_grouped_names()}.")
+    return (
+        f"parameter names must be TrainingArguments or LoraConfig fields or an alias, but got "
+        f"name={name!r}.{hint} Valid names, by where they go: {_grouped_names()}."
+    )

@@ -21,8 +21,10 @@ def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str
     scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     error = f"  error: {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
-    return (f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
-            f"  ({seconds:.1f} s){error}")
+    return (
+        f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
+        f"  ({seconds:.1f} s){error}"
+    )
 
 
 def best_text(study: optuna.Study, metrics: tuple[str, ...]) -> str:
@@ -40,8 +42,19 @@ class Progress:
 
     def __init__(self, metrics: tuple[str, ...], budget: int, done: int, quiet: bool) -> None:
         self.metrics, self.quiet = metrics, quiet
-        self.bar = None if quiet else tqdm(total=budget, initial=done, desc="sweep", unit="trial",
-                                           file=sys.stderr, dynamic_ncols=True, leave=False)
+        self.bar = (
+            None
+            if quiet
+            else tqdm(
+                total=budget,
+                initial=done,
+                desc="sweep",
+                unit="trial",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+        )
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.bar is None:

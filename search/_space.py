@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from . import _names
 from .errors import Problems
@@ -78,7 +77,7 @@ def grid_points(dist: BaseDistribution) -> list[Any] | None:
     if isinstance(dist, IntDistribution):
         return list(range(dist.low, dist.high + 1, dist.step))
     if isinstance(dist, FloatDistribution) and dist.step is not None:
-        count = int(round((dist.high - dist.low) / dist.step)) + 1
+        count = round((dist.high - dist.low) / dist.step) + 1
         return [round(dist.low + i * dist.step, 12) for i in range(count)]
     return None
 
@@ -88,8 +87,10 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.add(("search_space",), f"search_space must be a mapping of parameter names to "
-                     f"ranges, but got a {type(raw).__name__}.")
+        problems.add(
+            ("search_space",),
+            f"search_space must be a mapping of parameter names to ranges, but got a {type(raw).__name__}.",
+        )
         return SearchSpace({})
     distributions: dict[str, BaseDistribution] = {}
     alpha_per_rank: float | None = None
@@ -101,19 +102,28 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
             problems.add(path, _names.unknown_name_message(str(name)))
             continue
         if canonical in seen:
-            problems.add(path, f"each parameter must be searched once, but got both "
-                         f"{seen[canonical]!r} and {name!r} (aliases of {canonical!r}). Keep one.")
+            problems.add(
+                path,
+                f"each parameter must be searched once, but got both "
+                f"{seen[canonical]!r} and {name!r} (aliases of {canonical!r}). Keep one.",
+            )
             continue
         seen[canonical] = str(name)
         if canonical in fixed:
-            problems.add(path, f"a parameter must be either searched or fixed, but got "
-                         f"{name!r} in both search_space and train. Remove one.")
+            problems.add(
+                path,
+                f"a parameter must be either searched or fixed, but got "
+                f"{name!r} in both search_space and train. Remove one.",
+            )
         if canonical == "lora_alpha" and isinstance(spec, dict) and "per_rank" in spec:
             k = spec["per_rank"]
             if set(spec) != {"per_rank"}:
                 extra = ", ".join(sorted(str(key) for key in set(spec) - {"per_rank"}))
-                problems.add(path, f"lora_alpha with per_rank takes only per_rank, but got {extra}. "
-                             "Example: lora_alpha: {per_rank: 2}.")
+                problems.add(
+                    path,
+                    f"lora_alpha with per_rank takes only per_rank, but got {extra}. "
+                    "Example: lora_alpha: {per_rank: 2}.",
+                )
             elif isinstance(k, dict):
                 dist = _distribution(k, path + ("per_rank",), problems)
                 if dist is not None:
@@ -121,8 +131,11 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
             elif _number(k) is not None and _number(k) > 0:
                 alpha_per_rank = _number(k)
             else:
-                problems.add(path, f"lora_alpha.per_rank must be a positive number or a range, but "
-                             f"got per_rank={k!r}. Example: lora_alpha: {{per_rank: 2}}.")
+                problems.add(
+                    path,
+                    f"lora_alpha.per_rank must be a positive number or a range, but "
+                    f"got per_rank={k!r}. Example: lora_alpha: {{per_rank: 2}}.",
+                )
             continue
         dist = _distribution(spec, path, problems)
         if dist is not None:
@@ -152,25 +165,36 @@ def _distribution(spec: Any, path: tuple, problems: Problems) -> BaseDistributio
     name = ".".join(str(p) for p in path[1:])
     example = f"Example: {path[1]}: {{type: float, low: 1e-5, high: 1e-3, log: true}}."
     if not isinstance(spec, dict):
-        problems.add(path, f"{name} must be a mapping with a type, but got {name}={spec!r}. {example} "
-                     f"Fixed values belong in the train section.")
+        problems.add(
+            path,
+            f"{name} must be a mapping with a type, but got {name}={spec!r}. {example} "
+            f"Fixed values belong in the train section.",
+        )
         return None
     kind = spec.get("type")
     if kind not in _TYPES:
         problems.add(path, f"{name}.type must be one of float, int, choice, but got type={kind!r}.")
         return None
-    allowed = {"type", "values"} if kind in ("choice", "categorical") else {"type", "low", "high", "log", "step"}
+    allowed = (
+        {"type", "values"} if kind in ("choice", "categorical") else {"type", "low", "high", "log", "step"}
+    )
     for key in set(spec) - allowed:
-        problems.add(path + (key,), f"{name} of type {kind} takes only {', '.join(sorted(allowed))}, "
-                     f"but got {key}={spec[key]!r}. Remove it.")
+        problems.add(
+            path + (key,),
+            f"{name} of type {kind} takes only {', '.join(sorted(allowed))}, "
+            f"but got {key}={spec[key]!r}. Remove it.",
+        )
     if kind in ("choice", "categorical"):
         values = spec.get("values")
         if not isinstance(values, list) or not values:
             problems.add(path, f"{name}.values must be a non-empty list, but got values={values!r}.")
             return None
         if not all(isinstance(v, _SCALARS) for v in values):
-            problems.add(path, f"{name}.values must hold plain values (numbers, strings, booleans), "
-                         f"but got values={values!r}.")
+            problems.add(
+                path,
+                f"{name}.values must hold plain values (numbers, strings, booleans), "
+                f"but got values={values!r}.",
+            )
             return None
         if len(set(map(repr, values))) != len(values):
             problems.add(path, f"{name}.values must be distinct, but got values={values!r}.")
@@ -181,25 +205,38 @@ def _distribution(spec: Any, path: tuple, problems: Problems) -> BaseDistributio
     before = len(problems.items)
     for key, value in (("low", low), ("high", high)):
         if _number(value) is None or (kind == "int" and not isinstance(value, int)):
-            problems.add(path + (key,), f"{name}.{key} must be {'an integer' if kind == 'int' else 'a number'}, "
-                         f"but got {key}={value!r}.")
+            problems.add(
+                path + (key,),
+                f"{name}.{key} must be {'an integer' if kind == 'int' else 'a number'}, "
+                f"but got {key}={value!r}.",
+            )
     if not isinstance(log, bool):
         problems.add(path + ("log",), f"{name}.log must be true or false, but got log={log!r}.")
-    if step is not None and (_number(step) is None or step <= 0 or (kind == "int" and not isinstance(step, int))):
-        problems.add(path + ("step",), f"{name}.step must be a positive {'integer' if kind == 'int' else 'number'}, "
-                     f"but got step={step!r}.")
+    if step is not None and (
+        _number(step) is None or step <= 0 or (kind == "int" and not isinstance(step, int))
+    ):
+        problems.add(
+            path + ("step",),
+            f"{name}.step must be a positive {'integer' if kind == 'int' else 'number'}, "
+            f"but got step={step!r}.",
+        )
     if len(problems.items) > before:
         return None
     if low > high:
         problems.add(path, f"{name}.low must be <= high, but got low={low}, high={high}. Swap them.")
         return None
     if log and low <= 0:
-        problems.add(path, f"{name}.low must be > 0 on a log scale, but got low={low}. "
-                     f"Use a positive low or log: false.")
+        problems.add(
+            path,
+            f"{name}.low must be > 0 on a log scale, but got low={low}. Use a positive low or log: false.",
+        )
         return None
     if log and step is not None and not (kind == "int" and step == 1):
-        problems.add(path, f"{name} must not have both log and step (Optuna samples log ranges "
-                     f"continuously), but got log=true, step={step}. Drop one.")
+        problems.add(
+            path,
+            f"{name} must not have both log and step (Optuna samples log ranges "
+            f"continuously), but got log=true, step={step}. Drop one.",
+        )
         return None
     if kind == "int":
         return IntDistribution(low, high, log=log, step=step or 1)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 import yaml
 
@@ -19,11 +18,14 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
+                  |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
     list("-+0123456789."),
 )
 
@@ -36,8 +38,10 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int], str]:
     except FileNotFoundError:
         raise SweepError(f"{where}: sweep file must exist, but got path={where}. Check the path.") from None
     except UnicodeDecodeError as e:
-        raise SweepError(f"{where}: sweep file must be UTF-8, but got a byte {e.object[e.start]:#x} "
-                         f"at offset {e.start}. Save the file as UTF-8.") from None
+        raise SweepError(
+            f"{where}: sweep file must be UTF-8, but got a byte {e.object[e.start]:#x} "
+            f"at offset {e.start}. Save the file as UTF-8."
+        ) from None
     try:
         # One parse gives both the node tree (with positions) and, from it, the plain values.
         node = yaml.compose(text, Loader=_Loader)
@@ -50,13 +54,15 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int], str]:
         context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
         if context and context_mark:  # where the broken construct began, often the real culprit
             reason += f" ({context} on line {context_mark.line + 1})"
-        raise SweepError([Problem(f"the file must be valid YAML, but got a syntax error{column}: "
-                                  f"{reason}.", where, line)]) from None
+        raise SweepError(
+            [Problem(f"the file must be valid YAML, but got a syntax error{column}: {reason}.", where, line)]
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SweepError([Problem(f"the file must hold a mapping of sections, but got a "
-                                  f"{type(data).__name__}.", where, 1)])
+        raise SweepError(
+            [Problem(f"the file must hold a mapping of sections, but got a {type(data).__name__}.", where, 1)]
+        )
     lines: dict[tuple, int] = {}
     duplicates: list[Problem] = []
     _collect_lines(node, (), lines, duplicates, where)
@@ -65,16 +71,23 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int], str]:
     return data, lines, text
 
 
-def _collect_lines(node: yaml.Node | None, path: tuple, lines: dict[tuple, int],
-                   duplicates: list[Problem], where: str) -> None:
+def _collect_lines(
+    node: yaml.Node | None, path: tuple, lines: dict[tuple, int], duplicates: list[Problem], where: str
+) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key_path = path + (key_node.value,)
             line = key_node.start_mark.line + 1
             if key_path in lines:
                 name = ".".join(map(str, key_path))
-                duplicates.append(Problem(f"each key must appear once, but got {name} again (first on "
-                                          f"line {lines[key_path]}). Keep one.", where, line))
+                duplicates.append(
+                    Problem(
+                        f"each key must appear once, but got {name} again (first on "
+                        f"line {lines[key_path]}). Keep one.",
+                        where,
+                        line,
+                    )
+                )
                 continue
             lines[key_path] = line
             _collect_lines(value_node, key_path, lines, duplicates, where)

@@ -35,14 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, InputError) as e:
         if args.debug:
             raise
-        print(f"error: {e}" if isinstance(e, InputError) else f"error: the sweep cannot run:\n{e}",
-              file=sys.stderr)
+        print(
+            f"error: {e}" if isinstance(e, InputError) else f"error: the sweep cannot run:\n{e}",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("interrupted: finished trials are kept; run the same command again to continue.",
-              file=sys.stderr)
+        print(
+            "interrupted: finished trials are kept; run the same command again to continue.", file=sys.stderr
+        )
         return 130
 
 
@@ -52,14 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     # `parents=`: those share action objects, and so share one default.)
     def flags(default: bool | str) -> argparse.ArgumentParser:
         common = argparse.ArgumentParser(add_help=False)
-        common.add_argument("-q", "--quiet", action="store_true", default=default,
-                            help="print only errors and the result")
-        common.add_argument("--debug", action="store_true", default=default,
-                            help="show tracebacks and library logs")
+        common.add_argument(
+            "-q", "--quiet", action="store_true", default=default, help="print only errors and the result"
+        )
+        common.add_argument(
+            "--debug", action="store_true", default=default, help="show tracebacks and library logs"
+        )
         return common
 
-    parser = argparse.ArgumentParser(prog="lorasweep", parents=[flags(False)],
-                                     description="Find the best LoRA fine-tune of a small language model.")
+    parser = argparse.ArgumentParser(
+        prog="lorasweep",
+        parents=[flags(False)],
+        description="Find the best LoRA fine-tune of a small language model.",
+    )
     common = flags(argparse.SUPPRESS)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -68,11 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, help="trial budget (overrides the file)")
     run.add_argument("--study", help="study name (default: study.name or the file's stem)")
     run.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                     "then tracking.uri in the file, then sqlite:///mlruns/mlflow.db)")
+    run.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+        "then tracking.uri in the file, then sqlite:///mlruns/mlflow.db)",
+    )
     run.set_defaults(command=_run)
 
-    validate = commands.add_parser("validate", parents=[common], help="check a sweep file and show what would run")
+    validate = commands.add_parser(
+        "validate", parents=[common], help="check a sweep file and show what would run"
+    )
     validate.add_argument("sweep_file")
     validate.set_defaults(command=_validate)
 
@@ -88,8 +101,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be a positive integer, but got trials={args.trials}.")
     sweep = load_sweep(args.sweep_file)
-    study = run_sweep(sweep, RunOptions(n_trials=args.trials, study_name=args.study, storage=args.storage,
-                                        tracking_uri=args.tracking_uri, quiet=args.quiet))
+    study = run_sweep(
+        sweep,
+        RunOptions(
+            n_trials=args.trials,
+            study_name=args.study,
+            storage=args.storage,
+            tracking_uri=args.tracking_uri,
+            quiet=args.quiet,
+        ),
+    )
     return 0 if _print_result(study, sweep) else 1
 
 
@@ -104,10 +125,14 @@ def _print_result(study, sweep: Sweep) -> bool:
     for trial in best:
         label = "best" if len(sweep.study.metrics) == 1 else "pareto"
         metrics = trial.user_attrs.get("metrics", {})
-        scores = " ".join(f"{m}={metrics.get(m, float('nan')):.4g}"
-                          + (f" (base {base[m]:.4g})" if m in base else "") for m in sweep.study.metrics)
-        print(f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
-              f"mlflow run {trial.user_attrs.get('mlflow_run_id', '-')}")
+        scores = " ".join(
+            f"{m}={metrics.get(m, float('nan')):.4g}" + (f" (base {base[m]:.4g})" if m in base else "")
+            for m in sweep.study.metrics
+        )
+        print(
+            f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
+            f"mlflow run {trial.user_attrs.get('mlflow_run_id', '-')}"
+        )
     return True
 
 
@@ -127,7 +152,8 @@ def _validate(args: argparse.Namespace) -> int:
         f"data       {_fields(sweep.data)}",
         f"           {data_note}",
         f"eval       {_fields(sweep.eval)}",
-        "fixed      " + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.searched()),
+        "fixed      "
+        + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.searched()),
         "search space (" + (f"{size} configurations" if size is not None else "continuous") + "):",
     ]
     lines += [f"  {name}: {_describe(dist)}" for name, dist in sweep.space.distributions.items()]
@@ -169,9 +195,17 @@ def _trials(args: argparse.Namespace) -> int:
     rows = []
     for t in study.get_trials(deepcopy=False):
         duration = t.duration.total_seconds() if t.duration else None
-        rows.append({"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
-                     "metrics": t.user_attrs.get("metrics", {}),
-                     "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), "duration_s": duration})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "params": t.params,
+                "values": t.values,
+                "metrics": t.user_attrs.get("metrics", {}),
+                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+                "duration_s": duration,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -59,8 +59,10 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
     if kind == "grid":
         return optuna.samplers.GridSampler(sweep.space.grid(), seed=seed)
     factories: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-        "tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler, "nsgaii": optuna.samplers.NSGAIISampler,
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "nsgaii": optuna.samplers.NSGAIISampler,
         "gp": optuna.samplers.GPSampler,
     }
     return factories[kind](seed=seed)
@@ -72,12 +74,16 @@ def load_study(name: str | None, storage: str | None) -> optuna.Study:
     names = optuna.get_all_study_names(opened)
     if name is None:
         if len(names) != 1:
-            raise UserError(f"--study must name a study when the storage holds {len(names)}, but got "
-                            f"none. Studies: {', '.join(names) or '(none)'}.")
+            raise UserError(
+                f"--study must name a study when the storage holds {len(names)}, but got "
+                f"none. Studies: {', '.join(names) or '(none)'}."
+            )
         name = names[0]
     if name not in names:
-        raise UserError(f"--study must name an existing study, but got study={name!r}. "
-                        f"Studies: {', '.join(names) or '(none)'}.")
+        raise UserError(
+            f"--study must name an existing study, but got study={name!r}. "
+            f"Studies: {', '.join(names) or '(none)'}."
+        )
     return optuna.load_study(study_name=name, storage=opened)
 
 
@@ -100,8 +106,12 @@ class RunOptions:
     quiet: bool = False
 
 
-def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(), log: Callable[[str], None] = print,
-              runner: TrialRunner | None = None) -> optuna.Study:
+def run_sweep(
+    sweep: Sweep,
+    options: RunOptions = RunOptions(),
+    log: Callable[[str], None] = print,
+    runner: TrialRunner | None = None,
+) -> optuna.Study:
     """Create or continue the study and run trials until its budget of finished trials is met.
 
     `runner` defaults to an objectives.Worker for the sweep's model and data (tests pass stubs)."""
@@ -112,16 +122,23 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(), log: Callable[[s
     study = _existing_study(name, storage_url, sweep)
     done = len(study.get_trials(deepcopy=False, states=FINISHED)) if study else 0
     if study is not None and done >= budget:
-        log(f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
-            f"{best_text(study, sweep.study.metrics)}")
+        log(
+            f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
+            f"{best_text(study, sweep.study.metrics)}"
+        )
         return study
 
     # Data and base model before the stores: bad input fails before anything is written.
     if runner is None:
         runner = Worker(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
     if study is None:
-        study = optuna.create_study(study_name=name, storage=open_storage(storage_url), sampler=make_sampler(sweep),
-                                    directions=list(sweep.study.directions), load_if_exists=True)
+        study = optuna.create_study(
+            study_name=name,
+            storage=open_storage(storage_url),
+            sampler=make_sampler(sweep),
+            directions=list(sweep.study.directions),
+            load_if_exists=True,
+        )
         with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(sweep.study.metrics))
@@ -131,12 +148,15 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(), log: Callable[[s
 
     uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
     tracker = Tracker(uri, sweep.experiment or name)
-    parent_id = tracker.parent_run(name, study.user_attrs.get(PARENT_RUN_ATTR), _study_params(sweep),
-                                   sweep.text)
+    parent_id = tracker.parent_run(
+        name, study.user_attrs.get(PARENT_RUN_ATTR), _study_params(sweep), sweep.text
+    )
     study.set_user_attr(PARENT_RUN_ATTR, parent_id)
     if not options.quiet:
-        log(f"study {name!r}: {done}/{budget} trials done, sampler {sweep.study.sampler}, "
-            f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}")
+        log(
+            f"study {name!r}: {done}/{budget} trials done, sampler {sweep.study.sampler}, "
+            f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}"
+        )
         log(f"mlflow: {redact(uri)} (experiment {sweep.experiment or name!r}, parent run {parent_id})")
 
     progress = None
@@ -150,9 +170,14 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(), log: Callable[[s
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
         # A trial that raises fails alone (its MLflow run is closed FAILED with the error) and the
         # sweep goes on: the study's catch, not a try/except hidden in the objective.
-        study.optimize(_Objective(sweep, runner, tracker, parent_id, name), n_trials=budget - done,
-                       timeout=sweep.study.timeout, gc_after_trial=True, catch=(Exception,),
-                       callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress])
+        study.optimize(
+            _Objective(sweep, runner, tracker, parent_id, name),
+            n_trials=budget - done,
+            timeout=sweep.study.timeout,
+            gc_after_trial=True,
+            catch=(Exception,),
+            callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress],
+        )
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -166,8 +191,9 @@ def run_sweep(sweep: Sweep, options: RunOptions = RunOptions(), log: Callable[[s
 def check_study_name(name: str) -> None:
     # The name lands in MLflow filter strings and file names: keep it to a safe alphabet.
     if not re.fullmatch(r"[\w.-]+", name):
-        raise UserError(f"a study name must use only letters, digits, '.', '-' and '_', but got "
-                        f"name={name!r}.")
+        raise UserError(
+            f"a study name must use only letters, digits, '.', '-' and '_', but got name={name!r}."
+        )
 
 
 def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.Study | None:
@@ -183,18 +209,21 @@ def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.
     stored = tuple(study.metric_names or ())
     directions = tuple(d.name.lower() for d in study.directions)
     if (stored and stored != sweep.study.metrics) or directions != sweep.study.directions:
-        raise UserError(f"a resumed study must keep its objective, but study {name!r} has "
-                        f"metrics={list(stored)}, directions={list(directions)} and the file says "
-                        f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
-                        "Use another study name (--study) for a new objective.")
+        raise UserError(
+            f"a resumed study must keep its objective, but study {name!r} has "
+            f"metrics={list(stored)}, directions={list(directions)} and the file says "
+            f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
+            "Use another study name (--study) for a new objective."
+        )
     return study
 
 
 class _Objective:
     """Sample -> open the trial's MLflow run -> train and score through objectives/ -> close."""
 
-    def __init__(self, sweep: Sweep, runner: TrialRunner, tracker: Tracker, parent_id: str,
-                 study_name: str) -> None:
+    def __init__(
+        self, sweep: Sweep, runner: TrialRunner, tracker: Tracker, parent_id: str, study_name: str
+    ) -> None:
         self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
 
@@ -205,16 +234,20 @@ class _Objective:
         spec = TrialSpec(
             training_args={k: v for k, v in params.items() if _names.target_of(k) == "training"},
             lora_args={k: v for k, v in params.items() if _names.target_of(k) == "lora"},
-            seed=seed)
+            seed=seed,
+        )
         recorded = {**params, "seed": seed, **_setup_params(self.sweep)}
-        run_id = self.tracker.start_trial(self.parent_id, self.study_name, trial.number, recorded, list(sampled))
+        run_id = self.tracker.start_trial(
+            self.parent_id, self.study_name, trial.number, recorded, list(sampled)
+        )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("seed", seed)
         started = time.monotonic()
         try:
             with tempfile.TemporaryDirectory(prefix=f"lorasweep-trial{trial.number}-") as workdir:
                 result = self.runner.run_trial(
-                    spec, Path(workdir), report=lambda step, m: self.tracker.log_curve(run_id, step, m))
+                    spec, Path(workdir), report=lambda step, m: self.tracker.log_curve(run_id, step, m)
+                )
                 trial.set_user_attr("metrics", result.metrics)
                 self.tracker.finish_trial(run_id, result, time.monotonic() - started)
         except BaseException as e:
@@ -227,16 +260,27 @@ class _Objective:
 
 def _setup_params(sweep: Sweep) -> dict[str, Any]:
     """The fixed setup every trial shares, recorded on each run so a run stands on its own."""
-    return {"model.base": sweep.model.base, "model.method": sweep.model.method,
-            "model.target_modules": sweep.model.target_modules, "data.path": sweep.data.path,
-            "data.train_split": sweep.data.train_split, "data.eval_split": sweep.data.eval_split}
+    return {
+        "model.base": sweep.model.base,
+        "model.method": sweep.model.method,
+        "model.target_modules": sweep.model.target_modules,
+        "data.path": sweep.data.path,
+        "data.train_split": sweep.data.train_split,
+        "data.eval_split": sweep.data.eval_split,
+    }
 
 
 def _study_params(sweep: Sweep) -> dict[str, Any]:
     space = {f"space.{name}": repr(dist) for name, dist in sweep.space.distributions.items()}
-    return {**sweep.fixed, **_setup_params(sweep), **space, "study.sampler": sweep.study.sampler,
-            "study.seed": sweep.study.seed, "study.n_trials": sweep.study.n_trials,
-            "study.metrics": ",".join(sweep.study.metrics)}
+    return {
+        **sweep.fixed,
+        **_setup_params(sweep),
+        **space,
+        "study.sampler": sweep.study.sampler,
+        "study.seed": sweep.study.seed,
+        "study.n_trials": sweep.study.n_trials,
+        "study.metrics": ",".join(sweep.study.metrics),
+    }
 
 
 def _summary(study: optuna.Study, sweep: Sweep) -> tuple[dict[str, float], dict[str, str]]:

@@ -13,9 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from objectives.config import (BUILTIN_DATA_PREFIX, DATA_SUFFIXES, GENERATION_METRICS, METRICS, USER_DATA,
-                               DataSpec, EvalSpec, InputError, ModelSpec)
-
+from objectives.config import (
+    BUILTIN_DATA_PREFIX,
+    DATA_SUFFIXES,
+    GENERATION_METRICS,
+    METRICS,
+    USER_DATA,
+    DataSpec,
+    EvalSpec,
+    InputError,
+    ModelSpec,
+)
 from objectives.data import template_fields
 
 from . import _names
@@ -91,35 +99,59 @@ def load_sweep(path: str | Path) -> Sweep:
     if data.text_template is not None:
         given = raw.get("data") or {}
         if "prompt_template" in given or "response_template" in given:
-            problems.add(("data", "text_template"), "data must use text_template alone or the "
-                         "prompt_template/response_template pair, but got both. Keep one.")
+            problems.add(
+                ("data", "text_template"),
+                "data must use text_template alone or the "
+                "prompt_template/response_template pair, but got both. Keep one.",
+            )
         data = dataclasses.replace(data, prompt_template=None, response_template=None)
     eval_ = parse_section(raw, "eval", EvalSpec, problems)
     study = _parse_study(raw, path, problems, space)
     tracking = raw.get("tracking") or {}
-    if (not isinstance(tracking, dict) or set(tracking) - {"uri", "experiment"}
-            or not all(isinstance(v, str) for v in tracking.values())):
-        problems.add(("tracking",), "tracking must be a mapping with only uri and experiment, both "
-                     f"strings, but got tracking={tracking!r}.")
+    if (
+        not isinstance(tracking, dict)
+        or set(tracking) - {"uri", "experiment"}
+        or not all(isinstance(v, str) for v in tracking.values())
+    ):
+        problems.add(
+            ("tracking",),
+            "tracking must be a mapping with only uri and experiment, both "
+            f"strings, but got tracking={tracking!r}.",
+        )
         tracking = {}
     for where, url in ((("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))):
         if url and redact(url) != url:  # the file is stored with the study and logged to MLflow
-            problems.add(where, f"{'.'.join(where)} must not hold a password, but got {redact(url)}. "
-                         "Pass the URL with the password as a flag or through the environment.")
+            problems.add(
+                where,
+                f"{'.'.join(where)} must not hold a password, but got {redact(url)}. "
+                "Pass the URL with the password as a flag or through the environment.",
+            )
     _check_consistency(study, model, data, eval_, problems)
     _check_fixed({**DEFAULT_TRAIN, **fixed}, problems)
     problems.raise_if_any()
-    return Sweep(study=study, space=space, fixed={**DEFAULT_TRAIN, **fixed}, model=model, data=data,
-                 eval=eval_, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
-                 path=path, text=text)
+    return Sweep(
+        study=study,
+        space=space,
+        fixed={**DEFAULT_TRAIN, **fixed},
+        model=model,
+        data=data,
+        eval=eval_,
+        tracking_uri=tracking.get("uri"),
+        experiment=tracking.get("experiment"),
+        path=path,
+        text=text,
+    )
 
 
 def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        problems.add(("train",), f"train must be a mapping of TrainingArguments/LoraConfig fields to "
-                     f"fixed values, but got a {type(raw).__name__}.")
+        problems.add(
+            ("train",),
+            f"train must be a mapping of TrainingArguments/LoraConfig fields to "
+            f"fixed values, but got a {type(raw).__name__}.",
+        )
         return {}
     fixed: dict[str, Any] = {}
     for name, value in raw.items():
@@ -127,8 +159,11 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
         if _names.target_of(canonical) is None:
             problems.add(("train", name), _names.unknown_name_message(str(name)))
         elif canonical in fixed:
-            problems.add(("train", name), f"each parameter must be set once, but got {name!r} "
-                         f"and another alias of {canonical!r}. Keep one.")
+            problems.add(
+                ("train", name),
+                f"each parameter must be set once, but got {name!r} "
+                f"and another alias of {canonical!r}. Keep one.",
+            )
         elif (wrong := _names.type_problem(canonical, value)) is not None:
             problems.add(("train", name), wrong)
         else:
@@ -139,9 +174,10 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
 def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) -> StudySpec:
     study = raw.get("study") or {}
     strategy = raw.get("search_strategy") or {}
-    for section, value, keys in (("study", study, {f.name for f in dataclasses.fields(StudySpec)} |
-                                  {"metric", "direction"}),
-                                 ("search_strategy", strategy, {"type", "num_trials"})):
+    for section, value, keys in (
+        ("study", study, {f.name for f in dataclasses.fields(StudySpec)} | {"metric", "direction"}),
+        ("search_strategy", strategy, {"type", "num_trials"}),
+    ):
         if not isinstance(value, dict):
             problems.add((section,), f"{section} must be a mapping, but got {value!r}.")
             return StudySpec(name=path.stem)
@@ -152,80 +188,130 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     metrics = tuple(metrics) if isinstance(metrics, list) else (metrics,)
     for m in metrics:
         if not isinstance(m, str) or m not in METRICS:
-            problems.add(("study", "metrics" if "metrics" in study else "metric"),
-                         unknown_key("a study metric", m, METRICS))
+            problems.add(
+                ("study", "metrics" if "metrics" in study else "metric"),
+                unknown_key("a study metric", m, METRICS),
+            )
     metrics = tuple(m for m in metrics if isinstance(m, str))
     directions = study.get("directions", study.get("direction"))
     if directions is None:
         directions = [METRICS.get(m, "minimize") for m in metrics]
     directions = tuple(directions) if isinstance(directions, list) else (directions,)
-    if len(directions) != len(metrics) or any(not isinstance(d, str) or d not in ("minimize", "maximize")
-                                              for d in directions):
-        problems.add(("study", "directions" if "directions" in study else "direction"),
-                     f"study directions must be minimize or maximize, one per metric, but got "
-                     f"metrics={list(metrics)}, directions={list(directions)}.")
+    if len(directions) != len(metrics) or any(
+        not isinstance(d, str) or d not in ("minimize", "maximize") for d in directions
+    ):
+        problems.add(
+            ("study", "directions" if "directions" in study else "direction"),
+            f"study directions must be minimize or maximize, one per metric, but got "
+            f"metrics={list(metrics)}, directions={list(directions)}.",
+        )
 
     sampler, seed = strategy.get("type", "tpe"), 0
     raw_sampler = study.get("sampler")
     if isinstance(raw_sampler, dict):
         for key in set(raw_sampler) - {"type", "seed"}:
-            problems.add(("study", "sampler", key), unknown_key("a key of study.sampler", key, ["type", "seed"]))
+            problems.add(
+                ("study", "sampler", key), unknown_key("a key of study.sampler", key, ["type", "seed"])
+            )
         sampler, seed = raw_sampler.get("type", sampler), raw_sampler.get("seed", seed)
     elif raw_sampler is not None:
         sampler = raw_sampler
     if "sampler" in study and "type" in strategy and sampler != strategy["type"]:
-        problems.add(("study", "sampler"), f"the sampler must be named once, but got "
-                     f"search_strategy.type={strategy['type']!r} and study.sampler={sampler!r}. Keep one.")
+        problems.add(
+            ("study", "sampler"),
+            f"the sampler must be named once, but got "
+            f"search_strategy.type={strategy['type']!r} and study.sampler={sampler!r}. Keep one.",
+        )
     if sampler not in SAMPLERS:
-        problems.add(("study", "sampler") if raw_sampler else ("search_strategy", "type"),
-                     unknown_key("the sampler", sampler, SAMPLERS))
+        problems.add(
+            ("study", "sampler") if raw_sampler else ("search_strategy", "type"),
+            unknown_key("the sampler", sampler, SAMPLERS),
+        )
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        problems.add(("study", "sampler", "seed"), f"study.sampler.seed must be an integer or null, but got seed={seed!r}.")
+        problems.add(
+            ("study", "sampler", "seed"),
+            f"study.sampler.seed must be an integer or null, but got seed={seed!r}.",
+        )
     if sampler == "grid" and space.grid() is None:
         continuous = [n for n, d in space.distributions.items() if grid_points(d) is None]
-        problems.add(("search_space",), f"a grid sampler needs a finite space, but got continuous "
-                     f"ranges: {', '.join(continuous)}. Give them a step, or use choice values.")
+        problems.add(
+            ("search_space",),
+            f"a grid sampler needs a finite space, but got continuous "
+            f"ranges: {', '.join(continuous)}. Give them a step, or use choice values.",
+        )
     if sampler == "cmaes" and len(metrics) > 1:
-        problems.add(("study", "sampler"), "the cmaes sampler must optimise one metric, but got "
-                     f"metrics={list(metrics)}. Use tpe or nsgaii for several metrics.")
+        problems.add(
+            ("study", "sampler"),
+            "the cmaes sampler must optimise one metric, but got "
+            f"metrics={list(metrics)}. Use tpe or nsgaii for several metrics.",
+        )
 
     n_trials = study.get("n_trials", strategy.get("num_trials", 10))
     if "n_trials" in study and "num_trials" in strategy and study["n_trials"] != strategy["num_trials"]:
-        problems.add(("study", "n_trials"), f"the trial budget must be given once, but got "
-                     f"study.n_trials={study['n_trials']} and search_strategy.num_trials={strategy['num_trials']}.")
+        problems.add(
+            ("study", "n_trials"),
+            f"the trial budget must be given once, but got "
+            f"study.n_trials={study['n_trials']} and search_strategy.num_trials={strategy['num_trials']}.",
+        )
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
-        problems.add(("study", "n_trials") if "n_trials" in study else ("search_strategy", "num_trials"),
-                     f"the trial budget must be a positive integer, but got n_trials={n_trials!r}.")
+        problems.add(
+            ("study", "n_trials") if "n_trials" in study else ("search_strategy", "num_trials"),
+            f"the trial budget must be a positive integer, but got n_trials={n_trials!r}.",
+        )
     timeout = study.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
-        problems.add(("study", "timeout"), f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.")
+    if timeout is not None and (
+        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        problems.add(
+            ("study", "timeout"),
+            f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.",
+        )
     name = study.get("name", path.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
-        problems.add(("study", "name"), f"study.name must use only letters, digits, '.', '-' and '_', "
-                     f"but got name={name!r}.")
+        problems.add(
+            ("study", "name"),
+            f"study.name must use only letters, digits, '.', '-' and '_', but got name={name!r}.",
+        )
     storage = study.get("storage")
     if storage is not None and not isinstance(storage, str):
-        problems.add(("study", "storage"), f"study.storage must be an Optuna storage URL, but got storage={storage!r}.")
-    return StudySpec(name=str(name), metrics=metrics, directions=directions, sampler=str(sampler),
-                     seed=seed, n_trials=n_trials, timeout=timeout, storage=storage)
+        problems.add(
+            ("study", "storage"), f"study.storage must be an Optuna storage URL, but got storage={storage!r}."
+        )
+    return StudySpec(
+        name=str(name),
+        metrics=metrics,
+        directions=directions,
+        sampler=str(sampler),
+        seed=seed,
+        n_trials=n_trials,
+        timeout=timeout,
+        storage=storage,
+    )
 
 
 def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     """The data section; a file path in it is taken relative to the sweep file's folder."""
     given = raw.get("data")
-    own = isinstance(given, dict) and not str(given.get("path", BUILTIN_DATA_PREFIX)).startswith(BUILTIN_DATA_PREFIX)
+    own = isinstance(given, dict) and not str(given.get("path", BUILTIN_DATA_PREFIX)).startswith(
+        BUILTIN_DATA_PREFIX
+    )
     data = parse_section(raw, "data", DataSpec, problems, base=USER_DATA if own else DataSpec())
     if own and not data.path:
-        problems.add(("data",), "data.path must name a file or a hub id, but got none. "
-                     "Example: data: {path: data/train.jsonl}.")
+        problems.add(
+            ("data",),
+            "data.path must name a file or a hub id, but got none. Example: data: {path: data/train.jsonl}.",
+        )
     local = Path(data.path)
     if data.path.lower().endswith(DATA_SUFFIXES):
         if not local.is_absolute():
             local = path.parent / local
             data = dataclasses.replace(data, path=str(local))
         if not local.is_file():
-            problems.add(("data", "path"), f"data.path must be an existing file, but got "
-                         f"path={str(local)!r}. Relative paths start at the sweep file's folder.")
+            problems.add(
+                ("data", "path"),
+                f"data.path must be an existing file, but got "
+                f"path={str(local)!r}. Relative paths start at the sweep file's folder.",
+            )
     return data
 
 
@@ -238,19 +324,29 @@ def _check_fixed(fixed: dict[str, Any], problems: Problems) -> None:
 
     for cls, target in ((transformers.TrainingArguments, "training"), (peft.LoraConfig, "lora")):
         values = {k: v for k, v in fixed.items() if _names.target_of(k) == target}
-        extra = {"output_dir": tempfile.gettempdir(), "report_to": "none", "use_cpu": True} \
-            if target == "training" else {}
+        extra = (
+            {"output_dir": tempfile.gettempdir(), "report_to": "none", "use_cpu": True}
+            if target == "training"
+            else {}
+        )
         try:
             cls(**extra, **values)
         except (TypeError, ValueError) as e:
-            problems.add(("train",), f"the train settings must be valid {cls.__name__} values, but "
-                         f"{cls.__name__} said: {e}")
+            problems.add(
+                ("train",),
+                f"the train settings must be valid {cls.__name__} values, but {cls.__name__} said: {e}",
+            )
 
 
-def _check_consistency(study: StudySpec, model: ModelSpec, data: DataSpec, eval_: EvalSpec,
-                       problems: Problems) -> None:
-    for key, value in (("eval", "batch_size"), eval_.batch_size), (("eval", "max_samples"), eval_.max_samples), \
-            (("eval", "max_new_tokens"), eval_.max_new_tokens), (("data", "max_length"), data.max_length):
+def _check_consistency(
+    study: StudySpec, model: ModelSpec, data: DataSpec, eval_: EvalSpec, problems: Problems
+) -> None:
+    for key, value in (
+        (("eval", "batch_size"), eval_.batch_size),
+        (("eval", "max_samples"), eval_.max_samples),
+        (("eval", "max_new_tokens"), eval_.max_new_tokens),
+        (("data", "max_length"), data.max_length),
+    ):
         if value < 1:
             problems.add(key, f"{'.'.join(key)} must be at least 1, but got {key[1]}={value}.")
     for key in ("prompt_template", "response_template", "text_template"):
@@ -261,13 +357,21 @@ def _check_consistency(study: StudySpec, model: ModelSpec, data: DataSpec, eval_
     if not data.has_prompts:
         for m in study.metrics:
             if m in GENERATION_METRICS:
-                problems.add(("study",), f"metric {m} needs prompts to generate from, but got "
-                             f"data.text_template={data.text_template!r}. Use prompt_template and "
-                             f"response_template, or optimise eval_loss.")
+                problems.add(
+                    ("study",),
+                    f"metric {m} needs prompts to generate from, but got "
+                    f"data.text_template={data.text_template!r}. Use prompt_template and "
+                    f"response_template, or optimise eval_loss.",
+                )
     elif not (data.prompt_template and data.response_template):
         given = [k for k in ("prompt_template", "response_template") if getattr(data, k)]
-        problems.add(("data",), "data must give prompt_template and response_template together, or "
-                     f"text_template alone, but got {' and '.join(given) or 'none of them'}.")
+        problems.add(
+            ("data",),
+            "data must give prompt_template and response_template together, or "
+            f"text_template alone, but got {' and '.join(given) or 'none of them'}.",
+        )
     if not 0 < data.eval_fraction < 1:
-        problems.add(("data", "eval_fraction"), f"data.eval_fraction must be between 0 and 1, but "
-                     f"got eval_fraction={data.eval_fraction}.")
+        problems.add(
+            ("data", "eval_fraction"),
+            f"data.eval_fraction must be between 0 and 1, but got eval_fraction={data.eval_fraction}.",
+        )

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from objectives import TrialResult
@@ -63,15 +63,18 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
 
     # -- the study's parent run ------------------------------------------------------------------
-    def parent_run(self, study_name: str, known_run_id: str | None, params: dict[str, Any],
-                   sweep_text: str) -> str:
+    def parent_run(
+        self, study_name: str, known_run_id: str | None, params: dict[str, Any], sweep_text: str
+    ) -> str:
         """Re-attach to the study's parent run if it exists, else create it. Never duplicates.
 
         The id stored on the study comes first; a search by tag finds the parent when the study
         lost it, and a stored id from another tracking store is skipped."""
         found = self.client.search_runs(
-            [self.experiment_id], max_results=1,
-            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'")
+            [self.experiment_id],
+            max_results=1,
+            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'",
+        )
         for run_id in (known_run_id, found[0].info.run_id if found else None):
             if run_id is None:
                 continue
@@ -83,8 +86,9 @@ class Tracker:
         return self._new_parent(study_name, params, sweep_text)
 
     def _new_parent(self, study_name: str, params: dict[str, Any], sweep_text: str) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=study_name,
-                                     tags={STUDY_TAG: study_name, ROLE_TAG: "study"})
+        run = self.client.create_run(
+            self.experiment_id, run_name=study_name, tags={STUDY_TAG: study_name, ROLE_TAG: "study"}
+        )
         self._log_params(run.info.run_id, params)
         self.client.log_text(run.info.run_id, sweep_text, "sweep.yaml")
         return run.info.run_id
@@ -102,11 +106,20 @@ class Tracker:
         self.client.set_terminated(parent_id, status=status)
 
     # -- one child run per trial -----------------------------------------------------------------
-    def start_trial(self, parent_id: str, study_name: str, number: int, params: dict[str, Any],
-                    sampled: list[str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
-            MLFLOW_PARENT_RUN_ID: parent_id, STUDY_TAG: study_name, ROLE_TAG: "trial",
-            TRIAL_TAG: str(number), "lorasweep.sampled": ",".join(sampled)})
+    def start_trial(
+        self, parent_id: str, study_name: str, number: int, params: dict[str, Any], sampled: list[str]
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent_id,
+                STUDY_TAG: study_name,
+                ROLE_TAG: "trial",
+                TRIAL_TAG: str(number),
+                "lorasweep.sampled": ",".join(sampled),
+            },
+        )
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -115,15 +128,24 @@ class Tracker:
 
     def finish_trial(self, run_id: str, result: TrialResult, wall_seconds: float) -> None:
         """Final metrics, costs, samples and the adapter; then the run is closed FINISHED."""
-        self._log_metrics(run_id, {
-            **result.metrics, "trainable_params": result.trainable_params,
-            "total_params": result.total_params, "train_seconds": result.train_seconds,
-            "wall_seconds": wall_seconds, "tokens_per_second": result.tokens_per_second,
-        }, step=result.steps)
+        self._log_metrics(
+            run_id,
+            {
+                **result.metrics,
+                "trainable_params": result.trainable_params,
+                "total_params": result.total_params,
+                "train_seconds": result.train_seconds,
+                "wall_seconds": wall_seconds,
+                "tokens_per_second": result.tokens_per_second,
+            },
+            step=result.steps,
+        )
         if result.samples:
-            self.client.log_table(run_id, data={k: [s[k] for s in result.samples]
-                                                for k in ("prompt", "reference", "output")},
-                                  artifact_file="generations.json")
+            self.client.log_table(
+                run_id,
+                data={k: [s[k] for s in result.samples] for k in ("prompt", "reference", "output")},
+                artifact_file="generations.json",
+            )
         if result.adapter_dir is not None:
             self.client.log_artifacts(run_id, str(result.adapter_dir), artifact_path="adapter")
         self.client.set_terminated(run_id, status="FINISHED")
@@ -139,11 +161,10 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id, params=items[start : start + 100])
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if items:
             self.client.log_batch(run_id, metrics=items)
-

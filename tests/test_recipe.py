@@ -11,8 +11,13 @@ from objectives.data import load_rows, tokenize
 from objectives.model import place
 
 DATA = DataSpec(train_split="train[:240]", eval_fraction=0.25)
-TRAINING = {"max_steps": 4, "per_device_train_batch_size": 8, "learning_rate": 3e-3,
-            "logging_steps": 2, "eval_steps": 2}
+TRAINING = {
+    "max_steps": 4,
+    "per_device_train_batch_size": 8,
+    "learning_rate": 3e-3,
+    "logging_steps": 2,
+    "eval_steps": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +44,11 @@ def test_eval_split_is_carved_out_stratified_and_disjoint():
 def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
     before = {k: v.clone() for k, v in worker.base.state_dict().items()}
     curve: list[tuple[int, dict]] = []
-    result = worker.run_trial(TrialSpec(training_args=TRAINING, lora_args={"r": 4, "lora_alpha": 8}, seed=1),
-                              tmp_path, report=lambda step, m: curve.append((step, m)))
+    result = worker.run_trial(
+        TrialSpec(training_args=TRAINING, lora_args={"r": 4, "lora_alpha": 8}, seed=1),
+        tmp_path,
+        report=lambda step, m: curve.append((step, m)),
+    )
 
     after = worker.base.state_dict()
     assert after.keys() == before.keys()  # the adapter came off again
@@ -51,8 +59,18 @@ def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at 0
 
     assert [step for step, m in curve if "eval_loss" in m] == [2, 4]
-    assert set(result.metrics) == {"eval_loss", "eval_perplexity", "rouge1", "rouge2", "rougeL", "f1", "exact_match"}
-    assert result.metrics["eval_perplexity"] == pytest.approx(torch.tensor(result.metrics["eval_loss"]).exp().item())
+    assert set(result.metrics) == {
+        "eval_loss",
+        "eval_perplexity",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "f1",
+        "exact_match",
+    }
+    assert result.metrics["eval_perplexity"] == pytest.approx(
+        torch.tensor(result.metrics["eval_loss"]).exp().item()
+    )
     assert 0 < result.trainable_params < result.total_params and result.steps == 4
     assert len(result.samples) == 8 and {"prompt", "reference", "output"} == set(result.samples[0])
 
@@ -70,8 +88,12 @@ def test_missing_template_field_names_the_columns():
 
 
 def test_olive_text_template_trains_on_every_token(worker):
-    spec = DataSpec(text_template="Phrase: {phrase} Tone: {tone}", prompt_template=None,
-                    response_template=None, label_column=None)
+    spec = DataSpec(
+        text_template="Phrase: {phrase} Tone: {tone}",
+        prompt_template=None,
+        response_template=None,
+        label_column=None,
+    )
     rows = load_rows(DataSpec(train_split="train[:20]"))[0]
     task = tokenize(spec, rows, rows, worker.tokenizer)
     assert task.train[0]["labels"] == task.train[0]["input_ids"]
@@ -81,8 +103,14 @@ def test_olive_text_template_trains_on_every_token(worker):
 def test_local_csv_with_a_split_expression(tmp_path):
     lines = ["question,answer"] + [f"q{i},a{i % 3}" for i in range(10)]
     (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    spec = DataSpec(path=str(tmp_path / "rows.csv"), train_split="train[:80%]", eval_split="train[80%:]",
-                    prompt_template="Q: {question}", response_template=" {answer}", label_column=None)
+    spec = DataSpec(
+        path=str(tmp_path / "rows.csv"),
+        train_split="train[:80%]",
+        eval_split="train[80%:]",
+        prompt_template="Q: {question}",
+        response_template=" {answer}",
+        label_column=None,
+    )
     train, eval_ = load_rows(spec)
     assert train["question"] == [f"q{i}" for i in range(8)] and eval_["question"] == ["q8", "q9"]
 

@@ -49,7 +49,10 @@ def test_a_failing_trial_fails_alone_with_its_reason(in_tmp, write):
     assert {r: t.state.name for r, t in states.items()} == {2: "COMPLETE", 4: "FAIL", 8: "COMPLETE"}
     assert states[4].user_attrs["error"] == "ValueError: rank 4 rejected"
     failed = _client(in_tmp).get_run(states[4].user_attrs["mlflow_run_id"])
-    assert failed.info.status == "FAILED" and failed.data.tags["lorasweep.error"] == "ValueError: rank 4 rejected"
+    assert (
+        failed.info.status == "FAILED"
+        and failed.data.tags["lorasweep.error"] == "ValueError: rank 4 rejected"
+    )
     assert "error.txt" in {a.path for a in _client(in_tmp).list_artifacts(failed.info.run_id)}
     best = _client(in_tmp).get_run(states[8].user_attrs["mlflow_run_id"])
     assert best.info.status == "FINISHED" and best.data.metrics["f1"] == pytest.approx(0.8)

@@ -37,8 +37,11 @@ def finished(tmp_path_factory):
 
 def _stores(folder):
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(folder / "mlruns" / "optuna.journal")))
-    return optuna.load_study(study_name="e2e", storage=storage), MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+        optuna.storages.journal.JournalFileBackend(str(folder / "mlruns" / "optuna.journal"))
+    )
+    return optuna.load_study(study_name="e2e", storage=storage), MlflowClient(
+        f"sqlite:///{folder}/mlruns/mlflow.db"
+    )
 
 
 def test_study_has_the_budget_of_trials_with_their_runs(finished):
@@ -66,16 +69,28 @@ def test_study_has_the_budget_of_trials_with_their_runs(finished):
         assert params["max_steps"] == "4" and params["per_device_train_batch_size"] == "8"
         # final metrics equal what Optuna got; the eval curve has a point per eval step
         assert run.data.metrics["f1"] == pytest.approx(trial.value)
-        assert {"eval_loss", "eval_perplexity", "rouge1", "rouge2", "rougeL", "exact_match",
-                "trainable_params", "tokens_per_second", "wall_seconds"} <= set(run.data.metrics)
+        assert {
+            "eval_loss",
+            "eval_perplexity",
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "exact_match",
+            "trainable_params",
+            "tokens_per_second",
+            "wall_seconds",
+        } <= set(run.data.metrics)
         curve = client.get_metric_history(run.info.run_id, "eval_loss")
         assert [m.step for m in curve][:2] == [2, 4]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"adapter", "generations.json"} <= artifacts
         adapter = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
         assert "adapter/adapter_model.safetensors" in adapter
-        table = json.loads((finished / client.download_artifacts(run.info.run_id, "generations.json",
-                                                                  str(finished))).read_text())
+        table = json.loads(
+            (
+                finished / client.download_artifacts(run.info.run_id, "generations.json", str(finished))
+            ).read_text()
+        )
         assert table["columns"] == ["prompt", "reference", "output"] and len(table["data"]) == 4
 
 
@@ -94,8 +109,10 @@ def test_rerun_continues_the_study_and_reattaches_the_parent(finished, monkeypat
     assert main(["run", "sweep.yaml", "--trials", "3"]) == 0
     out = capsys.readouterr().out
     assert "study 'e2e': 2/3 trials done" in out
-    assert re.search(r"^trial +2 COMPLETE f1=\S+ +learning_rate=\S+ lora_r=\d", out, re.M)  # one line per trial
-    assert re.search(r"^best: trial \d f1=\S+ \(base \S+\)", out, re.M)
+    assert re.search(
+        r"^trial +2 COMPLETE f1=\S+ +learning_rate=\S+ lora_r=\d", out, re.MULTILINE
+    )  # one line per trial
+    assert re.search(r"^best: trial \d f1=\S+ \(base \S+\)", out, re.MULTILINE)
     study, client = _stores(finished)
     assert len(study.trials) == 3
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])

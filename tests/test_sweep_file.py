@@ -38,7 +38,8 @@ def test_olive_material_format_runs_with_embedded_defaults(write):
 
 def test_full_file_with_tied_alpha_and_several_metrics(write, tmp_path):
     (tmp_path / "rows.csv").write_text("q,a\nhi,there\n", encoding="utf-8")
-    sweep = load_sweep(write("""
+    sweep = load_sweep(
+        write("""
 study:
   name: full
   metrics: [f1, eval_loss]
@@ -50,7 +51,8 @@ train: {max_steps: 3, lora_dropout: 0.1}
 search_space:
   lora_r: {type: choice, values: [4, 8]}
   lora_alpha: {per_rank: {type: choice, values: [1, 2]}}
-"""))
+""")
+    )
     assert sweep.study.directions == ("maximize", "minimize")  # each metric's natural direction
     assert sweep.study.sampler == "nsgaii" and sweep.study.seed == 7
     assert sweep.model.target_modules == ("q_proj", "v_proj")
@@ -67,12 +69,14 @@ def test_fixed_alpha_multiplier_follows_the_sampled_rank(write):
 
 
 def test_grid_space_is_enumerated(write):
-    sweep = load_sweep(write("""
+    sweep = load_sweep(
+        write("""
 study: {sampler: grid}
 search_space:
   learning_rate: {type: float, low: 0.001, high: 0.003, step: 0.001}
   r: {type: int, low: 4, high: 8, step: 4}
-"""))
+""")
+    )
     assert sweep.space.grid() == {"learning_rate": [0.001, 0.002, 0.003], "r": [4, 8]}
     assert sweep.space.size() == 6
 
