@@ -18,7 +18,7 @@ import optuna
 from objectives import InputError
 
 from ._progress import format_params, trial_line
-from .errors import UserError
+from .errors import SweepError, UserError
 from .study import BASE_METRICS_ATTR, RunOptions, load_study, run_sweep
 from .sweep import Sweep, load_sweep
 from .tracking import redact, tracking_uri
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"error: {e}" if isinstance(e, InputError) else f"error: the sweep cannot run:\n{e}",
+            f"error: the sweep cannot run:\n{e}" if isinstance(e, SweepError) else f"error: {e}",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR

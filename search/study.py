@@ -70,6 +70,12 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
 
 def load_study(name: str | None, storage: str | None) -> optuna.Study:
     """An existing study; without a name, the only study in the storage."""
+    journal = _journal_path(storage)
+    if journal is not None and not journal.exists():
+        raise UserError(
+            f"the study storage must exist, but got storage={str(journal)!r}. Run a sweep "
+            "first (lorasweep run FILE), or pass --storage."
+        )
     opened = open_storage(storage)
     names = optuna.get_all_study_names(opened)
     if name is None:

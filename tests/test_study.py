@@ -71,3 +71,9 @@ def test_tracking_uri_precedence(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
     assert tracking_uri(None, "http://file:5000") == "http://env:5000"
     assert tracking_uri("http://flag:5000", "http://file:5000") == "http://flag:5000"
+
+
+def test_listing_without_a_storage_writes_nothing(in_tmp):
+    with pytest.raises(UserError, match="storage must exist.*lorasweep run"):
+        load_study(None, None)
+    assert not (in_tmp / "mlruns").exists()
