@@ -78,10 +78,6 @@ class Sweep:
     path: Path | None = None
     text: str = ""  # the file as written; stored with the study
 
-    @property
-    def needs_generation(self) -> bool:
-        return any(m in GENERATION_METRICS for m in self.study.metrics)
-
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read, check and resolve a sweep file. Raises SweepError listing every problem found."""
