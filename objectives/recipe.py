@@ -57,6 +57,7 @@ class Worker:
         train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
         self.base, self.tokenizer = load_base(model, self.placement, log)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
+        self._eval_rows = self.data.eval.to_list()  # read out of Arrow once, not per trial
         self._collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
 
     # -- the recipe ------------------------------------------------------------------------------
@@ -138,10 +139,8 @@ class Worker:
         device = next(model.parameters()).device
         total, count = 0.0, 0
         batch_size = self.eval_spec.batch_size
-        for start in range(0, len(self.data.eval), batch_size):
-            batch = self._collator(
-                [self.data.eval[i] for i in range(start, min(start + batch_size, len(self.data.eval)))]
-            )
+        for start in range(0, len(self._eval_rows), batch_size):
+            batch = self._collator(self._eval_rows[start : start + batch_size])
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             labels = batch["labels"][:, 1:]

@@ -8,12 +8,14 @@ the Olive material.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from functools import cache
 from typing import Any, Literal
 
-from ._typed import check_type
+import peft
+import transformers
+
+from ._typed import check_type, did_you_mean
 
 ALIASES = {"lora_r": "r", "batch_size": "per_device_train_batch_size"}
 
@@ -66,11 +68,6 @@ Target = Literal["training", "lora"]
 
 @cache
 def _fields() -> tuple[frozenset[str], frozenset[str]]:
-    # Imported here, not at module level, so that importing the parser stays cheap for tools
-    # that only need the aliases.
-    import peft
-    import transformers
-
     training = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
     lora = {f.name for f in dataclasses.fields(peft.LoraConfig)}
     return frozenset(training - MANAGED), frozenset(lora - MANAGED)
@@ -78,9 +75,6 @@ def _fields() -> tuple[frozenset[str], frozenset[str]]:
 
 @cache
 def _hints() -> dict[str, Any]:
-    import peft
-    import transformers
-
     return {**typing.get_type_hints(transformers.TrainingArguments), **typing.get_type_hints(peft.LoraConfig)}
 
 
@@ -132,10 +126,8 @@ def unknown_name_message(name: str) -> str:
             else "set by lorasweep itself"
         )
         return f"parameter {name!r} must not be set in a sweep file, but got {name}: it is {why}."
-    names = valid_names()
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return (
         f"parameter names must be TrainingArguments or LoraConfig fields or an alias, but got "
-        f"name={name!r}.{hint} Valid names, by where they go: {_grouped_names()}."
+        f"name={name!r}.{did_you_mean(name, valid_names(), n=3)} Valid names, by where they go: "
+        f"{_grouped_names()}."
     )

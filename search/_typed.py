@@ -15,11 +15,15 @@ from typing import Any, Literal
 from .errors import Problems
 
 
+def did_you_mean(key: Any, valid: typing.Iterable[str], n: int = 1) -> str:
+    """ " Did you mean 'x'?" for the closest valid names, or "" when none is close."""
+    close = difflib.get_close_matches(str(key), list(valid), n=n)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def unknown_key(what: str, key: Any, valid: typing.Iterable[str]) -> str:
     valid = list(valid)
-    close = difflib.get_close_matches(str(key), valid, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"{what} must be one of {', '.join(valid)}, but got {key!r}.{hint}"
+    return f"{what} must be one of {', '.join(valid)}, but got {key!r}.{did_you_mean(key, valid)}"
 
 
 def parse_section(raw: dict, section: str, cls: type, problems: Problems, base: Any = None) -> Any:

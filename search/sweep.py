@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import peft
+import transformers
 
 from objectives.config import (
     BUILTIN_DATA_PREFIX,
@@ -313,11 +317,6 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
 
 def _check_fixed(fixed: dict[str, Any], problems: Problems) -> None:
     """Let TrainingArguments and LoraConfig judge the fixed values: they know their own rules."""
-    import tempfile
-
-    import peft
-    import transformers
-
     for cls, target in ((transformers.TrainingArguments, "training"), (peft.LoraConfig, "lora")):
         values = {k: v for k, v in fixed.items() if _names.target_of(k) == target}
         extra = (

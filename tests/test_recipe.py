@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -27,11 +29,14 @@ def worker() -> Worker:
 
 def test_loss_is_on_response_tokens_only(worker):
     row = worker.data.train[0]
-    prompt = worker.tokenizer(worker.data.eval_prompts[0])["input_ids"]
     masked = sum(1 for label in row["labels"] if label == -100)
-    assert masked > 0 and row["labels"][masked:] == row["input_ids"][masked:]
+    assert row["labels"][:masked] == [-100] * masked  # the prompt, and only a prefix, is masked
+    assert row["labels"][masked:] == row["input_ids"][masked:]
+    prompt = worker.tokenizer.decode(row["input_ids"][:masked])
+    response = worker.tokenizer.decode(row["input_ids"][masked:-1])
+    assert prompt.startswith("Phrase: ") and prompt.endswith("\nTone:")
+    assert re.fullmatch(r" (positive|negative|neutral|mixed|sarcastic), about the \w+", response)
     assert row["input_ids"][-1] == worker.tokenizer.eos_token_id  # the model learns to stop
-    assert len(prompt) > 0
 
 
 def test_eval_split_is_carved_out_stratified_and_disjoint():
