@@ -87,5 +87,7 @@ class TrialSpec:
 
     training_args: dict[str, Any] = field(default_factory=dict)  # TrainingArguments fields
     lora_args: dict[str, Any] = field(default_factory=dict)  # LoraConfig fields
+    # EarlyStoppingCallback fields (early_stopping_patience, ...); empty: train every step
+    early_stopping: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     generate: bool = True  # compute the generation metrics after training

@@ -7,6 +7,7 @@ response tokens only: prompt tokens are labelled -100.
 
 from __future__ import annotations
 
+import codecs
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -76,6 +77,8 @@ def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
                     f"data.path must be an existing file, but got path={path!r}. "
                     "Check the path (relative paths start at the sweep file's folder)."
                 )
+            if builder != "parquet":
+                _check_utf8(local)
             return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
         return datasets.load_dataset(path, spec.name, split=split)
     except InputError:
@@ -86,6 +89,25 @@ def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
             f"{str(e).splitlines()[0]}. Split expressions look like train, "
             "train[:80%] or train[100:200]."
         ) from None
+
+
+def _check_utf8(path: Path) -> None:
+    """Text data must be UTF-8. The loaders would fail on the first bad byte with an Arrow or a
+    codec error that names neither the file nor the line, or read mojibake without a word."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                line += chunk[: e.start].count(b"\n")
+                raise InputError(
+                    f"data.path must be a UTF-8 file, but got the byte {chunk[e.start]:#x} on line {line} "
+                    f"of path={str(path)!r}, which UTF-8 cannot decode. Re-save the file as UTF-8 "
+                    "(for example: iconv -f latin1 -t utf-8)."
+                ) from None
+            line += chunk.count(b"\n")
 
 
 def _carve_eval(rows: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:

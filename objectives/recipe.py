@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import (
     DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
     PrinterCallback,
     Trainer,
     TrainerCallback,
@@ -30,7 +31,8 @@ from .metrics import generation_metrics
 from .model import add_adapter, load_base, place, remove_adapter
 
 # report(step, metrics): called at every Trainer log and evaluation, with the metrics logged there
-# (loss, learning_rate, eval_loss, eval_perplexity). Raising from it stops the trial.
+# (loss, learning_rate, eval_loss, eval_perplexity). Raising from it stops the trial at once (the
+# study side raises optuna.TrialPruned this way); the exception leaves run_trial unchanged.
 Report = Callable[[int, dict[str, float]], None]
 
 
@@ -44,6 +46,7 @@ class TrialResult:
     train_seconds: float = 0.0
     tokens_per_second: float = 0.0
     steps: int = 0
+    best_step: int | None = None  # with early stopping: the step whose adapter was kept
 
 
 class Worker:
@@ -58,6 +61,7 @@ class Worker:
         self.base, self.tokenizer = load_base(model, self.placement, log)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
         self._eval_rows = self.data.eval.to_list()  # read out of Arrow once, not per trial
+        self.train_rows = len(self.data.train)
         self._collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
 
     # -- the recipe ------------------------------------------------------------------------------
@@ -88,6 +92,7 @@ class Worker:
                 train_seconds=train_seconds,
                 tokens_per_second=tokens / train_seconds if train_seconds else 0.0,
                 steps=trainer.state.global_step,
+                best_step=trainer.state.best_global_step if trial.early_stopping else None,
             )
         finally:
             self.base = remove_adapter(model)
@@ -107,6 +112,17 @@ class Worker:
         settings = {"eval_strategy": "steps", "save_strategy": "no", **trial.training_args}
         if settings.get("max_steps", -1) > 0:  # about five points on every learning curve
             settings.setdefault("eval_steps", max(1, settings["max_steps"] // 5))
+        if trial.early_stopping:
+            # Early stopping keeps the best evaluation's adapter, not the last: the Trainer saves a
+            # checkpoint at each evaluation (the adapter only) and reloads the best one at the end.
+            settings.setdefault("metric_for_best_model", "eval_loss")
+            settings.update(
+                save_strategy=settings["eval_strategy"],
+                save_steps=settings.get("eval_steps") or settings.get("logging_steps", 500),
+                save_total_limit=1,
+                save_only_model=True,
+                load_best_model_at_end=True,
+            )
         settings.update(  # lorasweep's own: where things go, what reports, which device and seed
             output_dir=str(workdir / "trainer"),
             report_to="none",
@@ -116,9 +132,14 @@ class Worker:
             bf16=self.placement.precision == "bf16",
             fp16=self.placement.precision == "fp16",
             include_num_input_tokens_seen="non_padding",
+            logging_nan_inf_filter=False,  # a NaN loss must show in the log, so the guard sees it
         )
         args = TrainingArguments(**settings)
-        callbacks = [_ReportCallback(report)] if report else []
+        callbacks: list[TrainerCallback] = [_DivergenceGuard()]
+        if report:
+            callbacks.append(_ReportCallback(report))
+        if trial.early_stopping:
+            callbacks.append(EarlyStoppingCallback(**trial.early_stopping))
         trainer = Trainer(
             model=model,
             args=args,
@@ -183,6 +204,25 @@ class Worker:
 
 
 _CURVES = ("loss", "grad_norm", "learning_rate", "eval_loss")
+
+
+class TrialDiverged(FloatingPointError):
+    """The loss (or the gradient norm) became NaN or infinite: the trial cannot recover."""
+
+
+class _DivergenceGuard(TrainerCallback):
+    """Stops a trial at the first log whose loss or gradient norm is not finite, rather than
+    training on to max_steps and only then finding a NaN. The Trainer's own nan/inf filter is off
+    (see _trainer), so a NaN inside the logging window shows in the logged mean."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise TrialDiverged(
+                    f"{key} became {value} at step {state.global_step}: the trial diverged. "
+                    "A lower learning_rate (or max_grad_norm) usually helps."
+                )
 
 
 class _ReportCallback(TrainerCallback):

@@ -1,13 +1,14 @@
 """Which hyperparameter names a sweep file may use, and where each one goes.
 
 The names are the ones users already know: the fields of transformers' TrainingArguments and of
-peft's LoraConfig, read from the installed libraries so they never drift, plus the short aliases of
-the Olive material.
+peft's LoraConfig and the arguments of transformers' EarlyStoppingCallback, read from the installed
+libraries so they never drift, plus the short aliases of the Olive material.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from functools import cache
 from typing import Any, Literal
@@ -51,6 +52,7 @@ MANAGED = frozenset(
         "include_num_input_tokens_seen",
         "seed",
         "data_seed",
+        "logging_nan_inf_filter",
     }
 )
 # Where a managed field has a home in the sweep file, the error points there.
@@ -61,21 +63,27 @@ _INSTEAD = {
     "seed": "study.sampler.seed (trial n trains with seed + n)",
     "data_seed": "study.sampler.seed (trial n trains with seed + n)",
     "revision": "model.revision",
+    "logging_nan_inf_filter": "nothing: a NaN or inf loss fails the trial at once",
 }
 
-Target = Literal["training", "lora"]
+Target = Literal["training", "lora", "early_stopping"]
 
 
 @cache
-def _fields() -> tuple[frozenset[str], frozenset[str]]:
+def _fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     training = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
     lora = {f.name for f in dataclasses.fields(peft.LoraConfig)}
-    return frozenset(training - MANAGED), frozenset(lora - MANAGED)
+    early = set(inspect.signature(transformers.EarlyStoppingCallback).parameters)
+    return frozenset(training - MANAGED), frozenset(lora - MANAGED), frozenset(early)
 
 
 @cache
 def _hints() -> dict[str, Any]:
-    return {**typing.get_type_hints(transformers.TrainingArguments), **typing.get_type_hints(peft.LoraConfig)}
+    return {
+        **typing.get_type_hints(transformers.TrainingArguments),
+        **typing.get_type_hints(peft.LoraConfig),
+        **typing.get_type_hints(transformers.EarlyStoppingCallback.__init__),
+    }
 
 
 def type_problem(name: str, value: Any) -> str | None:
@@ -94,23 +102,26 @@ def canonical(name: str) -> str:
 
 def target_of(name: str) -> Target | None:
     """Where a (canonical) parameter goes, or None if no library knows it."""
-    training, lora = _fields()
+    training, lora, early = _fields()
     if name in lora:
         return "lora"
     if name in training:
         return "training"
+    if name in early:
+        return "early_stopping"
     return None
 
 
 def valid_names() -> list[str]:
-    training, lora = _fields()
-    return sorted(ALIASES) + sorted(lora) + sorted(training)
+    training, lora, early = _fields()
+    return sorted(ALIASES) + sorted(lora) + sorted(early) + sorted(training)
 
 
 def _grouped_names() -> str:
-    training, lora = _fields()
+    training, lora, early = _fields()
     return (
         f"aliases: {', '.join(sorted(ALIASES))}; LoraConfig: {', '.join(sorted(lora))}; "
+        f"EarlyStoppingCallback: {', '.join(sorted(early))}; "
         f"TrainingArguments: {', '.join(sorted(training))}"
     )
 
@@ -127,7 +138,8 @@ def unknown_name_message(name: str) -> str:
         )
         return f"parameter {name!r} must not be set in a sweep file, but got {name}: it is {why}."
     return (
-        f"parameter names must be TrainingArguments or LoraConfig fields or an alias, but got "
+        f"parameter names must be TrainingArguments, LoraConfig or EarlyStoppingCallback fields or an "
+        f"alias, but got "
         f"name={name!r}.{did_you_mean(name, valid_names(), n=3)} Valid names, by where they go: "
         f"{_grouped_names()}."
     )

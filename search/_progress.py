@@ -17,13 +17,25 @@ def format_params(params: dict) -> str:
 
 
 def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str:
-    values = trial.values or []
-    scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
+    attrs = trial.user_attrs
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        # A pruned trial's Optuna value is its last report (maybe a negated eval_loss): show the loss.
+        loss = attrs.get("metrics", {}).get("eval_loss")
+        scored = f"at step {attrs.get('pruned_step', '?')}, eval_loss={format_value(loss)}"
+    else:
+        values = trial.values or []
+        scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    error = f"  error: {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
+    notes = [
+        f"same configuration as trial {attrs['duplicate_of']}, result reused"
+        if "duplicate_of" in attrs
+        else "",
+        f"retry of trial {attrs['retry_of']}" if "retry_of" in attrs else "",
+        f"error: {attrs['error']}" if "error" in attrs else "",
+    ]
     return (
         f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
-        f"  ({seconds:.1f} s){error}"
+        f"  ({seconds:.1f} s)" + "".join(f"  {n}" for n in notes if n)
     )
 
 

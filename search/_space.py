@@ -52,6 +52,13 @@ class SearchSpace:
         tied = self.alpha_per_rank is not None or ALPHA_PER_RANK in self.distributions
         return names | ({"lora_alpha"} if tied else set())
 
+    def largest(self, canonical: str) -> Any | None:
+        """The largest value the space can sample for a parameter, or None if it is not searched."""
+        for name, dist in self.distributions.items():
+            if _names.canonical(name) == canonical:
+                return max(_endpoints(dist))
+        return None
+
     def grid(self) -> dict[str, list[Any]] | None:
         """Every point of a finite space (for the grid sampler), or None if any range is continuous."""
         points = {name: grid_points(dist) for name, dist in self.distributions.items()}

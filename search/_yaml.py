@@ -30,17 +30,26 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int], str]:
-    """Return (data, lines, text): the safe-loaded mapping, key path -> 1-based line, raw text."""
+def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict[tuple, int], str]:
+    """Return (data, lines, text): the safe-loaded mapping, key path -> 1-based line, raw text.
+    With `text`, that is parsed instead of the file (which need not exist)."""
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if text is None:
+            text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SweepError(f"{where}: sweep file must exist, but got path={where}. Check the path.") from None
     except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
         raise SweepError(
-            f"{where}: sweep file must be UTF-8, but got a byte {e.object[e.start]:#x} "
-            f"at offset {e.start}. Save the file as UTF-8."
+            [
+                Problem(
+                    f"the sweep file must be UTF-8, but got the byte {e.object[e.start]:#x}, which UTF-8 "
+                    "cannot decode. Save the file as UTF-8.",
+                    where,
+                    line,
+                )
+            ]
         ) from None
     try:
         # One parse gives both the node tree (with positions) and, from it, the plain values.

@@ -1,6 +1,7 @@
-"""`lorasweep`: run, validate and list sweeps.
+"""`lorasweep`: run, resume, validate and list sweeps.
 
 Bad input exits with code 2 and one readable message per problem; a traceback only with --debug.
+A sweep that stops on failures exits 1 with a summary; an interrupted one (Ctrl-C, SIGTERM) 130.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,8 +20,18 @@ import optuna
 from objectives import InputError
 
 from ._progress import format_params, trial_line
-from .errors import SweepError, UserError
-from .study import BASE_METRICS_ATTR, RunOptions, load_study, run_sweep
+from .errors import SweepError, SweepStopped, UserError
+from .study import (
+    BASE_METRICS_ATTR,
+    BUDGET_ATTR,
+    DEFAULT_MAX_FAILURES,
+    DEFAULT_STORAGE,
+    RunOptions,
+    check_batch_fits,
+    load_study,
+    run_sweep,
+    stored_sweep,
+)
 from .sweep import Sweep, load_sweep
 from .tracking import redact, tracking_uri
 
@@ -40,11 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    except SweepStopped as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if args.debug:
             raise
         print(
-            "interrupted: finished trials are kept; run the same command again to continue.", file=sys.stderr
+            "interrupted: finished trials are kept; run the same command again (or lorasweep resume "
+            "STUDY) to continue.",
+            file=sys.stderr,
         )
         return 130
 
@@ -73,15 +92,20 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", parents=[common], help="run (or continue) a sweep")
     run.add_argument("sweep_file")
-    run.add_argument("--trials", type=int, help="trial budget (overrides the file)")
     run.add_argument("--study", help="study name (default: study.name or the file's stem)")
-    run.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
-    run.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-        "then tracking.uri in the file, then sqlite:///mlruns/mlflow.db)",
+    _run_flags(
+        run,
+        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then tracking.uri in the file, "
+        "then sqlite:///mlruns/mlflow.db)",
     )
     run.set_defaults(command=_run)
+
+    resume = commands.add_parser(
+        "resume", parents=[common], help="continue a study with the sweep file stored in it"
+    )
+    resume.add_argument("study", metavar="STUDY", help="the study's name")
+    _run_flags(resume, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)")
+    resume.set_defaults(command=_resume)
 
     validate = commands.add_parser(
         "validate", parents=[common], help="check a sweep file and show what would run"
@@ -97,18 +121,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
+    command.add_argument("--trials", type=int, help="trial budget: finished trials the study ends with")
+    command.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    command.add_argument("--tracking-uri", help=tracking_help)
+    command.add_argument(
+        "--max-failures",
+        type=int,
+        default=DEFAULT_MAX_FAILURES,
+        metavar="N",
+        help=f"stop after N failed trials in this run (default {DEFAULT_MAX_FAILURES})",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.trials is not None and args.trials < 1:
-        raise UserError(f"--trials must be a positive integer, but got trials={args.trials}.")
-    sweep = load_sweep(args.sweep_file)
+    return _sweep(load_sweep(args.sweep_file), args, study_name=args.study)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.storage)
+    sweep = stored_sweep(study)
+    if args.trials is None:
+        args.trials = study.user_attrs.get(BUDGET_ATTR)
+    if args.storage is None:  # where the study was found, whatever the stored file says
+        args.storage = str(DEFAULT_STORAGE)
+    return _sweep(sweep, args, study_name=study.study_name)
+
+
+def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> int:
+    for flag in ("trials", "max_failures"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be a positive integer, but got {flag}={value}.")
+    # SIGTERM (a scheduler, `kill`) ends a sweep like Ctrl-C: the running trial's MLflow run is
+    # closed KILLED and the trial queued to run again on resume.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     study = run_sweep(
         sweep,
         RunOptions(
             n_trials=args.trials,
-            study_name=args.study,
+            study_name=study_name,
             storage=args.storage,
             tracking_uri=args.tracking_uri,
             quiet=args.quiet,
+            max_failures=args.max_failures,
         ),
     )
     return 0 if _print_result(study, sweep) else 1
@@ -172,6 +228,7 @@ def _check_data(sweep: Sweep) -> str:
     if not (path.startswith(BUILTIN_DATA_PREFIX) or os.path.exists(path)):
         return "(hub data: columns are checked when the sweep runs)"
     train, eval_ = load_rows(sweep.data)
+    check_batch_fits(sweep, len(train))
     return f"{len(train)} train rows, {len(eval_)} eval rows; columns {', '.join(train.column_names)}"
 
 

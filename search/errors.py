@@ -35,6 +35,11 @@ class SweepError(UserError):
     """A sweep file that cannot run, with every problem found in it."""
 
 
+class SweepStopped(Exception):
+    """The sweep gave up before its budget (too many failed trials); the message summarises why.
+    Finished trials are kept, and the same command continues the study."""
+
+
 class Problems:
     """Collects problems while a file is checked, then raises them all at once."""
 

@@ -1,41 +1,58 @@
-"""The Optuna study behind a sweep: storage, sampler, the objective that drives one trial, the loop.
+"""The Optuna study behind a sweep: storage, sampler, pruner, the objective that drives one trial,
+and the loop.
 
-A rerun with the same study name continues the study up to its trial budget: finished trials
-count, the MLflow parent run is re-attached (its id is stored on the study).
+A rerun with the same study name continues the study up to its trial budget: finished (complete
+or pruned) trials count, the MLflow parent run is re-attached (its id is stored on the study), and
+trials whose worker died are failed, their MLflow runs closed, and run again (`study.retries`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+import socket
 import tempfile
 import time
 import warnings
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from objectives import Report, TrialResult, TrialSpec, Worker
 
 from . import _names
 from ._progress import Progress, best_text
-from .errors import UserError
-from .sweep import Sweep
+from ._pruners import build_pruner
+from .errors import SweepStopped, UserError
+from .sweep import Sweep, load_sweep
 from .tracking import Tracker, redact, tracking_uri
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+DEFAULT_MAX_FAILURES = 5
+# Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
+HEARTBEAT_S, GRACE_S = 30, 90
 
 # Keys of the study's user attributes: the seams that resume, workers and promotion build on.
 SWEEP_ATTR = "sweep_yaml"
+SWEEP_PATH_ATTR = "sweep_path"
+BUDGET_ATTR = "n_trials"
+TRACKING_ATTR = "tracking_uri"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BASE_METRICS_ATTR = "base_metrics"
+# ...and of each trial's: who runs it (for stale-trial detection), and what it repeats.
+WORKER_ATTR = "worker"
+RETRY_OF_ATTR = "retry_of"
+DUPLICATE_OF_ATTR = "duplicate_of"
 
 
 def _journal_path(url: str | None) -> Path | None:
@@ -44,11 +61,24 @@ def _journal_path(url: str | None) -> Path | None:
     return Path(url.removeprefix("journal:///")) if url.endswith(".journal") else None
 
 
-def open_storage(url: str | None) -> BaseStorage | str:
+def open_storage(
+    url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
+) -> BaseStorage | str:
     """Any Optuna storage URL; by default a journal file under mlruns/, which several processes on
-    one machine can share (SQLite locks up under concurrent writers)."""
+    one machine can share (SQLite locks up under concurrent writers).
+
+    Database URLs get Optuna's heartbeat, so a trial whose worker died is failed (and handed to
+    `on_stale`) by whichever worker notices. A journal has no heartbeat: dead workers on this
+    machine are found by process id instead (`_fail_dead_workers`)."""
     path = _journal_path(url)
     if path is None:
+        if re.match(r"(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=on_stale,
+            )
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -96,6 +126,8 @@ def load_study(name: str | None, storage: str | None) -> optuna.Study:
 class TrialRunner(Protocol):
     """What the study needs from the trial side; objectives.Worker is the real one."""
 
+    train_rows: int
+
     def run_trial(self, trial: TrialSpec, workdir: Path, report: Report | None = None) -> TrialResult: ...
 
     def evaluate_base(self) -> dict[str, float]: ...
@@ -110,6 +142,7 @@ class RunOptions:
     storage: str | None = None
     tracking_uri: str | None = None
     quiet: bool = False
+    max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
 
 
 def run_sweep(
@@ -118,54 +151,72 @@ def run_sweep(
     log: Callable[[str], None] = print,
     runner: TrialRunner | None = None,
 ) -> optuna.Study:
-    """Create or continue the study and run trials until its budget of finished trials is met.
+    """Create or continue the study and run trials until it holds its budget of finished trials.
 
-    `runner` defaults to an objectives.Worker for the sweep's model and data (tests pass stubs)."""
+    Raises SweepStopped when `options.max_failures` trials fail in this run. `runner` defaults to
+    an objectives.Worker for the sweep's model and data (tests pass stubs)."""
     name = options.study_name or sweep.study.name
     check_study_name(name)
     budget = options.n_trials or sweep.study.n_trials
     storage_url = options.storage or sweep.study.storage
-    study = _existing_study(name, storage_url, sweep)
-    done = len(study.get_trials(deepcopy=False, states=FINISHED)) if study else 0
-    if study is not None and done >= budget:
+    existing = _existing_study(name, storage_url, sweep)
+    done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
+    if existing is not None and done >= budget:
         log(
             f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
-            f"{best_text(study, sweep.study.metrics)}"
+            f"{best_text(existing, sweep.study.metrics)}"
         )
-        return study
+        return existing
 
     # Data and base model before the stores: bad input fails before anything is written.
     if runner is None:
         runner = Worker(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
-    if study is None:
-        study = optuna.create_study(
-            study_name=name,
-            storage=open_storage(storage_url),
-            sampler=make_sampler(sweep),
-            directions=list(sweep.study.directions),
-            load_if_exists=True,
-        )
+    check_batch_fits(sweep, runner.train_rows)
+
+    uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
+    tracker = Tracker(uri, sweep.experiment or name)
+    recovery = _Recovery(tracker, sweep.study.retries)
+    study = optuna.create_study(
+        study_name=name,
+        storage=open_storage(storage_url, on_stale=recovery),
+        sampler=make_sampler(sweep),
+        pruner=build_pruner(sweep.study.pruner),
+        directions=list(sweep.study.directions),
+        load_if_exists=True,
+    )
+    if existing is None:
         with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(sweep.study.metrics))
     elif study.user_attrs.get(SWEEP_ATTR) != sweep.text:
         log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
-    study.set_user_attr(SWEEP_ATTR, sweep.text)
+    for key, value in (
+        (SWEEP_ATTR, sweep.text),
+        (SWEEP_PATH_ATTR, str(sweep.path.resolve()) if sweep.path else None),
+        (BUDGET_ATTR, budget),
+        (TRACKING_ATTR, redact(uri)),
+    ):
+        study.set_user_attr(key, value)
 
-    uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
-    tracker = Tracker(uri, sweep.experiment or name)
     parent_id = tracker.parent_run(
         name, study.user_attrs.get(PARENT_RUN_ATTR), _study_params(sweep), sweep.text
     )
     study.set_user_attr(PARENT_RUN_ATTR, parent_id)
+    recovered = recovery.recover(study)
     if not options.quiet:
         log(
             f"study {name!r}: {done}/{budget} trials done, sampler {sweep.study.sampler}, "
+            f"pruner {sweep.study.pruner['type'] if sweep.study.pruner else 'none'}, "
             f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}"
         )
         log(f"mlflow: {redact(uri)} (experiment {sweep.experiment or name!r}, parent run {parent_id})")
+        if recovered:
+            log(
+                f"recovered: trial {', '.join(map(str, recovered))} did not finish (worker stopped); see retries"
+            )
 
     progress = None
+    failures = _FailureLimit(options.max_failures)
     try:
         if BASE_METRICS_ATTR not in study.user_attrs:
             base = runner.evaluate_base()
@@ -175,14 +226,15 @@ def run_sweep(
                 log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
         # A trial that raises fails alone (its MLflow run is closed FAILED with the error) and the
-        # sweep goes on: the study's catch, not a try/except hidden in the objective.
+        # sweep goes on: the study's catch, not a try/except hidden in the objective. There is no
+        # n_trials: MaxTrialsCallback stops at the budget of finished trials, _FailureLimit when
+        # too many fail, and the grid sampler when the grid is done.
         study.optimize(
             _Objective(sweep, runner, tracker, parent_id, name),
-            n_trials=budget - done,
             timeout=sweep.study.timeout,
             gc_after_trial=True,
             catch=(Exception,),
-            callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress],
+            callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress, failures],
         )
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -190,8 +242,26 @@ def run_sweep(
     finally:
         if progress is not None:
             progress.close()
-    tracker.finish_study(parent_id, *_summary(study, sweep))
+    summary, tags = _summary(study, sweep)
+    if failures.tripped:
+        tracker.finish_study(parent_id, summary, tags, status="FAILED")
+        raise SweepStopped(failures.report(study, budget))
+    tracker.finish_study(parent_id, summary, tags)
     return study
+
+
+def stored_sweep(study: optuna.Study) -> Sweep:
+    """The sweep a study was started with, from the file text stored on it (for `resume` and
+    `worker`): the file on disk may have changed or gone since."""
+    text = study.user_attrs.get(SWEEP_ATTR)
+    if text is None:
+        raise UserError(
+            f"a study to resume must have been started by lorasweep, but study {study.study_name!r} "
+            "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
+        )
+    path = Path(study.user_attrs.get(SWEEP_PATH_ATTR) or f"{study.study_name}.yaml")
+    sweep = load_sweep(path, text=text)
+    return dataclasses.replace(sweep, tracking_uri=study.user_attrs.get(TRACKING_ATTR) or sweep.tracking_uri)
 
 
 def check_study_name(name: str) -> None:
@@ -202,16 +272,37 @@ def check_study_name(name: str) -> None:
         )
 
 
+def check_batch_fits(sweep: Sweep, train_rows: int) -> None:
+    """The largest training batch the sweep can sample must fit in the train split."""
+    canonical = "per_device_train_batch_size"
+    largest = sweep.space.largest(canonical)
+    if largest is None:
+        largest = sweep.fixed.get(canonical, 8)
+    if largest <= train_rows:
+        return
+    names = [canonical, *(alias for alias, c in _names.ALIASES.items() if c == canonical)]
+    where = next(
+        ((s, n) for s in ("search_space", "train") for n in names if (s, n) in sweep.lines), ("train",)
+    )
+    problems = sweep.problems()
+    problems.add(
+        where,
+        f"the batch size must be at most the {train_rows} rows of the train split, but got "
+        f"{canonical}={largest}. Use a smaller batch_size, or more data.",
+    )
+    problems.raise_if_any()
+
+
 def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.Study | None:
     """The study of that name if it exists, after checking it optimises what the file says.
-    A journal file that does not exist yet is not created here."""
+    Read only: a journal file that does not exist yet is not created here."""
     journal = _journal_path(storage_url)
     if journal is not None and not journal.exists():
         return None
     storage = open_storage(storage_url)
     if name not in optuna.get_all_study_names(storage):
         return None
-    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(sweep))
+    study = optuna.load_study(study_name=name, storage=storage)
     stored = tuple(study.metric_names or ())
     directions = tuple(d.name.lower() for d in study.directions)
     if (stored and stored != sweep.study.metrics) or directions != sweep.study.directions:
@@ -232,36 +323,258 @@ class _Objective:
     ) -> None:
         self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
+        self.worker = _worker_id()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        trial.set_user_attr(WORKER_ATTR, self.worker)  # first: a kill from here on is detectable
         sampled = self.sweep.space.sample(trial)
         params = self.sweep.space.resolve(sampled, self.sweep.fixed)
-        seed = (self.sweep.study.seed or 0) + trial.number  # recorded: a trial can be replayed alone
+        original = trial.user_attrs.get(RETRY_OF_ATTR)
+        # Recorded, so a trial can be replayed alone; a retry trains exactly as its original would.
+        seed = (self.sweep.study.seed or 0) + (trial.number if original is None else original)
+
+        def going_to(target: str) -> dict[str, Any]:
+            return {k: v for k, v in params.items() if _names.target_of(k) == target}
+
         spec = TrialSpec(
-            training_args={k: v for k, v in params.items() if _names.target_of(k) == "training"},
-            lora_args={k: v for k, v in params.items() if _names.target_of(k) == "lora"},
+            training_args=going_to("training"),
+            lora_args=going_to("lora"),
+            early_stopping=going_to("early_stopping"),
             seed=seed,
         )
-        recorded = {**params, "seed": seed, **_setup_params(self.sweep)}
+        twin = _evaluated_twin(trial)
+        tags = {"lorasweep.retry_of": original, "lorasweep.duplicate_of": twin and twin.number}
         run_id = self.tracker.start_trial(
-            self.parent_id, self.study_name, trial.number, recorded, list(sampled)
+            self.parent_id,
+            self.study_name,
+            trial.number,
+            {**params, "seed": seed, **_setup_params(self.sweep)},
+            list(sampled),
+            {k: str(v) for k, v in tags.items() if v is not None},
         )
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("seed", seed)
+        if twin is not None:
+            return self._reuse(trial, twin, run_id)
+
         started = time.monotonic()
+        reporter = _Reporter(trial, self.tracker, run_id, _reported_metric(self.sweep))
         try:
             with tempfile.TemporaryDirectory(prefix=f"lorasweep-trial{trial.number}-") as workdir:
-                result = self.runner.run_trial(
-                    spec, Path(workdir), report=lambda step, m: self.tracker.log_curve(run_id, step, m)
-                )
+                result = self.runner.run_trial(spec, Path(workdir), report=reporter)
                 trial.set_user_attr("metrics", result.metrics)
                 self.tracker.finish_trial(run_id, result, time.monotonic() - started)
+        except optuna.TrialPruned:
+            trial.set_user_attr("metrics", reporter.last)
+            trial.set_user_attr("pruned_step", reporter.step)
+            self.tracker.prune_trial(run_id, reporter.step, time.monotonic() - started)
+            raise
         except BaseException as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            if isinstance(e, KeyboardInterrupt):  # run again on resume, like a dead worker's trial
+                trial.set_user_attr("interrupted", True)
             self.tracker.fail_trial(run_id, e)
             raise
-        values = tuple(result.metrics[m] for m in self.sweep.study.metrics)
+        return self._values(result.metrics)
+
+    def _reuse(self, trial: optuna.Trial, twin: FrozenTrial, run_id: str) -> float | tuple[float, ...]:
+        """The configuration was already evaluated: take its result rather than train it again."""
+        metrics = twin.user_attrs.get("metrics", {})
+        trial.set_user_attr(DUPLICATE_OF_ATTR, twin.number)
+        trial.set_user_attr("metrics", metrics)
+        self.tracker.reuse_trial(
+            run_id, twin.number, twin.user_attrs.get("mlflow_run_id"), metrics, twin.state.name
+        )
+        if twin.state == TrialState.PRUNED:
+            for step, value in sorted(twin.intermediate_values.items()):
+                trial.report(value, step)
+            trial.set_user_attr("pruned_step", twin.user_attrs.get("pruned_step"))
+            raise optuna.TrialPruned(f"same configuration as trial {twin.number}, which was pruned")
+        return self._values(metrics)
+
+    def _values(self, metrics: dict[str, float]) -> float | tuple[float, ...]:
+        values = tuple(metrics[m] for m in self.sweep.study.metrics)
         return values[0] if len(values) == 1 else values
+
+
+def _evaluated_twin(trial: optuna.Trial) -> FrozenTrial | None:
+    """A finished trial of the study with exactly these parameters (completed ones first)."""
+    params = trial.params
+    for state in FINISHED:
+        for other in trial.study.get_trials(deepcopy=False, states=(state,)):
+            if other.params == params:
+                return other
+    return None
+
+
+def _reported_metric(sweep: Sweep) -> tuple[str, float] | None:
+    """What a trial reports to Optuna at each evaluation, and its sign.
+
+    The objective itself when the Trainer computes it (eval_loss, eval_perplexity), else eval_loss.
+    Optuna's pruners compare reports in the study's direction, so eval_loss is negated in a study
+    that maximises (f1, rouge...). Several objectives: nothing is reported (Optuna can't prune them)."""
+    if len(sweep.study.metrics) > 1:
+        return None
+    metric = sweep.study.metrics[0]
+    name = metric if metric in ("eval_loss", "eval_perplexity") else "eval_loss"
+    return name, 1.0 if sweep.study.directions[0] == "minimize" else -1.0
+
+
+class _Reporter:
+    """The report hook of one trial: curves to MLflow; at each evaluation, the reported metric to
+    Optuna and the pruner's verdict, raised as TrialPruned so the trial stops at once."""
+
+    def __init__(
+        self, trial: optuna.Trial, tracker: Tracker, run_id: str, reported: tuple[str, float] | None
+    ) -> None:
+        self.trial, self.tracker, self.run_id, self.reported = trial, tracker, run_id, reported
+        self.last: dict[str, float] = {}  # the latest evaluation: what a pruned trial keeps
+        self.step = 0
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        self.tracker.log_curve(self.run_id, step, metrics)
+        if "eval_loss" not in metrics:
+            return
+        self.last = {k: metrics[k] for k in ("eval_loss", "eval_perplexity") if k in metrics}
+        self.step = step
+        if self.reported is None:
+            return
+        name, sign = self.reported
+        self.trial.report(sign * metrics[name], step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} ({name}={metrics[name]:.4g})")
+
+
+class _Recovery:
+    """What becomes of a trial whose worker died or was interrupted: its MLflow run is closed KILLED
+    (never left RUNNING) and the trial is queued to run again with the same parameters and seed, up
+    to `retries` times. Retries are recorded the way Optuna's RetryHeartbeatStaleTrialCallback does
+    (system attrs failed_trial and retry_history), but without copying the user attributes: those
+    hold the dead attempt's MLflow run id and error."""
+
+    def __init__(self, tracker: Tracker, retries: int) -> None:
+        self.tracker, self.retries = tracker, retries
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A stale trial, already failed (Optuna's heartbeat callback, or `recover`)."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            self.tracker.kill_trial(run_id, "the trial's worker stopped before the trial finished")
+        self._retry(study, trial)
+
+    def recover(self, study: optuna.Study) -> list[int]:
+        """Fail the trials of dead workers on this machine, queue interrupted trials again, and
+        close MLflow runs left RUNNING. Returns the numbers of the trials failed here."""
+        failed = []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _died_here(trial.user_attrs.get(WORKER_ATTR)):
+                # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
+                # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
+                storage = study._storage
+                storage.set_trial_user_attr(trial._trial_id, "error", "worker died mid-trial")
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    failed.append(trial.number)
+                    self(study, storage.get_trial(trial._trial_id))
+        retried = {
+            n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])
+        }
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if trial.user_attrs.get("interrupted") and trial.number not in retried:
+                self._retry(study, trial)
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        self.tracker.close_orphan_trials(study.study_name, running)
+        return failed
+
+    def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.retries:
+            return
+        study.add_trial(
+            optuna.create_trial(
+                state=TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={RETRY_OF_ATTR: history[0]},
+                system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
+            )
+        )
+
+
+def _worker_id() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def _process_start(pid: int) -> str:
+    """When the process started, in clock ticks since boot (Linux; "" elsewhere): with the pid it
+    names one process, so a pid reused by the system is not taken for a live worker."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _died_here(worker: str | None) -> bool:
+    """Whether the worker that runs a trial was a process of this machine that no longer runs.
+    Workers on other machines are the heartbeat's business (database storages)."""
+    if not worker or worker.count(":") < 2:
+        return False
+    host, pid_text, started = worker.rsplit(":", 2)
+    pid = int(pid_text)
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    try:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return True  # killed, not yet reaped by its parent
+    except (OSError, IndexError):
+        pass
+    return bool(started) and _process_start(pid) != started
+
+
+class _FailureLimit:
+    """An Optuna callback that stops the sweep once `limit` trials have failed in this run."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failed: list[FrozenTrial] = []
+
+    @property
+    def tripped(self) -> bool:
+        return len(self.failed) >= self.limit
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            self.failed.append(trial)
+            if self.tripped:
+                study.stop()
+
+    def report(self, study: optuna.Study, budget: int) -> str:
+        by_reason: dict[str, list[int]] = defaultdict(list)
+        for trial in self.failed:
+            by_reason[str(trial.user_attrs.get("error", "unknown error")).splitlines()[0]].append(
+                trial.number
+            )
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        head = (
+            f"the sweep stopped: {len(self.failed)} trials failed in this run (--max-failures "
+            f"{self.limit}); {done}/{budget} trials finished. Failures by reason:"
+        )
+        lines = [head]
+        lines += [
+            f"  {reason}  (trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})"
+            for reason, numbers in by_reason.items()
+        ]
+        lines.append(
+            "Each failed MLflow run holds its traceback in error.txt. Fix the cause and run the same "
+            "command again to continue; finished trials are kept."
+        )
+        return "\n".join(lines)
 
 
 def _setup_params(sweep: Sweep) -> dict[str, Any]:
@@ -286,6 +599,8 @@ def _study_params(sweep: Sweep) -> dict[str, Any]:
         "study.seed": sweep.study.seed,
         "study.n_trials": sweep.study.n_trials,
         "study.metrics": ",".join(sweep.study.metrics),
+        "study.pruner": sweep.study.pruner,
+        "study.retries": sweep.study.retries,
     }
 
 

@@ -31,6 +31,7 @@ from objectives.config import (
 from objectives.data import template_fields
 
 from . import _names
+from ._pruners import parse_pruner
 from ._space import SearchSpace, grid_points, parse_space
 from ._typed import parse_section, unknown_key
 from ._yaml import load_yaml
@@ -67,6 +68,8 @@ class StudySpec:
     n_trials: int = 10
     timeout: float | None = None  # seconds for this run of the sweep
     storage: str | None = None  # an Optuna storage URL; None: the journal under mlruns/
+    pruner: dict[str, Any] | None = None  # {type: median, ...}; None: every trial runs to the end
+    retries: int = 1  # times a trial whose worker died (or was interrupted) is run again
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,20 @@ class Sweep:
     experiment: str | None = None
     path: Path | None = None
     text: str = ""  # the file as written; stored with the study
+    lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # key path -> line in the file
+
+    def problems(self) -> Problems:
+        """A collector for problems found after loading, located in this file."""
+        return Problems(str(self.path), self.lines)
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read, check and resolve a sweep file. Raises SweepError listing every problem found."""
+def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
+    """Read, check and resolve a sweep file. Raises SweepError listing every problem found.
+
+    `text` stands in for the file's content (a sweep stored with its study); `path` still names it
+    and anchors its relative data path."""
     path = Path(path)
-    raw, lines, text = load_yaml(path)
+    raw, lines, text = load_yaml(path, text)
     problems = Problems(str(path), lines)
     for key in raw:
         if key not in SECTIONS:
@@ -128,6 +139,13 @@ def load_sweep(path: str | Path) -> Sweep:
             )
     _check_consistency(study, model, data, eval_, problems)
     _check_fixed({**DEFAULT_TRAIN, **fixed}, problems)
+    early = [n for n in (*fixed, *space.searched()) if _names.target_of(n) == "early_stopping"]
+    if early and fixed.get("eval_strategy", "steps") == "no":
+        problems.add(
+            ("train", "eval_strategy"),
+            f"early stopping needs evaluations, but got eval_strategy='no' with {', '.join(early)}. "
+            "Remove eval_strategy (lorasweep evaluates every eval_steps) or the early-stopping keys.",
+        )
     problems.raise_if_any()
     return Sweep(
         study=study,
@@ -140,6 +158,7 @@ def load_sweep(path: str | Path) -> Sweep:
         experiment=tracking.get("experiment"),
         path=path,
         text=text,
+        lines=lines,
     )
 
 
@@ -181,7 +200,7 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
         if not isinstance(value, dict):
             problems.add((section,), f"{section} must be a mapping, but got {value!r}.")
             return StudySpec(name=path.stem)
-        for key in set(value) - keys:
+        for key in sorted(set(value) - keys):
             problems.add((section, key), unknown_key(f"a key of {section}", key, sorted(keys)))
 
     metrics = study.get("metrics", study.get("metric", "eval_loss"))
@@ -277,6 +296,12 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
         problems.add(
             ("study", "storage"), f"study.storage must be an Optuna storage URL, but got storage={storage!r}."
         )
+    retries = study.get("retries", 1)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        problems.add(
+            ("study", "retries"),
+            f"study.retries must be an integer >= 0, but got retries={retries!r}. 0 never reruns a trial.",
+        )
     return StudySpec(
         name=str(name),
         metrics=metrics,
@@ -286,6 +311,8 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
         n_trials=n_trials,
         timeout=timeout,
         storage=storage,
+        pruner=parse_pruner(study.get("pruner"), problems, len(metrics)),
+        retries=retries,
     )
 
 

@@ -26,6 +26,8 @@ ARTIFACT_ROOT = Path("mlruns/artifacts")
 STUDY_TAG = "lorasweep.study"
 ROLE_TAG = "lorasweep.role"
 TRIAL_TAG = "lorasweep.trial_number"
+STATE_TAG = "lorasweep.state"  # the Optuna trial's state: COMPLETE, PRUNED or FAIL
+ERROR_TAG = "lorasweep.error"
 
 
 def tracking_uri(flag: str | None, from_file: str | None) -> str:
@@ -97,17 +99,25 @@ class Tracker:
         """The base model's scores before tuning, as base_<metric> on the parent run."""
         self._log_metrics(parent_id, {f"base_{k}": v for k, v in metrics.items()}, step=0)
 
-    def finish_study(self, parent_id: str, summary: dict[str, float], tags: dict[str, str]) -> None:
+    def finish_study(
+        self, parent_id: str, summary: dict[str, float], tags: dict[str, str], status: str = "FINISHED"
+    ) -> None:
         self._log_metrics(parent_id, summary, step=0)
         self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.set_terminated(parent_id, status="FINISHED")
+        self.client.set_terminated(parent_id, status=status)
 
     def fail_study(self, parent_id: str, status: str = "FAILED") -> None:
         self.client.set_terminated(parent_id, status=status)
 
     # -- one child run per trial -----------------------------------------------------------------
     def start_trial(
-        self, parent_id: str, study_name: str, number: int, params: dict[str, Any], sampled: list[str]
+        self,
+        parent_id: str,
+        study_name: str,
+        number: int,
+        params: dict[str, Any],
+        sampled: list[str],
+        tags: dict[str, str] | None = None,
     ) -> str:
         run = self.client.create_run(
             self.experiment_id,
@@ -118,6 +128,7 @@ class Tracker:
                 ROLE_TAG: "trial",
                 TRIAL_TAG: str(number),
                 "lorasweep.sampled": ",".join(sampled),
+                **(tags or {}),
             },
         )
         self._log_params(run.info.run_id, params)
@@ -137,6 +148,7 @@ class Tracker:
                 "train_seconds": result.train_seconds,
                 "wall_seconds": wall_seconds,
                 "tokens_per_second": result.tokens_per_second,
+                **({"best_step": result.best_step} if result.best_step is not None else {}),
             },
             step=result.steps,
         )
@@ -148,14 +160,60 @@ class Tracker:
             )
         if result.adapter_dir is not None:
             self.client.log_artifacts(run_id, str(result.adapter_dir), artifact_path="adapter")
+        self.client.set_tag(run_id, STATE_TAG, "COMPLETE")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def prune_trial(self, run_id: str, step: int, wall_seconds: float) -> None:
+        """A pruned trial keeps the curve it logged; no generation metrics, no adapter."""
+        self._log_metrics(run_id, {"wall_seconds": wall_seconds}, step=step)
+        self.client.log_batch(
+            run_id, tags=[RunTag(STATE_TAG, "PRUNED"), RunTag("lorasweep.pruned_step", str(step))]
+        )
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def reuse_trial(
+        self, run_id: str, twin: int, twin_run_id: str | None, metrics: dict[str, float], state: str
+    ) -> None:
+        """A duplicate configuration: the earlier trial's metrics, and where its adapter is."""
+        self._log_metrics(run_id, metrics, step=0)
+        tags = [RunTag(STATE_TAG, state), RunTag("lorasweep.duplicate_of", str(twin))]
+        if twin_run_id:
+            tags.append(RunTag("lorasweep.duplicate_run_id", twin_run_id))
+        self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
     def fail_trial(self, run_id: str, error: BaseException) -> None:
         """Close a trial's run that raised: KILLED for an interrupt, FAILED otherwise, with the reason."""
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self.client.set_tag(run_id, "lorasweep.error", f"{type(error).__name__}: {error}"[:5000])
+        self.client.log_batch(
+            run_id,
+            tags=[RunTag(ERROR_TAG, f"{type(error).__name__}: {error}"[:5000]), RunTag(STATE_TAG, "FAIL")],
+        )
         self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
         self.client.set_terminated(run_id, status=status)
+
+    def kill_trial(self, run_id: str, reason: str) -> None:
+        """Close the run of a trial whose worker died, if it is still RUNNING."""
+        try:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return
+        except MlflowException:  # a run in another tracking store
+            return
+        self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, reason), RunTag(STATE_TAG, "FAIL")])
+        self.client.set_terminated(run_id, status="KILLED")
+
+    def close_orphan_trials(self, study_name: str, running: set[int]) -> None:
+        """Close trial runs left RUNNING whose Optuna trial no longer runs (a worker killed between
+        opening the run and recording its id on the trial)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial' "
+            "and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        for run in runs:
+            if int(run.data.tags.get(TRIAL_TAG, -1)) not in running:
+                self.kill_trial(run.info.run_id, "the trial's worker stopped before the trial finished")
 
     # -- helpers ---------------------------------------------------------------------------------
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ class StubRunner:
     def evaluate_base(self) -> dict[str, float]:
         return {"f1": 0.1, "eval_loss": 3.0}
 
+    train_rows = 100
+
     def run_trial(self, trial, workdir, report=None) -> TrialResult:
         self.calls.append(trial)
         r = trial.lora_args["r"]

@@ -1,0 +1,86 @@
+"""`study.pruner`: a name, or a mapping of a name and the Optuna pruner's own options.
+
+    pruner: median
+    pruner: {type: median, n_startup_trials: 3, n_warmup_steps: 20}
+    pruner: {type: patient, patience: 2, wrapped: {type: median, n_startup_trials: 3}}
+
+The options are the pruner classes' constructor arguments, checked against their signatures, and
+the pruner is built once while the file is checked, so Optuna's own validation speaks then too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import optuna
+from optuna.pruners import BasePruner
+
+from ._typed import did_you_mean, unknown_key
+from .errors import Problems
+
+PRUNERS: dict[str, type[BasePruner]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "patient": optuna.pruners.PatientPruner,
+}
+_WRAPPED = "wrapped"  # PatientPruner's wrapped_pruner, itself a pruner spec
+
+
+def build_pruner(spec: dict[str, Any] | None) -> BasePruner:
+    """The Optuna pruner for a checked spec; no spec: no pruning."""
+    if spec is None:
+        return optuna.pruners.NopPruner()
+    options = {k: v for k, v in spec.items() if k != "type"}
+    if spec["type"] == "patient":
+        options["wrapped_pruner"] = build_pruner(options.pop(_WRAPPED, None))
+    return PRUNERS[spec["type"]](**options)
+
+
+def parse_pruner(
+    raw: Any, problems: Problems, n_metrics: int, where: tuple = ("study", "pruner")
+) -> dict | None:
+    """The pruner spec as {type: name, **options}, or None for no pruning; problems are collected."""
+    if raw is None:
+        return None
+    spec = {"type": raw} if isinstance(raw, str) else raw
+    if not isinstance(spec, dict) or spec.get("type") not in PRUNERS:
+        name = spec.get("type") if isinstance(spec, dict) else raw
+        problems.add(where, unknown_key("the pruner", name, PRUNERS))
+        return None
+    kind = spec["type"]
+    if kind == "none":
+        return None
+    if n_metrics > 1:
+        problems.add(
+            where,
+            f"a pruner needs a single-objective study (Optuna cannot prune several objectives), "
+            f"but got pruner={kind!r} with {n_metrics} metrics. Drop the pruner or keep one metric.",
+        )
+        return None
+    accepted = [p for p in inspect.signature(PRUNERS[kind]).parameters if p != "wrapped_pruner"]
+    if kind == "patient":
+        accepted.append(_WRAPPED)
+    before = len(problems.items)
+    for key in set(spec) - {"type", *accepted}:
+        problems.add(
+            where + (key,),
+            f"the {kind} pruner takes {', '.join(accepted) or 'no options'}, but got {key}="
+            f"{spec[key]!r}.{did_you_mean(key, accepted)}",
+        )
+    checked = dict(spec)
+    if kind == "patient" and spec.get(_WRAPPED) is not None:
+        wrapped = parse_pruner(spec[_WRAPPED], problems, n_metrics, where + (_WRAPPED,))
+        checked[_WRAPPED] = wrapped
+    if len(problems.items) > before:
+        return None
+    try:
+        build_pruner(checked)
+    except (TypeError, ValueError) as e:  # Optuna's own checks: percentile in [0, 100], and so on
+        problems.add(where, f"the {kind} pruner's options must be valid, but Optuna said: {e}")
+        return None
+    return checked
