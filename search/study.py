@@ -232,7 +232,6 @@ def run_sweep(
         study.optimize(
             _Objective(sweep, runner, tracker, parent_id, name),
             timeout=sweep.study.timeout,
-            gc_after_trial=True,
             catch=(Exception,),
             callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress, failures],
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,25 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty folder, so mlruns/ (MLflow and Optuna stores) lands in tmp_path."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def _empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow database with its schema migrated: creating one takes about 4 s, copying it 0.1 s."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def stores(in_tmp, _empty_mlflow_db) -> Path:
+    """in_tmp, with mlruns/mlflow.db already created (for tests that run sweeps, not those checking
+    that bad input writes nothing)."""
+    (in_tmp / "mlruns").mkdir()
+    shutil.copy(_empty_mlflow_db, in_tmp / "mlruns" / "mlflow.db")
+    return in_tmp
 
 
 @pytest.fixture

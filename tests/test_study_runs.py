@@ -42,7 +42,7 @@ def _client(folder) -> MlflowClient:
     return MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
 
 
-def test_a_failing_trial_fails_alone_with_its_reason(in_tmp, write):
+def test_a_failing_trial_fails_alone_with_its_reason(stores, write):
     sweep = load_sweep(write(SWEEP))
     runner = StubRunner()
     study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
@@ -50,27 +50,27 @@ def test_a_failing_trial_fails_alone_with_its_reason(in_tmp, write):
     states = {t.params["lora_r"]: t for t in study.trials}
     assert {r: t.state.name for r, t in states.items()} == {2: "COMPLETE", 4: "FAIL", 8: "COMPLETE"}
     assert states[4].user_attrs["error"] == "ValueError: rank 4 rejected"
-    failed = _client(in_tmp).get_run(states[4].user_attrs["mlflow_run_id"])
+    failed = _client(stores).get_run(states[4].user_attrs["mlflow_run_id"])
     assert (
         failed.info.status == "FAILED"
         and failed.data.tags["lorasweep.error"] == "ValueError: rank 4 rejected"
     )
-    assert "error.txt" in {a.path for a in _client(in_tmp).list_artifacts(failed.info.run_id)}
-    best = _client(in_tmp).get_run(states[8].user_attrs["mlflow_run_id"])
+    assert "error.txt" in {a.path for a in _client(stores).list_artifacts(failed.info.run_id)}
+    best = _client(stores).get_run(states[8].user_attrs["mlflow_run_id"])
     assert best.info.status == "FINISHED" and best.data.metrics["f1"] == pytest.approx(0.8)
     assert [c.seed for c in runner.calls] == [0, 1, 2]  # seed + trial number, recorded per trial
-    parent = _client(in_tmp).get_run(study.user_attrs["mlflow_parent_run_id"])
+    parent = _client(stores).get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.metrics["best_f1"] == pytest.approx(0.8) and parent.data.metrics["n_fail"] == 1
 
 
-def test_resume_refuses_a_changed_objective(in_tmp, write):
+def test_resume_refuses_a_changed_objective(stores, write):
     run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=StubRunner())
     changed = load_sweep(write(SWEEP.replace("metric: f1", "metric: eval_loss")))
     with pytest.raises(UserError, match="resumed study must keep its objective.*--study"):
         run_sweep(changed, RunOptions(n_trials=5, quiet=True), runner=StubRunner())
 
 
-def test_quiet_prints_nothing_and_loud_prints_a_line_per_trial(in_tmp, write, capsys):
+def test_quiet_prints_nothing_and_loud_prints_a_line_per_trial(stores, write, capsys):
     sweep = load_sweep(write(SWEEP))
     run_sweep(sweep, RunOptions(n_trials=1, quiet=True), runner=StubRunner())
     assert capsys.readouterr().out == ""
@@ -99,10 +99,10 @@ def test_duplicate_keys_and_wrong_types_are_refused(write):
         load_sweep(write("search_space:\n  lora_r: {type: float, low: 1.5, high: 8}\n"))
 
 
-def test_storage_holds_one_study_per_name(in_tmp, write):
+def test_storage_holds_one_study_per_name(stores, write):
     sweep = load_sweep(write(SWEEP))
     run_sweep(sweep, RunOptions(n_trials=1, quiet=True), runner=StubRunner())
     run_sweep(sweep, RunOptions(n_trials=2, quiet=True), runner=StubRunner())
     assert optuna.get_all_study_names(open_storage(None)) == ["stub"]
-    runs = _client(in_tmp).search_runs([_client(in_tmp).get_experiment_by_name("stub").experiment_id])
+    runs = _client(stores).search_runs([_client(stores).get_experiment_by_name("stub").experiment_id])
     assert sum(r.data.tags.get("lorasweep.role") == "study" for r in runs) == 1

@@ -1,0 +1,226 @@
+"""Sweeps that survive, on stub trial runners (no training): pruning, duplicates, failure limits,
+interrupted and dead workers' trials run again."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from objectives import TrialResult
+from search import RunOptions, load_sweep, run_sweep
+from search.cli import main
+from search.errors import SweepStopped
+from search.study import open_storage
+from search.tracking import Tracker
+
+GRID = """\
+study: {{name: stub, metric: {metric}, sampler: {{type: grid, seed: {seed}}}, n_trials: 3{extra}}}
+search_space:
+  lora_r: {{type: choice, values: [2, 4, 8]}}
+"""
+
+
+class CurveRunner:
+    """Eval loss 1/r + 1/step: a higher rank is better at every evaluation."""
+
+    train_rows = 100
+
+    def __init__(self, fail_with: BaseException | None = None) -> None:
+        self.finished: list[int] = []  # ranks that trained to the end (and would have generated)
+        self.seeds: list[int] = []
+        self.fail_with = fail_with
+
+    def evaluate_base(self) -> dict[str, float]:
+        return {"eval_loss": 5.0, "f1": 0.0}
+
+    def run_trial(self, trial, workdir, report=None) -> TrialResult:
+        r = trial.lora_args["r"]
+        self.seeds.append(trial.seed)
+        if self.fail_with is not None:
+            raise self.fail_with
+        for step in (10, 20, 30):
+            report(step, {"eval_loss": 1 / r + 1 / step, "loss": 1 / r})
+        self.finished.append(r)
+        return TrialResult(metrics={"eval_loss": 1 / r, "f1": r / 10}, adapter_dir=None, steps=30)
+
+
+def _client(folder) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+
+
+def _run(folder, trial) -> object:
+    return _client(folder).get_run(trial.user_attrs["mlflow_run_id"])
+
+
+def test_a_pruned_trial_stops_at_once_keeps_its_curve_and_skips_generation(stores, write):
+    sweep = load_sweep(
+        write(GRID.format(metric="eval_loss", seed=0, extra=", pruner: {type: threshold, upper: 0.4}"))
+    )
+    runner = CurveRunner()
+    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+
+    by_rank = {t.params["lora_r"]: t for t in study.trials}
+    assert {r: t.state.name for r, t in by_rank.items()} == {2: "PRUNED", 4: "COMPLETE", 8: "COMPLETE"}
+    assert sorted(runner.finished) == [4, 8]  # rank 2 never reached generation
+    pruned = by_rank[2]
+    assert pruned.intermediate_values == {10: pytest.approx(0.6)}
+    assert pruned.user_attrs["pruned_step"] == 10
+    run = _run(stores, pruned)
+    assert run.info.status == "FINISHED" and run.data.tags["lorasweep.state"] == "PRUNED"
+    assert run.data.tags["lorasweep.pruned_step"] == "10"
+    assert [m.step for m in _client(stores).get_metric_history(run.info.run_id, "eval_loss")] == [10]
+    assert "f1" not in run.data.metrics
+    assert _run(stores, by_rank[8]).data.tags["lorasweep.state"] == "COMPLETE"
+    parent = _client(stores).get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.metrics["n_pruned"] == 1 and parent.data.metrics["n_complete"] == 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_maximised_objective_prunes_the_trials_with_the_worse_loss(stores, write, seed):
+    """f1 cannot be computed during training, so eval loss is reported, negated: the pruner must
+    stop the high-loss trials, not the low-loss ones."""
+    sweep = load_sweep(
+        write(
+            GRID.format(metric="f1", seed=seed, extra=", pruner: {type: median, n_startup_trials: 1}")
+        )
+    )
+    study = run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner())
+
+    completed_losses: list[float] = []
+    for trial in study.trials:
+        loss = 1 / trial.params["lora_r"] + 1 / 10
+        if completed_losses:
+            assert (trial.state.name == "PRUNED") == (loss > statistics.median(completed_losses)), trial
+        if trial.state.name == "COMPLETE":
+            completed_losses.append(loss)
+        else:
+            assert trial.intermediate_values == {10: pytest.approx(-loss)}
+
+
+def test_a_pruner_is_refused_for_several_objectives(write):
+    from search import SweepError
+
+    with pytest.raises(SweepError, match="a pruner needs a single-objective study.*pruner='median'"):
+        load_sweep(write("study: {metrics: [f1, eval_loss], pruner: median}\n"))
+
+
+def test_a_configuration_already_evaluated_is_not_trained_again(stores, write):
+    sweep = load_sweep(
+        write("study: {name: dup, metric: f1, n_trials: 3}\nsearch_space:\n  lora_r: {type: choice, values: [4]}\n")
+    )
+    runner = CurveRunner()
+    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+
+    assert runner.finished == [4]  # trained once
+    first, *repeats = study.trials
+    for trial in repeats:
+        assert trial.state.name == "COMPLETE" and trial.value == first.value
+        assert trial.user_attrs["duplicate_of"] == 0
+        run = _run(stores, trial)
+        assert run.data.tags["lorasweep.duplicate_of"] == "0"
+        assert run.data.tags["lorasweep.duplicate_run_id"] == first.user_attrs["mlflow_run_id"]
+        assert run.data.metrics["f1"] == pytest.approx(0.4)
+
+
+def test_max_failures_stops_a_failing_sweep_with_a_summary(stores, write):
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    runner = CurveRunner(fail_with=RuntimeError("CUDA out of memory"))
+    with pytest.raises(SweepStopped) as stopped:
+        run_sweep(sweep, RunOptions(quiet=True, max_failures=2), runner=runner)
+
+    message = str(stopped.value)
+    assert "2 trials failed in this run (--max-failures 2); 0/3 trials finished" in message
+    assert "RuntimeError: CUDA out of memory  (trials 0, 1)" in message
+    study = optuna.load_study(study_name="stub", storage=open_storage(None))
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    parent = _client(stores).get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FAILED" and parent.data.metrics["n_fail"] == 2
+
+
+def test_the_cli_exits_1_with_the_summary_when_trials_keep_failing(stores, write, capsys, monkeypatch):
+    monkeypatch.setattr(
+        "search.study.Worker", lambda *a, **k: CurveRunner(fail_with=ValueError("r=2 rejected"))
+    )
+    path = write(GRID.format(metric="f1", seed=0, extra=""))
+    assert main(["-q", "run", str(path), "--max-failures", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "error: the sweep stopped: 1 trials failed" in err and "ValueError: r=2 rejected" in err
+    assert "Traceback" not in err
+
+
+def test_failed_trials_count_against_nothing_but_max_failures(stores, write):
+    """A trial that raises is replaced: the study still ends with its budget of finished trials."""
+    sweep = load_sweep(
+        write("study: {name: flaky, metric: f1, sampler: {type: random}, n_trials: 3}\n"
+              "search_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n")
+    )
+
+    class Flaky(CurveRunner):
+        def run_trial(self, trial, workdir, report=None):
+            if trial.lora_args["r"] == 2:
+                raise FloatingPointError("loss became nan at step 20")
+            return super().run_trial(trial, workdir, report)
+
+    study = run_sweep(sweep, RunOptions(quiet=True, max_failures=100), runner=Flaky())
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states[-1] == "COMPLETE"
+    for failed in (t for t in study.trials if t.state.name == "FAIL"):
+        assert failed.user_attrs["error"] == "FloatingPointError: loss became nan at step 20"
+        assert _run(stores, failed).data.tags["lorasweep.error"].startswith("FloatingPointError")
+
+
+def test_an_interrupted_trial_runs_again_with_its_params_and_seed(stores, write):
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner(fail_with=KeyboardInterrupt()))
+    study = optuna.load_study(study_name="stub", storage=open_storage(None))
+    interrupted = study.trials[0]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
+    assert _run(stores, interrupted).info.status == "KILLED"
+
+    runner = CurveRunner()
+    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+    retry = study.trials[1]
+    assert retry.params == interrupted.params and retry.user_attrs["retry_of"] == 0
+    assert retry.system_attrs["retry_history"] == [0] and retry.state.name == "COMPLETE"
+    assert runner.seeds[0] == interrupted.user_attrs["seed"]  # trains exactly as the original would
+    assert _run(stores, retry).data.tags["lorasweep.retry_of"] == "0"
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+
+
+def test_retries_zero_never_reruns(stores, write):
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra=", retries: 0")))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner(fail_with=KeyboardInterrupt()))
+    study = run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner())
+    assert not any("retry_of" in t.user_attrs for t in study.trials)
+
+
+def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write):
+    """In process, with a trial left RUNNING by a process that has exited (the SIGKILL test in
+    test_kill.py does it for real)."""
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    run_sweep(sweep, RunOptions(quiet=True, n_trials=1), runner=CurveRunner())
+    study = optuna.load_study(study_name="stub", storage=open_storage(None))
+    orphan = study.ask({"lora_r": optuna.distributions.CategoricalDistribution([2, 4, 8])})
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}:0")
+    tracker = Tracker("sqlite:///mlruns/mlflow.db", "stub")
+    run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "stub", orphan.number, {}, [])
+    orphan.set_user_attr("mlflow_run_id", run_id)
+
+    study = run_sweep(sweep, RunOptions(quiet=True, n_trials=3), runner=CurveRunner())
+    states = {t.number: t.state.name for t in study.trials}
+    assert states[orphan.number] == "FAIL"
+    assert study.trials[orphan.number].user_attrs["error"] == "worker died mid-trial"
+    killed = _client(stores).get_run(run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["lorasweep.state"] == "FAIL"
+    retry = study.trials[orphan.number + 1]
+    assert retry.user_attrs["retry_of"] == orphan.number and retry.params == orphan.params
+    assert list(states.values()).count("COMPLETE") == 3
