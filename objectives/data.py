@@ -51,9 +51,9 @@ def resolve_path(spec: DataSpec) -> str:
 def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Raw train and eval rows. Without an eval split, one is carved out of train (stratified on
     the label when there is one) so that eval never sees training rows."""
-    train = _load_split(spec, spec.train_split)
+    train = _load_split(spec, "train_split")
     if spec.eval_split is not None:
-        eval_ = _load_split(spec, spec.eval_split)
+        eval_ = _load_split(spec, "eval_split")
     else:
         train, eval_ = _carve_eval(train, spec)
     for split_name, rows in (("train", train), ("eval", eval_)):
@@ -66,8 +66,9 @@ def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     return train, eval_
 
 
-def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
-    path = resolve_path(spec)
+def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
+    """The rows of data.<key> (train_split or eval_split), a `datasets` split expression."""
+    path, split = resolve_path(spec), getattr(spec, key)
     local = Path(path)
     builder = _BUILDERS.get(local.suffix.lower())
     try:
@@ -79,11 +80,23 @@ def _load_split(spec: DataSpec, split: str) -> datasets.Dataset:
                 )
             if builder != "parquet":
                 _check_utf8(local)
+            if not local.read_bytes()[:4096].strip():  # the json loader dies on StopIteration
+                raise InputError(f"data.path must hold rows, but got an empty file: path={path!r}.")
             return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
         return datasets.load_dataset(path, spec.name, split=split)
     except InputError:
         raise
+    except datasets.exceptions.DatasetGenerationError as e:  # a malformed row: the cause says where
+        cause = str(e.__cause__ or e).strip().splitlines()[0]
+        raise InputError(
+            f"data.path must be a well-formed {local.suffix.lstrip('.') or builder} file, but "
+            f"reading path={path!r} failed: {cause}"
+        ) from None
     except (ValueError, OSError, ConnectionError) as e:  # a bad split, a missing file, no hub
+        if "corresponds to no data" in str(e):
+            raise InputError(
+                f"data.{key} must select rows, but got {key}={split!r}, which selects none of path={path!r}."
+            ) from None
         raise InputError(
             f"data must load from path={path!r} with split={split!r}, but got: "
             f"{str(e).splitlines()[0]}. Split expressions look like train, "

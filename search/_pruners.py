@@ -11,6 +11,7 @@ the pruner is built once while the file is checked, so Optuna's own validation s
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import optuna
@@ -38,7 +39,9 @@ def build_pruner(spec: dict[str, Any] | None) -> BasePruner:
     options = {k: v for k, v in spec.items() if k != "type"}
     if spec["type"] == "patient":
         options["wrapped_pruner"] = build_pruner(options.pop(_WRAPPED, None))
-    return PRUNERS[spec["type"]](**options)
+    with warnings.catch_warnings():  # PatientPruner is "experimental" since Optuna 2.8: fine by us
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return PRUNERS[spec["type"]](**options)
 
 
 def parse_pruner(

@@ -284,6 +284,7 @@ def _quiet_libraries(debug: bool) -> None:
         warnings.filterwarnings("ignore", category=category)
     for name in ("transformers", "datasets", "peft", "mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)  # its load errors come back as ours
     try:
         import datasets
         import transformers

@@ -87,6 +87,38 @@ def test_same_seed_gives_the_same_trial(worker, tmp_path):
     assert first == second
 
 
+def test_a_nan_loss_fails_the_trial_within_one_logging_step(worker, tmp_path):
+    logged: list[int] = []
+    training = {**TRAINING, "max_steps": 200, "learning_rate": 1e4, "logging_steps": 2, "eval_steps": 200}
+    with pytest.raises(FloatingPointError, match=r"became nan at step (\d+): the trial diverged") as e:
+        worker.run_trial(
+            TrialSpec(training_args=training, seed=0), tmp_path, report=lambda step, m: logged.append(step)
+        )
+    step = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    assert step < 200 and step % 2 == 0  # caught at the first log after it happened, not at the end
+    assert max(logged, default=0) < step  # and nothing was reported after it
+    assert all(torch.isfinite(v).all() for v in worker.base.state_dict().values())  # the base is intact
+
+
+def test_early_stopping_keeps_the_best_evaluations_adapter(worker, tmp_path):
+    """lr 3e-2 overshoots: eval loss rises after a few evaluations and patience 1 stops the trial.
+    The adapter kept, and scored, is the best evaluation's, not the last one's."""
+    curve: dict[int, float] = {}
+    training = {**TRAINING, "max_steps": 60, "learning_rate": 3e-2, "logging_steps": 5, "eval_steps": 5}
+    result = worker.run_trial(
+        TrialSpec(
+            training_args=training, early_stopping={"early_stopping_patience": 1}, seed=0, generate=False
+        ),
+        tmp_path,
+        report=lambda step, m: curve.update({step: m["eval_loss"]} if "eval_loss" in m else {}),
+    )
+    assert result.steps < 60 and result.steps == max(curve)  # stopped early
+    assert result.best_step == min(curve, key=curve.get) < result.steps
+    kept, last = curve[result.best_step], curve[result.steps]
+    # The exact per-token loss of the kept adapter matches the best evaluation, not the last one.
+    assert abs(result.metrics["eval_loss"] - kept) < abs(result.metrics["eval_loss"] - last)
+
+
 def test_missing_template_field_names_the_columns():
     with pytest.raises(InputError, match=r"field \{text\}; the columns are phrase, tone, topic"):
         load_rows(DataSpec(prompt_template="{text}"))

@@ -85,9 +85,7 @@ def test_a_maximised_objective_prunes_the_trials_with_the_worse_loss(stores, wri
     """f1 cannot be computed during training, so eval loss is reported, negated: the pruner must
     stop the high-loss trials, not the low-loss ones."""
     sweep = load_sweep(
-        write(
-            GRID.format(metric="f1", seed=seed, extra=", pruner: {type: median, n_startup_trials: 1}")
-        )
+        write(GRID.format(metric="f1", seed=seed, extra=", pruner: {type: median, n_startup_trials: 1}"))
     )
     study = run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner())
 
@@ -111,7 +109,9 @@ def test_a_pruner_is_refused_for_several_objectives(write):
 
 def test_a_configuration_already_evaluated_is_not_trained_again(stores, write):
     sweep = load_sweep(
-        write("study: {name: dup, metric: f1, n_trials: 3}\nsearch_space:\n  lora_r: {type: choice, values: [4]}\n")
+        write(
+            "study: {name: dup, metric: f1, n_trials: 3}\nsearch_space:\n  lora_r: {type: choice, values: [4]}\n"
+        )
     )
     runner = CurveRunner()
     study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
@@ -156,8 +156,10 @@ def test_the_cli_exits_1_with_the_summary_when_trials_keep_failing(stores, write
 def test_failed_trials_count_against_nothing_but_max_failures(stores, write):
     """A trial that raises is replaced: the study still ends with its budget of finished trials."""
     sweep = load_sweep(
-        write("study: {name: flaky, metric: f1, sampler: {type: random}, n_trials: 3}\n"
-              "search_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n")
+        write(
+            "study: {name: flaky, metric: f1, sampler: {type: random}, n_trials: 3}\n"
+            "search_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n"
+        )
     )
 
     class Flaky(CurveRunner):

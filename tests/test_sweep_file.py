@@ -136,3 +136,37 @@ def test_shipped_sweep_files_start_with_their_command():
     for path in (ROOT / "spaces").glob("*.yaml"):
         first = path.read_text(encoding="utf-8").splitlines()[0]
         assert first.startswith("# lorasweep run spaces/"), path
+
+
+def test_pruners_take_their_optuna_options(write):
+    import optuna
+
+    from search._pruners import build_pruner
+
+    sweep = load_sweep(
+        write("study:\n  pruner: {type: patient, patience: 2, wrapped: {type: median, n_warmup_steps: 20}}\n")
+    )
+    assert sweep.study.pruner == {
+        "type": "patient",
+        "patience": 2,
+        "wrapped": {"type": "median", "n_warmup_steps": 20},
+    }
+    pruner = build_pruner(sweep.study.pruner)
+    assert isinstance(pruner, optuna.pruners.PatientPruner)
+    assert isinstance(pruner._wrapped_pruner, optuna.pruners.MedianPruner)
+    for name, cls in (("hyperband", "HyperbandPruner"), ("successive_halving", "SuccessiveHalvingPruner")):
+        spec = load_sweep(write(f"study: {{pruner: {name}}}\n")).study.pruner
+        assert type(build_pruner(spec)).__name__ == cls
+    assert load_sweep(write("study: {pruner: none}\n")).study.pruner is None
+    assert load_sweep(write("study: {}\n")).study.retries == 1
+
+
+def test_early_stopping_is_a_train_knob_and_needs_evaluations(write):
+    sweep = load_sweep(write("train: {early_stopping_patience: 3, early_stopping_threshold: 0.01}\n"))
+    assert sweep.fixed["early_stopping_patience"] == 3
+    with pytest.raises(SweepError, match="early stopping needs evaluations, but got eval_strategy='no'"):
+        load_sweep(write("train: {early_stopping_patience: 3, eval_strategy: 'no'}\n"))
+    with pytest.raises(SweepError, match="parameter early_stopping_patience must be an integer"):
+        load_sweep(write("train: {early_stopping_patience: soon}\n"))
+    with pytest.raises(SweepError, match="study.retries must be an integer >= 0"):
+        load_sweep(write("study: {retries: -1}\n"))

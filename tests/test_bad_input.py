@@ -1,0 +1,116 @@
+"""Bad input is refused before any trial starts and before anything is written under mlruns/:
+exit 2, one readable message per problem naming the file and the key, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.cli import main
+
+ROWS = "".join(f'{{"question": "q{i}", "answer": "a{i % 2}"}}\n' for i in range(10))
+DATA = "data: {path: rows.jsonl, prompt_template: 'Q: {question}', response_template: ' {answer}'}\n"
+
+CASES = {
+    "broken yaml": (
+        "study: {name: x\nsearch_space: {}\n",
+        [r"sweep.yaml:\d+: the file must be valid YAML, but got a syntax error, column \d+"],
+    ),
+    "unknown section": ("stdy: {name: x}\n", ["sweep.yaml:1: top-level section must be one of", "'study'?"]),
+    "unknown parameter": (
+        "search_space:\n  learning_rat: {type: float, low: 0.001, high: 0.01}\n",
+        ["sweep.yaml:2: parameter names must be", "Did you mean 'learning_rate'"],
+    ),
+    "wrong type": ("train: {max_steps: ten}\n", ["sweep.yaml:1: parameter max_steps must be an integer"]),
+    "low above high": (
+        "search_space:\n  learning_rate: {type: float, low: 0.1, high: 0.01}\n",
+        ["sweep.yaml:2: learning_rate.low must be <= high, but got low=0.1, high=0.01. Swap them."],
+    ),
+    "log from zero": (
+        "search_space:\n  learning_rate: {type: float, low: 0, high: 0.01, log: true}\n",
+        ["sweep.yaml:2: learning_rate.low must be > 0 on a log scale"],
+    ),
+    "empty choices": (
+        "search_space:\n  lora_r: {type: choice, values: []}\n",
+        ["sweep.yaml:2: lora_r.values must be a non-empty list"],
+    ),
+    "grid over a range": (
+        "study: {sampler: grid}\nsearch_space:\n  learning_rate: {type: float, low: 0.001, high: 0.01}\n",
+        ["a grid sampler needs a finite space, but got continuous ranges: learning_rate"],
+    ),
+    "unknown pruner": ("study: {pruner: medain}\n", ["sweep.yaml:1: the pruner must be one of", "'median'?"]),
+    "unknown pruner option": (
+        "study:\n  pruner: {type: median, n_startup_trial: 2}\n",
+        ["sweep.yaml:2: the median pruner takes", "Did you mean 'n_startup_trials'?"],
+    ),
+    "impossible pruner option": (
+        "study:\n  pruner: {type: percentile, percentile: 150}\n",
+        ["sweep.yaml:2: the percentile pruner's options must be valid, but Optuna said"],
+    ),
+    "missing data file": (
+        "data: {path: nowhere.jsonl, prompt_template: '{q}', response_template: '{a}'}\n",
+        ["sweep.yaml:1: data.path must be an existing file", "nowhere.jsonl"],
+    ),
+    "template field the data lacks": (
+        "data: {path: rows.jsonl, prompt_template: 'Q: {text}', response_template: ' {answer}'}\n",
+        [
+            "data.prompt_template must use columns the data has, but got field {text}; "
+            "the columns are question, answer"
+        ],
+    ),
+    "empty split": (
+        DATA.replace("}\n", ", eval_split: 'train[:0]'}\n"),
+        ["data.eval_split must select rows, but got eval_split='train[:0]', which selects none"],
+    ),
+    "empty data file": (
+        DATA.replace("rows.jsonl", "empty.jsonl"),
+        ["data.path must hold rows, but got an empty file", "empty.jsonl"],
+    ),
+    "malformed row": (
+        DATA.replace("rows.jsonl", "broken.jsonl"),
+        ["data.path must be a well-formed jsonl file, but reading", "JSON parse error"],
+    ),
+    "batch larger than the split": (
+        DATA + "search_space:\n  batch_size: {type: choice, values: [4, 64]}\n",
+        [
+            "sweep.yaml:3: the batch size must be at most the 8 rows of the train split, but got "
+            "per_device_train_batch_size=64"
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_a_located_message_and_writes_nothing(case, in_tmp, write, capsys):
+    import re
+
+    text, expected = CASES[case]
+    (in_tmp / "rows.jsonl").write_text(ROWS, encoding="utf-8")
+    (in_tmp / "empty.jsonl").write_text("", encoding="utf-8")
+    (in_tmp / "broken.jsonl").write_text(ROWS + '{"question": oops}\n', encoding="utf-8")
+    path = write(text)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    for fragment in expected:
+        assert re.search(fragment, err) if fragment.startswith("sweep.yaml:\\d") else fragment in err, err
+    assert "Traceback" not in err and err.startswith("error: ")
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_files_that_are_not_utf8_name_the_line(in_tmp, capsys):
+    (in_tmp / "sweep.yaml").write_bytes("study: {name: x}\n# caf\xe9\n".encode("latin-1"))
+    assert main(["run", "sweep.yaml"]) == 2
+    assert "sweep.yaml:2: the sweep file must be UTF-8, but got the byte 0xe9" in capsys.readouterr().err
+
+    (in_tmp / "rows.jsonl").write_bytes(
+        (ROWS + '{"question": "caf\xe9", "answer": "a1"}\n').encode("latin-1")
+    )
+    (in_tmp / "sweep.yaml").write_text(DATA, encoding="utf-8")
+    assert main(["run", "sweep.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "data.path must be a UTF-8 file, but got the byte 0xe9 on line 11" in err and "rows.jsonl" in err
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_debug_shows_the_traceback(in_tmp, write):
+    with pytest.raises(Exception, match="learning_rate.low must be <= high"):
+        main(["--debug", "run", str(write(CASES["low above high"][0]))])
