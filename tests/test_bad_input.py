@@ -53,8 +53,10 @@ CASES = {
     "template field the data lacks": (
         "data: {path: rows.jsonl, prompt_template: 'Q: {text}', response_template: ' {answer}'}\n",
         [
-            "data.prompt_template must use columns the data has, but got field {text}; "
-            "the columns are question, answer"
+            (
+                "data.prompt_template must use columns the data has, but got field {text}; "
+                "the columns are question, answer"
+            )
         ],
     ),
     "empty split": (
@@ -72,8 +74,10 @@ CASES = {
     "batch larger than the split": (
         DATA + "search_space:\n  batch_size: {type: choice, values: [4, 64]}\n",
         [
-            "sweep.yaml:3: the batch size must be at most the 8 rows of the train split, but got "
-            "per_device_train_batch_size=64"
+            (
+                "sweep.yaml:3: the batch size must be at most the 8 rows of the train split, but got "
+                "per_device_train_batch_size=64"
+            )
         ],
     ),
 }
