@@ -117,7 +117,7 @@ def load_study(name: str | None, storage: str | None) -> optuna.Study:
         name = names[0]
     if name not in names:
         raise UserError(
-            f"--study must name an existing study, but got study={name!r}. "
+            f"the study must exist in the storage, but got study={name!r}. "
             f"Studies: {', '.join(names) or '(none)'}."
         )
     return optuna.load_study(study_name=name, storage=opened)

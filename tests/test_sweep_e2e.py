@@ -121,3 +121,39 @@ def test_rerun_continues_the_study_and_reattaches_the_parent(finished, monkeypat
     # a budget already met runs nothing
     assert main(["-q", "run", "sweep.yaml", "--trials", "3"]) == 0
     assert len(_stores(finished)[0].trials) == 3
+
+
+def test_the_same_file_gives_the_same_trials_in_a_fresh_store(finished, tmp_path, monkeypatch):
+    """Reproducibility: sampler seed and per-trial seeds are recorded, and a rerun of the file into
+    new stores samples the same parameters and trains to the same metrics (on the CPU)."""
+    (tmp_path / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "run", "sweep.yaml"]) == 0
+    again, client = _stores(tmp_path)
+    first, _ = _stores(finished)
+    assert len(again.trials) == 2
+    for a, b in zip(first.trials, again.trials):
+        assert a.params == b.params and a.user_attrs["seed"] == b.user_attrs["seed"] == 3 + a.number
+        assert a.user_attrs["metrics"] == b.user_attrs["metrics"]
+        assert client.get_run(b.user_attrs["mlflow_run_id"]).data.params["seed"] == str(3 + a.number)
+
+
+def test_resume_needs_only_the_study_name(finished, monkeypatch, capsys):
+    monkeypatch.chdir(finished)
+    (finished / "sweep.yaml").rename(finished / "elsewhere.yaml")  # the study holds its own copy
+    try:
+        done = len(_stores(finished)[0].trials)
+        assert main(["resume", "e2e", "--trials", str(done + 1)]) == 0
+        assert f"study 'e2e': {done}/{done + 1} trials done" in capsys.readouterr().out
+        study, client = _stores(finished)
+        assert len(study.trials) == done + 1 and study.trials[-1].state.name == "COMPLETE"
+        assert main(["-q", "resume", "e2e"]) == 0  # the stored budget is now done + 1: nothing to run
+        assert len(_stores(finished)[0].trials) == done + 1
+        runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+        assert sum(r.data.tags.get("lorasweep.role") == "study" for r in runs) == 1
+    finally:
+        (finished / "elsewhere.yaml").rename(finished / "sweep.yaml")
+    assert main(["resume", "nope"]) == 2
+    assert (
+        "the study must exist in the storage, but got study='nope'. Studies: e2e" in capsys.readouterr().err
+    )
