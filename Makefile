@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-all clean
+.PHONY: setup demo test test-slow test-all bench-memory clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test-slow: $(STAMP)
 # Everything this machine can run: fast and slow, no GPU or external services.
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
+
+# RSS after trial 2 and trial 20 of a tiny sweep in one worker (about 70 s on 2 cores).
+bench-memory: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,7 +105,12 @@ def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any
     args = dict(lora_args)
     targets = args.pop("target_modules", spec.target_modules)
     if isinstance(targets, str):
-        targets = TARGET_PRESETS.get(targets, targets)
+        # Searched values are strings, so "q_proj" or "q_proj,v_proj" name modules here; peft
+        # would read any string as a regex over full module paths, which "q_proj" never matches.
+        plain_names = re.fullmatch(r"[\w.]+(\s*,\s*[\w.]+)*", targets) and targets not in TARGET_PRESETS
+        targets = (
+            [t.strip() for t in targets.split(",")] if plain_names else TARGET_PRESETS.get(targets, targets)
+        )
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         target_modules=list(targets) if isinstance(targets, tuple) else targets,

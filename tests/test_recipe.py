@@ -157,3 +157,15 @@ def test_qlora_says_it_needs_cuda_on_a_cpu_machine():
         pytest.skip("this machine has CUDA")
     with pytest.raises(InputError, match="qlora must run on CUDA.*method: lora"):
         place(ModelSpec(method="qlora"))
+
+
+def test_searched_target_modules_name_modules_not_regexes(worker):
+    from objectives.model import add_adapter, remove_adapter
+
+    for targets, expected in (("q_proj", {"q_proj"}), ("q_proj, v_proj", {"q_proj", "v_proj"})):
+        model = add_adapter(worker.base, ModelSpec(), {"r": 2, "target_modules": targets})
+        try:
+            wrapped = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
+            assert wrapped == expected
+        finally:
+            worker.base = remove_adapter(model)
