@@ -99,6 +99,8 @@ class Worker:
             # The trial's Trainer, optimizer and adapter sit in reference cycles: collect them here,
             # once. (Optuna's gc_after_trial would do it again, at 0.5 s a time with torch loaded.)
             gc.collect()
+            if self.placement.device == "cuda":  # after an out-of-memory error above all
+                torch.cuda.empty_cache()
 
     def evaluate_base(self) -> dict[str, float]:
         """The base model's metrics, no adapter: what every trial has to beat."""
