@@ -3,9 +3,12 @@ interrupted and dead workers' trials run again."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import statistics
 import subprocess
+import time
+import warnings
 
 import optuna
 import pytest
@@ -47,6 +50,13 @@ class CurveRunner:
             report(step, {"eval_loss": 1 / r + 1 / step, "loss": 1 / r})
         self.finished.append(r)
         return TrialResult(metrics={"eval_loss": 1 / r, "f1": r / 10}, adapter_dir=None, steps=30)
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """A trial started outside optimize, as a worker that then dies would leave it."""
+    with warnings.catch_warnings():  # "Heartbeat of storage is supposed to be used with optimize"
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask({"lora_r": optuna.distributions.CategoricalDistribution([2, 4, 8])})
 
 
 def _client(folder) -> MlflowClient:
@@ -203,13 +213,14 @@ def test_retries_zero_never_reruns(stores, write):
     assert not any("retry_of" in t.user_attrs for t in study.trials)
 
 
-def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write):
+@pytest.mark.parametrize("storage", [None, "sqlite:///optuna.db"], ids=["journal", "database"])
+def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write, storage):
     """In process, with a trial left RUNNING by a process that has exited (the SIGKILL test in
     test_kill.py does it for real)."""
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
-    run_sweep(sweep, RunOptions(quiet=True, n_trials=1), runner=CurveRunner())
-    study = optuna.load_study(study_name="stub", storage=open_storage(None))
-    orphan = study.ask({"lora_r": optuna.distributions.CategoricalDistribution([2, 4, 8])})
+    run_sweep(sweep, RunOptions(quiet=True, n_trials=1, storage=storage), runner=CurveRunner())
+    study = optuna.load_study(study_name="stub", storage=open_storage(storage))
+    orphan = _ask(study)
     dead = subprocess.Popen(["true"])
     dead.wait()
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}:0")
@@ -217,7 +228,7 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "stub", orphan.number, {}, [])
     orphan.set_user_attr("mlflow_run_id", run_id)
 
-    study = run_sweep(sweep, RunOptions(quiet=True, n_trials=3), runner=CurveRunner())
+    study = run_sweep(sweep, RunOptions(quiet=True, n_trials=3, storage=storage), runner=CurveRunner())
     states = {t.number: t.state.name for t in study.trials}
     assert states[orphan.number] == "FAIL"
     assert study.trials[orphan.number].user_attrs["error"] == "worker died mid-trial"
@@ -226,3 +237,28 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     retry = study.trials[orphan.number + 1]
     assert retry.user_attrs["retry_of"] == orphan.number and retry.params == orphan.params
     assert list(states.values()).count("COMPLETE") == 3
+
+
+def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(stores, write, monkeypatch):
+    """A worker on another machine cannot be checked by pid: its trial goes stale when its heartbeat
+    stops, and is then failed, its run closed and the trial retried, from this worker."""
+    monkeypatch.setattr("search.study.HEARTBEAT_S", 1)
+    monkeypatch.setattr("search.study.GRACE_S", 2)
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    options = RunOptions(quiet=True, n_trials=1, storage="sqlite:///optuna.db")
+    run_sweep(sweep, options, runner=CurveRunner())
+    storage = open_storage(options.storage)
+    study = optuna.load_study(study_name="stub", storage=storage)
+    orphan = _ask(study)
+    orphan.set_user_attr("worker", "another-machine:4242:0")
+    tracker = Tracker("sqlite:///mlruns/mlflow.db", "stub")
+    run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "stub", orphan.number, {}, [])
+    orphan.set_user_attr("mlflow_run_id", run_id)
+    storage.record_heartbeat(orphan._trial_id)  # its last sign of life
+    time.sleep(3)
+
+    study = run_sweep(sweep, dataclasses.replace(options, n_trials=3), runner=CurveRunner())
+    assert study.trials[orphan.number].state.name == "FAIL"
+    assert _client(stores).get_run(run_id).info.status == "KILLED"
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(retries) == 1 and retries[0].params == orphan.params
