@@ -72,8 +72,8 @@ class Progress:
         if self.bar is None:
             return
         self.bar.write(trial_line(trial, self.metrics), file=sys.stdout)
-        if trial.state.is_finished():
-            self.bar.update(1)
+        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            self.bar.update(1)  # the budget counts finished trials; failed ones are replaced
         self.bar.set_postfix_str(best_text(study, self.metrics))
 
     def close(self) -> None:

@@ -202,6 +202,7 @@ def _validate(args: argparse.Namespace) -> int:
         f"study      {s.name}: {', '.join(f'{m} ({d})' for m, d in zip(s.metrics, s.directions))}",
         f"sampler    {s.sampler} (seed {s.seed}), {s.n_trials} trials"
         + (f", timeout {s.timeout:g} s" if s.timeout else ""),
+        f"pruner     {_pruner_text(s.pruner)}; retries {s.retries}",
         f"storage    {redact(s.storage) if s.storage else 'mlruns/optuna.journal'}",
         f"tracking   {redact(tracking_uri(None, sweep.tracking_uri))}",
         f"model      {_fields(sweep.model)}",
@@ -230,6 +231,15 @@ def _check_data(sweep: Sweep) -> str:
     train, eval_ = load_rows(sweep.data)
     check_batch_fits(sweep, len(train))
     return f"{len(train)} train rows, {len(eval_)} eval rows; columns {', '.join(train.column_names)}"
+
+
+def _pruner_text(spec: dict | None) -> str:
+    if spec is None:
+        return "none"
+    options = ", ".join(
+        f"{k}={_pruner_text(v) if k == 'wrapped' else v}" for k, v in spec.items() if k != "type"
+    )
+    return f"{spec['type']}({options})"
 
 
 def _fields(spec) -> str:

@@ -132,6 +132,11 @@ def test_every_shipped_sweep_file_validates(path, capsys):
     assert "OK" in capsys.readouterr().out
 
 
+def test_validate_shows_the_pruner(capsys):
+    assert main(["validate", str(ROOT / "spaces" / "demo.yaml")]) == 0
+    assert "pruner     median(n_startup_trials=3); retries 1" in capsys.readouterr().out
+
+
 def test_shipped_sweep_files_start_with_their_command():
     for path in (ROOT / "spaces").glob("*.yaml"):
         first = path.read_text(encoding="utf-8").splitlines()[0]
