@@ -1,4 +1,4 @@
-"""`lorasweep`: run, resume, validate and list sweeps.
+"""`lorasweep`: run, resume and validate sweeps; list, compare, plot and browse their trials.
 
 Bad input exits with code 2 and one readable message per problem; a traceback only with --debug.
 A sweep that stops on failures exits 1 with a summary; an interrupted one (Ctrl-C, SIGTERM) 130.
@@ -7,20 +7,25 @@ A sweep that stops on failures exits 1 with a summary; an interrupted one (Ctrl-
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
+from mlflow import MlflowClient
 
 from objectives import InputError
 
-from ._progress import format_params, trial_line
+from ._progress import format_params
+from ._serve import serve_dashboard, serve_mlflow
+from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
 from .errors import SweepError, SweepStopped, UserError
+from .report import write_report
 from .study import (
     BASE_METRICS_ATTR,
     BUDGET_ATTR,
@@ -31,6 +36,7 @@ from .study import (
     load_study,
     run_sweep,
     stored_sweep,
+    study_tracking_uri,
 )
 from .sweep import Sweep, load_sweep
 from .tracking import redact, tracking_uri
@@ -42,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _quiet_libraries(args.debug)
+    # SIGTERM (a scheduler, `kill`) ends a command like Ctrl-C: a sweep closes the running trial's
+    # MLflow run KILLED and queues the trial to run again on resume; `ui` stops its servers.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return args.command(args)
     except (UserError, InputError) as e:
@@ -60,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(
-            "interrupted: finished trials are kept; run the same command again (or lorasweep resume "
-            "STUDY) to continue.",
-            file=sys.stderr,
-        )
+        if args.command in (_run, _resume):
+            print(
+                "interrupted: finished trials are kept; run the same command again (or lorasweep "
+                "resume STUDY) to continue.",
+                file=sys.stderr,
+            )
         return 130
 
 
@@ -113,11 +123,47 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("sweep_file")
     validate.set_defaults(command=_validate)
 
+    def study_flags(command: argparse.ArgumentParser, tracking: bool = False) -> None:
+        command.add_argument("--study", help="study name (default: the only study in the storage)")
+        command.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+        if tracking:
+            command.add_argument(
+                "--tracking-uri",
+                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)",
+            )
+
     trials = commands.add_parser("trials", parents=[common], help="list the trials of a study")
-    trials.add_argument("--study", help="study name (default: the only study in the storage)")
-    trials.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
-    trials.add_argument("--json", action="store_true", help="print a JSON list")
+    study_flags(trials)
+    trials.add_argument("--sort", metavar="METRIC", help="best first by a metric (or number, duration)")
+    trials.add_argument("--state", choices=list(STATES), help="only trials in this state")
+    output = trials.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON list")
+    output.add_argument("--csv", action="store_true", help="print CSV, one row per trial")
     trials.set_defaults(command=_trials)
+
+    compare = commands.add_parser("compare", parents=[common], help="show trials side by side")
+    compare.add_argument("numbers", metavar="TRIAL", type=int, nargs="+", help="trial numbers")
+    study_flags(compare, tracking=True)
+    compare.set_defaults(command=_compare)
+
+    report = commands.add_parser(
+        "report", parents=[common], help="write the study's plots as an HTML report and PNGs"
+    )
+    study_flags(report)
+    report.add_argument("--out", help="folder to write to (default: reports/STUDY)")
+    report.set_defaults(command=_report)
+
+    ui = commands.add_parser("ui", parents=[common], help="serve the MLflow UI (and optuna-dashboard)")
+    ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    ui.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, then sqlite:///mlruns/mlflow.db)"
+    )
+    ui.add_argument("--dashboard", action="store_true", help="also serve optuna-dashboard on PORT+1")
+    ui.add_argument("--storage", help="Optuna storage for the dashboard (default: mlruns/optuna.journal)")
+    ui.set_defaults(command=_ui)
     return parser
 
 
@@ -145,6 +191,7 @@ def _resume(args: argparse.Namespace) -> int:
         args.trials = study.user_attrs.get(BUDGET_ATTR)
     if args.storage is None:  # where the study was found, whatever the stored file says
         args.storage = str(DEFAULT_STORAGE)
+    args.tracking_uri = study_tracking_uri(study, args.tracking_uri)
     return _sweep(sweep, args, study_name=study.study_name)
 
 
@@ -153,9 +200,6 @@ def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> in
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be a positive integer, but got {flag}={value}.")
-    # SIGTERM (a scheduler, `kill`) ends a sweep like Ctrl-C: the running trial's MLflow run is
-    # closed KILLED and the trial queued to run again on resume.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     study = run_sweep(
         sweep,
         RunOptions(
@@ -258,27 +302,49 @@ def _describe(dist) -> str:
 
 def _trials(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
-    metrics = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        duration = t.duration.total_seconds() if t.duration else None
-        rows.append(
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "params": t.params,
-                "values": t.values,
-                "metrics": t.user_attrs.get("metrics", {}),
-                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-                "duration_s": duration,
-            }
-        )
+    objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+    rows = trial_rows(study, sort=args.sort, state=args.state)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(as_json(rows))
+    elif args.csv:
+        print(as_csv(rows, objective), end="")
     else:
-        for t in study.get_trials(deepcopy=False):
-            print(trial_line(t, metrics))
+        print(as_table(rows, objective))
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.storage)
+    print(compare(study, args.numbers, MlflowClient(study_tracking_uri(study, args.tracking_uri))))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.storage)
+    out = Path(args.out or Path("reports") / study.study_name)
+    files = write_report(study, out)
+    print(f"wrote {files[0]} and {len(files) - 1} PNGs to {out}/")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    uri = tracking_uri(args.tracking_uri, None)
+    servers = [serve_mlflow(uri, args.host, args.port)]
+    try:
+        print(f"MLflow UI: {servers[0].url}  (Ctrl-C stops it)", flush=True)
+        if args.dashboard:
+            servers.append(serve_dashboard(args.storage, args.host, args.port + 1))
+            print(f"optuna-dashboard: {servers[1].url}", flush=True)
+        while all(server.running() for server in servers):
+            time.sleep(0.5)
+        stopped = next(server for server in servers if not server.running())
+        print(f"error: {stopped.name} stopped (exit code {stopped.process.returncode})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the way to stop it
+        return 0
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def _quiet_libraries(debug: bool) -> None:
@@ -290,6 +356,7 @@ def _quiet_libraries(debug: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for category in (FutureWarning, DeprecationWarning, UserWarning):  # library notes, not ours
         warnings.filterwarnings("ignore", category=category)
     for name in ("transformers", "datasets", "peft", "mlflow", "alembic", "optuna"):

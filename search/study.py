@@ -33,6 +33,7 @@ from . import _names
 from ._progress import Progress, best_text
 from ._pruners import build_pruner
 from .errors import SweepStopped, UserError
+from .report import REPORTED_ATTR, write_report
 from .sweep import Sweep, load_sweep
 from .tracking import Tracker, redact, tracking_uri
 
@@ -145,6 +146,7 @@ class RunOptions:
     tracking_uri: str | None = None
     quiet: bool = False
     max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
+    plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
 
 
 def run_sweep(
@@ -192,7 +194,9 @@ def run_sweep(
             study.set_metric_names(list(sweep.study.metrics))
     elif study.user_attrs.get(SWEEP_ATTR) != sweep.text:
         log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
+    reported = _reported_metric(sweep)
     for key, value in (
+        (REPORTED_ATTR, {"metric": reported[0], "sign": reported[1]} if reported else None),
         (SWEEP_ATTR, sweep.text),
         (SWEEP_PATH_ATTR, str(sweep.path.resolve()) if sweep.path else None),
         (BUDGET_ATTR, budget),
@@ -243,6 +247,8 @@ def run_sweep(
     finally:
         if progress is not None:
             progress.close()
+    if options.plots:
+        _log_report(study, tracker, parent_id)
     summary, tags = _summary(study, sweep)
     if failures.tripped:
         tracker.finish_study(parent_id, summary, tags, status="FAILED")
@@ -263,6 +269,18 @@ def stored_sweep(study: optuna.Study) -> Sweep:
     path = Path(study.user_attrs.get(SWEEP_PATH_ATTR) or f"{study.study_name}.yaml")
     sweep = load_sweep(path, text=text)
     return dataclasses.replace(sweep, tracking_uri=study.user_attrs.get(TRACKING_ATTR) or sweep.tracking_uri)
+
+
+def study_tracking_uri(study: optuna.Study, flag: str | None) -> str:
+    """Where a study's MLflow runs are: the flag, then $MLFLOW_TRACKING_URI, then the URI the study
+    was run with (stored, password masked), then the local default."""
+    uri = tracking_uri(flag, study.user_attrs.get(TRACKING_ATTR))
+    if "***" in uri:
+        raise UserError(
+            f"the tracking URI must carry its password, but study {study.study_name!r} stores "
+            f"{uri} (masked). Pass --tracking-uri or set MLFLOW_TRACKING_URI."
+        )
+    return Tracker.absolute(uri)
 
 
 def check_study_name(name: str) -> None:
@@ -576,6 +594,17 @@ class _FailureLimit:
             "command again to continue; finished trials are kept."
         )
         return "\n".join(lines)
+
+
+def _log_report(study: optuna.Study, tracker: Tracker, parent_id: str) -> None:
+    """The study's plots and HTML report on the parent run, under report/ (replaced on every run, so
+    a resumed study shows all its trials). A plot that fails never fails the sweep."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="lorasweep-report-") as folder:
+            write_report(study, Path(folder))
+            tracker.log_folder(parent_id, Path(folder), "report")
+    except Exception as e:  # noqa: BLE001 - the sweep's results matter more than its pictures
+        warnings.warn(f"the study's plots could not be written: {type(e).__name__}: {e}", stacklevel=2)
 
 
 def _setup_params(sweep: Sweep) -> dict[str, Any]:

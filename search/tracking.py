@@ -46,12 +46,9 @@ def redact(url: str) -> str:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
+        uri = self.absolute(uri)
         if uri.startswith("sqlite:///"):
-            # Absolute, because MLflow caches one database engine per URI string for the process:
-            # a relative path would keep pointing at the first folder it was opened from.
-            db = Path(uri.removeprefix("sqlite:///")).resolve()
-            db.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{db}"
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
@@ -63,6 +60,14 @@ class Tracker:
             # A local store keeps artifacts under mlruns/artifacts; a server decides for itself.
             location = (ARTIFACT_ROOT.resolve() / experiment).as_uri() if uri.startswith("sqlite:") else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+
+    @staticmethod
+    def absolute(uri: str) -> str:
+        """A sqlite URI with an absolute path. MLflow caches one database engine per URI string for
+        the process: a relative path would keep pointing at the first folder it was opened from."""
+        if uri.startswith("sqlite:///"):
+            return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        return uri
 
     # -- the study's parent run ------------------------------------------------------------------
     def parent_run(
@@ -105,6 +110,9 @@ class Tracker:
         self._log_metrics(parent_id, summary, step=0)
         self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(parent_id, status=status)
+
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
 
     def fail_study(self, parent_id: str, status: str = "FAILED") -> None:
         self.client.set_terminated(parent_id, status=status)

@@ -72,7 +72,7 @@ def test_a_pruned_trial_stops_at_once_keeps_its_curve_and_skips_generation(store
         write(GRID.format(metric="eval_loss", seed=0, extra=", pruner: {type: threshold, upper: 0.4}"))
     )
     runner = CurveRunner()
-    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
 
     by_rank = {t.params["lora_r"]: t for t in study.trials}
     assert {r: t.state.name for r, t in by_rank.items()} == {2: "PRUNED", 4: "COMPLETE", 8: "COMPLETE"}
@@ -97,7 +97,7 @@ def test_a_maximised_objective_prunes_the_trials_with_the_worse_loss(stores, wri
     sweep = load_sweep(
         write(GRID.format(metric="f1", seed=seed, extra=", pruner: {type: median, n_startup_trials: 1}"))
     )
-    study = run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner())
 
     completed_losses: list[float] = []
     for trial in study.trials:
@@ -124,7 +124,7 @@ def test_a_configuration_already_evaluated_is_not_trained_again(stores, write):
         )
     )
     runner = CurveRunner()
-    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
 
     assert runner.finished == [4]  # trained once
     first, *repeats = study.trials
@@ -141,7 +141,7 @@ def test_max_failures_stops_a_failing_sweep_with_a_summary(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     runner = CurveRunner(fail_with=RuntimeError("CUDA out of memory"))
     with pytest.raises(SweepStopped) as stopped:
-        run_sweep(sweep, RunOptions(quiet=True, max_failures=2), runner=runner)
+        run_sweep(sweep, RunOptions(quiet=True, plots=False, max_failures=2), runner=runner)
 
     message = str(stopped.value)
     assert "2 trials failed in this run (--max-failures 2); 0/3 trials finished" in message
@@ -178,7 +178,7 @@ def test_failed_trials_count_against_nothing_but_max_failures(stores, write):
                 raise FloatingPointError("loss became nan at step 20")
             return super().run_trial(trial, workdir, report)
 
-    study = run_sweep(sweep, RunOptions(quiet=True, max_failures=100), runner=Flaky())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False, max_failures=100), runner=Flaky())
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 3 and states[-1] == "COMPLETE"
     for failed in (t for t in study.trials if t.state.name == "FAIL"):
@@ -189,14 +189,14 @@ def test_failed_trials_count_against_nothing_but_max_failures(stores, write):
 def test_an_interrupted_trial_runs_again_with_its_params_and_seed(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner(fail_with=KeyboardInterrupt()))
+        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt()))
     study = optuna.load_study(study_name="stub", storage=open_storage(None))
     interrupted = study.trials[0]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
     assert _run(stores, interrupted).info.status == "KILLED"
 
     runner = CurveRunner()
-    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
     retry = study.trials[1]
     assert retry.params == interrupted.params and retry.user_attrs["retry_of"] == 0
     assert retry.system_attrs["retry_history"] == [0] and retry.state.name == "COMPLETE"
@@ -208,8 +208,8 @@ def test_an_interrupted_trial_runs_again_with_its_params_and_seed(stores, write)
 def test_retries_zero_never_reruns(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra=", retries: 0")))
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner(fail_with=KeyboardInterrupt()))
-    study = run_sweep(sweep, RunOptions(quiet=True), runner=CurveRunner())
+        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt()))
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner())
     assert not any("retry_of" in t.user_attrs for t in study.trials)
 
 
@@ -218,7 +218,7 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     """In process, with a trial left RUNNING by a process that has exited (the SIGKILL test in
     test_kill.py does it for real)."""
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
-    run_sweep(sweep, RunOptions(quiet=True, n_trials=1, storage=storage), runner=CurveRunner())
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1, storage=storage), runner=CurveRunner())
     study = optuna.load_study(study_name="stub", storage=open_storage(storage))
     orphan = _ask(study)
     dead = subprocess.Popen(["true"])
@@ -228,7 +228,7 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "stub", orphan.number, {}, [])
     orphan.set_user_attr("mlflow_run_id", run_id)
 
-    study = run_sweep(sweep, RunOptions(quiet=True, n_trials=3, storage=storage), runner=CurveRunner())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=3, storage=storage), runner=CurveRunner())
     states = {t.number: t.state.name for t in study.trials}
     assert states[orphan.number] == "FAIL"
     assert study.trials[orphan.number].user_attrs["error"] == "worker died mid-trial"
@@ -245,7 +245,7 @@ def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(s
     monkeypatch.setattr("search.study.HEARTBEAT_S", 1)
     monkeypatch.setattr("search.study.GRACE_S", 2)
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
-    options = RunOptions(quiet=True, n_trials=1, storage="sqlite:///optuna.db")
+    options = RunOptions(quiet=True, plots=False, n_trials=1, storage="sqlite:///optuna.db")
     run_sweep(sweep, options, runner=CurveRunner())
     storage = open_storage(options.storage)
     study = optuna.load_study(study_name="stub", storage=storage)

@@ -45,7 +45,7 @@ def _client(folder) -> MlflowClient:
 def test_a_failing_trial_fails_alone_with_its_reason(stores, write):
     sweep = load_sweep(write(SWEEP))
     runner = StubRunner()
-    study = run_sweep(sweep, RunOptions(quiet=True), runner=runner)
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
 
     states = {t.params["lora_r"]: t for t in study.trials}
     assert {r: t.state.name for r, t in states.items()} == {2: "COMPLETE", 4: "FAIL", 8: "COMPLETE"}
@@ -64,17 +64,17 @@ def test_a_failing_trial_fails_alone_with_its_reason(stores, write):
 
 
 def test_resume_refuses_a_changed_objective(stores, write):
-    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=StubRunner())
+    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=StubRunner())
     changed = load_sweep(write(SWEEP.replace("metric: f1", "metric: eval_loss")))
     with pytest.raises(UserError, match="resumed study must keep its objective.*--study"):
-        run_sweep(changed, RunOptions(n_trials=5, quiet=True), runner=StubRunner())
+        run_sweep(changed, RunOptions(n_trials=5, quiet=True, plots=False), runner=StubRunner())
 
 
 def test_quiet_prints_nothing_and_loud_prints_a_line_per_trial(stores, write, capsys):
     sweep = load_sweep(write(SWEEP))
-    run_sweep(sweep, RunOptions(n_trials=1, quiet=True), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=1, quiet=True, plots=False), runner=StubRunner())
     assert capsys.readouterr().out == ""
-    run_sweep(sweep, RunOptions(n_trials=2), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=2, plots=False), runner=StubRunner())
     out = capsys.readouterr().out
     assert "trial   1 COMPLETE" in out or "trial   1 FAIL" in out
 
@@ -101,8 +101,8 @@ def test_duplicate_keys_and_wrong_types_are_refused(write):
 
 def test_storage_holds_one_study_per_name(stores, write):
     sweep = load_sweep(write(SWEEP))
-    run_sweep(sweep, RunOptions(n_trials=1, quiet=True), runner=StubRunner())
-    run_sweep(sweep, RunOptions(n_trials=2, quiet=True), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=1, quiet=True, plots=False), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=2, quiet=True, plots=False), runner=StubRunner())
     assert optuna.get_all_study_names(open_storage(None)) == ["stub"]
     runs = _client(stores).search_runs([_client(stores).get_experiment_by_name("stub").experiment_id])
     assert sum(r.data.tags.get("lorasweep.role") == "study" for r in runs) == 1

@@ -1,0 +1,103 @@
+"""`lorasweep ui`: the MLflow UI on the sweep's tracking store, and optuna-dashboard on its study
+storage, as child processes bound to one address (127.0.0.1 unless told otherwise)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import UserError
+from .study import DEFAULT_STORAGE, _journal_path
+from .tracking import Tracker, redact
+
+READY_TIMEOUT_S = 90
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log: IO[str]  # the server's output, read back if it fails to start
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        """Stop the server and everything it started (the MLflow UI runs uvicorn and job runners
+        as children): they share a process group of their own."""
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.log.close()
+
+
+def serve_mlflow(uri: str, host: str, port: int) -> Server:
+    if uri.startswith(("http://", "https://", "databricks")):
+        raise UserError(
+            f"lorasweep ui serves a local tracking store, but got tracking_uri={redact(uri)}, "
+            "which is a server already: open it in a browser."
+        )
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise UserError(
+            f"the MLflow store must exist, but got {uri}. Run a sweep first (lorasweep run FILE), "
+            "or pass --tracking-uri."
+        )
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", Tracker.absolute(uri)]
+    command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user: one worker
+    return _start("MLflow UI", command, f"http://{host}:{port}", "/health")
+
+
+def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
+    journal = _journal_path(storage)
+    if journal is not None:
+        if not journal.exists():
+            raise UserError(
+                f"the study storage must exist, but got storage={str(journal)!r}. Run a sweep first, "
+                "or pass --storage."
+            )
+        target = ["--storage-class", "JournalFileStorage", str(journal)]
+    else:
+        target = [storage or str(DEFAULT_STORAGE)]
+    command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", *target]
+    command += ["--host", host, "--port", str(port), "--quiet"]
+    return _start("optuna-dashboard", command, f"http://{host}:{port}", "/")
+
+
+def _start(name: str, command: list[str], url: str, probe: str) -> Server:
+    """Start a server and wait until it answers; its own error if it dies first (a busy port...)."""
+    # Its log goes to a file, not a pipe: a server logs every request, and a full pipe would stall it.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the Server closes it when it stops
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    server = Server(name, url, process, log)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not server.running():
+            log.seek(0)
+            last = log.read().strip().splitlines()[-3:]
+            raise UserError(f"{name} must start on {url}, but it exited: {' '.join(last) or 'no output'}")
+        try:
+            with urllib.request.urlopen(url + probe, timeout=2):
+                return server
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    server.stop()
+    raise UserError(f"{name} must answer on {url} within {READY_TIMEOUT_S} s, but it did not.")

@@ -1,0 +1,233 @@
+"""Plots of a study, as a self-contained HTML report and PNGs.
+
+The plots are Optuna's own (`optuna.visualization` for the interactive HTML, its matplotlib twins
+for the PNGs), except the learning curves: trials report a signed metric (eval loss negated in a
+maximised study, see study._reported_metric), and Optuna's intermediate-values plot would show the
+signs. The same files are logged on the MLflow parent run at the end of every sweep.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ._progress import format_value
+
+log = logging.getLogger(__name__)
+
+# Where the study says what its trials report, and with which sign (set by run_sweep).
+REPORTED_ATTR = "reported_metric"
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str  # file stem: history.png, ...
+    title: str
+    why: str  # one line under the title: what the plot answers
+
+
+def plots_for(study: optuna.Study) -> list[Plot]:
+    several = len(study.directions) > 1
+    plots = [
+        Plot("history", "Optimization history", "How the objective improved, trial by trial."),
+        Plot("parallel", "Parallel coordinates", "Which parameter values the good trials share."),
+        Plot("importance", "Parameter importances", "Which parameters moved the objective most (fANOVA)."),
+        Plot("slice", "Slice", "The objective against each parameter, one dot per trial."),
+        Plot("curves", "Learning curves", "Eval loss at each evaluation, pruned trials included (dashed)."),
+    ]
+    if several:
+        plots.insert(0, Plot("pareto", "Pareto front", "The trials no other trial beats on every metric."))
+    return plots
+
+
+def write_report(study: optuna.Study, out: Path) -> list[Path]:
+    """Write report.html and one PNG per plot into `out`; returns the files written. A plot that
+    the study cannot have yet (importances need two finished trials) is left out with a note."""
+    out.mkdir(parents=True, exist_ok=True)
+    sections, written = [], []
+    first_figure = True
+    for plot in plots_for(study):
+        try:
+            figure = _plotly(study, plot.name)
+            png = out / f"{plot.name}.png"
+            _matplotlib(study, plot.name, png)
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for this plot
+            log.info("plot %s skipped: %s", plot.name, e)
+            sections.append(_section(plot, f"<p class=note>Not available yet: {html.escape(str(e))}</p>"))
+            continue
+        written.append(png)
+        # plotly.js goes in once, inline: the report opens offline, from a file, anywhere.
+        body = figure.to_html(full_html=False, include_plotlyjs="inline" if first_figure else False)
+        first_figure = False
+        sections.append(_section(plot, body))
+    page = out / "report.html"
+    page.write_text(_page(study, sections), encoding="utf-8")
+    return [page, *written]
+
+
+# -- the figures ---------------------------------------------------------------------------------
+def _objective(study: optuna.Study) -> tuple[Callable[[FrozenTrial], float] | None, str]:
+    names = study.metric_names or ["objective"]
+    if len(study.directions) > 1:  # single-metric plots show the first metric
+        return (lambda t: t.values[0]), names[0]
+    return None, names[0]
+
+
+def _plotly(study: optuna.Study, name: str) -> Any:
+    import optuna.visualization as vis
+
+    target, target_name = _objective(study)
+    kwargs = {"target": target, "target_name": target_name}
+    if name == "pareto":
+        return vis.plot_pareto_front(study)
+    if name == "history":
+        return vis.plot_optimization_history(study, **kwargs)
+    if name == "parallel":
+        return vis.plot_parallel_coordinate(study, **kwargs)
+    if name == "importance":
+        _need_complete(study, 2)
+        return vis.plot_param_importances(study, **kwargs)
+    if name == "slice":
+        return vis.plot_slice(study, **kwargs)
+    return _curves_plotly(study)
+
+
+def _matplotlib(study: optuna.Study, name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as vis
+
+    target, target_name = _objective(study)
+    kwargs = {"target": target, "target_name": target_name}
+    with warnings.catch_warnings():  # the matplotlib twins are "experimental" since Optuna 2.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "pareto":
+            axes = vis.plot_pareto_front(study)
+        elif name == "history":
+            axes = vis.plot_optimization_history(study, **kwargs)
+        elif name == "parallel":
+            axes = vis.plot_parallel_coordinate(study, **kwargs)
+        elif name == "importance":
+            _need_complete(study, 2)
+            axes = vis.plot_param_importances(study, **kwargs)
+        elif name == "slice":
+            axes = vis.plot_slice(study, **kwargs)
+        else:
+            axes = _curves_matplotlib(study, plt)
+    first = axes.flat[0] if hasattr(axes, "flat") else axes
+    figure = first.figure
+    figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _need_complete(study: optuna.Study, n: int) -> None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < n:
+        raise ValueError(f"needs {n} complete trials, the study has {len(complete)}")
+
+
+def learning_curves(study: optuna.Study) -> tuple[str, dict[int, tuple[str, dict[int, float]]]]:
+    """(metric name, {trial number: (state, {step: value})}) with the report's sign undone."""
+    reported = study.user_attrs.get(REPORTED_ATTR) or {"metric": "intermediate value", "sign": 1.0}
+    sign = reported["sign"]
+    curves = {
+        t.number: (t.state.name, {step: sign * v for step, v in sorted(t.intermediate_values.items())})
+        for t in study.get_trials(deepcopy=False)
+        if t.intermediate_values
+    }
+    if not curves:
+        raise ValueError("no trial has reported an evaluation")
+    return reported["metric"], curves
+
+
+def _curves_plotly(study: optuna.Study) -> Any:
+    import plotly.graph_objects as go
+
+    metric, curves = learning_curves(study)
+    figure = go.Figure()
+    for number, (state, points) in curves.items():
+        figure.add_trace(
+            go.Scatter(
+                x=list(points),
+                y=list(points.values()),
+                mode="lines+markers",
+                name=f"trial {number} ({state.lower()})",
+                line={"dash": "dash" if state == "PRUNED" else "solid"},
+            )
+        )
+    figure.update_layout(title="Learning curves", xaxis_title="step", yaxis_title=metric)
+    return figure
+
+
+def _curves_matplotlib(study: optuna.Study, plt: Any) -> Any:
+    metric, curves = learning_curves(study)
+    _figure, axes = plt.subplots()
+    for number, (state, points) in curves.items():
+        axes.plot(
+            list(points),
+            list(points.values()),
+            marker="o",
+            linestyle="--" if state == "PRUNED" else "-",
+            label=f"trial {number} ({state.lower()})",
+        )
+    axes.set(title="Learning curves", xlabel="step", ylabel=metric)
+    axes.legend(fontsize="small", ncol=2)
+    return axes
+
+
+# -- the page ------------------------------------------------------------------------------------
+def _section(plot: Plot, body: str) -> str:
+    return (
+        f'<section id="{plot.name}"><h2>{html.escape(plot.title)}</h2>'
+        f"<p>{html.escape(plot.why)}</p>{body}</section>"
+    )
+
+
+def _page(study: optuna.Study, sections: list[str]) -> str:
+    metrics = study.metric_names or ["objective"]
+    directions = [d.name.lower() for d in study.directions]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        values = t.values if t.state == TrialState.COMPLETE and t.values else []
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(c))}</td>"
+                for c in (
+                    t.number,
+                    t.state.name,
+                    " ".join(format_value(v) for v in values) or "-",
+                    " ".join(
+                        f"{k}={format_value(v) if isinstance(v, float) else v}" for k, v in t.params.items()
+                    ),
+                )
+            )
+            + "</tr>"
+        )
+    objective = ", ".join(f"{m} ({d})" for m, d in zip(metrics, directions))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>lorasweep: {html.escape(study.study_name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #ddd; }}
+section {{ margin-top: 2.5em; }} .note {{ color: #777; }}
+</style></head><body>
+<h1>Study {html.escape(study.study_name)}</h1>
+<p>Objective: {html.escape(objective)}. {len(rows)} trials.</p>
+<table><tr><th>trial</th><th>state</th><th>value</th><th>params</th></tr>
+{"".join(rows)}
+</table>
+{"".join(sections)}
+</body></html>
+"""
