@@ -94,7 +94,7 @@ def _plotly(study: optuna.Study, name: str) -> Any:
         return vis.plot_parallel_coordinate(study, **kwargs)
     if name == "importance":
         _need_complete(study, 2)
-        return vis.plot_param_importances(study, **kwargs)
+        return vis.plot_param_importances(study, evaluator=_importance_evaluator(), **kwargs)
     if name == "slice":
         return vis.plot_slice(study, **kwargs)
     return _curves_plotly(study)
@@ -109,8 +109,9 @@ def _matplotlib(study: optuna.Study, name: str, path: Path) -> None:
 
     target, target_name = _objective(study)
     kwargs = {"target": target, "target_name": target_name}
-    with warnings.catch_warnings():  # the matplotlib twins are "experimental" since Optuna 2.2
+    with warnings.catch_warnings():  # "experimental" twins; axis limits of a one-value parameter
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
         if name == "pareto":
             axes = vis.plot_pareto_front(study)
         elif name == "history":
@@ -119,7 +120,7 @@ def _matplotlib(study: optuna.Study, name: str, path: Path) -> None:
             axes = vis.plot_parallel_coordinate(study, **kwargs)
         elif name == "importance":
             _need_complete(study, 2)
-            axes = vis.plot_param_importances(study, **kwargs)
+            axes = vis.plot_param_importances(study, evaluator=_importance_evaluator(), **kwargs)
         elif name == "slice":
             axes = vis.plot_slice(study, **kwargs)
         else:
@@ -129,6 +130,12 @@ def _matplotlib(study: optuna.Study, name: str, path: Path) -> None:
     figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
+
+
+def _importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
+    """fANOVA, seeded: it splits the objective's variance, whatever the direction. (Optuna's default,
+    PED-ANOVA, assumes lower is better, which a maximised first metric is not.)"""
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
 
 
 def _need_complete(study: optuna.Study, n: int) -> None:

@@ -189,7 +189,9 @@ def test_failed_trials_count_against_nothing_but_max_failures(stores, write):
 def test_an_interrupted_trial_runs_again_with_its_params_and_seed(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt()))
+        run_sweep(
+            sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt())
+        )
     study = optuna.load_study(study_name="stub", storage=open_storage(None))
     interrupted = study.trials[0]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
@@ -208,7 +210,9 @@ def test_an_interrupted_trial_runs_again_with_its_params_and_seed(stores, write)
 def test_retries_zero_never_reruns(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra=", retries: 0")))
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt()))
+        run_sweep(
+            sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt())
+        )
     study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner())
     assert not any("retry_of" in t.user_attrs for t in study.trials)
 
@@ -228,7 +232,9 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     run_id = tracker.start_trial(study.user_attrs["mlflow_parent_run_id"], "stub", orphan.number, {}, [])
     orphan.set_user_attr("mlflow_run_id", run_id)
 
-    study = run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=3, storage=storage), runner=CurveRunner())
+    study = run_sweep(
+        sweep, RunOptions(quiet=True, plots=False, n_trials=3, storage=storage), runner=CurveRunner()
+    )
     states = {t.number: t.state.name for t in study.trials}
     assert states[orphan.number] == "FAIL"
     assert study.trials[orphan.number].user_attrs["error"] == "worker died mid-trial"
