@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-all bench-memory clean
+.PHONY: setup demo test test-slow test-browser test-all bench-memory clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,17 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
-# Everything this machine can run: fast and slow, no GPU or external services.
-test-all: $(STAMP)
+# The MLflow UI and the report in headless Chromium, from Debian's packages (installed if missing).
+test-browser: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m browser
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/chromium /usr/bin/chromedriver:
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
+
+# Everything this machine can run: fast, slow and browser tests; no GPU or external services.
+test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
 
 # RSS after trial 2 and trial 20 of a tiny sweep in one worker (about 70 s on 2 cores).
