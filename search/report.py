@@ -158,6 +158,11 @@ def learning_curves(study: optuna.Study) -> tuple[str, dict[int, tuple[str, dict
     return reported["metric"], curves
 
 
+def _all_positive(curves: dict[int, tuple[str, dict[int, float]]]) -> bool:
+    """Losses fall over orders of magnitude: on a log scale the good trials don't flatten to 0."""
+    return all(v > 0 for _, points in curves.values() for v in points.values())
+
+
 def _curves_plotly(study: optuna.Study) -> Any:
     import plotly.graph_objects as go
 
@@ -174,6 +179,8 @@ def _curves_plotly(study: optuna.Study) -> Any:
             )
         )
     figure.update_layout(title="Learning curves", xaxis_title="step", yaxis_title=metric)
+    if _all_positive(curves):
+        figure.update_yaxes(type="log")
     return figure
 
 
@@ -189,6 +196,8 @@ def _curves_matplotlib(study: optuna.Study, plt: Any) -> Any:
             label=f"trial {number} ({state.lower()})",
         )
     axes.set(title="Learning curves", xlabel="step", ylabel=metric)
+    if _all_positive(curves):
+        axes.set_yscale("log")
     axes.legend(fontsize="small", ncol=2)
     return axes
 
