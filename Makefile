@@ -32,7 +32,7 @@ test-browser: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m browser
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-/usr/bin/chromium /usr/bin/chromedriver:
+/usr/bin/chromium /usr/bin/chromedriver &:
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
 
