@@ -80,7 +80,9 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
                 )
             if builder != "parquet":
                 _check_utf8(local)
-            if not local.read_bytes()[:4096].strip():  # the json loader dies on StopIteration
+            with local.open("rb") as f:
+                empty = not f.read(4096).strip()
+            if empty:  # the json loader would die on a bare StopIteration
                 raise InputError(f"data.path must hold rows, but got an empty file: path={path!r}.")
             return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
         return datasets.load_dataset(path, spec.name, split=split)
