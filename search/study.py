@@ -166,6 +166,12 @@ def run_sweep(
     existing = _existing_study(name, storage_url, sweep)
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
     if existing is not None and done >= budget:
+        if existing.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # Nothing to run, but a dead worker's trial must not stay RUNNING (nor its MLflow run).
+            tracker = Tracker(
+                tracking_uri(options.tracking_uri, sweep.tracking_uri), sweep.experiment or name
+            )
+            _Recovery(tracker, retries=0).recover(existing)
         log(
             f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
             f"{best_text(existing, sweep.study.metrics)}"

@@ -268,3 +268,18 @@ def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(s
     assert _client(stores).get_run(run_id).info.status == "KILLED"
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retries) == 1 and retries[0].params == orphan.params
+
+
+def test_a_met_budget_still_closes_a_dead_workers_trial(stores, write):
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1), runner=CurveRunner())
+    study = optuna.load_study(study_name="stub", storage=open_storage(None))
+    orphan = _ask(study)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}:0")
+
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1), runner=CurveRunner())
+    study = optuna.load_study(study_name="stub", storage=open_storage(None))
+    assert study.trials[orphan.number].state.name == "FAIL"
+    assert len(study.trials) == 2  # and nothing was retried: the budget is met

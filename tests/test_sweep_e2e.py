@@ -100,7 +100,16 @@ def test_trials_json_lists_every_trial(finished, capsys, monkeypatch):
     rows = json.loads(capsys.readouterr().out)
     assert [r["number"] for r in rows] == [0, 1]
     for row in rows:
-        assert set(row) == {"number", "state", "params", "values", "metrics", "mlflow_run_id", "duration_s", "notes"}
+        assert set(row) == {
+            "number",
+            "state",
+            "params",
+            "values",
+            "metrics",
+            "mlflow_run_id",
+            "duration_s",
+            "notes",
+        }
         assert row["metrics"]["f1"] == row["values"][0] and row["duration_s"] > 0
 
 
