@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     ui.add_argument(
-        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, then sqlite:///mlruns/mlflow.db)"
+        "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, then the study's own, then sqlite:///mlruns/mlflow.db)",
     )
     ui.add_argument("--dashboard", action="store_true", help="also serve optuna-dashboard on PORT+1")
     ui.add_argument("--storage", help="Optuna storage for the dashboard (default: mlruns/optuna.journal)")
@@ -329,6 +330,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri, None)
+    if not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        try:  # the store the sweep recorded to, when the storage holds one study (tracking.uri)
+            uri = study_tracking_uri(load_study(None, args.storage), None)
+        except UserError:
+            pass
     servers = [serve_mlflow(uri, args.host, args.port)]
     try:
         print(f"MLflow UI: {servers[0].url}  (Ctrl-C stops it)", flush=True)
