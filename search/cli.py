@@ -7,6 +7,7 @@ A sweep that stops on failures exits 1 with a summary; an interrupted one (Ctrl-
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
@@ -21,7 +23,8 @@ from mlflow import MlflowClient
 
 from objectives import InputError
 
-from ._progress import format_params
+from ._progress import format_params, format_value
+from ._select import choose, describe
 from ._serve import serve_dashboard, serve_mlflow
 from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
 from .errors import SweepError, SweepStopped, UserError
@@ -31,6 +34,7 @@ from .study import (
     BUDGET_ATTR,
     DEFAULT_MAX_FAILURES,
     DEFAULT_STORAGE,
+    SWEEP_ATTR,
     RunOptions,
     check_batch_fits,
     load_study,
@@ -140,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="print a JSON list")
     output.add_argument("--csv", action="store_true", help="print CSV, one row per trial")
     trials.set_defaults(command=_trials)
+
+    best = commands.add_parser(
+        "best", parents=[common], help="the best trial, or the Pareto front and the trial the rule picks"
+    )
+    study_flags(best)
+    best.add_argument("--json", action="store_true", help="print JSON")
+    best.set_defaults(command=_best)
 
     compare = commands.add_parser("compare", parents=[common], help="show trials side by side")
     compare.add_argument("numbers", metavar="TRIAL", type=int, nargs="+", help="trial numbers")
@@ -311,6 +322,43 @@ def _trials(args: argparse.Namespace) -> int:
         print(as_csv(rows, objective), end="")
     else:
         print(as_table(rows, objective))
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    study = load_study(args.study, args.storage)
+    rule = stored_sweep(study).select if SWEEP_ATTR in study.user_attrs else ()
+    chosen, candidates = choose(study, rule)
+    if chosen is None:
+        raise UserError(
+            f"a study must have a complete trial to pick from, but study {study.study_name!r} has none."
+        )
+    objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+    several = len(study.directions) > 1
+    how = describe(rule, list(objective)) if several else f"best {objective[0]}"
+    run_id = chosen.user_attrs.get("mlflow_run_id")
+    if args.json:
+        rows = {r.number: r for r in trial_rows(study)}
+        print(
+            json.dumps(
+                {
+                    "selected": asdict(rows[chosen.number]),
+                    "rule": how,
+                    "candidates": [asdict(rows[t.number]) for t in candidates],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if several:
+        print(f"pareto front ({len(candidates)} trials):")
+        front = {t.number for t in candidates}
+        print(as_table([r for r in trial_rows(study) if r.number in front], objective))
+    metrics = chosen.user_attrs.get("metrics", {})
+    scores = " ".join(f"{m}={format_value(metrics.get(m))}" for m in objective)
+    print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({how})")
+    if run_id:
+        print(f"mlflow run {run_id}; its adapter: runs:/{run_id}/adapter")
     return 0
 
 

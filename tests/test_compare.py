@@ -160,3 +160,50 @@ def test_a_multi_objective_report_has_the_pareto_front(stores, write):
     files = write_report(study, stores / "mo")
     assert (stores / "mo" / "pareto.png") in files
     assert '<section id="pareto">' in (stores / "mo" / "report.html").read_text(encoding="utf-8")
+
+
+def test_best_names_the_best_trial_and_its_adapter(finished, capsys):
+    assert main(["best"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"selected: trial {finished[8]} f1=0.8  ") and "(best f1)" in out
+    assert re.search(r"its adapter: runs:/\w+/adapter", out)
+
+
+class TradeOff(Runner):
+    """f1 grows with the rank and so does eval loss: every trial is on the Pareto front."""
+
+    def run_trial(self, trial, workdir, report=None):
+        r = trial.lora_args["r"]
+        return TrialResult(metrics={"f1": r / 10, "eval_loss": r / 10}, adapter_dir=None, steps=1)
+
+
+@pytest.mark.parametrize(
+    ("select", "rank"),
+    [
+        ("", 8),  # default: the best on the first metric (f1), then the next
+        ("promote: {select: [{metric: f1, tolerance: 0.45}, eval_loss]}", 4),  # 0.4 is within 0.45 of 0.8
+        ("promote: {select: [eval_loss]}", 1),
+    ],
+)
+def test_best_of_several_objectives_follows_the_files_rule(stores, write, capsys, select, rank):
+    text = SWEEP.replace("metric: f1", "metrics: [f1, eval_loss]").replace(
+        "\n        pruner: {type: threshold, lower: -0.65}", ""
+    )
+    study = run_sweep(
+        load_sweep(write(text + select + "\n")), RunOptions(quiet=True, plots=False), runner=TradeOff()
+    )
+    assert len(study.best_trials) == 4
+    assert main(["best", "--json"]) == 0
+    picked = json.loads(capsys.readouterr().out)
+    assert picked["selected"]["params"]["lora_r"] == rank and len(picked["candidates"]) == 4
+    assert main(["best"]) == 0
+    assert "pareto front (4 trials):" in capsys.readouterr().out
+
+
+def test_a_bad_selection_rule_is_refused(write):
+    from search import SweepError
+
+    with pytest.raises(SweepError, match="promote.select metric must be one of eval_loss.*but got 'f2'"):
+        load_sweep(write("promote: {select: [f2]}\n"))
+    with pytest.raises(SweepError, match="a tolerance must be a number >= 0"):
+        load_sweep(write("promote: {select: [{metric: f1, tolerance: -1}]}\n"))
