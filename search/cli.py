@@ -42,7 +42,7 @@ from .study import (
     stored_sweep,
     study_tracking_uri,
 )
-from .sweep import Sweep, load_sweep
+from .sweep import Sweep, load_sweep, selection_rule
 from .tracking import redact, tracking_uri
 
 EXIT_USER_ERROR = 2
@@ -327,7 +327,7 @@ def _trials(args: argparse.Namespace) -> int:
 
 def _best(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
-    rule = stored_sweep(study).select if SWEEP_ATTR in study.user_attrs else ()
+    rule = selection_rule(study.user_attrs[SWEEP_ATTR]) if SWEEP_ATTR in study.user_attrs else ()
     chosen, candidates = choose(study, rule)
     if chosen is None:
         raise UserError(

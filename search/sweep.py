@@ -330,6 +330,16 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     )
 
 
+def selection_rule(text: str, path: str = "the stored sweep file") -> tuple[Criterion, ...]:
+    """promote.select alone, from a sweep file's text: what `best` needs, without the data checks
+    that a whole load_sweep does (the data may have moved since the sweep ran)."""
+    raw, lines, _ = load_yaml(Path(path), text)
+    problems = Problems(path, lines)
+    rule = _parse_promote(raw.get("promote"), problems)
+    problems.raise_if_any()
+    return rule
+
+
 def _parse_promote(raw: Any, problems: Problems) -> tuple[Criterion, ...]:
     """promote.select: a list of metrics, each a name or {metric, tolerance}."""
     if raw is None:
