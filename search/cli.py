@@ -336,6 +336,8 @@ def _best(args: argparse.Namespace) -> int:
     objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
     several = len(study.directions) > 1
     how = describe(rule, list(objective)) if several else f"best {objective[0]}"
+    if "duplicate_of" in chosen.user_attrs:  # a reused result: the adapter is in the original's run
+        chosen = study.trials[chosen.user_attrs["duplicate_of"]]
     run_id = chosen.user_attrs.get("mlflow_run_id")
     if args.json:
         rows = {r.number: r for r in trial_rows(study)}
