@@ -26,17 +26,24 @@ def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str
         values = trial.values or []
         scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
-    notes = [
-        f"same configuration as trial {attrs['duplicate_of']}, result reused"
-        if "duplicate_of" in attrs
-        else "",
-        f"retry of trial {attrs['retry_of']}" if "retry_of" in attrs else "",
-        f"error: {attrs['error']}" if "error" in attrs else "",
-    ]
     return (
         f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
-        f"  ({seconds:.1f} s)" + "".join(f"  {n}" for n in notes if n)
+        f"  ({seconds:.1f} s)" + "".join(f"  {n}" for n in trial_notes(attrs))
     )
+
+
+def trial_notes(attrs: dict, short: bool = False) -> list[str]:
+    """What a trial's user attributes say about it: a reused result, a retry, its error. `short`
+    (for tables): the error's first line, cut to 80 characters."""
+    notes = []
+    if "duplicate_of" in attrs:
+        notes.append(f"same configuration as trial {attrs['duplicate_of']}, result reused")
+    if "retry_of" in attrs:
+        notes.append(f"retry of trial {attrs['retry_of']}")
+    if "error" in attrs:
+        error = str(attrs["error"])
+        notes.append(error.splitlines()[0][:80] if short else f"error: {error}")
+    return notes
 
 
 def best_text(study: optuna.Study, metrics: tuple[str, ...]) -> str:

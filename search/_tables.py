@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from objectives import METRICS
 
-from ._progress import format_value
+from ._progress import format_value, trial_notes
 from .errors import UserError
 
 STATES = {
@@ -136,17 +136,8 @@ def as_table(rows: list[TrialRow], objective: tuple[str, ...]) -> str:
 
 
 def _note(r: TrialRow) -> str:
-    n = r.notes
-    return "; ".join(
-        text
-        for text in (
-            f"pruned at step {n['pruned_step']}" if "pruned_step" in n else "",
-            f"same as trial {n['duplicate_of']}" if "duplicate_of" in n else "",
-            f"retry of trial {n['retry_of']}" if "retry_of" in n else "",
-            str(n["error"]).splitlines()[0][:80] if "error" in n else "",
-        )
-        if text
-    )
+    pruned = [f"pruned at step {r.notes['pruned_step']}"] if "pruned_step" in r.notes else []
+    return "; ".join(pruned + trial_notes(r.notes, short=True))
 
 
 # -- compare -------------------------------------------------------------------------------------

@@ -81,23 +81,33 @@ def _objective(study: optuna.Study) -> tuple[Callable[[FrozenTrial], float] | No
     return None, names[0]
 
 
+# Optuna draws these in both backends under the same names; the learning curves are drawn here.
+_OPTUNA_PLOTS = {
+    "pareto": "plot_pareto_front",
+    "history": "plot_optimization_history",
+    "parallel": "plot_parallel_coordinate",
+    "importance": "plot_param_importances",
+    "slice": "plot_slice",
+}
+
+
+def _optuna_plot(study: optuna.Study, name: str, backend: Any) -> Any:
+    """One of Optuna's plots from `backend` (optuna.visualization or its matplotlib twin)."""
+    plot = getattr(backend, _OPTUNA_PLOTS[name])
+    if name == "pareto":
+        return plot(study)
+    target, target_name = _objective(study)
+    extra: dict[str, Any] = {}
+    if name == "importance":
+        _need_complete(study, 2)
+        extra["evaluator"] = _importance_evaluator()
+    return plot(study, target=target, target_name=target_name, **extra)
+
+
 def _plotly(study: optuna.Study, name: str) -> Any:
     import optuna.visualization as vis
 
-    target, target_name = _objective(study)
-    kwargs = {"target": target, "target_name": target_name}
-    if name == "pareto":
-        return vis.plot_pareto_front(study)
-    if name == "history":
-        return vis.plot_optimization_history(study, **kwargs)
-    if name == "parallel":
-        return vis.plot_parallel_coordinate(study, **kwargs)
-    if name == "importance":
-        _need_complete(study, 2)
-        return vis.plot_param_importances(study, evaluator=_importance_evaluator(), **kwargs)
-    if name == "slice":
-        return vis.plot_slice(study, **kwargs)
-    return _curves_plotly(study)
+    return _curves_plotly(study) if name == "curves" else _optuna_plot(study, name, vis)
 
 
 def _matplotlib(study: optuna.Study, name: str, path: Path) -> None:
@@ -107,24 +117,10 @@ def _matplotlib(study: optuna.Study, name: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
 
-    target, target_name = _objective(study)
-    kwargs = {"target": target, "target_name": target_name}
     with warnings.catch_warnings():  # "experimental" twins; axis limits of a one-value parameter
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
-        if name == "pareto":
-            axes = vis.plot_pareto_front(study)
-        elif name == "history":
-            axes = vis.plot_optimization_history(study, **kwargs)
-        elif name == "parallel":
-            axes = vis.plot_parallel_coordinate(study, **kwargs)
-        elif name == "importance":
-            _need_complete(study, 2)
-            axes = vis.plot_param_importances(study, evaluator=_importance_evaluator(), **kwargs)
-        elif name == "slice":
-            axes = vis.plot_slice(study, **kwargs)
-        else:
-            axes = _curves_matplotlib(study, plt)
+        axes = _curves_matplotlib(study, plt) if name == "curves" else _optuna_plot(study, name, vis)
     first = axes.flat[0] if hasattr(axes, "flat") else axes
     figure = first.figure
     figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))

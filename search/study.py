@@ -530,13 +530,20 @@ def _worker_id() -> str:
     return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
 
 
-def _process_start(pid: int) -> str:
-    """When the process started, in clock ticks since boot (Linux; "" elsewhere): with the pid it
-    names one process, so a pid reused by the system is not taken for a live worker."""
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (Linux; [] elsewhere or when gone):
+    [0] is the state, [19] the start time in clock ticks since boot."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def _process_start(pid: int) -> str:
+    """With the pid, the start time names one process: a pid the system reused is not taken for
+    a live worker."""
+    stat = _proc_stat(pid)
+    return stat[19] if len(stat) > 19 else ""
 
 
 def _died_here(worker: str | None) -> bool:
@@ -554,12 +561,10 @@ def _died_here(worker: str | None) -> bool:
         return True
     except PermissionError:  # alive, another user's
         return False
-    try:
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return True  # killed, not yet reaped by its parent
-    except (OSError, IndexError):
-        pass
-    return bool(started) and _process_start(pid) != started
+    stat = _proc_stat(pid)
+    if stat and stat[0] in ("Z", "X"):
+        return True  # killed, not yet reaped by its parent
+    return bool(started) and len(stat) > 19 and stat[19] != started
 
 
 class _FailureLimit:
