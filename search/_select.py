@@ -1,5 +1,8 @@
-"""Which trial a study hands over: its best, or, with several objectives, one trial of the Pareto
-front chosen by the sweep file's rule (`promote.select`).
+"""The sweep file's promote section: which trial a study hands over, under what name, and the
+limits of the parity gate its ONNX exports must pass.
+
+Which trial: the best, or, with several objectives, one trial of the Pareto front chosen by the rule
+`promote.select`.
 
 The rule is a list of metrics, each with a tolerance in the metric's own units. Among the front,
 keep the trials within the tolerance of the best on the first metric; among those, the ones
@@ -9,18 +12,37 @@ the lower trial number breaks a tie.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives import METRICS
 
+from ._typed import unknown_key
+from .errors import Problems, UserError
+
+PRECISIONS = ("fp32", "int8", "int4")  # the ONNX exports promotion can make; fp32 always
+
 
 @dataclass(frozen=True)
 class Criterion:
     metric: str
     tolerance: float = 0.0  # in the metric's units: 0.01 of f1 keeps trials within 0.01 of the best
+
+
+@dataclass(frozen=True)
+class PromoteSpec:
+    select: tuple[Criterion, ...] = ()  # with several metrics: which Pareto trial is handed over
+    model_name: str | None = None  # the registered MLflow model; None: the study's name
+    precisions: tuple[str, ...] = PRECISIONS  # ONNX exports made and gated
+    max_logit_diff: float = 1e-3  # fp32 ONNX against PyTorch: the largest |logit difference|
+    # How far each export's eval perplexity may move from PyTorch's, relative (0.01 is 1%).
+    max_perplexity_change: dict[str, float] = field(
+        default_factory=lambda: {"fp32": 0.01, "int8": 0.05, "int4": 0.15}
+    )
 
 
 def choose(study: optuna.Study, rule: tuple[Criterion, ...]) -> tuple[FrozenTrial | None, list[FrozenTrial]]:
@@ -62,3 +84,111 @@ def _maximize(study: optuna.Study, names: list[str], metric: str) -> bool:
 
 def _metrics(trial: FrozenTrial) -> dict[str, float]:
     return trial.user_attrs.get("metrics", {})
+
+
+def pick(study: optuna.Study, rule: tuple[Criterion, ...], number: int | None = None) -> FrozenTrial:
+    """The trial to hand over: `number`, or the one the rule picks. A duplicate configuration's
+    trial stands for the trial it copied, whose run holds the adapter."""
+    if number is None:
+        trial, _ = choose(study, rule)
+        if trial is None:
+            raise UserError(
+                f"a study must have a complete trial to hand over, but study {study.study_name!r} has none."
+            )
+    else:
+        numbers = [t.number for t in study.get_trials(deepcopy=False)]
+        if number not in numbers:
+            raise UserError(
+                f"--trial must be a trial of study {study.study_name!r}, but got trial={number}. "
+                f"Its trials are {min(numbers, default=0)}..{max(numbers, default=-1)}."
+            )
+        trial = study.trials[number]
+        if trial.state != TrialState.COMPLETE:
+            raise UserError(
+                f"a trial to hand over must be COMPLETE, but trial {number} is {trial.state.name}. "
+                "Pick another with lorasweep trials --state complete."
+            )
+    if "duplicate_of" in trial.user_attrs:
+        trial = study.trials[trial.user_attrs["duplicate_of"]]
+    return trial
+
+
+def parse_promote(raw: Any, problems: Problems) -> PromoteSpec:
+    """The promote section; every problem goes to `problems`."""
+    if raw is None:
+        return PromoteSpec()
+    if not isinstance(raw, dict):
+        problems.add(("promote",), f"promote must be a mapping, but got {raw!r}.")
+        return PromoteSpec()
+    defaults, values = PromoteSpec(), {}
+    keys = ("select", "model_name", "precisions", "max_logit_diff", "max_perplexity_change")
+    for key in raw:
+        if key not in keys:
+            problems.add(("promote", key), unknown_key("a key of promote", key, keys))
+    values["select"] = _parse_rule(raw.get("select", []), problems)
+    name = raw.get("model_name")
+    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[\w.-]+", name)):
+        problems.add(
+            ("promote", "model_name"),
+            f"promote.model_name must use only letters, digits, '.', '-' and '_', but got model_name={name!r}.",
+        )
+    values["model_name"] = name
+    precisions = raw.get("precisions", list(PRECISIONS))
+    if not isinstance(precisions, list) or not precisions or set(map(str, precisions)) - set(PRECISIONS):
+        problems.add(
+            ("promote", "precisions"),
+            f"promote.precisions must be a list of {', '.join(PRECISIONS)}, but got precisions={precisions!r}.",
+        )
+        precisions = list(PRECISIONS)
+    values["precisions"] = ("fp32", *(p for p in PRECISIONS[1:] if p in precisions))  # fp32: the reference
+    tolerance = raw.get("max_logit_diff", defaults.max_logit_diff)
+    if not _number(tolerance) or tolerance <= 0:
+        problems.add(
+            ("promote", "max_logit_diff"),
+            f"promote.max_logit_diff must be a number > 0, but got max_logit_diff={tolerance!r}. "
+            "fp32 exports usually differ by 1e-5 or less.",
+        )
+        tolerance = defaults.max_logit_diff
+    values["max_logit_diff"] = float(tolerance)
+    changes = raw.get("max_perplexity_change", {})
+    if not isinstance(changes, dict) or any(
+        p not in PRECISIONS or not _number(v) or v < 0 for p, v in changes.items()
+    ):
+        problems.add(
+            ("promote", "max_perplexity_change"),
+            "promote.max_perplexity_change must map precisions to relative changes >= 0, but got "
+            f"max_perplexity_change={changes!r}. Example: {{int8: 0.05, int4: 0.15}} (5% and 15%).",
+        )
+        changes = {}
+    values["max_perplexity_change"] = {**defaults.max_perplexity_change, **changes}
+    return PromoteSpec(**values)
+
+
+def _parse_rule(entries: Any, problems: Problems) -> tuple[Criterion, ...]:
+    """promote.select: a list of metrics, each a name or {metric, tolerance}."""
+    example = "Example: select: [{metric: f1, tolerance: 0.01}, eval_loss]."
+    if not isinstance(entries, list):
+        problems.add(("promote", "select"), f"promote.select must be a list, but got {entries!r}. {example}")
+        return ()
+    rule = []
+    for i, entry in enumerate(entries):
+        item = {"metric": entry} if isinstance(entry, str) else entry
+        where = ("promote", "select", i)
+        if not isinstance(item, dict) or set(item) - {"metric", "tolerance"}:
+            problems.add(
+                where,
+                f"each promote.select entry must be a metric or {{metric, tolerance}}, but got {entry!r}. {example}",
+            )
+        elif item.get("metric") not in METRICS:
+            problems.add(where, unknown_key("a promote.select metric", item.get("metric"), METRICS))
+        elif not _number(tol := item.get("tolerance", 0.0)) or tol < 0:
+            problems.add(
+                where, f"a tolerance must be a number >= 0 in the metric's units, but got tolerance={tol!r}."
+            )
+        else:
+            rule.append(Criterion(item["metric"], float(tol)))
+    return tuple(rule)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

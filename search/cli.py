@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from objectives import InputError
 
 from ._progress import format_params, format_value
-from ._select import choose, describe
+from ._select import PRECISIONS, choose, describe, pick
 from ._serve import serve_dashboard, serve_mlflow
 from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
 from .errors import SweepError, SweepStopped, UserError
@@ -42,7 +42,7 @@ from .study import (
     stored_sweep,
     study_tracking_uri,
 )
-from .sweep import Sweep, load_sweep, selection_rule
+from .sweep import Sweep, load_sweep, promote_spec
 from .tracking import redact, tracking_uri
 
 EXIT_USER_ERROR = 2
@@ -151,6 +151,38 @@ def _parser() -> argparse.ArgumentParser:
     study_flags(best)
     best.add_argument("--json", action="store_true", help="print JSON")
     best.set_defaults(command=_best)
+
+    promote = commands.add_parser(
+        "promote",
+        parents=[common],
+        help="register the best trial, export it to ONNX, check parity, then move the champion alias",
+    )
+    study_flags(promote, tracking=True)
+    promote.add_argument(
+        "--trial", type=int, metavar="N", help="the trial to promote (default: lorasweep best's)"
+    )
+    promote.add_argument(
+        "--out", type=Path, metavar="DIR", help="where the ONNX exports go (default: exports/MODEL/vVERSION)"
+    )
+    promote.set_defaults(command=_promote)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="export a trial to ONNX and check it against PyTorch, without the registry",
+    )
+    study_flags(export, tracking=True)
+    export.add_argument(
+        "--trial", type=int, metavar="N", help="the trial to export (default: lorasweep best's)"
+    )
+    export.add_argument("--out", type=Path, metavar="DIR", required=True, help="a new or empty folder")
+    export.add_argument(
+        "--precision",
+        action="append",
+        choices=PRECISIONS,
+        help="fp32 (always made: the others are quantized from it), int8, int4; repeat for several",
+    )
+    export.set_defaults(command=_export)
 
     compare = commands.add_parser("compare", parents=[common], help="show trials side by side")
     compare.add_argument("numbers", metavar="TRIAL", type=int, nargs="+", help="trial numbers")
@@ -327,17 +359,12 @@ def _trials(args: argparse.Namespace) -> int:
 
 def _best(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
-    rule = selection_rule(study.user_attrs[SWEEP_ATTR]) if SWEEP_ATTR in study.user_attrs else ()
-    chosen, candidates = choose(study, rule)
-    if chosen is None:
-        raise UserError(
-            f"a study must have a complete trial to pick from, but study {study.study_name!r} has none."
-        )
+    rule = promote_spec(study.user_attrs[SWEEP_ATTR]).select if SWEEP_ATTR in study.user_attrs else ()
+    chosen = pick(study, rule)  # a reused result stands for its original, whose run has the adapter
+    candidates = choose(study, rule)[1]
     objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
     several = len(study.directions) > 1
     how = describe(rule, list(objective)) if several else f"best {objective[0]}"
-    if "duplicate_of" in chosen.user_attrs:  # a reused result: the adapter is in the original's run
-        chosen = study.trials[chosen.user_attrs["duplicate_of"]]
     run_id = chosen.user_attrs.get("mlflow_run_id")
     if args.json:
         rows = {r.number: r for r in trial_rows(study)}
@@ -362,6 +389,46 @@ def _best(args: argparse.Namespace) -> int:
     if run_id:
         print(f"mlflow run {run_id}; its adapter: runs:/{run_id}/adapter")
     return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from .promote import promote  # torch.onnx, onnxruntime and MLflow's model code: load on demand
+
+    study = load_study(args.study, args.storage)
+    done = promote(study, args.trial, args.tracking_uri, args.out, log=_say(args))
+    name = done.name
+    if done.report is None:
+        return 0
+    print(f"registered: {name} version {done.version} (trial {done.trial.number}); exports in {done.folder}/")
+    if not done.report.passed:
+        where = (
+            f"models:/{name}@champion stays on version {done.previous}"
+            if done.previous
+            else "no champion yet"
+        )
+        print(f"not promoted: the parity gate failed ({where}).", file=sys.stderr)
+        return 1
+    moved = f" (was version {done.previous})" if done.previous else ""
+    print(f"champion: models:/{name}@champion -> version {done.version}{moved}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .promote import export
+
+    study = load_study(args.study, args.storage)
+    trial, report = export(
+        study, args.out, args.trial, tuple(args.precision or ["fp32"]), args.tracking_uri, log=_say(args)
+    )
+    print(f"exported trial {trial.number} to {args.out}/ ({', '.join(m.name for m in report.models[1:])})")
+    if not report.passed:
+        print(f"the parity gate failed: see {args.out / 'parity.json'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _say(args: argparse.Namespace):
+    return (lambda _line: None) if args.quiet else print
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from objectives.data import template_fields
 
 from . import _names
 from ._pruners import parse_pruner
-from ._select import Criterion
+from ._select import PromoteSpec, parse_promote
 from ._space import SearchSpace, grid_points, parse_space
 from ._typed import parse_section, unknown_key
 from ._yaml import load_yaml
@@ -93,7 +93,7 @@ class Sweep:
     eval: EvalSpec = field(default_factory=EvalSpec)
     tracking_uri: str | None = None
     experiment: str | None = None
-    select: tuple[Criterion, ...] = ()  # promote.select: which Pareto trial to hand over
+    promote: PromoteSpec = field(default_factory=PromoteSpec)
     path: Path | None = None
     text: str = ""  # the file as written; stored with the study
     lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # key path -> line in the file
@@ -149,7 +149,7 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
                 f"{'.'.join(where)} must not hold a password, but got {redact(url)}. "
                 "Pass the URL with the password as a flag or through the environment.",
             )
-    select = _parse_promote(raw.get("promote"), problems)
+    promote = parse_promote(raw.get("promote"), problems)
     _check_consistency(study, model, data, eval_, problems)
     _check_fixed({**DEFAULT_TRAIN, **fixed}, problems)
     early = [n for n in (*fixed, *space.searched()) if _names.target_of(n) == "early_stopping"]
@@ -169,7 +169,7 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
         eval=eval_,
         tracking_uri=tracking.get("uri"),
         experiment=tracking.get("experiment"),
-        select=select,
+        promote=promote,
         path=path,
         text=text,
         lines=lines,
@@ -330,53 +330,14 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     )
 
 
-def selection_rule(text: str, path: str = "the stored sweep file") -> tuple[Criterion, ...]:
-    """promote.select alone, from a sweep file's text: what `best` needs, without the data checks
-    that a whole load_sweep does (the data may have moved since the sweep ran)."""
+def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:
+    """The promote section alone, from a sweep file's text: what `best` needs, without the data
+    checks that a whole load_sweep does (the data may have moved since the sweep ran)."""
     raw, lines, _ = load_yaml(Path(path), text)
     problems = Problems(path, lines)
-    rule = _parse_promote(raw.get("promote"), problems)
+    spec = parse_promote(raw.get("promote"), problems)
     problems.raise_if_any()
-    return rule
-
-
-def _parse_promote(raw: Any, problems: Problems) -> tuple[Criterion, ...]:
-    """promote.select: a list of metrics, each a name or {metric, tolerance}."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        problems.add(("promote",), f"promote must be a mapping, but got {raw!r}.")
-        return ()
-    for key in raw:
-        if key != "select":
-            problems.add(("promote", key), unknown_key("a key of promote", key, ["select"]))
-    entries = raw.get("select", [])
-    example = "Example: select: [{metric: f1, tolerance: 0.01}, eval_loss]."
-    if not isinstance(entries, list):
-        problems.add(("promote", "select"), f"promote.select must be a list, but got {entries!r}. {example}")
-        return ()
-    rule = []
-    for i, entry in enumerate(entries):
-        item = {"metric": entry} if isinstance(entry, str) else entry
-        where = ("promote", "select", i)
-        if not isinstance(item, dict) or set(item) - {"metric", "tolerance"}:
-            problems.add(
-                where,
-                f"each promote.select entry must be a metric or {{metric, tolerance}}, but got {entry!r}. {example}",
-            )
-        elif item.get("metric") not in METRICS:
-            problems.add(where, unknown_key("a promote.select metric", item.get("metric"), METRICS))
-        elif (
-            not isinstance(tol := item.get("tolerance", 0.0), (int, float))
-            or isinstance(tol, bool)
-            or tol < 0
-        ):
-            problems.add(
-                where, f"a tolerance must be a number >= 0 in the metric's units, but got tolerance={tol!r}."
-            )
-        else:
-            rule.append(Criterion(item["metric"], float(tol)))
-    return tuple(rule)
+    return spec
 
 
 def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:

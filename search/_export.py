@@ -1,0 +1,185 @@
+"""ONNX exports of a trial's base + adapter: fp32 first, then Olive's quantized variants of it.
+
+fp32, with the adapter merged into the base:
+- onnxruntime-genai's Model Builder where it knows the architecture (Llama, Qwen, Phi, Mistral,
+  Gemma, ...): a folder that onnxruntime-genai generates from, with a KV cache ("genai").
+- torch.onnx.export(dynamo=True) otherwise (GPT-2-style models, for example): a model from
+  (input_ids, attention_mask) to logits, without a cache ("logits").
+int8 and int4: an Olive workflow over the fp32 model, saved beside the export as
+olive_<precision>.json so that `cd EXPORT && olive run --config olive_int8.json` redoes it.
+
+Olive's own exporters do not work with transformers 5 (BRIEF section 5, checked again with olive-ai
+0.13), which is why the fp32 export is not an Olive pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+Kind = Literal["genai", "logits"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    precision: str
+    folder: Path
+    kind: Kind  # genai: an onnxruntime-genai folder; logits: (input_ids, attention_mask) -> logits
+    how: str  # the tool that made it, for the record
+    seconds: float
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())
+
+
+class ExportFailed(Exception):
+    """An exporter failed on a model it should handle; the message carries the tool's own words."""
+
+
+def export_fp32(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path, log: Callable[[str], None] = print
+) -> Exported:
+    """Merge the adapter into a copy of the base and export it to out/ (which must not exist)."""
+    started = time.monotonic()
+    merged = copy.deepcopy(model).merge_and_unload().eval()  # the PeftModel stays the reference
+    with tempfile.TemporaryDirectory(prefix="lorasweep-merged-") as scratch:
+        merged_dir = Path(scratch) / "merged"
+        merged.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+        try:
+            _model_builder(merged_dir, out, Path(scratch) / "cache")
+            return Exported(
+                "fp32", out, "genai", "onnxruntime-genai Model Builder", time.monotonic() - started
+            )
+        except _Unsupported as e:
+            log(f"export: {e}; using torch.onnx.export(dynamo=True) instead")
+    shutil.rmtree(out, ignore_errors=True)
+    _dynamo(merged, tokenizer, out)
+    return Exported("fp32", out, "logits", "torch.onnx.export (dynamo)", time.monotonic() - started)
+
+
+class _Unsupported(Exception):
+    """Model Builder does not know this architecture."""
+
+
+def _model_builder(merged: Path, out: Path, cache: Path) -> None:
+    # A subprocess: the builder prints progress bars, loads the model once more in its own memory,
+    # and has no stable Python API (its module-level entry point is the documented one).
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder"]
+    command += ["-i", str(merged), "-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(cache)]
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode == 0:
+        return
+    said = (done.stderr or done.stdout).strip()
+    if "is not currently supported" in said:
+        architecture = json.loads((merged / "config.json").read_text())["architectures"][0]
+        raise _Unsupported(f"Model Builder does not support {architecture}")
+    raise ExportFailed("Model Builder failed: " + "\n".join(said.splitlines()[-8:]))
+
+
+class _LogitsOnly(torch.nn.Module):
+    """The exported graph: no cache in or out, so one ONNX model serves any sequence length."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def _dynamo(merged: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    example = tokenizer(["an example", "a longer example text"], return_tensors="pt", padding=True)
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    try:
+        program = torch.onnx.export(
+            _LogitsOnly(merged),
+            (example["input_ids"], example["attention_mask"]),
+            dynamo=True,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes=shapes,
+            verbose=False,
+        )
+    except Exception as e:  # whatever the exporter raises: say which tool failed, and why
+        raise ExportFailed(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+    out.mkdir(parents=True)
+    program.save(str(out / "model.onnx"))  # external data only past protobuf's 2 GB limit
+    tokenizer.save_pretrained(out)
+
+
+# Olive passes that work with the pinned versions. HQQ (OnnxHqqQuantization) exits cleanly with an
+# output whose top-1 agreement with fp32 was 0% when we measured it: the gate would refuse it.
+_PASSES = {
+    "int8": {"type": "OnnxDynamicQuantization", "precision": "int8"},
+    "int4": {"type": "OnnxBlockWiseRtnQuantization", "bits": 4, "block_size": 32},
+}
+
+
+def quantize(fp32: Exported, precision: str, root: Path) -> Exported:
+    """root/<precision>/ from root/fp32/ through an Olive workflow, saved as root/olive_<precision>.json."""
+    started = time.monotonic()
+    quant_pass = dict(_PASSES[precision])
+    if precision == "int4":
+        # olive-ai 0.13's RTN pass renames a graph output it quantizes (logits -> logits_Q4), which
+        # breaks onnxruntime-genai and every caller; the LM head stays in fp32 (common practice too).
+        quant_pass["nodes_to_exclude"] = _producers(fp32.folder / "model.onnx", "logits")
+    workflow = {
+        "input_model": {"type": "ONNXModel", "model_path": f"{fp32.folder.name}/model.onnx"},
+        "passes": {"quantize": quant_pass},
+        "output_dir": precision,
+        "log_severity_level": 3,
+    }
+    (root / f"olive_{precision}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+    # Olive sends telemetry unless told not to, and waits on the network for it when offline.
+    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    from olive.workflows import run as olive_run  # 10+ s to import: only when quantizing
+
+    # Olive turns its logger up to INFO to print its run history, whatever the configured level.
+    logging.getLogger("olive.engine.engine").addFilter(_warnings_only)
+
+    with tempfile.TemporaryDirectory(prefix="lorasweep-olive-") as cache:
+        absolute = {
+            **workflow,
+            "input_model": {**workflow["input_model"], "model_path": str(fp32.folder / "model.onnx")},
+            "output_dir": str(root / precision),
+            "cache_dir": cache,
+        }
+        try:
+            olive_run(absolute)
+        except Exception as e:  # an Olive failure: name the pass and its reason
+            raise ExportFailed(f"Olive {quant_pass['type']} failed: {type(e).__name__}: {e}") from e
+    folder = root / precision
+    if not (folder / "model.onnx").is_file():
+        raise ExportFailed(f"Olive {quant_pass['type']} wrote no model.onnx to {folder}")
+    for item in fp32.folder.iterdir():  # the tokenizer and genai_config.json travel with the model
+        if not item.name.startswith("model.onnx") and not (folder / item.name).exists():
+            shutil.copy2(item, folder / item.name)
+    return Exported(precision, folder, fp32.kind, f"Olive {quant_pass['type']}", time.monotonic() - started)
+
+
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+def _producers(model_path: Path, output: str) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if output in node.output]

@@ -1,0 +1,291 @@
+"""The parity gate: an ONNX export is trusted only once ONNX Runtime gives what PyTorch gives.
+
+On the sweep's own eval data, each export is run beside the PyTorch model it came from (the base
+with the adapter, unmerged: the model the trial scored):
+- greedy generation on the eval prompts: fp32 tokens must equal PyTorch's. A divergence where
+  PyTorch's two candidates are closer than twice the logit tolerance is a near-tie that either
+  runtime may break either way; it is counted as a tie, not a mismatch;
+- the logits of every eval row: fp32's largest absolute difference must stay within the tolerance;
+- the eval perplexity (per response token, as the sweep computes it) recomputed with ONNX Runtime:
+  within max_perplexity_change of PyTorch's, relative, for each precision (1% for fp32).
+Size, load time and generation latency (ms per new token, batch 1) are measured on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from ._export import Exported
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_logit_diff: float
+    max_perplexity_change: dict[str, float]  # precision -> relative change allowed
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    measured: str
+    limit: str
+
+    def __str__(self) -> str:  # the project's error grammar, for a failed check
+        return f"{self.name} must be {self.limit}, but got {self.measured}"
+
+
+@dataclass
+class Measured:
+    """One model's figures, and the gate's checks on them."""
+
+    name: str  # pytorch, fp32, int8, int4
+    how: str
+    size_bytes: int
+    load_seconds: float
+    ms_per_token: float = 0.0
+    perplexity: float = 0.0
+    perplexity_change: float = 0.0  # relative to PyTorch's
+    max_logit_diff: float = 0.0
+    identical: int = 0  # prompts whose greedy tokens equal PyTorch's
+    ties: int = 0
+    mismatches: list[dict] = field(default_factory=list)  # the first few, with both continuations
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+@dataclass
+class Report:
+    prompts: int
+    rows: int
+    models: list[Measured]
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.models)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{m.name}: {c}" for m in self.models for c in m.checks if not c.passed]
+
+    def save(self, path: Path) -> None:
+        data = {"passed": self.passed, "prompts": self.prompts, "eval_rows": self.rows}
+        data["models"] = [{**asdict(m), "passed": m.passed} for m in self.models]
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+class TorchLM:
+    """The reference: the PeftModel on the CPU in fp32."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer) -> None:
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    @torch.no_grad()
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out = self.model(
+            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+        )
+        return out.logits.float().numpy()
+
+    @torch.no_grad()
+    def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        prompt = torch.tensor([ids])
+        generated = self.model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+        )
+        return _until_eos(generated[0, len(ids) :].tolist(), self.eos_id)
+
+
+class OnnxLM:
+    """An export run by ONNX Runtime: logits through an InferenceSession (with an empty KV cache for
+    a genai model), generation through onnxruntime-genai's Generator or, for a logits model, a greedy
+    loop that reruns the whole sequence (no cache)."""
+
+    def __init__(self, export: Exported, eos_id: int) -> None:
+        self.export, self.eos_id = export, eos_id
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # "some nodes were not assigned to the preferred provider"
+        started = time.monotonic()
+        self.session = ort.InferenceSession(str(export.folder / "model.onnx"), options)
+        self.load_seconds = time.monotonic() - started  # what a user loads to generate
+        self._empty_cache: dict[str, tuple[int, int]] = {}  # past_key_values input -> (heads, size)
+        if export.kind == "genai":
+            import onnxruntime_genai as og
+
+            self._og = og
+            started = time.monotonic()
+            self.generator_model = og.Model(str(export.folder))
+            self.load_seconds = time.monotonic() - started
+            config = json.loads((export.folder / "genai_config.json").read_text())["model"]
+            self.context = config["context_length"]  # generation may not run past it
+            shape = (config["decoder"]["num_key_value_heads"], config["decoder"]["head_size"])
+            for i in self.session.get_inputs():
+                if i.name.startswith("past_key_values."):
+                    self._empty_cache[i.name] = shape
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
+        for name, (heads, size) in self._empty_cache.items():
+            feeds[name] = np.zeros((input_ids.shape[0], heads, 0, size), np.float32)
+        return self.session.run(["logits"], feeds)[0]
+
+    def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        if self.export.kind == "logits":
+            out: list[int] = []
+            while len(out) < max_new_tokens and (not out or out[-1] != self.eos_id):
+                sequence = np.array([ids + out])
+                out.append(int(self.logits(sequence, np.ones_like(sequence))[0, -1].argmax()))
+            return out
+        og = self._og
+        params = og.GeneratorParams(self.generator_model)
+        params.set_search_options(max_length=min(len(ids) + max_new_tokens, self.context), do_sample=False)
+        generator = og.Generator(self.generator_model, params)
+        generator.append_tokens(ids)
+        out = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            out.append(int(generator.get_next_tokens()[0]))
+        return _until_eos(out, self.eos_id)
+
+
+def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
+def measure(
+    reference: TorchLM,
+    reference_measured: Measured,
+    exports: list[Exported],
+    prompts: list[list[int]],
+    rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    limits: Limits,
+) -> Report:
+    """Run every export beside the reference and apply the gate."""
+    onnx = {e.precision: OnnxLM(e, reference.eos_id) for e in exports}
+    measured = [reference_measured] + [
+        Measured(p, lm.export.how, lm.export.size_bytes, lm.load_seconds) for p, lm in onnx.items()
+    ]
+    by_name = {m.name: m for m in measured}
+
+    # Perplexity and logits over the eval rows, right-padded (Model Builder's attention wants that).
+    nll = {m.name: 0.0 for m in measured}
+    count = 0
+    for start in range(0, len(rows), batch_size):
+        ids, mask, labels = _pad(rows[start : start + batch_size], reference.pad_id)
+        expected = reference.logits(ids, mask)
+        nll["pytorch"] += _nll(expected, labels)
+        for name, lm in onnx.items():
+            got = lm.logits(ids, mask)
+            nll[name] += _nll(got, labels)
+            attended = mask.astype(bool)
+            diff = float(np.abs(got - expected)[attended].max())
+            by_name[name].max_logit_diff = max(by_name[name].max_logit_diff, diff)
+        count += int((labels[:, 1:] != -100).sum())
+    for m in measured:
+        m.perplexity = math.exp(min(nll[m.name] / max(count, 1), 50.0))
+        m.perplexity_change = m.perplexity / measured[0].perplexity - 1.0
+
+    # Greedy generation, batch 1; the first prompt warms each runtime up and is not timed.
+    expected_tokens = _timed_greedy(reference, reference_measured, prompts, max_new_tokens)
+    for name, lm in onnx.items():
+        got_tokens = _timed_greedy(lm, by_name[name], prompts, max_new_tokens)
+        for prompt, want, got in zip(prompts, expected_tokens, got_tokens):
+            verdict = _compare(reference, prompt, want, got, 2 * limits.max_logit_diff)
+            if verdict == "identical":
+                by_name[name].identical += 1
+            elif verdict == "tie":
+                by_name[name].ties += 1
+            elif len(by_name[name].mismatches) < 5:
+                text = reference.tokenizer.decode
+                by_name[name].mismatches.append(
+                    {"prompt": text(prompt), "pytorch": text(want), "onnx": text(got)}
+                )
+
+    for name in onnx:
+        _gate(by_name[name], len(prompts), limits)
+    return Report(len(prompts), len(rows), measured)
+
+
+def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
+    allowed = limits.max_perplexity_change[m.name]
+    m.checks.append(
+        Check(
+            "eval perplexity",
+            abs(m.perplexity_change) <= allowed,
+            f"{m.perplexity_change:+.2%} from PyTorch's",
+            f"within {allowed:.1%}",
+        )
+    )
+    if m.name != "fp32":  # quantized weights change tokens and logits by design: measured only
+        return
+    wrong = n_prompts - m.identical - m.ties
+    m.checks.append(
+        Check(
+            "greedy generation", wrong == 0, f"differs on {wrong} of {n_prompts} prompts", "equal PyTorch's"
+        )
+    )
+    m.checks.append(
+        Check(
+            "largest logit difference",
+            m.max_logit_diff <= limits.max_logit_diff,
+            f"{m.max_logit_diff:.3g}",
+            f"at most {limits.max_logit_diff:g}",
+        )
+    )
+
+
+def _timed_greedy(lm, m: Measured, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    if prompts:
+        lm.greedy(prompts[0], max_new_tokens)
+    started, outputs = time.perf_counter(), [lm.greedy(p, max_new_tokens) for p in prompts]
+    new_tokens = sum(len(o) for o in outputs)
+    m.ms_per_token = 1000 * (time.perf_counter() - started) / max(new_tokens, 1)
+    return outputs
+
+
+def _compare(reference: TorchLM, prompt: list[int], want: list[int], got: list[int], tie: float) -> str:
+    if want == got:
+        return "identical"
+    k = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+    if k >= len(want) or k >= len(got):
+        return "mismatch"  # one stopped (eos or length) where the other went on
+    prefix = np.array([prompt + want[:k]])
+    last = reference.logits(prefix, np.ones_like(prefix))[0, -1]
+    return "tie" if last[want[k]] - last[got[k]] <= tie else "mismatch"
+
+
+def _pad(rows: list[dict], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = np.full((len(rows), width), pad_id, np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    labels = np.full((len(rows), width), -100, np.int64)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        ids[i, :n], mask[i, :n], labels[i, :n] = row["input_ids"], 1, row["labels"]
+    return ids, mask, labels
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Summed negative log-likelihood of the labelled next tokens (as the sweep's eval_loss)."""
+    scores = torch.from_numpy(logits[:, :-1]).float().transpose(1, 2)
+    target = torch.from_numpy(labels[:, 1:])
+    return float(torch.nn.functional.cross_entropy(scores, target, ignore_index=-100, reduction="sum"))
