@@ -16,6 +16,13 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own store
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_from_earlier_tests(monkeypatch) -> None:
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which lorasweep honours: one test's
+    store must not become the next one's. Tests that need it set it with monkeypatch."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty folder, so mlruns/ (MLflow and Optuna stores) lands in tmp_path."""

@@ -1,0 +1,197 @@
+"""Promotion of a real tiny sweep: the registered pyfunc, the ONNX export run by onnxruntime-genai,
+the parity gate and the champion alias.
+
+Trains two short trials once per module (about 20 s) and exports fp32 only: Model Builder takes
+about 12 s a promotion. The quantized exports, a gate that fails and the dynamo path for an
+architecture Model Builder lacks are in tests/test_promote_slow.py (`make test-slow`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import mlflow
+import onnxruntime_genai as og
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from objectives import TrialResult
+from search.cli import main
+
+SWEEP = """\
+study: {name: promo, metric: eval_loss, sampler: {type: grid, seed: 0}, n_trials: 2}
+data: {train_split: "train[:400]", eval_split: "train[1400:1460]"}
+train: {max_steps: 20, eval_steps: 10, logging_steps: 10, per_device_train_batch_size: 16, r: 8}
+eval: {max_samples: 8, max_new_tokens: 8, log_samples: 8}
+promote: {model_name: tone, precisions: [fp32]}
+search_space:
+  learning_rate: {type: choice, values: [0.005, 0.01]}
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A finished two-trial sweep, then trial 0 promoted."""
+    folder = tmp_path_factory.mktemp("promote")
+    (folder / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        assert main(["-q", "run", "sweep.yaml"]) == 0
+        assert main(["promote", "--trial", "0"]) == 0
+    return folder
+
+
+@pytest.fixture
+def client(swept, monkeypatch) -> MlflowClient:
+    monkeypatch.chdir(swept)
+    uri = f"sqlite:///{swept}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # for pyfunc.load_model("models:/...")
+    return MlflowClient(uri)
+
+
+def _study(folder):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "mlruns" / "optuna.journal"))
+    )
+    return optuna.load_study(study_name="promo", storage=storage)
+
+
+def test_the_champion_is_a_version_that_carries_its_trial(swept, client):
+    trial = _study(swept).trials[0]
+    version = client.get_model_version_by_alias("tone", "champion")
+    assert str(version.version) == "1" and version.run_id == trial.user_attrs["mlflow_run_id"]
+    tags = version.tags
+    assert tags["lorasweep.trial_number"] == "0" and tags["lorasweep.gate"] == "passed"
+    assert float(tags["param.learning_rate"]) == trial.params["learning_rate"]
+    assert float(tags["metric.eval_loss"]) == pytest.approx(
+        trial.user_attrs["metrics"]["eval_loss"], rel=1e-5
+    )
+    # size, load time and latency of both runtimes are on the version
+    for key in ("fp32.size_mb", "fp32.load_seconds", "fp32.ms_per_token", "pytorch.ms_per_token"):
+        assert float(tags[key]) > 0
+    assert client.get_run(version.run_id).data.tags["lorasweep.registered_as"] == "tone/1"
+
+
+def test_the_registered_model_generates_what_the_trial_generated(swept, client):
+    """pyfunc from models:/tone@champion (base + adapter) gives the trial's own eval generations."""
+    run_id = _study(swept).trials[0].user_attrs["mlflow_run_id"]
+    table = json.loads(
+        (swept / client.download_artifacts(run_id, "generations.json", str(swept))).read_text()
+    )
+    prompts = [row[0] for row in table["data"]]
+    outputs = [row[2] for row in table["data"]]
+    model = mlflow.pyfunc.load_model("models:/tone@champion")
+    # the same batch as the sweep's generation (eval.batch_size 32 holds all 8 prompts), same cap
+    assert model.predict(prompts, params={"max_new_tokens": 8, "batch_size": 32}) == outputs
+    assert any(
+        out.split(",")[0] in ("positive", "negative", "neutral", "mixed", "sarcastic") for out in outputs
+    )
+
+
+def test_the_onnx_export_runs_in_onnxruntime_genai_like_pytorch(swept, client):
+    export = swept / "exports" / "tone" / "v1"
+    parity = json.loads((export / "parity.json").read_text())
+    fp32 = next(m for m in parity["models"] if m["name"] == "fp32")
+    assert parity["passed"] and parity["prompts"] == 8 and parity["eval_rows"] == 60
+    assert fp32["identical"] == 8 and fp32["max_logit_diff"] < 1e-3
+    assert fp32["perplexity"] == pytest.approx(
+        next(m for m in parity["models"] if m["name"] == "pytorch")["perplexity"], rel=1e-3
+    )
+
+    # A user's own onnxruntime-genai session, its own tokenizer: the same text as the pyfunc.
+    model = og.Model(str(export / "fp32"))
+    tokenizer = og.Tokenizer(model)
+    prompt = "Phrase: the delivery was awful\nTone:"
+    params = og.GeneratorParams(model)
+    ids = tokenizer.encode(prompt)
+    params.set_search_options(max_length=len(ids) + 8, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    while not generator.is_done():
+        generator.generate_next_token()
+    text = tokenizer.decode(generator.get_sequence(0)[len(ids) :]).replace("<|eos|>", "").strip()
+    expected = mlflow.pyfunc.load_model("models:/tone@champion").predict(
+        [prompt], params={"max_new_tokens": 8}
+    )
+    assert [text] == expected
+    # the exports are logged with the version, the evidence beside them
+    source = client.get_model_version("tone", "1").source
+    logged = {a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=f"{source}/onnx")}
+    assert {"onnx/fp32", "onnx/parity.json"} <= logged
+
+
+def test_a_second_promotion_moves_the_alias_and_keeps_the_old_version(swept, client, capsys):
+    assert main(["promote", "--trial", "1"]) == 0
+    assert "champion: models:/tone@champion -> version 2 (was version 1)" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias("tone", "champion").version) == "2"
+    old = client.get_model_version("tone", "1")
+    assert old.aliases == [] and old.tags["lorasweep.trial_number"] == "0" and old.status == "READY"
+    assert (swept / "exports" / "tone" / "v1" / "fp32" / "model.onnx").is_file()
+    # promoting the champion's trial again registers nothing
+    assert main(["promote", "--trial", "1"]) == 0
+    assert "already is the champion" in capsys.readouterr().out
+    assert len(client.search_model_versions("name = 'tone'")) == 2
+
+
+@pytest.mark.parametrize(
+    ("promote", "message"),
+    [
+        (
+            "{precisions: [fp16]}",
+            "promote.precisions must be a list of fp32, int8, int4, but got precisions=['fp16']",
+        ),
+        ("{max_logit_diff: 0}", "promote.max_logit_diff must be a number > 0, but got max_logit_diff=0"),
+        (
+            "{max_perplexity_change: {int8: -1}}",
+            "promote.max_perplexity_change must map precisions to relative",
+        ),
+        ("{model_name: 'a b'}", "promote.model_name must use only letters, digits"),
+        ("{alias: best}", "a key of promote must be one of select, model_name, precisions"),
+    ],
+)
+def test_a_bad_promote_section_is_refused_with_its_line(write, promote, message):
+    from search import SweepError, load_sweep
+
+    with pytest.raises(SweepError, match=re.escape(message)) as error:
+        load_sweep(write(f"study: {{name: x}}\npromote: {promote}\n"))
+    assert "sweep.yaml:2:" in str(error.value)
+
+
+class _Stub:
+    train_rows = 100
+
+    def evaluate_base(self):
+        return {"eval_loss": 5.0}
+
+    def run_trial(self, trial, workdir, report=None):
+        r = trial.lora_args["r"]
+        if r == 2:
+            report(10, {"eval_loss": 9.0})  # pruned by the threshold
+        return TrialResult(metrics={"eval_loss": 1 / r}, adapter_dir=None, steps=10)
+
+
+def test_promote_refuses_trials_it_cannot_hand_over_before_doing_anything(stores, write, capsys):
+    from search import RunOptions, load_sweep, run_sweep
+
+    sweep = load_sweep(
+        write(
+            "study: {name: stub, sampler: {type: grid}, n_trials: 2, pruner: {type: threshold, upper: 5}}\n"
+            "search_space: {lora_r: {type: choice, values: [2, 4]}}\n"
+        )
+    )
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=_Stub())
+    pruned = next(t.number for t in study.trials if t.state.name == "PRUNED")
+    assert main(["promote", "--trial", "7"]) == 2
+    assert (
+        "--trial must be a trial of study 'stub', but got trial=7. Its trials are 0..1."
+        in capsys.readouterr().err
+    )
+    assert main(["promote", "--trial", str(pruned)]) == 2
+    assert f"a trial to hand over must be COMPLETE, but trial {pruned} is PRUNED" in capsys.readouterr().err
+    # the complete trial logged no adapter (a stub): refused, and nothing was registered or written
+    assert main(["promote"]) == 2
+    assert "must have its adapter logged" in capsys.readouterr().err
+    assert MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").search_registered_models() == []
+    assert not any((stores / "exports").rglob("*.onnx")) if (stores / "exports").exists() else True
