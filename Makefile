@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The sweep, then its best trial into the MLflow registry with ONNX exports checked against PyTorch.
 demo: $(STAMP)
 	$(BIN)/lorasweep run spaces/demo.yaml
+	$(BIN)/lorasweep promote --study demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
