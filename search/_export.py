@@ -31,6 +31,8 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .errors import ExportFailed
+
 Kind = Literal["genai", "logits"]
 
 
@@ -45,10 +47,6 @@ class Exported:
     @property
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())
-
-
-class ExportFailed(Exception):
-    """An exporter failed on a model it should handle; the message carries the tool's own words."""
 
 
 def export_fp32(

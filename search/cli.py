@@ -1,7 +1,8 @@
 """`lorasweep`: run, resume and validate sweeps; list, compare, plot and browse their trials.
 
 Bad input exits with code 2 and one readable message per problem; a traceback only with --debug.
-A sweep that stops on failures exits 1 with a summary; an interrupted one (Ctrl-C, SIGTERM) 130.
+A sweep that stops on failures exits 1 with a summary, as does an export that fails or fails its
+parity gate; an interrupted command (Ctrl-C, SIGTERM) exits 130.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._progress import format_params, format_value
 from ._select import PRECISIONS, choose, describe, pick
 from ._serve import serve_dashboard, serve_mlflow
 from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
-from .errors import SweepError, SweepStopped, UserError
+from .errors import ExportFailed, SweepError, SweepStopped, UserError
 from .report import write_report
 from .study import (
     BASE_METRICS_ATTR,
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
-    except SweepStopped as e:
+    except (SweepStopped, ExportFailed) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

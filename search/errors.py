@@ -40,6 +40,11 @@ class SweepStopped(Exception):
     Finished trials are kept, and the same command continues the study."""
 
 
+class ExportFailed(Exception):
+    """An ONNX exporter or an Olive pass failed on a model it should handle; the message carries the
+    tool's own words. Nothing is registered and no alias moves."""
+
+
 class Problems:
     """Collects problems while a file is checked, then raises them all at once."""
 
