@@ -9,9 +9,7 @@ trials whose worker died are failed, their MLflow runs closed, and run again (`s
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import socket
 import tempfile
 import time
 import warnings
@@ -32,6 +30,7 @@ from objectives import Report, TrialResult, TrialSpec, Worker
 from . import _names
 from ._progress import Progress, best_text
 from ._pruners import build_pruner
+from ._recovery import RETRY_OF_ATTR, WORKER_ATTR, _Recovery, _worker_id
 from .errors import SweepStopped, UserError
 from .report import REPORTED_ATTR, write_report
 from .sweep import Sweep, load_sweep
@@ -50,9 +49,7 @@ BUDGET_ATTR = "n_trials"
 TRACKING_ATTR = "tracking_uri"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BASE_METRICS_ATTR = "base_metrics"
-# ...and of each trial's: who runs it (for stale-trial detection), and what it repeats.
-WORKER_ATTR = "worker"
-RETRY_OF_ATTR = "retry_of"
+# ...and of each trial's (who runs it and what it retries: WORKER_ATTR, RETRY_OF_ATTR in _recovery).
 DUPLICATE_OF_ATTR = "duplicate_of"
 
 
@@ -468,103 +465,6 @@ class _Reporter:
         self.trial.report(sign * metrics[name], step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({name}={metrics[name]:.4g})")
-
-
-class _Recovery:
-    """What becomes of a trial whose worker died or was interrupted: its MLflow run is closed KILLED
-    (never left RUNNING) and the trial is queued to run again with the same parameters and seed, up
-    to `retries` times. Retries are recorded the way Optuna's RetryHeartbeatStaleTrialCallback does
-    (system attrs failed_trial and retry_history), but without copying the user attributes: those
-    hold the dead attempt's MLflow run id and error."""
-
-    def __init__(self, tracker: Tracker, retries: int) -> None:
-        self.tracker, self.retries = tracker, retries
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """A stale trial, already failed (Optuna's heartbeat callback, or `recover`)."""
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            self.tracker.kill_trial(run_id, "the trial's worker stopped before the trial finished")
-        self._retry(study, trial)
-
-    def recover(self, study: optuna.Study) -> list[int]:
-        """Fail the trials of dead workers on this machine, queue interrupted trials again, and
-        close MLflow runs left RUNNING. Returns the numbers of the trials failed here."""
-        failed = []
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _died_here(trial.user_attrs.get(WORKER_ATTR)):
-                # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
-                # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
-                storage = study._storage
-                storage.set_trial_user_attr(trial._trial_id, "error", "worker died mid-trial")
-                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                    failed.append(trial.number)
-                    self(study, storage.get_trial(trial._trial_id))
-        retried = {
-            n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])
-        }
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.user_attrs.get("interrupted") and trial.number not in retried:
-                self._retry(study, trial)
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        self.tracker.close_orphan_trials(study.study_name, running)
-        return failed
-
-    def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.retries:
-            return
-        study.add_trial(
-            optuna.create_trial(
-                state=TrialState.WAITING,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs={RETRY_OF_ATTR: history[0]},
-                system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
-            )
-        )
-
-
-def _worker_id() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
-
-
-def _proc_stat(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (Linux; [] elsewhere or when gone):
-    [0] is the state, [19] the start time in clock ticks since boot."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _process_start(pid: int) -> str:
-    """With the pid, the start time names one process: a pid the system reused is not taken for
-    a live worker."""
-    stat = _proc_stat(pid)
-    return stat[19] if len(stat) > 19 else ""
-
-
-def _died_here(worker: str | None) -> bool:
-    """Whether the worker that runs a trial was a process of this machine that no longer runs.
-    Workers on other machines are the heartbeat's business (database storages)."""
-    if not worker or worker.count(":") < 2:
-        return False
-    host, pid_text, started = worker.rsplit(":", 2)
-    pid = int(pid_text)
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    stat = _proc_stat(pid)
-    if stat and stat[0] in ("Z", "X"):
-        return True  # killed, not yet reaped by its parent
-    return bool(started) and len(stat) > 19 and stat[19] != started
 
 
 class _FailureLimit:
