@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from .tracking import Tracker
@@ -19,6 +21,8 @@ from .tracking import Tracker
 # Keys of each trial's user attributes: who runs it (for stale-trial detection), and what it repeats.
 WORKER_ATTR = "worker"
 RETRY_OF_ATTR = "retry_of"
+DIED = "worker died mid-trial"
+UNNAMED_GRACE_S = 60  # the error of a trial failed for its dead worker
 
 
 class _Recovery:
@@ -39,26 +43,45 @@ class _Recovery:
         self._retry(study, trial)
 
     def recover(self, study: optuna.Study) -> list[int]:
-        """Fail the trials of dead workers on this machine, queue interrupted trials again, and
-        close MLflow runs left RUNNING. Returns the numbers of the trials failed here."""
-        failed = []
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _died_here(trial.user_attrs.get(WORKER_ATTR)):
-                # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
-                # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
-                storage = study._storage
-                storage.set_trial_user_attr(trial._trial_id, "error", "worker died mid-trial")
-                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                    failed.append(trial.number)
-                    self(study, storage.get_trial(trial._trial_id))
+        """When a run or worker starts: fail the trials of dead workers on this machine, queue
+        interrupted trials again, and close MLflow runs left RUNNING. Returns the numbers of the
+        trials failed here."""
+        failed = self.fail_dead(study)
         retried = {
             n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])
         }
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             if trial.user_attrs.get("interrupted") and trial.number not in retried:
                 self._retry(study, trial)
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        self.tracker.close_orphan_trials(study.study_name, running)
+        # The running trials are read after the runs: a trial that starts in between, on another
+        # worker, opens its run after it is RUNNING, so its run is never taken for an orphan.
+        self.tracker.close_orphan_trials(
+            study.study_name,
+            lambda: {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))},
+        )
+        return failed
+
+    def fail_dead(self, study: optuna.Study) -> list[int]:
+        """Fail the RUNNING trials whose worker was a process of this machine that has exited, close
+        their MLflow runs and queue them again. Several workers may look at once: the storage lets
+        exactly one of them move a trial to FAIL, and only that one closes the run and retries."""
+        failed = []
+        unnamed_dead = not is_heartbeat_enabled(study._storage)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get(WORKER_ATTR)
+            if not (_died_here(worker) if worker else unnamed_dead and _unnamed_and_old(trial)):
+                continue
+            # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
+            # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
+            storage = study._storage
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "error", DIED)
+                if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+                continue
+            failed.append(trial.number)
+            self(study, storage.get_trial(trial._trial_id))
         return failed
 
     def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -74,6 +97,14 @@ class _Recovery:
                 system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
             )
         )
+
+
+def _unnamed_and_old(trial: FrozenTrial) -> bool:
+    """A trial that never named its worker: killed in the milliseconds between Optuna creating it
+    and the objective's first line. Without a heartbeat nothing else would ever fail it, and the
+    workers waiting for the budget's last slot would wait for it forever."""
+    started = trial.datetime_start
+    return started is not None and (datetime.now() - started).total_seconds() > UNNAMED_GRACE_S
 
 
 def _worker_id() -> str:

@@ -9,6 +9,7 @@ trials whose worker died are failed, their MLflow runs closed, and run again (`s
 from __future__ import annotations
 
 import dataclasses
+import gc
 import re
 import tempfile
 import time
@@ -22,7 +23,6 @@ from typing import Any, Protocol
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives import Report, TrialResult, TrialSpec, Worker
@@ -30,14 +30,14 @@ from objectives import Report, TrialResult, TrialSpec, Worker
 from . import _names
 from ._progress import Progress, best_text
 from ._pruners import build_pruner
-from ._recovery import RETRY_OF_ATTR, WORKER_ATTR, _Recovery, _worker_id
+from ._recovery import DIED, RETRY_OF_ATTR, WORKER_ATTR, _Recovery, _worker_id
+from ._workers import FINISHED, run_pool, work
 from .errors import SweepStopped, UserError
 from .report import REPORTED_ATTR, write_report
 from .sweep import Sweep, load_sweep
 from .tracking import Tracker, redact, tracking_uri
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_MAX_FAILURES = 5
 # Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
 HEARTBEAT_S, GRACE_S = 30, 90
@@ -143,6 +143,7 @@ class RunOptions:
     tracking_uri: str | None = None
     quiet: bool = False
     max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
+    workers: int = 1  # local worker processes; 1 runs the trials in this process
     plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
 
 
@@ -160,6 +161,12 @@ def run_sweep(
     check_study_name(name)
     budget = options.n_trials or sweep.study.n_trials
     storage_url = options.storage or sweep.study.storage
+    if options.workers > 1 and storage_url and storage_url.startswith("sqlite"):
+        raise UserError(
+            "--workers above 1 needs a study storage that several processes can write at once, but "
+            f"got storage={redact(storage_url)} (SQLite locks up under concurrent writers). Use the "
+            "default journal (mlruns/optuna.journal), a file ending in .journal, or postgresql://."
+        )
     existing = _existing_study(name, storage_url, sweep)
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
     if existing is not None and done >= budget:
@@ -234,16 +241,29 @@ def run_sweep(
             if not options.quiet:
                 log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
-        # A trial that raises fails alone (its MLflow run is closed FAILED with the error) and the
-        # sweep goes on: the study's catch, not a try/except hidden in the objective. There is no
-        # n_trials: MaxTrialsCallback stops at the budget of finished trials, _FailureLimit when
-        # too many fail, and the grid sampler when the grid is done.
-        study.optimize(
-            _Objective(sweep, runner, tracker, parent_id, name),
-            timeout=sweep.study.timeout,
-            catch=(Exception,),
-            callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress, failures],
-        )
+        if options.workers > 1:
+            runner = None  # each worker loads its own model; this process only watches
+            gc.collect()
+            problems = run_pool(
+                study,
+                options.workers,
+                storage=storage_url or str(DEFAULT_STORAGE.resolve()),
+                tracking_uri=tracker.uri,
+                max_failures=options.max_failures,
+                on_trial=lambda trial: (progress(study, trial), failures.count(trial)),
+                stop=lambda: failures.tripped,
+            )
+            recovery.fail_dead(study)  # a worker that was killed: its trial is failed and queued
+            _check_pool(study, problems, failures, log)
+        else:
+            _run_trials(
+                study,
+                sweep,
+                _Objective(sweep, runner, tracker, parent_id, name),
+                recovery,
+                progress,
+                failures,
+            )
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -260,13 +280,110 @@ def run_sweep(
     return study
 
 
+def join_sweep(
+    study: optuna.Study,
+    storage: str | None,
+    options: RunOptions = RunOptions(),
+    log: Callable[[str], None] = print,
+    runner: TrialRunner | None = None,
+) -> optuna.Study:
+    """Run trials of a study that `lorasweep run` started, from this process (`lorasweep worker`,
+    on this machine or another): with the sweep file, budget, MLflow store and parent run stored on
+    the study. Returns once the study holds its budget of finished trials; the run that started the
+    study writes the summary and the plots on the parent run.
+
+    Raises SweepStopped when `options.max_failures` trials fail in this process."""
+    sweep = stored_sweep(study)
+    name = study.study_name
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent_id is None:
+        raise UserError(
+            f"a study to join must have its MLflow parent run, but study {name!r} has none yet. "
+            f"Start it with lorasweep run FILE --study {name}, then start workers."
+        )
+    uri = study_tracking_uri(study, options.tracking_uri)
+    if runner is None:
+        runner = Worker(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
+    check_batch_fits(sweep, runner.train_rows)
+    tracker = Tracker(uri, sweep.experiment or name)
+    recovery = _Recovery(tracker, sweep.study.retries)
+    sampler = make_sampler(sweep)
+    # Reseeded, as Optuna does for n_jobs > 1: workers that share a seed would propose the same
+    # parameters at the same time. (A trial still trains with seed + its number.)
+    sampler.reseed_rng()
+    study = optuna.load_study(
+        study_name=name,
+        storage=open_storage(storage, on_stale=recovery),
+        sampler=sampler,
+        pruner=build_pruner(sweep.study.pruner),
+    )
+    recovery.recover(study)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    budget = study.user_attrs.get(BUDGET_ATTR, sweep.study.n_trials)
+    if not options.quiet:
+        log(f"worker {_worker_id()} joins study {name!r}: {done}/{budget} trials done")
+    progress = Progress(sweep.study.metrics, budget, done, options.quiet)
+    failures = _FailureLimit(options.max_failures)
+    try:
+        _run_trials(
+            study, sweep, _Objective(sweep, runner, tracker, parent_id, name), recovery, progress, failures
+        )
+    finally:
+        progress.close()
+    if failures.tripped:
+        raise SweepStopped(failures.report(study, budget))
+    return study
+
+
+def _run_trials(
+    study: optuna.Study,
+    sweep: Sweep,
+    objective: Callable[[optuna.Trial], Any],
+    recovery: _Recovery,
+    progress: Progress,
+    failures: _FailureLimit,
+) -> None:
+    """Trials in this process until the study holds its budget (_workers.work: exact with any number
+    of workers). A trial that raises fails alone (its MLflow run is closed FAILED with the error)
+    and the sweep goes on: the study's catch, not a try/except hidden in the objective."""
+    work(
+        study,
+        objective,
+        budget=lambda: study.user_attrs[BUDGET_ATTR],
+        callbacks=[progress, failures],
+        recover=recovery.fail_dead,
+        stop=lambda: failures.tripped,
+        timeout=sweep.study.timeout,
+        log=progress.note,
+    )
+
+
+def _check_pool(
+    study: optuna.Study, problems: list[str], failures: _FailureLimit, log: Callable[[str], None]
+) -> None:
+    """A worker of the pool that exited abnormally is a note when the others met the budget; the
+    sweep stopped when they did not."""
+    if failures.tripped or not problems:
+        return
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    budget = study.user_attrs[BUDGET_ATTR]
+    if done >= budget:
+        for problem in problems:
+            log(f"note: {problem}")
+        return
+    raise SweepStopped(
+        f"the sweep stopped: {'; '.join(problems)}. {done}/{budget} trials finished. Run the same "
+        "command again to continue; finished trials are kept."
+    )
+
+
 def stored_sweep(study: optuna.Study) -> Sweep:
     """The sweep a study was started with, from the file text stored on it (for `resume` and
     `worker`): the file on disk may have changed or gone since."""
     text = study.user_attrs.get(SWEEP_ATTR)
     if text is None:
         raise UserError(
-            f"a study to resume must have been started by lorasweep, but study {study.study_name!r} "
+            f"a study to resume or join must have been started by lorasweep, but study {study.study_name!r} "
             "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
         )
     path = Path(study.user_attrs.get(SWEEP_PATH_ATTR) or f"{study.study_name}.yaml")
@@ -479,10 +596,16 @@ class _FailureLimit:
         return len(self.failed) >= self.limit
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL:
-            self.failed.append(trial)
-            if self.tripped:
-                study.stop()
+        if self.count(trial) and self.tripped:
+            study.stop()
+
+    def count(self, trial: FrozenTrial) -> bool:
+        """Count a trial if it failed on its own: not one whose worker died or was interrupted."""
+        attrs = trial.user_attrs
+        if trial.state != TrialState.FAIL or attrs.get("error", DIED) == DIED or attrs.get("interrupted"):
+            return False
+        self.failed.append(trial)
+        return True
 
     def report(self, study: optuna.Study, budget: int) -> str:
         by_reason: dict[str, list[int]] = defaultdict(list)

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -210,17 +211,22 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, reason), RunTag(STATE_TAG, "FAIL")])
         self.client.set_terminated(run_id, status="KILLED")
 
-    def close_orphan_trials(self, study_name: str, running: set[int]) -> None:
+    def close_orphan_trials(self, study_name: str, running: Callable[[], set[int]]) -> None:
         """Close trial runs left RUNNING whose Optuna trial no longer runs (a worker killed between
-        opening the run and recording its id on the trial)."""
+        opening the run and recording its id on the trial). `running` gives the numbers of the
+        running trials; it is asked after the runs are read, so a trial that starts meanwhile is
+        never taken for an orphan."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial' "
             "and attributes.status = 'RUNNING'",
             max_results=1000,
         )
+        if not runs:
+            return
+        alive = running()
         for run in runs:
-            if int(run.data.tags.get(TRIAL_TAG, -1)) not in running:
+            if int(run.data.tags.get(TRIAL_TAG, -1)) not in alive:
                 self.kill_trial(run.info.run_id, "the trial's worker stopped before the trial finished")
 
     # -- helpers ---------------------------------------------------------------------------------
