@@ -170,12 +170,11 @@ def run_sweep(
     existing = _existing_study(name, storage_url, sweep)
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
     if existing is not None and done >= budget:
+        tracker = Tracker(tracking_uri(options.tracking_uri, sweep.tracking_uri), sweep.experiment or name)
         if existing.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # Nothing to run, but a dead worker's trial must not stay RUNNING (nor its MLflow run).
-            tracker = Tracker(
-                tracking_uri(options.tracking_uri, sweep.tracking_uri), sweep.experiment or name
-            )
             _Recovery(tracker, retries=0).recover(existing)
+        _close_parent(existing, tracker, sweep, options.plots)
         log(
             f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
             f"{best_text(existing, sweep.study.metrics)}"
@@ -596,16 +595,21 @@ class _FailureLimit:
         return len(self.failed) >= self.limit
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.count(trial) and self.tripped:
-            study.stop()
+        if trial.state == TrialState.FAIL:  # a trial of this process's optimize: it raised
+            self.failed.append(trial)
+            if self.tripped:
+                study.stop()
 
-    def count(self, trial: FrozenTrial) -> bool:
-        """Count a trial if it failed on its own: not one whose worker died or was interrupted."""
+    def count(self, trial: FrozenTrial) -> None:
+        """A trial some worker ended (the pool watches them all): counted if it failed on its own,
+        not when its worker died or was interrupted."""
         attrs = trial.user_attrs
-        if trial.state != TrialState.FAIL or attrs.get("error", DIED) == DIED or attrs.get("interrupted"):
-            return False
-        self.failed.append(trial)
-        return True
+        if (
+            trial.state == TrialState.FAIL
+            and attrs.get("error", DIED) != DIED
+            and not attrs.get("interrupted")
+        ):
+            self.failed.append(trial)
 
     def report(self, study: optuna.Study, budget: int) -> str:
         by_reason: dict[str, list[int]] = defaultdict(list)
@@ -628,6 +632,17 @@ class _FailureLimit:
             "command again to continue; finished trials are kept."
         )
         return "\n".join(lines)
+
+
+def _close_parent(study: optuna.Study, tracker: Tracker, sweep: Sweep, plots: bool) -> None:
+    """The parent run of a study that holds its budget, if nobody closed it: the run that started
+    the study stopped (killed, Ctrl-C) while other workers finished the trials."""
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent_id is None or tracker.run_status(parent_id) in (None, "FINISHED"):
+        return
+    if plots:
+        _log_report(study, tracker, parent_id)
+    tracker.finish_study(parent_id, *_summary(study, sweep))
 
 
 def _log_report(study: optuna.Study, tracker: Tracker, parent_id: str) -> None:

@@ -115,6 +115,13 @@ class Tracker:
     def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
 
+    def run_status(self, run_id: str) -> str | None:
+        """RUNNING, FINISHED, FAILED or KILLED; None for a run this store does not have."""
+        try:
+            return self.client.get_run(run_id).info.status
+        except MlflowException:
+            return None
+
     def fail_study(self, parent_id: str, status: str = "FAILED") -> None:
         self.client.set_terminated(parent_id, status=status)
 
@@ -203,10 +210,7 @@ class Tracker:
 
     def kill_trial(self, run_id: str, reason: str) -> None:
         """Close the run of a trial whose worker died, if it is still RUNNING."""
-        try:
-            if self.client.get_run(run_id).info.status != "RUNNING":
-                return
-        except MlflowException:  # a run in another tracking store
+        if self.run_status(run_id) != "RUNNING":  # closed already, or in another tracking store
             return
         self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, reason), RunTag(STATE_TAG, "FAIL")])
         self.client.set_terminated(run_id, status="KILLED")

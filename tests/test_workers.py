@@ -16,10 +16,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search import _workers
+from search import RunOptions, _workers, load_sweep, run_sweep
 from search._recovery import WORKER_ATTR, _Recovery, _worker_id
 from search._workers import holds_slot, work, worker_env
 from search.cli import main
+from search.tracking import Tracker
+
+from .test_resilience import GRID, CurveRunner, _client
 
 FORK = multiprocessing.get_context("fork")  # the children use Optuna only: no MLflow, no torch
 
@@ -148,22 +151,32 @@ def _stored_study(folder, **attrs) -> None:
                 "mlflow_parent_run_id": "abc",
             },
             ["worker"],
-            "the tracking URI must carry its password, but study 'joined' stores "
-            "postgresql://u:***@db/mlflow (masked). Pass --tracking-uri",
+            (
+                "the tracking URI must carry its password, but study 'joined' stores "
+                "postgresql://u:***@db/mlflow (masked). Pass --tracking-uri"
+            ),
         ),
         (
             {"sweep_yaml": "study: {name: joined}\n"},
             ["worker"],
-            "a study to join must have its MLflow parent run, but study 'joined' has none yet. Start it "
-            "with lorasweep run FILE --study joined",
+            (
+                "a study to join must have its MLflow parent run, but study 'joined' has none yet. Start it "
+                "with lorasweep run FILE --study joined"
+            ),
         ),
         (None, ["worker", "--max-failures", "0"], "--max-failures must be a positive integer"),
-        (None, ["run", "sweep.yaml", "--workers", "0"], "--workers must be a positive integer, but got workers=0."),
+        (
+            None,
+            ["run", "sweep.yaml", "--workers", "0"],
+            "--workers must be a positive integer, but got workers=0.",
+        ),
         (
             None,
             ["run", "sweep.yaml", "--workers", "2", "--storage", "sqlite:///optuna.db"],
-            "--workers above 1 needs a study storage that several processes can write at once, but got "
-            "storage=sqlite:///optuna.db",
+            (
+                "--workers above 1 needs a study storage that several processes can write at once, but got "
+                "storage=sqlite:///optuna.db"
+            ),
         ),
     ],
     ids=[
@@ -187,3 +200,17 @@ def test_bad_worker_input_exits_2_with_one_message(in_tmp, capsys, setup, args, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert sorted(p.name for p in in_tmp.rglob("*")) == before  # nothing written
+
+
+def test_a_study_that_workers_finished_gets_its_parent_run_closed_on_the_next_run(stores, write):
+    """The run that started the study was stopped while workers finished the budget: the next run
+    or resume finds nothing to run, and closes the parent run with the summary."""
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    options = RunOptions(quiet=True, plots=False)
+    study = run_sweep(sweep, options, runner=CurveRunner())
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    Tracker("sqlite:///mlruns/mlflow.db", "stub").fail_study(parent_id, "KILLED")
+
+    run_sweep(sweep, options, runner=CurveRunner())
+    parent = _client(stores).get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 3
