@@ -21,8 +21,8 @@ from .tracking import Tracker
 # Keys of each trial's user attributes: who runs it (for stale-trial detection), and what it repeats.
 WORKER_ATTR = "worker"
 RETRY_OF_ATTR = "retry_of"
-DIED = "worker died mid-trial"
-UNNAMED_GRACE_S = 60  # the error of a trial failed for its dead worker
+DIED = "worker died mid-trial"  # the error of a trial failed for its dead worker
+UNNAMED_GRACE_S = 60  # a RUNNING trial that has not named its worker this long after it started is dead
 
 
 class _Recovery:
@@ -53,8 +53,6 @@ class _Recovery:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             if trial.user_attrs.get("interrupted") and trial.number not in retried:
                 self._retry(study, trial)
-        # The running trials are read after the runs: a trial that starts in between, on another
-        # worker, opens its run after it is RUNNING, so its run is never taken for an orphan.
         self.tracker.close_orphan_trials(
             study.study_name,
             lambda: {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))},

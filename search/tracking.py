@@ -52,6 +52,9 @@ class Tracker:
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Nor a "View run ... at: URL" line on stdout for every run closed on a tracking server: the
+        # sweep prints its own line per trial.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)

@@ -114,7 +114,7 @@ def _check_stores(study: optuna.Study, client: MlflowClient, budget: int) -> dic
 def test_two_workers_share_one_study_and_meet_the_budget_exactly(backend, tmp_path):
     name = f"pair-{os.getpid()}-{backend.storage is None}"
     (tmp_path / "sweep.yaml").write_text(
-        SWEEP.format(name=name, trials=5, steps=10, eval_steps=5), encoding="utf-8"
+        SWEEP.format(name=name, trials=5, steps=20, eval_steps=10), encoding="utf-8"
     )
     run = _lorasweep(tmp_path, "run", "sweep.yaml", "--workers", "2", *backend.args())
     assert run.wait(timeout=600) == 0, run.stderr.read()
@@ -151,7 +151,7 @@ def test_a_worker_killed_mid_trial_leaves_the_budget_to_the_other(
     backend = Backend(optuna_db, mlflow_server, mlflow_server)
     name = f"kill-{os.getpid()}"
     (tmp_path / "sweep.yaml").write_text(
-        SWEEP.format(name=name, trials=3, steps=40, eval_steps=20), encoding="utf-8"
+        SWEEP.format(name=name, trials=4, steps=60, eval_steps=20), encoding="utf-8"
     )
     first = _lorasweep(tmp_path, "run", "sweep.yaml", *backend.args())
     _wait_for(lambda: _study_if_started(backend, name) is not None, "the study and its parent run")
@@ -174,7 +174,7 @@ def test_a_worker_killed_mid_trial_leaves_the_budget_to_the_other(
 
     study = backend.study(name)
     client = MlflowClient(backend.read)
-    runs = _check_stores(study, client, budget=3)
+    runs = _check_stores(study, client, budget=4)
     failed = study.trials[killed.number]
     assert failed.state == TrialState.FAIL and failed.user_attrs["error"] == "worker died mid-trial"
     run = runs[killed.number]
