@@ -1,4 +1,4 @@
-"""Parallel sweeps with real worker processes, and both backend checked afterwards: on this machine
+"""Parallel sweeps with real worker processes, and both stores checked afterwards: on this machine
 (`run --workers 2`: the journal and MLflow's SQLite; slow), and as on several machines (PostgreSQL
 as the study storage, an MLflow server backed by PostgreSQL; service). Then a worker is killed
 mid-trial: the other finishes the budget and the dead worker's trial is failed."""
@@ -36,8 +36,7 @@ search_space:
 @dataclasses.dataclass
 class Backend:
     storage: str | None  # None: the journal under mlruns/
-    tracking: str  # what the workers are told
-    read: str  # what the test reads MLflow from
+    tracking: str
 
     def args(self) -> list[str]:
         storage = ["--storage", self.storage] if self.storage else []
@@ -62,9 +61,9 @@ def backend(request, tmp_path, monkeypatch) -> Backend:
     monkeypatch.chdir(tmp_path)
     if request.param == "local":
         uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-        return Backend(None, uri, uri)
+        return Backend(None, uri)
     server = request.getfixturevalue("mlflow_server")
-    return Backend(request.getfixturevalue("optuna_db"), server, server)
+    return Backend(request.getfixturevalue("optuna_db"), server)
 
 
 def _lorasweep(folder, *args: str) -> subprocess.Popen:
@@ -120,10 +119,10 @@ def test_two_workers_share_one_study_and_meet_the_budget_exactly(backend, tmp_pa
     assert run.wait(timeout=600) == 0, run.stderr.read()
 
     study = backend.study(name)
-    _check_stores(study, MlflowClient(backend.read), budget=5)
+    _check_stores(study, MlflowClient(backend.tracking), budget=5)
     workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
     assert len(workers) == 2  # both processes ran trials
-    runs = MlflowClient(backend.read)
+    runs = MlflowClient(backend.tracking)
     best = runs.get_run(study.best_trial.user_attrs["mlflow_run_id"])
     assert "adapter" in {a.path for a in runs.list_artifacts(best.info.run_id)}
 
@@ -148,7 +147,7 @@ def test_a_worker_killed_mid_trial_leaves_the_budget_to_the_other(
     tmp_path, monkeypatch, optuna_db, mlflow_server
 ):
     monkeypatch.chdir(tmp_path)
-    backend = Backend(optuna_db, mlflow_server, mlflow_server)
+    backend = Backend(optuna_db, mlflow_server)
     name = f"kill-{os.getpid()}"
     (tmp_path / "sweep.yaml").write_text(
         SWEEP.format(name=name, trials=4, steps=60, eval_steps=20), encoding="utf-8"
@@ -173,7 +172,7 @@ def test_a_worker_killed_mid_trial_leaves_the_budget_to_the_other(
     assert first.wait(timeout=600) == 0, first.stderr.read()
 
     study = backend.study(name)
-    client = MlflowClient(backend.read)
+    client = MlflowClient(backend.tracking)
     runs = _check_stores(study, client, budget=4)
     failed = study.trials[killed.number]
     assert failed.state == TrialState.FAIL and failed.user_attrs["error"] == "worker died mid-trial"
