@@ -24,6 +24,7 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import Report, TrialResult, TrialSpec, Worker
 
@@ -73,12 +74,19 @@ def open_storage(
         if re.match(r"(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
             with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
-                    url,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=on_stale,
-                )
+                try:
+                    return RDBStorage(
+                        url,
+                        heartbeat_interval=HEARTBEAT_S,
+                        grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=on_stale,
+                    )
+                except SQLAlchemyError as e:  # a server that is down, a wrong password, no driver
+                    reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+                    raise UserError(
+                        f"the study storage must be a database this machine can open, but got "
+                        f"storage={redact(url)}: {reason}. Check the server, the URL and its password."
+                    ) from e
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))

@@ -164,6 +164,14 @@ def _stored_study(folder, **attrs) -> None:
                 "with lorasweep run FILE --study joined"
             ),
         ),
+        (
+            None,
+            ["worker", "--storage", "postgresql://u:secret@127.0.0.1:1/optuna"],
+            (
+                "the study storage must be a database this machine can open, but got "
+                "storage=postgresql://u:***@127.0.0.1:1/optuna: connection failed"
+            ),
+        ),
         (None, ["worker", "--max-failures", "0"], "--max-failures must be a positive integer"),
         (
             None,
@@ -185,6 +193,7 @@ def _stored_study(folder, **attrs) -> None:
         "not lorasweep's",
         "masked password",
         "no parent run",
+        "database down",
         "max failures",
         "zero",
         "sqlite",
