@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-browser test-all bench-memory clean
+.PHONY: setup demo test test-slow test-browser test-service test-all bench-memory bench-workers bench-mlflow clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver
 
+# Parallel sweeps against real services on loopback: a PostgreSQL cluster the tests start themselves
+# (Debian's postgresql package, installed if missing) and an MLflow server backed by it.
+test-service: $(STAMP)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m service
+
 # Everything this machine can run: fast, slow and browser tests; no GPU or external services.
 test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
@@ -45,6 +52,14 @@ test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 # RSS after trial 2 and trial 20 of a tiny sweep in one worker (about 70 s on 2 cores).
 bench-memory: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/memory.py
+
+# Trials per hour on the tiny demo: 1 worker on all cores against 1 worker per core (about 10 min).
+bench-workers: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/workers.py
+
+# Concurrent writers to the local MLflow store: SQLite directly against a loopback server (about 3 min).
+bench-mlflow: $(STAMP)
+	$(BIN)/python benchmarks/mlflow_writers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -79,9 +79,16 @@ class Progress:
         if self.bar is None:
             return
         self.bar.write(trial_line(trial, self.metrics), file=sys.stdout)
-        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-            self.bar.update(1)  # the budget counts finished trials; failed ones are replaced
+        # The budget counts finished trials (failed ones are replaced), the study's: with several
+        # workers, others finish trials too.
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        self.bar.n = len(study.get_trials(deepcopy=False, states=finished))
         self.bar.set_postfix_str(best_text(study, self.metrics))
+
+    def note(self, text: str) -> None:
+        """A line above the bar (nothing when quiet)."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stdout)
 
     def close(self) -> None:
         if self.bar is not None:

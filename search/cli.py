@@ -38,6 +38,7 @@ from .study import (
     SWEEP_ATTR,
     RunOptions,
     check_batch_fits,
+    join_sweep,
     load_study,
     run_sweep,
     stored_sweep,
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        if args.command in (_run, _resume):
+        if args.command in (_run, _resume, _worker):
             print(
                 "interrupted: finished trials are kept; run the same command again (or lorasweep "
                 "resume STUDY) to continue.",
@@ -136,6 +137,15 @@ def _parser() -> argparse.ArgumentParser:
                 "--tracking-uri",
                 help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)",
             )
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[common],
+        help="run trials of a study that `run` started (one process: start one per machine or GPU)",
+    )
+    study_flags(worker, tracking=True)
+    _max_failures_flag(worker)
+    worker.set_defaults(command=_worker)
 
     trials = commands.add_parser("trials", parents=[common], help="list the trials of a study")
     study_flags(trials)
@@ -216,6 +226,17 @@ def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
     command.add_argument("--trials", type=int, help="trial budget: finished trials the study ends with")
     command.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
     command.add_argument("--tracking-uri", help=tracking_help)
+    _max_failures_flag(command)
+    command.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine, sharing its cores (or one GPU each) (default 1)",
+    )
+
+
+def _max_failures_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--max-failures",
         type=int,
@@ -241,10 +262,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> int:
-    for flag in ("trials", "max_failures"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be a positive integer, but got {flag}={value}.")
+    _check_positive(args, "trials", "max_failures", "workers")
     study = run_sweep(
         sweep,
         RunOptions(
@@ -254,9 +272,28 @@ def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> in
             tracking_uri=args.tracking_uri,
             quiet=args.quiet,
             max_failures=args.max_failures,
+            workers=args.workers,
         ),
     )
     return 0 if _print_result(study, sweep) else 1
+
+
+def _worker(args: argparse.Namespace) -> int:
+    _check_positive(args, "max_failures")
+    study = load_study(args.study, args.storage)
+    study = join_sweep(
+        study,
+        args.storage,
+        RunOptions(tracking_uri=args.tracking_uri, quiet=args.quiet, max_failures=args.max_failures),
+    )
+    return 0 if _print_result(study, stored_sweep(study)) else 1
+
+
+def _check_positive(args: argparse.Namespace, *flags: str) -> None:
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be a positive integer, but got {flag}={value}.")
 
 
 def _print_result(study, sweep: Sweep) -> bool:

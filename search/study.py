@@ -9,9 +9,8 @@ trials whose worker died are failed, their MLflow runs closed, and run again (`s
 from __future__ import annotations
 
 import dataclasses
-import os
+import gc
 import re
-import socket
 import tempfile
 import time
 import warnings
@@ -24,21 +23,22 @@ from typing import Any, Protocol
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from objectives import Report, TrialResult, TrialSpec, Worker
 
 from . import _names
 from ._progress import Progress, best_text
 from ._pruners import build_pruner
+from ._recovery import DIED, RETRY_OF_ATTR, WORKER_ATTR, _Recovery, _worker_id
+from ._workers import FINISHED, run_pool, work
 from .errors import SweepStopped, UserError
 from .report import REPORTED_ATTR, write_report
 from .sweep import Sweep, load_sweep
 from .tracking import Tracker, redact, tracking_uri
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_MAX_FAILURES = 5
 # Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
 HEARTBEAT_S, GRACE_S = 30, 90
@@ -50,9 +50,7 @@ BUDGET_ATTR = "n_trials"
 TRACKING_ATTR = "tracking_uri"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 BASE_METRICS_ATTR = "base_metrics"
-# ...and of each trial's: who runs it (for stale-trial detection), and what it repeats.
-WORKER_ATTR = "worker"
-RETRY_OF_ATTR = "retry_of"
+# ...and of each trial's (who runs it and what it retries: WORKER_ATTR, RETRY_OF_ATTR in _recovery).
 DUPLICATE_OF_ATTR = "duplicate_of"
 
 
@@ -76,12 +74,19 @@ def open_storage(
         if re.match(r"(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
             with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
-                    url,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=on_stale,
-                )
+                try:
+                    return RDBStorage(
+                        url,
+                        heartbeat_interval=HEARTBEAT_S,
+                        grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=on_stale,
+                    )
+                except SQLAlchemyError as e:  # a server that is down, a wrong password, no driver
+                    reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+                    raise UserError(
+                        f"the study storage must be a database this machine can open, but got "
+                        f"storage={redact(url)}: {reason}. Check the server, the URL and its password."
+                    ) from e
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -146,6 +151,7 @@ class RunOptions:
     tracking_uri: str | None = None
     quiet: bool = False
     max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
+    workers: int = 1  # local worker processes; 1 runs the trials in this process
     plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
 
 
@@ -163,15 +169,20 @@ def run_sweep(
     check_study_name(name)
     budget = options.n_trials or sweep.study.n_trials
     storage_url = options.storage or sweep.study.storage
+    if options.workers > 1 and storage_url and storage_url.startswith("sqlite"):
+        raise UserError(
+            "--workers above 1 needs a study storage that several processes can write at once, but "
+            f"got storage={redact(storage_url)} (SQLite locks up under concurrent writers). Use the "
+            "default journal (mlruns/optuna.journal), a file ending in .journal, or postgresql://."
+        )
     existing = _existing_study(name, storage_url, sweep)
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
     if existing is not None and done >= budget:
+        tracker = Tracker(tracking_uri(options.tracking_uri, sweep.tracking_uri), sweep.experiment or name)
         if existing.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # Nothing to run, but a dead worker's trial must not stay RUNNING (nor its MLflow run).
-            tracker = Tracker(
-                tracking_uri(options.tracking_uri, sweep.tracking_uri), sweep.experiment or name
-            )
             _Recovery(tracker, retries=0).recover(existing)
+        _close_parent(existing, tracker, sweep, options.plots)
         log(
             f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
             f"{best_text(existing, sweep.study.metrics)}"
@@ -237,16 +248,29 @@ def run_sweep(
             if not options.quiet:
                 log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
-        # A trial that raises fails alone (its MLflow run is closed FAILED with the error) and the
-        # sweep goes on: the study's catch, not a try/except hidden in the objective. There is no
-        # n_trials: MaxTrialsCallback stops at the budget of finished trials, _FailureLimit when
-        # too many fail, and the grid sampler when the grid is done.
-        study.optimize(
-            _Objective(sweep, runner, tracker, parent_id, name),
-            timeout=sweep.study.timeout,
-            catch=(Exception,),
-            callbacks=[MaxTrialsCallback(budget, states=FINISHED), progress, failures],
-        )
+        if options.workers > 1:
+            runner = None  # each worker loads its own model; this process only watches
+            gc.collect()
+            problems = run_pool(
+                study,
+                options.workers,
+                storage=storage_url or str(DEFAULT_STORAGE.resolve()),
+                tracking_uri=tracker.uri,
+                max_failures=options.max_failures,
+                on_trial=lambda trial: (progress(study, trial), failures.count(trial)),
+                stop=lambda: failures.tripped,
+            )
+            recovery.fail_dead(study)  # a worker that was killed: its trial is failed and queued
+            _check_pool(study, problems, failures, log)
+        else:
+            _run_trials(
+                study,
+                sweep,
+                _Objective(sweep, runner, tracker, parent_id, name),
+                recovery,
+                progress,
+                failures,
+            )
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -263,13 +287,110 @@ def run_sweep(
     return study
 
 
+def join_sweep(
+    study: optuna.Study,
+    storage: str | None,
+    options: RunOptions = RunOptions(),
+    log: Callable[[str], None] = print,
+    runner: TrialRunner | None = None,
+) -> optuna.Study:
+    """Run trials of a study that `lorasweep run` started, from this process (`lorasweep worker`,
+    on this machine or another): with the sweep file, budget, MLflow store and parent run stored on
+    the study. Returns once the study holds its budget of finished trials; the run that started the
+    study writes the summary and the plots on the parent run.
+
+    Raises SweepStopped when `options.max_failures` trials fail in this process."""
+    sweep = stored_sweep(study)
+    name = study.study_name
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent_id is None:
+        raise UserError(
+            f"a study to join must have its MLflow parent run, but study {name!r} has none yet. "
+            f"Start it with lorasweep run FILE --study {name}, then start workers."
+        )
+    uri = study_tracking_uri(study, options.tracking_uri)
+    if runner is None:
+        runner = Worker(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
+    check_batch_fits(sweep, runner.train_rows)
+    tracker = Tracker(uri, sweep.experiment or name)
+    recovery = _Recovery(tracker, sweep.study.retries)
+    sampler = make_sampler(sweep)
+    # Reseeded, as Optuna does for n_jobs > 1: workers that share a seed would propose the same
+    # parameters at the same time. (A trial still trains with seed + its number.)
+    sampler.reseed_rng()
+    study = optuna.load_study(
+        study_name=name,
+        storage=open_storage(storage, on_stale=recovery),
+        sampler=sampler,
+        pruner=build_pruner(sweep.study.pruner),
+    )
+    recovery.recover(study)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    budget = study.user_attrs.get(BUDGET_ATTR, sweep.study.n_trials)
+    if not options.quiet:
+        log(f"worker {_worker_id()} joins study {name!r}: {done}/{budget} trials done")
+    progress = Progress(sweep.study.metrics, budget, done, options.quiet)
+    failures = _FailureLimit(options.max_failures)
+    try:
+        _run_trials(
+            study, sweep, _Objective(sweep, runner, tracker, parent_id, name), recovery, progress, failures
+        )
+    finally:
+        progress.close()
+    if failures.tripped:
+        raise SweepStopped(failures.report(study, budget))
+    return study
+
+
+def _run_trials(
+    study: optuna.Study,
+    sweep: Sweep,
+    objective: Callable[[optuna.Trial], Any],
+    recovery: _Recovery,
+    progress: Progress,
+    failures: _FailureLimit,
+) -> None:
+    """Trials in this process until the study holds its budget (_workers.work: exact with any number
+    of workers). A trial that raises fails alone (its MLflow run is closed FAILED with the error)
+    and the sweep goes on: the study's catch, not a try/except hidden in the objective."""
+    work(
+        study,
+        objective,
+        budget=lambda: study.user_attrs[BUDGET_ATTR],
+        callbacks=[progress, failures],
+        recover=recovery.fail_dead,
+        stop=lambda: failures.tripped,
+        timeout=sweep.study.timeout,
+        log=progress.note,
+    )
+
+
+def _check_pool(
+    study: optuna.Study, problems: list[str], failures: _FailureLimit, log: Callable[[str], None]
+) -> None:
+    """A worker of the pool that exited abnormally is a note when the others met the budget; the
+    sweep stopped when they did not."""
+    if failures.tripped or not problems:
+        return
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    budget = study.user_attrs[BUDGET_ATTR]
+    if done >= budget:
+        for problem in problems:
+            log(f"note: {problem}")
+        return
+    raise SweepStopped(
+        f"the sweep stopped: {'; '.join(problems)}. {done}/{budget} trials finished. Run the same "
+        "command again to continue; finished trials are kept."
+    )
+
+
 def stored_sweep(study: optuna.Study) -> Sweep:
     """The sweep a study was started with, from the file text stored on it (for `resume` and
     `worker`): the file on disk may have changed or gone since."""
     text = study.user_attrs.get(SWEEP_ATTR)
     if text is None:
         raise UserError(
-            f"a study to resume must have been started by lorasweep, but study {study.study_name!r} "
+            f"a study to resume or join must have been started by lorasweep, but study {study.study_name!r} "
             "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
         )
     path = Path(study.user_attrs.get(SWEEP_PATH_ATTR) or f"{study.study_name}.yaml")
@@ -470,103 +591,6 @@ class _Reporter:
             raise optuna.TrialPruned(f"pruned at step {step} ({name}={metrics[name]:.4g})")
 
 
-class _Recovery:
-    """What becomes of a trial whose worker died or was interrupted: its MLflow run is closed KILLED
-    (never left RUNNING) and the trial is queued to run again with the same parameters and seed, up
-    to `retries` times. Retries are recorded the way Optuna's RetryHeartbeatStaleTrialCallback does
-    (system attrs failed_trial and retry_history), but without copying the user attributes: those
-    hold the dead attempt's MLflow run id and error."""
-
-    def __init__(self, tracker: Tracker, retries: int) -> None:
-        self.tracker, self.retries = tracker, retries
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """A stale trial, already failed (Optuna's heartbeat callback, or `recover`)."""
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            self.tracker.kill_trial(run_id, "the trial's worker stopped before the trial finished")
-        self._retry(study, trial)
-
-    def recover(self, study: optuna.Study) -> list[int]:
-        """Fail the trials of dead workers on this machine, queue interrupted trials again, and
-        close MLflow runs left RUNNING. Returns the numbers of the trials failed here."""
-        failed = []
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _died_here(trial.user_attrs.get(WORKER_ATTR)):
-                # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
-                # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
-                storage = study._storage
-                storage.set_trial_user_attr(trial._trial_id, "error", "worker died mid-trial")
-                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                    failed.append(trial.number)
-                    self(study, storage.get_trial(trial._trial_id))
-        retried = {
-            n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])
-        }
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.user_attrs.get("interrupted") and trial.number not in retried:
-                self._retry(study, trial)
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        self.tracker.close_orphan_trials(study.study_name, running)
-        return failed
-
-    def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.retries:
-            return
-        study.add_trial(
-            optuna.create_trial(
-                state=TrialState.WAITING,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs={RETRY_OF_ATTR: history[0]},
-                system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
-            )
-        )
-
-
-def _worker_id() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
-
-
-def _proc_stat(pid: int) -> list[str]:
-    """The fields of /proc/PID/stat after the command name (Linux; [] elsewhere or when gone):
-    [0] is the state, [19] the start time in clock ticks since boot."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _process_start(pid: int) -> str:
-    """With the pid, the start time names one process: a pid the system reused is not taken for
-    a live worker."""
-    stat = _proc_stat(pid)
-    return stat[19] if len(stat) > 19 else ""
-
-
-def _died_here(worker: str | None) -> bool:
-    """Whether the worker that runs a trial was a process of this machine that no longer runs.
-    Workers on other machines are the heartbeat's business (database storages)."""
-    if not worker or worker.count(":") < 2:
-        return False
-    host, pid_text, started = worker.rsplit(":", 2)
-    pid = int(pid_text)
-    if host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    stat = _proc_stat(pid)
-    if stat and stat[0] in ("Z", "X"):
-        return True  # killed, not yet reaped by its parent
-    return bool(started) and len(stat) > 19 and stat[19] != started
-
-
 class _FailureLimit:
     """An Optuna callback that stops the sweep once `limit` trials have failed in this run."""
 
@@ -579,10 +603,21 @@ class _FailureLimit:
         return len(self.failed) >= self.limit
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL:
+        if trial.state == TrialState.FAIL:  # a trial of this process's optimize: it raised
             self.failed.append(trial)
             if self.tripped:
                 study.stop()
+
+    def count(self, trial: FrozenTrial) -> None:
+        """A trial some worker ended (the pool watches them all): counted if it failed on its own,
+        not when its worker died or was interrupted."""
+        attrs = trial.user_attrs
+        if (
+            trial.state == TrialState.FAIL
+            and attrs.get("error", DIED) != DIED
+            and not attrs.get("interrupted")
+        ):
+            self.failed.append(trial)
 
     def report(self, study: optuna.Study, budget: int) -> str:
         by_reason: dict[str, list[int]] = defaultdict(list)
@@ -605,6 +640,17 @@ class _FailureLimit:
             "command again to continue; finished trials are kept."
         )
         return "\n".join(lines)
+
+
+def _close_parent(study: optuna.Study, tracker: Tracker, sweep: Sweep, plots: bool) -> None:
+    """The parent run of a study that holds its budget, if nobody closed it: the run that started
+    the study stopped (killed, Ctrl-C) while other workers finished the trials."""
+    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent_id is None or tracker.run_status(parent_id) in (None, "FINISHED"):
+        return
+    if plots:
+        _log_report(study, tracker, parent_id)
+    tracker.finish_study(parent_id, *_summary(study, sweep))
 
 
 def _log_report(study: optuna.Study, tracker: Tracker, parent_id: str) -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +52,9 @@ class Tracker:
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # Nor a "View run ... at: URL" line on stdout for every run closed on a tracking server: the
+        # sweep prints its own line per trial.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -113,6 +117,13 @@ class Tracker:
 
     def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+    def run_status(self, run_id: str) -> str | None:
+        """RUNNING, FINISHED, FAILED or KILLED; None for a run this store does not have."""
+        try:
+            return self.client.get_run(run_id).info.status
+        except MlflowException:
+            return None
 
     def fail_study(self, parent_id: str, status: str = "FAILED") -> None:
         self.client.set_terminated(parent_id, status=status)
@@ -202,25 +213,27 @@ class Tracker:
 
     def kill_trial(self, run_id: str, reason: str) -> None:
         """Close the run of a trial whose worker died, if it is still RUNNING."""
-        try:
-            if self.client.get_run(run_id).info.status != "RUNNING":
-                return
-        except MlflowException:  # a run in another tracking store
+        if self.run_status(run_id) != "RUNNING":  # closed already, or in another tracking store
             return
         self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, reason), RunTag(STATE_TAG, "FAIL")])
         self.client.set_terminated(run_id, status="KILLED")
 
-    def close_orphan_trials(self, study_name: str, running: set[int]) -> None:
+    def close_orphan_trials(self, study_name: str, running: Callable[[], set[int]]) -> None:
         """Close trial runs left RUNNING whose Optuna trial no longer runs (a worker killed between
-        opening the run and recording its id on the trial)."""
+        opening the run and recording its id on the trial). `running` gives the numbers of the
+        running trials; it is asked after the runs are read, so a trial that starts meanwhile is
+        never taken for an orphan."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial' "
             "and attributes.status = 'RUNNING'",
             max_results=1000,
         )
+        if not runs:
+            return
+        alive = running()
         for run in runs:
-            if int(run.data.tags.get(TRIAL_TAG, -1)) not in running:
+            if int(run.data.tags.get(TRIAL_TAG, -1)) not in alive:
                 self.kill_trial(run.info.run_id, "the trial's worker stopped before the trial finished")
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .services import mlflow_server, postgres  # noqa: F401 - fixtures of the service tests
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,219 @@
+"""Several workers on one study: the exact trial budget, the loop every worker runs, and the local
+pool of worker processes behind `lorasweep run --workers N`.
+
+The budget counts finished (complete or pruned) trials. With several workers a check between trials
+is not enough: two workers that each see one slot left would both start a trial. So a trial, once
+Optuna has created it (or popped it from the queue of WAITING trials), first takes a slot:
+
+    trial n holds a slot  <=>  finished + (trials numbered below n that are RUNNING or WAITING) < budget
+
+Optuna numbers trials in the order it creates them, atomically in every storage. A trial without a
+slot goes back to the queue (WAITING) before it has sampled anything or opened an MLflow run. Then no
+more than `budget` trials ever finish: take the one with the highest number. When it took its slot,
+every other trial that was to finish already existed (its number is lower) and was WAITING, RUNNING
+or finished, so each was counted, and there were fewer than `budget` of them.
+
+A worker that finds every slot held by running trials waits rather than stops: a running trial may
+still fail (its slot frees up) or lose its worker (it is failed and queued again, see _recovery). It
+stops once the study holds its budget of finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import optuna
+from optuna.samplers import GridSampler
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ENDED = (*FINISHED, TrialState.FAIL)
+POLL_S = 2.0  # how often a waiting worker, or the pool, looks at the study again
+STOP_GRACE_S = 60  # how long a worker may take to close its trial after SIGTERM
+
+
+class _NoSlot(BaseException):
+    """Raised from the objective when its trial holds no slot. A BaseException, not an Exception:
+    Study.optimize then lets it through without telling the trial a state, and the trial stays
+    WAITING, as it was put back."""
+
+
+def holds_slot(trials: Sequence[FrozenTrial], number: int, budget: int) -> bool:
+    """Whether trial `number` may run: the finished trials and those queued or running ahead of it
+    leave a slot of the budget. (The rule and why it is exact: the module's docstring.)"""
+    finished = sum(t.state in FINISHED for t in trials)
+    ahead = sum(t.number < number and t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    return finished + ahead < budget
+
+
+def work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    budget: Callable[[], int],
+    *,
+    callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    recover: Callable[[optuna.Study], object] = lambda study: None,
+    stop: Callable[[], bool] = lambda: False,
+    timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Run trials of `study` until it holds `budget()` finished trials (read again before each
+    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the grid is done or
+    `timeout` seconds have passed. Each trial is one Study.optimize call, so Optuna's heartbeat,
+    catch and callbacks work as usual; `recover` fails the trials of dead workers before each one."""
+    started = time.monotonic()
+    waiting_for: set[int] = set()
+
+    def gated(trial: optuna.Trial) -> Any:
+        if not holds_slot(study.get_trials(deepcopy=False), trial.number, budget()):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+            raise _NoSlot
+        return objective(trial)
+
+    while not stop():
+        recover(study)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # other machines' dead workers (database storages)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        running = {t.number for t in trials if t.state == TrialState.RUNNING}
+        if finished >= budget() or _grid_done(study):
+            return
+        if timeout is not None and time.monotonic() - started >= timeout:
+            return
+        if finished + len(running) >= budget():
+            if log is not None and running != waiting_for:
+                log(f"waiting: the budget's last slots are held by running trial(s) {_numbers(running)}")
+            waiting_for = running
+            time.sleep(POLL_S)
+            continue
+        try:
+            study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
+        except _NoSlot:  # another worker took the last slot first
+            time.sleep(POLL_S)
+
+
+def _grid_done(study: optuna.Study) -> bool:
+    # The grid sampler stops optimize itself when its grid is done; one optimize call per trial
+    # means asking it here as well.
+    return isinstance(study.sampler, GridSampler) and study.sampler.is_exhausted(study)
+
+
+def _numbers(numbers: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(numbers)))
+
+
+# -- the local pool: `lorasweep run --workers N` ---------------------------------------------------
+@dataclass
+class _Process:
+    index: int
+    process: subprocess.Popen
+    log: IO[str]  # its stderr, read back when it fails
+
+    def tail(self, lines: int = 3) -> str:
+        self.log.seek(0)
+        return " | ".join(self.log.read().strip().splitlines()[-lines:]) or "no output"
+
+
+def worker_env(index: int, workers: int, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment of local worker `index` of `workers`: the cores divided between them (torch
+    reads OMP_NUM_THREADS when it starts), and a GPU of its own where several are visible."""
+    cores = len(os.sched_getaffinity(0))
+    threads = max(1, cores // workers + (index < cores % workers))
+    child = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    gpus = _visible_gpus(env)
+    if len(gpus) > 1:
+        child["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    return child
+
+
+def _visible_gpus(env: Mapping[str, str]) -> list[str]:
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    import torch  # already loaded by the run that spawns the pool
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def run_pool(
+    study: optuna.Study,
+    workers: int,
+    *,
+    storage: str,
+    tracking_uri: str,
+    max_failures: int,
+    on_trial: Callable[[FrozenTrial], None],
+    stop: Callable[[], bool],
+) -> list[str]:
+    """Run `workers` local `lorasweep worker` processes on `study` until they all exit. Each trial
+    that ends is handed to `on_trial` as the pool sees it; once `stop()` says so, or on Ctrl-C or
+    SIGTERM, each worker is sent SIGTERM and closes its trial as a single run would. Returns what
+    went wrong with workers that exited abnormally (none when all ended normally)."""
+    command = [sys.executable, "-m", "search", "-q", "worker", "--study", study.study_name]
+    command += ["--storage", storage, "--tracking-uri", tracking_uri, "--max-failures", str(max_failures)]
+    seen = {t.number for t in study.get_trials(deepcopy=False, states=ENDED)}
+    pool: list[_Process] = []
+    try:
+        for index in range(workers):
+            log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in finally
+            # A session of its own: Ctrl-C reaches the pool, which stops each worker once, rather
+            # than a second signal landing in a worker that is closing its trial.
+            process = subprocess.Popen(
+                command,
+                env=worker_env(index, workers),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
+            pool.append(_Process(index, process, log))
+        while any(p.process.poll() is None for p in pool):
+            _report(study, seen, on_trial)
+            if stop():
+                _terminate(pool)
+                break
+            time.sleep(POLL_S / 2)
+        _report(study, seen, on_trial)
+        return [
+            f"worker {p.index} exited with code {p.process.returncode}: {p.tail()}"
+            for p in pool
+            if p.process.returncode not in (0, None) and not stop()
+        ]
+    except BaseException:
+        _terminate(pool)
+        raise
+    finally:
+        for p in pool:
+            p.log.close()
+
+
+def _report(study: optuna.Study, seen: set[int], on_trial: Callable[[FrozenTrial], None]) -> None:
+    for trial in study.get_trials(deepcopy=False, states=ENDED):
+        if trial.number not in seen:
+            seen.add(trial.number)
+            on_trial(trial)
+
+
+def _terminate(pool: list[_Process]) -> None:
+    """SIGTERM to each worker still running (it closes its trial's MLflow run KILLED and queues the
+    trial to run again), SIGKILL to any that has not exited STOP_GRACE_S later."""
+    for p in pool:
+        if p.process.poll() is None:
+            p.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in pool:
+        try:
+            p.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.process.kill()
+            p.process.wait()

@@ -1,0 +1,225 @@
+"""Several workers on one study: the slot rule, real processes racing for the budget's last slots,
+a killed worker's trial taken over, the pool's environment, and `worker` / `--workers` input errors.
+The stub objectives here never train; test_workers_e2e.py (slow) and test_postgres.py (service) run
+real `lorasweep` worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from search import RunOptions, _workers, load_sweep, run_sweep
+from search._recovery import WORKER_ATTR, _Recovery, _worker_id
+from search._workers import holds_slot, work, worker_env
+from search.cli import main
+from search.tracking import Tracker
+
+from .test_resilience import GRID, CurveRunner, _client
+
+FORK = multiprocessing.get_context("fork")  # the children use Optuna only: no MLflow, no torch
+
+
+def _journal(path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def test_a_trial_holds_a_slot_when_the_finished_and_those_ahead_of_it_leave_one():
+    study = optuna.create_study()
+    for value in (1.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # number 2: holds nothing
+    study.enqueue_trial({})  # number 3, WAITING: ahead of every later trial
+    trials = study.get_trials(deepcopy=False)
+
+    assert holds_slot(trials, number=4, budget=4)  # 2 finished + trial 3 ahead = 3 < 4
+    assert not holds_slot(trials, number=4, budget=3)
+    assert holds_slot(trials, number=3, budget=3)  # nothing unfinished ahead of trial 3 itself
+    assert not holds_slot(trials, number=3, budget=2)  # the finished trials fill the budget
+
+
+def _race(path: str, budget: int, start=None, victim: bool = False) -> None:
+    """A worker process: the real loop and recovery, a stub trial (a quarter of them fail). `start`,
+    a barrier, lets all workers look at the study at the same moment: each sees free slots."""
+    _workers.POLL_S = 0.1
+    study = optuna.load_study(
+        study_name="race", storage=_journal(path), sampler=optuna.samplers.RandomSampler()
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, _worker_id())
+        x = trial.suggest_float("x", 0, 1)
+        time.sleep(600 if victim else 0.05)
+        if x < 0.25:
+            raise ValueError("an unlucky x")
+        return x
+
+    if start is not None:
+        start.wait()
+    # No trial has an MLflow run here, so recovery never reaches for the tracker.
+    work(study, objective, lambda: budget, recover=_Recovery(None, retries=1).fail_dead)
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3, 6])
+def test_four_processes_finish_exactly_the_budget(tmp_path, budget):
+    path = tmp_path / "race.journal"
+    optuna.create_study(study_name="race", storage=_journal(path))
+    start = FORK.Barrier(4)
+    workers = [FORK.Process(target=_race, args=(str(path), budget, start)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+
+    study = optuna.load_study(study_name="race", storage=_journal(path))
+    assert len(_finished(study)) == budget
+    states = {t.state for t in study.trials}
+    assert TrialState.RUNNING not in states
+    # A trial that lost the race for a slot went back to the queue untouched.
+    assert all(not t.params for t in study.trials if t.state == TrialState.WAITING)
+
+
+def test_a_waiting_worker_takes_over_the_slot_of_a_killed_workers_trial(tmp_path):
+    path = tmp_path / "race.journal"
+    optuna.create_study(study_name="race", storage=_journal(path))
+    victim = FORK.Process(target=_race, args=(str(path), 3, None, True))
+    victim.start()
+    study = optuna.load_study(study_name="race", storage=_journal(path))
+    deadline = time.monotonic() + 60
+    while not any(t.params for t in study.get_trials(states=(TrialState.RUNNING,))):
+        assert time.monotonic() < deadline, "the victim never started its trial"
+        time.sleep(0.1)
+    survivor = FORK.Process(target=_race, args=(str(path), 3))
+    survivor.start()
+    # The survivor finishes two trials, then waits for the victim's: the last slot is held.
+    while len(_finished(study)) < 2:
+        assert time.monotonic() < deadline and survivor.is_alive(), "the survivor never finished two trials"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert survivor.is_alive()
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join()
+    survivor.join(timeout=60)
+    assert survivor.exitcode == 0
+
+    trials = study.get_trials()
+    killed = trials[0]
+    assert killed.state == TrialState.FAIL and killed.user_attrs["error"] == "worker died mid-trial"
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 0)
+    assert retry.params == killed.params and retry.state != TrialState.WAITING
+    assert len(_finished(study)) == 3
+
+
+def test_local_workers_share_the_cores_and_take_a_gpu_each(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(5)))
+    env = {"CUDA_VISIBLE_DEVICES": "2,3"}
+    threads = [worker_env(i, 2, env)["OMP_NUM_THREADS"] for i in range(2)]
+    assert threads == ["3", "2"]
+    assert [worker_env(i, 3, env)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "3", "2"]
+    assert worker_env(0, 8, {"CUDA_VISIBLE_DEVICES": "0"})["OMP_NUM_THREADS"] == "1"
+    assert worker_env(0, 2, {"CUDA_VISIBLE_DEVICES": "0"})["CUDA_VISIBLE_DEVICES"] == "0"  # one GPU: shared
+
+
+def _stored_study(folder, **attrs) -> None:
+    study = optuna.create_study(study_name="joined", storage=_journal(folder / "mlruns" / "optuna.journal"))
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (None, ["worker"], "the study storage must exist, but got storage='mlruns/optuna.journal'"),
+        ({}, ["worker", "--study", "other"], "the study must exist in the storage, but got study='other'"),
+        ({}, ["worker"], "a study to resume or join must have been started by lorasweep"),
+        (
+            {
+                "sweep_yaml": "study: {name: joined}\n",
+                "tracking_uri": "postgresql://u:***@db/mlflow",
+                "mlflow_parent_run_id": "abc",
+            },
+            ["worker"],
+            (
+                "the tracking URI must carry its password, but study 'joined' stores "
+                "postgresql://u:***@db/mlflow (masked). Pass --tracking-uri"
+            ),
+        ),
+        (
+            {"sweep_yaml": "study: {name: joined}\n"},
+            ["worker"],
+            (
+                "a study to join must have its MLflow parent run, but study 'joined' has none yet. Start it "
+                "with lorasweep run FILE --study joined"
+            ),
+        ),
+        (
+            None,
+            ["worker", "--storage", "postgresql://u:secret@127.0.0.1:1/optuna"],
+            (
+                "the study storage must be a database this machine can open, but got "
+                "storage=postgresql://u:***@127.0.0.1:1/optuna: connection failed"
+            ),
+        ),
+        (None, ["worker", "--max-failures", "0"], "--max-failures must be a positive integer"),
+        (
+            None,
+            ["run", "sweep.yaml", "--workers", "0"],
+            "--workers must be a positive integer, but got workers=0.",
+        ),
+        (
+            None,
+            ["run", "sweep.yaml", "--workers", "2", "--storage", "sqlite:///optuna.db"],
+            (
+                "--workers above 1 needs a study storage that several processes can write at once, but got "
+                "storage=sqlite:///optuna.db"
+            ),
+        ),
+    ],
+    ids=[
+        "no storage",
+        "no such study",
+        "not lorasweep's",
+        "masked password",
+        "no parent run",
+        "database down",
+        "max failures",
+        "zero",
+        "sqlite",
+    ],
+)
+def test_bad_worker_input_exits_2_with_one_message(in_tmp, capsys, setup, args, message):
+    (in_tmp / "sweep.yaml").write_text("study: {name: joined}\n", encoding="utf-8")
+    if setup is not None:
+        (in_tmp / "mlruns").mkdir()
+        _stored_study(in_tmp, **setup)
+    before = sorted(p.name for p in in_tmp.rglob("*"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in in_tmp.rglob("*")) == before  # nothing written
+
+
+def test_a_study_that_workers_finished_gets_its_parent_run_closed_on_the_next_run(stores, write):
+    """The run that started the study was stopped while workers finished the budget: the next run
+    or resume finds nothing to run, and closes the parent run with the summary."""
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    options = RunOptions(quiet=True, plots=False)
+    study = run_sweep(sweep, options, runner=CurveRunner())
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    Tracker("sqlite:///mlruns/mlflow.db", "stub").fail_study(parent_id, "KILLED")
+
+    run_sweep(sweep, options, runner=CurveRunner())
+    parent = _client(stores).get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 3
