@@ -61,7 +61,10 @@ def serve_mlflow(uri: str, host: str, port: int) -> Server:
         )
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", Tracker.absolute(uri)]
     command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user: one worker
-    return _start("MLflow UI", command, f"http://{host}:{port}", "/health")
+    # MLflow 3.17 also starts a dozen polling job-runner processes for its GenAI jobs, which
+    # browsing sweeps never uses.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return _start("MLflow UI", command, f"http://{host}:{port}", "/health", env)
 
 
 def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
@@ -80,12 +83,17 @@ def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
     return _start("optuna-dashboard", command, f"http://{host}:{port}", "/")
 
 
-def _start(name: str, command: list[str], url: str, probe: str) -> Server:
+def _start(name: str, command: list[str], url: str, probe: str, env: dict[str, str] | None = None) -> Server:
     """Start a server and wait until it answers; its own error if it dies first (a busy port...)."""
     # Its log goes to a file, not a pipe: a server logs every request, and a full pipe would stall it.
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the Server closes it when it stops
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     server = Server(name, url, process, log)
     deadline = time.monotonic() + READY_TIMEOUT_S
