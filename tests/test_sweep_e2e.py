@@ -78,8 +78,12 @@ def test_study_has_the_budget_of_trials_with_their_runs(finished):
             "exact_match",
             "trainable_params",
             "tokens_per_second",
+            "train_tokens",
+            "eval_seconds",
+            "generate_seconds",
             "wall_seconds",
         } <= set(run.data.metrics)
+        assert run.data.metrics["train_tokens"] > 0 and run.data.metrics["generate_seconds"] > 0
         curve = client.get_metric_history(run.info.run_id, "eval_loss")
         assert [m.step for m in curve][:2] == [2, 4]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
