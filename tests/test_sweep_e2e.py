@@ -96,6 +96,9 @@ def test_study_has_the_budget_of_trials_with_their_runs(finished):
             ).read_text()
         )
         assert table["columns"] == ["prompt", "reference", "output"] and len(table["data"]) == 4
+        # ...and MLflow knows it as a table (the tag its table view and load_table go by)
+        loaded = client.load_table(experiment.experiment_id, "generations.json", [run.info.run_id])
+        assert loaded.columns.tolist() == table["columns"] and loaded.values.tolist() == table["data"]
 
 
 def test_trials_json_lists_every_trial(finished, capsys, monkeypatch):
