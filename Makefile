@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-browser test-service test-all bench-memory bench-workers bench-mlflow clean
+.PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-memory bench-workers \
+	bench-mlflow clean
 
 setup: $(STAMP)
 
@@ -48,6 +49,20 @@ test-service: $(STAMP)
 # Everything this machine can run: fast, slow and browser tests; no GPU or external services.
 test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
+
+# The README's performance table: lorasweep's trials against bare training, its search against random
+# and grid search (replayed from benchmarks/demo_grid.json), evaluation cost, study overhead at 1,000
+# trials. About 10 min on 2 cores. OpenMP threads wait passively: on a shared machine their spinning
+# made the same training 4-16 times slower from one run to the next (README, Performance);
+# `make bench OMP_WAIT_POLICY=` measures with OpenMP's default instead.
+OMP_WAIT_POLICY ?= PASSIVE
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(if $(OMP_WAIT_POLICY),OMP_WAIT_POLICY=$(OMP_WAIT_POLICY)) $(BIN)/python benchmarks/bench.py
+
+# Re-record benchmarks/demo_grid.json, which `make bench` replays: every configuration of the demo's
+# search space on a grid, trained once (GRID_TIME on the shared 2-core machine).
+bench-grid: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/record_grid.py
 
 # RSS after trial 2 and trial 20 of a tiny sweep in one worker (about 70 s on 2 cores).
 bench-memory: $(STAMP)

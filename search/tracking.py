@@ -2,10 +2,16 @@
 
 Uses `MlflowClient` with explicit run ids rather than the fluent API: a worker juggles a parent and a
 child run at once, and the fluent API's global "active run" would tie them to one thread.
+
+Every call to the store is a transaction (on the default SQLite store, a commit to disk of some
+milliseconds; on a server, a round trip), so a trial's learning curve is sent in batches: at most
+CURVE_FLUSH_S seconds after a point is logged, and at once when the trial ends, together with its
+final metrics and state.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -18,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID
 
 from objectives import TrialResult
 
@@ -29,6 +35,12 @@ ROLE_TAG = "lorasweep.role"
 TRIAL_TAG = "lorasweep.trial_number"
 STATE_TAG = "lorasweep.state"  # the Optuna trial's state: COMPLETE, PRUNED or FAIL
 ERROR_TAG = "lorasweep.error"
+GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow table
+# Curve points wait at most this long before they are sent. Short trials then cost one call for their
+# whole curve; long ones still show it live in the UI. A worker killed with -9 loses at most this much.
+CURVE_FLUSH_S = 10.0
+# MLflow's log_batch takes at most this many metrics per call.
+_BATCH = 1000
 
 
 def tracking_uri(flag: str | None, from_file: str | None) -> str:
@@ -57,6 +69,8 @@ class Tracker:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        self._curves: dict[str, list[Metric]] = {}  # run id -> curve points not sent yet
+        self._sent_at: dict[str, float] = {}  # run id -> time.monotonic() of its last curve batch
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -154,40 +168,48 @@ class Tracker:
         return run.info.run_id
 
     def log_curve(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
-        self._log_metrics(run_id, metrics, step)
+        """Learning-curve points, sent in batches (see CURVE_FLUSH_S); the trial's end sends the rest."""
+        now = int(time.time() * 1000)  # each point keeps the time it was logged at
+        self._curves.setdefault(run_id, []).extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if time.monotonic() - self._sent_at.setdefault(run_id, time.monotonic()) >= CURVE_FLUSH_S:
+            self._send(run_id, last=False)
 
     def finish_trial(self, run_id: str, result: TrialResult, wall_seconds: float) -> None:
         """Final metrics, costs, samples and the adapter; then the run is closed FINISHED."""
-        self._log_metrics(
+        tags = {STATE_TAG: "COMPLETE"}
+        if result.samples:
+            # What client.log_table writes (pandas' "split" JSON) and the tag by which MLflow finds
+            # the run's tables, without log_table's three reads of the run to append to a table that
+            # already exists: a trial writes its table once.
+            columns = ("prompt", "reference", "output")
+            table = {"columns": list(columns), "data": [[s[c] for c in columns] for s in result.samples]}
+            self.client.log_dict(run_id, table, GENERATIONS)
+            tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": GENERATIONS, "type": "table"}])
+        self._send(
             run_id,
             {
                 **result.metrics,
                 "trainable_params": result.trainable_params,
                 "total_params": result.total_params,
                 "train_seconds": result.train_seconds,
+                "eval_seconds": result.eval_seconds,
+                "generate_seconds": result.generate_seconds,
+                "train_tokens": result.tokens,
                 "wall_seconds": wall_seconds,
                 "tokens_per_second": result.tokens_per_second,
                 **({"best_step": result.best_step} if result.best_step is not None else {}),
             },
-            step=result.steps,
+            result.steps,
+            tags,
         )
-        if result.samples:
-            self.client.log_table(
-                run_id,
-                data={k: [s[k] for s in result.samples] for k in ("prompt", "reference", "output")},
-                artifact_file="generations.json",
-            )
         if result.adapter_dir is not None:
             self.client.log_artifacts(run_id, str(result.adapter_dir), artifact_path="adapter")
-        self.client.set_tag(run_id, STATE_TAG, "COMPLETE")
         self.client.set_terminated(run_id, status="FINISHED")
 
     def prune_trial(self, run_id: str, step: int, wall_seconds: float) -> None:
         """A pruned trial keeps the curve it logged; no generation metrics, no adapter."""
-        self._log_metrics(run_id, {"wall_seconds": wall_seconds}, step=step)
-        self.client.log_batch(
-            run_id, tags=[RunTag(STATE_TAG, "PRUNED"), RunTag("lorasweep.pruned_step", str(step))]
-        )
+        tags = {STATE_TAG: "PRUNED", "lorasweep.pruned_step": str(step)}
+        self._send(run_id, {"wall_seconds": wall_seconds}, step, tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
     def reuse_trial(
@@ -204,10 +226,8 @@ class Tracker:
     def fail_trial(self, run_id: str, error: BaseException) -> None:
         """Close a trial's run that raised: KILLED for an interrupt, FAILED otherwise, with the reason."""
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self.client.log_batch(
-            run_id,
-            tags=[RunTag(ERROR_TAG, f"{type(error).__name__}: {error}"[:5000]), RunTag(STATE_TAG, "FAIL")],
-        )
+        tags = {ERROR_TAG: f"{type(error).__name__}: {error}"[:5000], STATE_TAG: "FAIL"}
+        self._send(run_id, tags=tags)
         self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
         self.client.set_terminated(run_id, status=status)
 
@@ -247,3 +267,28 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if items:
             self.client.log_batch(run_id, metrics=items)
+
+    def _send(
+        self,
+        run_id: str,
+        metrics: dict[str, float] | None = None,
+        step: int = 0,
+        tags: dict[str, str] | None = None,
+        last: bool = True,
+    ) -> None:
+        """The run's pending curve points, with these metrics and tags, in as few calls as MLflow
+        allows. `last`: the trial has ended, nothing more will come for this run."""
+        now = int(time.time() * 1000)
+        items = self._curves.pop(run_id, []) + [
+            Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
+        ]
+        if last:
+            self._sent_at.pop(run_id, None)
+        else:
+            self._sent_at[run_id] = time.monotonic()
+        tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(items), 1), _BATCH):
+            chunk = items[start : start + _BATCH]
+            if chunk or tag_items:
+                self.client.log_batch(run_id, metrics=chunk, tags=tag_items)
+            tag_items = []

@@ -80,6 +80,18 @@ def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
     assert len(result.samples) == 8 and {"prompt", "reference", "output"} == set(result.samples[0])
 
 
+def test_a_trial_leaves_nothing_behind(worker, tmp_path):
+    """The trial's Trainer, optimizer and adapter are collected when it ends, not trials later."""
+    import gc
+
+    from peft import PeftModel
+    from transformers import Trainer
+
+    worker.run_trial(TrialSpec(training_args=TRAINING, lora_args={"r": 2}, seed=0, generate=False), tmp_path)
+    alive = [o for o in gc.get_objects() if isinstance(o, (Trainer, PeftModel, torch.optim.Optimizer))]
+    assert alive == []
+
+
 def test_same_seed_gives_the_same_trial(worker, tmp_path):
     spec = TrialSpec(training_args=TRAINING, lora_args={"r": 4}, seed=3, generate=False)
     first = worker.run_trial(spec, tmp_path / "a").metrics

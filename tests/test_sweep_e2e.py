@@ -44,8 +44,9 @@ def _stores(folder):
     )
 
 
-def test_study_has_the_budget_of_trials_with_their_runs(finished):
+def test_study_has_the_budget_of_trials_with_their_runs(finished, monkeypatch):
     study, client = _stores(finished)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # load_table searches the fluent API's store
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     experiment = client.get_experiment_by_name("e2e")
     runs = client.search_runs([experiment.experiment_id])
@@ -78,8 +79,12 @@ def test_study_has_the_budget_of_trials_with_their_runs(finished):
             "exact_match",
             "trainable_params",
             "tokens_per_second",
+            "train_tokens",
+            "eval_seconds",
+            "generate_seconds",
             "wall_seconds",
         } <= set(run.data.metrics)
+        assert run.data.metrics["train_tokens"] > 0 and run.data.metrics["generate_seconds"] > 0
         curve = client.get_metric_history(run.info.run_id, "eval_loss")
         assert [m.step for m in curve][:2] == [2, 4]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -92,6 +97,9 @@ def test_study_has_the_budget_of_trials_with_their_runs(finished):
             ).read_text()
         )
         assert table["columns"] == ["prompt", "reference", "output"] and len(table["data"]) == 4
+        # ...and MLflow knows it as a table (the tag its table view and load_table go by)
+        loaded = client.load_table(experiment.experiment_id, "generations.json", [run.info.run_id])
+        assert loaded.columns.tolist() == table["columns"] and loaded.values.tolist() == table["data"]
 
 
 def test_trials_json_lists_every_trial(finished, capsys, monkeypatch):

@@ -1,0 +1,169 @@
+"""Record the demo's search space on a grid, each configuration trained once for real: the table that
+the search-efficiency benchmark (item c of benchmarks/bench.py) replays.
+
+    .venv/bin/python benchmarks/record_grid.py      (or: make bench-grid; see GRID_SECONDS below)
+
+spaces/demo.yaml searches learning_rate (log-uniform over [1e-5, 3e-2]), lora_r, the alpha-per-rank
+factor and batch_size. The learning rate is cut into LR_CELLS cells of equal width in log space; each
+configuration is (cell, r, k, batch) and trains at the cell's centre through objectives.Worker with the
+demo's settings (100 steps, an evaluation every 20) and one seed. For each, the table keeps the eval
+perplexity the Trainer reported at every evaluation (what the pruner sees), the final exact eval
+perplexity and generation metrics (what the trial returns), and the seconds and tokens it took.
+
+Two processes of one torch thread each share the configurations: on 2 cores that is the fastest
+split, and the thread count does not change what is recorded beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import product
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = Path(__file__).with_name("demo_grid.json")
+SWEEP = ROOT / "spaces" / "demo.yaml"
+LR_CELLS = 8
+SEED = 0
+PROCESSES = 2
+
+_worker = None  # one objectives.Worker per process: the base model and the data loaded once
+
+
+def lr_cells(low: float, high: float, cells: int = LR_CELLS) -> list[tuple[float, float, float]]:
+    """(lower edge, centre, upper edge) of each cell, equal widths in log space."""
+    a, b = math.log10(low), math.log10(high)
+    width = (b - a) / cells
+    return [
+        (10 ** (a + i * width), 10 ** (a + (i + 0.5) * width), 10 ** (a + (i + 1) * width))
+        for i in range(cells)
+    ]
+
+
+def configurations() -> list[dict]:
+    from search import load_sweep
+
+    space = load_sweep(SWEEP).space.distributions
+    lr = space["learning_rate"]
+    return [
+        {"lr_cell": i, "learning_rate": centre, "lora_r": r, "lora_alpha_per_rank": k, "batch_size": b}
+        for (i, (_, centre, _)), r, k, b in product(
+            enumerate(lr_cells(lr.low, lr.high)),
+            space["lora_r"].choices,
+            space["lora_alpha_per_rank"].choices,
+            space["batch_size"].choices,
+        )
+    ]
+
+
+def _start() -> None:
+    import torch
+
+    from objectives import Worker
+    from search import load_sweep
+    from search.cli import _quiet_libraries
+
+    global _worker
+    torch.set_num_threads(1)
+    _quiet_libraries(debug=False)
+    sweep = load_sweep(SWEEP)
+    _worker = (Worker(sweep.model, sweep.data, sweep.eval), sweep)
+
+
+def _record(config: dict) -> dict:
+    from objectives import TrialSpec
+    from search._names import target_of
+
+    worker, sweep = _worker
+    sampled = {k: v for k, v in config.items() if k != "lr_cell"}
+    params = sweep.space.resolve(sampled, sweep.fixed)
+    spec = TrialSpec(
+        training_args={k: v for k, v in params.items() if target_of(k) == "training"},
+        lora_args={k: v for k, v in params.items() if target_of(k) == "lora"},
+        seed=SEED,
+    )
+    curve: dict[int, float] = {}
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        if "eval_perplexity" in metrics:
+            curve[step] = metrics["eval_perplexity"]
+
+    entry = {**config, "curve": curve}
+    with tempfile.TemporaryDirectory(prefix="lorasweep-grid-") as folder:
+        try:
+            result = worker.run_trial(spec, Path(folder), report)
+        except FloatingPointError as e:  # the trial diverged: it fails at that step, as in a sweep
+            return {**entry, "failed": str(e), "steps": max(curve, default=0)}
+    return {
+        **entry,
+        "metrics": result.metrics,
+        "steps": result.steps,
+        "train_seconds": round(result.train_seconds, 3),
+        "tokens": result.tokens,
+    }
+
+
+def main() -> int:
+    import peft
+    import torch
+    import transformers
+
+    configs = configurations()
+    print(f"recording {len(configs)} configurations into {GRID} ({PROCESSES} processes)", flush=True)
+    started = time.monotonic()
+    entries = []
+    with ProcessPoolExecutor(
+        PROCESSES, mp_context=__import__("multiprocessing").get_context("spawn"), initializer=_start
+    ) as pool:
+        for n, entry in enumerate(pool.map(_record, configs), start=1):
+            entries.append(entry)
+            final = entry.get("metrics", {}).get("eval_perplexity")
+            print(
+                f"{n:>4}/{len(configs)}  {json.dumps({k: entry[k] for k in configs[0]})}  "
+                f"final eval_perplexity={final}",
+                flush=True,
+            )
+    seconds = time.monotonic() - started
+    table = {
+        "about": "benchmarks/record_grid.py: the demo's search space on a grid, each configuration "
+        "trained once (objectives.Worker); replayed by benchmarks/bench.py, item (c)",
+        "sweep": SWEEP.read_text(encoding="utf-8"),
+        "lr_cells": [list(cell) for cell in lr_cells(*_lr_range())],
+        "seed": SEED,
+        "recorded": {
+            "seconds": round(seconds),
+            "processes": PROCESSES,
+            "torch_threads_per_process": 1,
+            "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+        "entries": entries,
+    }
+    GRID.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {GRID}: {len(entries)} configurations in {seconds / 60:.1f} min")
+    return 0
+
+
+def _lr_range() -> tuple[float, float]:
+    from search import load_sweep
+
+    lr = load_sweep(SWEEP).space.distributions["learning_rate"]
+    return lr.low, lr.high
+
+
+if __name__ == "__main__":
+    sys.exit(main())

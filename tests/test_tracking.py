@@ -1,0 +1,57 @@
+"""The MLflow record of one trial: curve points are batched, and nothing is lost when a trial ends."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from objectives import TrialResult
+from search import tracking
+from search.tracking import Tracker
+
+
+@pytest.fixture
+def tracker(stores) -> Tracker:
+    return Tracker("sqlite:///mlruns/mlflow.db", "batched")
+
+
+def _steps(tracker: Tracker, run_id: str, key: str) -> list[int]:
+    return [m.step for m in MlflowClient(tracker.uri).get_metric_history(run_id, key)]
+
+
+def test_curve_points_wait_for_the_trials_end_and_arrive_in_one_piece(tracker, monkeypatch):
+    monkeypatch.setattr(tracking, "CURVE_FLUSH_S", 1e9)  # however slow this machine is today
+    parent = tracker.parent_run("s", None, {}, "")
+    run_id = tracker.start_trial(parent, "s", 0, {"r": 8}, ["r"])
+    for step in (10, 20, 30):
+        tracker.log_curve(run_id, step, {"loss": 1 / step, "eval_loss": 2 / step})
+    assert _steps(tracker, run_id, "loss") == []  # held back: one call at the end, not one per log
+    tracker.finish_trial(run_id, TrialResult(metrics={"eval_loss": 0.05}, adapter_dir=None, steps=30), 1.0)
+    assert _steps(tracker, run_id, "loss") == [10, 20, 30]
+    run = MlflowClient(tracker.uri).get_run(run_id)
+    assert run.data.metrics["eval_loss"] == 0.05  # the final value, not the last curve point
+    assert run.data.tags["lorasweep.state"] == "COMPLETE" and run.info.status == "FINISHED"
+
+
+def test_a_long_trial_sends_its_curve_as_it_goes(tracker, monkeypatch):
+    parent = tracker.parent_run("s", None, {}, "")
+    run_id = tracker.start_trial(parent, "s", 0, {}, [])
+    tracker.log_curve(run_id, 10, {"loss": 1.0})
+    monkeypatch.setattr(tracking, "CURVE_FLUSH_S", 0.0)  # as if CURVE_FLUSH_S had passed
+    tracker.log_curve(run_id, 20, {"loss": 0.5})
+    assert _steps(tracker, run_id, "loss") == [10, 20]  # live in the UI before the trial ends
+
+
+@pytest.mark.parametrize("end", ["prune", "fail"])
+def test_pruned_and_failed_trials_keep_every_curve_point(tracker, end):
+    parent = tracker.parent_run("s", None, {}, "")
+    run_id = tracker.start_trial(parent, "s", 0, {}, [])
+    tracker.log_curve(run_id, 10, {"eval_loss": 3.0})
+    tracker.log_curve(run_id, 20, {"eval_loss": 2.0})
+    if end == "prune":
+        tracker.prune_trial(run_id, 20, 1.0)
+    else:
+        tracker.fail_trial(run_id, FloatingPointError("loss became nan at step 25"))
+    assert _steps(tracker, run_id, "eval_loss") == [10, 20]
+    tags = MlflowClient(tracker.uri).get_run(run_id).data.tags
+    assert tags["lorasweep.state"] == ("PRUNED" if end == "prune" else "FAIL")
