@@ -81,14 +81,22 @@ def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
 
 
 def test_a_trial_leaves_nothing_behind(worker, tmp_path):
-    """The trial's Trainer, optimizer and adapter are collected when it ends, not trials later."""
+    """The trial's Trainer, optimizer and adapter are collected when it ends, not trials later; nor
+    are they frozen with what the worker keeps after its first trial."""
     import gc
 
     from peft import PeftModel
     from transformers import Trainer
 
-    worker.run_trial(TrialSpec(training_args=TRAINING, lora_args={"r": 2}, seed=0, generate=False), tmp_path)
-    alive = [o for o in gc.get_objects() if isinstance(o, (Trainer, PeftModel, torch.optim.Optimizer))]
+    for seed in (0, 1):
+        spec = TrialSpec(training_args=TRAINING, lora_args={"r": 2}, seed=seed, generate=False)
+        worker.run_trial(spec, tmp_path / str(seed))
+    gc.unfreeze()  # the frozen objects, too, in sight of get_objects
+    try:
+        kinds = (Trainer, PeftModel, torch.optim.Optimizer)
+        alive = [o for o in gc.get_objects() if isinstance(o, kinds)]
+    finally:
+        gc.freeze()
     assert alive == []
 
 

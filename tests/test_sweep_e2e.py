@@ -46,7 +46,9 @@ def _stores(folder):
 
 def test_study_has_the_budget_of_trials_with_their_runs(finished, monkeypatch):
     study, client = _stores(finished)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # load_table searches the fluent API's store
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", client.tracking_uri
+    )  # load_table searches the fluent API's store
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     experiment = client.get_experiment_by_name("e2e")
     runs = client.search_runs([experiment.experiment_id])
