@@ -52,9 +52,9 @@ test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 
 # The README's performance table: lorasweep's trials against bare training, its search against random
 # and grid search (replayed from benchmarks/demo_grid.json), evaluation cost, study overhead at 1,000
-# trials. About 10 min on 2 cores. OpenMP threads wait passively: on a shared machine their spinning
-# made the same training 4-16 times slower from one run to the next (README, Performance);
-# `make bench OMP_WAIT_POLICY=` measures with OpenMP's default instead.
+# trials. 8-10 min on 2 cores. OpenMP threads wait passively: while this was written, on a machine
+# shared with other jobs, spinning threads made the same training several times slower from one run
+# to the next; `make bench OMP_WAIT_POLICY=` measures with OpenMP's default instead.
 OMP_WAIT_POLICY ?= PASSIVE
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(if $(OMP_WAIT_POLICY),OMP_WAIT_POLICY=$(OMP_WAIT_POLICY)) $(BIN)/python benchmarks/bench.py
