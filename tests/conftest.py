@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,17 @@ def write(tmp_path):
         return path
 
     return _write
+
+
+def spawn_lorasweep(folder, *args: str) -> subprocess.Popen:
+    """`lorasweep -q ARGS` as its own process in `folder` (a process to kill, or several at once);
+    stderr is piped for the test to read."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", "-q", *args],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

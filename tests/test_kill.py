@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
 import pytest
 from mlflow import MlflowClient
+
+from .conftest import spawn_lorasweep
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +24,6 @@ search_space:
   learning_rate: {type: float, low: 1e-3, high: 1e-2, log: true}
   lora_r: {type: choice, values: [2, 4]}
 """
-
-
-def _lorasweep(folder, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "search", "-q", *args],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _study(folder) -> optuna.Study | None:
@@ -68,7 +57,7 @@ def _wait_for_training(folder, proc: subprocess.Popen, number: int) -> None:
 
 def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path):
     (tmp_path / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
-    proc = _lorasweep(tmp_path, "run", "sweep.yaml")
+    proc = spawn_lorasweep(tmp_path, "run", "sweep.yaml")
     _wait_for_training(tmp_path, proc, number=1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -79,7 +68,7 @@ def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path):
     killed_run = killed.user_attrs["mlflow_run_id"]
     assert client.get_run(killed_run).info.status == "RUNNING"  # what kill -9 leaves behind
 
-    rerun = _lorasweep(tmp_path, "run", "sweep.yaml")
+    rerun = spawn_lorasweep(tmp_path, "run", "sweep.yaml")
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
 
     study = _study(tmp_path)
@@ -107,7 +96,7 @@ def test_sigkill_mid_trial_then_rerun_loses_nothing(tmp_path):
 
 def test_sigterm_closes_the_trial_and_resume_runs_it_again(tmp_path):
     (tmp_path / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
-    proc = _lorasweep(tmp_path, "run", "sweep.yaml", "--trials", "1")
+    proc = spawn_lorasweep(tmp_path, "run", "sweep.yaml", "--trials", "1")
     _wait_for_training(tmp_path, proc, number=0)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 130
@@ -120,7 +109,7 @@ def test_sigterm_closes_the_trial_and_resume_runs_it_again(tmp_path):
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "KILLED"
 
-    resume = _lorasweep(tmp_path, "resume", "kill")
+    resume = spawn_lorasweep(tmp_path, "resume", "kill")
     assert resume.wait(timeout=300) == 0, resume.stderr.read()
     retry = _study(tmp_path).trials[1]
     assert retry.state.name == "COMPLETE" and retry.user_attrs["retry_of"] == 0

@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import optuna
@@ -20,6 +18,7 @@ from optuna.trial import TrialState
 from search import RunOptions, load_sweep, run_sweep
 from search.study import open_storage
 
+from .conftest import spawn_lorasweep
 from .test_resilience import GRID, CurveRunner, _ask
 
 SWEEP = """\
@@ -66,18 +65,6 @@ def backend(request, tmp_path, monkeypatch) -> Backend:
     return Backend(request.getfixturevalue("optuna_db"), server)
 
 
-def _lorasweep(folder, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "search", "-q", *args],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _check_stores(study: optuna.Study, client: MlflowClient, budget: int) -> dict[int, object]:
     """Budget met exactly, trial numbers unique, one MLflow run per trial under the one parent, which
     is FINISHED; no run left RUNNING. Returns each trial's run."""
@@ -115,7 +102,7 @@ def test_two_workers_share_one_study_and_meet_the_budget_exactly(backend, tmp_pa
     (tmp_path / "sweep.yaml").write_text(
         SWEEP.format(name=name, trials=5, steps=20, eval_steps=10), encoding="utf-8"
     )
-    run = _lorasweep(tmp_path, "run", "sweep.yaml", "--workers", "2", *backend.args())
+    run = spawn_lorasweep(tmp_path, "run", "sweep.yaml", "--workers", "2", *backend.args())
     assert run.wait(timeout=600) == 0, run.stderr.read()
 
     study = backend.study(name)
@@ -152,10 +139,10 @@ def test_a_worker_killed_mid_trial_leaves_the_budget_to_the_other(
     (tmp_path / "sweep.yaml").write_text(
         SWEEP.format(name=name, trials=4, steps=60, eval_steps=20), encoding="utf-8"
     )
-    first = _lorasweep(tmp_path, "run", "sweep.yaml", *backend.args())
+    first = spawn_lorasweep(tmp_path, "run", "sweep.yaml", *backend.args())
     _wait_for(lambda: _study_if_started(backend, name) is not None, "the study and its parent run")
     # The second worker joins with the storage alone: the sweep and the tracking URI are the study's.
-    second = _lorasweep(tmp_path, "worker", "--study", name, "--storage", optuna_db)
+    second = spawn_lorasweep(tmp_path, "worker", "--study", name, "--storage", optuna_db)
 
     def seconds_trial() -> optuna.trial.FrozenTrial | None:
         assert second.poll() is None, second.stderr.read()
