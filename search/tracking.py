@@ -39,8 +39,6 @@ GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow tabl
 # Curve points wait at most this long before they are sent. Short trials then cost one call for their
 # whole curve; long ones still show it live in the UI. A worker killed with -9 loses at most this much.
 CURVE_FLUSH_S = 10.0
-# MLflow's log_batch takes at most this many metrics per call.
-_BATCH = 1000
 
 
 def tracking_uri(flag: str | None, from_file: str | None) -> str:
@@ -276,8 +274,8 @@ class Tracker:
         tags: dict[str, str] | None = None,
         last: bool = True,
     ) -> None:
-        """The run's pending curve points, with these metrics and tags, in as few calls as MLflow
-        allows. `last`: the trial has ended, nothing more will come for this run."""
+        """The run's pending curve points, with these metrics and tags, in one log_batch. `last`: the
+        trial has ended, nothing more will come for this run."""
         now = int(time.time() * 1000)
         items = self._curves.pop(run_id, []) + [
             Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
@@ -287,8 +285,5 @@ class Tracker:
         else:
             self._sent_at[run_id] = time.monotonic()
         tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
-        for start in range(0, max(len(items), 1), _BATCH):
-            chunk = items[start : start + _BATCH]
-            if chunk or tag_items:
-                self.client.log_batch(run_id, metrics=chunk, tags=tag_items)
-            tag_items = []
+        if items or tag_items:  # MlflowClient.log_batch splits what is over the store's per-call limits
+            self.client.log_batch(run_id, metrics=items, tags=tag_items)

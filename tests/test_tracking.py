@@ -55,3 +55,18 @@ def test_pruned_and_failed_trials_keep_every_curve_point(tracker, end):
     assert _steps(tracker, run_id, "eval_loss") == [10, 20]
     tags = MlflowClient(tracker.uri).get_run(run_id).data.tags
     assert tags["lorasweep.state"] == ("PRUNED" if end == "prune" else "FAIL")
+
+
+def test_a_curve_longer_than_one_mlflow_batch_arrives_whole_with_the_trials_end(tracker, monkeypatch):
+    """A fast trial logging every step: more points in CURVE_FLUSH_S than one call to the store
+    takes (1000 items, tags included), sent with the final metrics and tags."""
+    monkeypatch.setattr(tracking, "CURVE_FLUSH_S", 1e9)
+    parent = tracker.parent_run("s", None, {}, "")
+    run_id = tracker.start_trial(parent, "s", 0, {}, [])
+    for step in range(1, 1001):
+        tracker.log_curve(run_id, step, {"loss": 1 / step})
+    samples = [{"prompt": "p", "reference": "r", "output": "o"}]
+    result = TrialResult(metrics={"eval_loss": 0.05}, adapter_dir=None, samples=samples, steps=1000)
+    tracker.finish_trial(run_id, result, 1.0)
+    assert _steps(tracker, run_id, "loss") == list(range(1, 1001))
+    assert MlflowClient(tracker.uri).get_run(run_id).data.tags["lorasweep.state"] == "COMPLETE"
