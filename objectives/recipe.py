@@ -69,8 +69,8 @@ class Worker:
         self._collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
         # What is loaded by now (the libraries, the base, the data) lives as long as the process. Out
         # of the collector's sight, a full collection (once per trial, below; and the ones Python
-        # starts by itself while training) scans only what came after: milliseconds, not the 0.5-2 s
-        # it takes over the ~600k objects that torch, transformers, Optuna and MLflow hold.
+        # starts by itself while training) scans only what came after, not the ~600k objects that
+        # torch, transformers, Optuna and MLflow hold (0.5-2 s a time).
         gc.collect()
         gc.freeze()
         self._frozen_after_first_trial = False
