@@ -250,6 +250,7 @@ def run_sweep(
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
         if options.workers > 1:
             runner = None  # each worker loads its own model; this process only watches
+            gc.unfreeze()  # the Worker froze what it loaded: out of the collector's sight otherwise
             gc.collect()
             problems = run_pool(
                 study,
