@@ -30,8 +30,8 @@ from transformers import (
     set_seed,
 )
 
-from objectives import TrialSpec
-from objectives.data import TaskData
+from lorasweep.objectives import TrialSpec
+from lorasweep.objectives.data import TaskData
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from pathlib import Path
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from search import Sweep, load_sweep
-from search._pruners import build_pruner
-from search.study import make_sampler
+from lorasweep.search import Sweep, load_sweep
+from lorasweep.search._pruners import build_pruner
+from lorasweep.search.study import make_sampler
 
 GRID = Path(__file__).with_name("demo_grid.json")
 SEEDS = 20

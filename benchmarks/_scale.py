@@ -18,8 +18,8 @@ from pathlib import Path
 
 import optuna
 
-from objectives import TrialResult, TrialSpec
-from search import RunOptions, load_sweep, run_sweep
+from lorasweep.objectives import TrialResult, TrialSpec
+from lorasweep.search import RunOptions, load_sweep, run_sweep
 
 TRIALS = 1000
 SWEEP = """\

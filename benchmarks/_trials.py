@@ -23,9 +23,9 @@ from pathlib import Path
 from _bare import BareResult, LoopResult, bare_loop, bare_trial
 from transformers import AutoModelForCausalLM
 
-from objectives import TrialResult, TrialSpec, Worker
-from objectives.model import resolve_base
-from search import RunOptions, load_sweep, run_sweep
+from lorasweep.objectives import TrialResult, TrialSpec, Worker
+from lorasweep.objectives.model import resolve_base
+from lorasweep.search import RunOptions, load_sweep, run_sweep
 
 REPS = 5  # measured trials per side, after the warm-up
 # The demo's sweep file (spaces/demo.yaml) with a narrower space (every trial learns, none diverges)

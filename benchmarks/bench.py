@@ -28,7 +28,7 @@ import _scale
 import _trials
 import torch
 
-from search.cli import _quiet_libraries
+from lorasweep.search.cli import _quiet_libraries
 
 
 def main() -> int:

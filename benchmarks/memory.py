@@ -18,9 +18,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from objectives import Worker
-from search import RunOptions, load_sweep, run_sweep
-from search.cli import _quiet_libraries
+from lorasweep.objectives import Worker
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.cli import _quiet_libraries
 
 TRIALS = 20
 SWEEP = f"""\
@@ -43,7 +43,7 @@ def rss_mib() -> float:
 
 
 class Measured:
-    """objectives.Worker, with the RSS read after every trial."""
+    """lorasweep.objectives.Worker, with the RSS read after every trial."""
 
     def __init__(self, worker: Worker) -> None:
         self.worker, self.rss = worker, []

@@ -51,7 +51,7 @@ def lr_cells(low: float, high: float, cells: int = LR_CELLS) -> list[tuple[float
 
 
 def configurations() -> list[dict]:
-    from search import load_sweep
+    from lorasweep.search import load_sweep
 
     space = load_sweep(SWEEP).space.distributions
     lr = space["learning_rate"]
@@ -69,9 +69,9 @@ def configurations() -> list[dict]:
 def _start() -> None:
     import torch
 
-    from objectives import Worker
-    from search import load_sweep
-    from search.cli import _quiet_libraries
+    from lorasweep.objectives import Worker
+    from lorasweep.search import load_sweep
+    from lorasweep.search.cli import _quiet_libraries
 
     global _worker
     torch.set_num_threads(1)
@@ -81,8 +81,8 @@ def _start() -> None:
 
 
 def _record(config: dict) -> dict:
-    from objectives import TrialSpec
-    from search._names import target_of
+    from lorasweep.objectives import TrialSpec
+    from lorasweep.search._names import target_of
 
     worker, sweep = _worker
     sampled = {k: v for k, v in config.items() if k != "lr_cell"}
@@ -159,7 +159,7 @@ def main() -> int:
 
 
 def _lr_range() -> tuple[float, float]:
-    from search import load_sweep
+    from lorasweep.search import load_sweep
 
     lr = load_sweep(SWEEP).space.distributions["learning_rate"]
     return lr.low, lr.high

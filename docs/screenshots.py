@@ -39,7 +39,7 @@ def study_run(base: str, experiment: str, number: int) -> str:
 def main(study: str = "demo", compare: tuple[int, ...] = (0, 1, 2)) -> None:
     OUT.mkdir(exist_ok=True)
     ui = subprocess.Popen(
-        [sys.executable, "-m", "search", "ui", "--port", str(PORT)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--port", str(PORT)], stdout=subprocess.PIPE, text=True
     )
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -63,7 +63,7 @@ def main(study: str = "demo", compare: tuple[int, ...] = (0, 1, 2)) -> None:
         browser.save_screenshot(str(OUT / "mlflow-ui.png"))
 
         subprocess.run(
-            [sys.executable, "-m", "search", "-q", "report", "--out", "reports/screenshot"], check=True
+            [sys.executable, "-P", "-m", "lorasweep.search", "-q", "report", "--out", "reports/screenshot"], check=True
         )
         browser.get((Path("reports/screenshot/report.html")).resolve().as_uri() + "#curves")
         time.sleep(3)

@@ -38,7 +38,7 @@ def resolve_path(spec: DataSpec) -> str:
     """The built-in data sets live in the package; anything else is returned as given."""
     if spec.path.startswith(BUILTIN_DATA_PREFIX):
         name = spec.path.removeprefix(BUILTIN_DATA_PREFIX)
-        asset = resources.files("objectives") / "assets" / f"{name}.jsonl"
+        asset = resources.files(__package__) / "assets" / f"{name}.jsonl"
         if not asset.is_file():
             raise InputError(
                 f"data.path must name a built-in data set, a file or a hub id, but got "

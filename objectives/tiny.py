@@ -33,8 +33,8 @@ from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from objectives import _corpus
-from objectives.config import TINY_BASE_NAME
+from . import _corpus
+from .config import TINY_BASE_NAME
 
 # The recipe. Every value here goes into the cache key.
 RECIPE = {

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from objectives import METRICS
+from lorasweep.objectives import METRICS
 
 from ._typed import unknown_key
 from .errors import Problems, UserError

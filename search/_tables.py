@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial
 
-from objectives import METRICS
+from lorasweep.objectives import METRICS
 
 from ._progress import format_value, trial_notes
 from .errors import UserError

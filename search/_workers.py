@@ -159,7 +159,9 @@ def run_pool(
     that ends is handed to `on_trial` as the pool sees it; once `stop()` says so, or on Ctrl-C or
     SIGTERM, each worker is sent SIGTERM and closes its trial as a single run would. Returns what
     went wrong with workers that exited abnormally (none when all ended normally)."""
-    command = [sys.executable, "-m", "search", "-q", "worker", "--study", study.study_name]
+    # -P: the current folder does not go first on sys.path, so a user's own lorasweep/ (or any
+    # package of that name) in the folder the sweep runs from cannot stand in for ours.
+    command = [sys.executable, "-P", "-m", "lorasweep.search", "-q", "worker", "--study", study.study_name]
     command += ["--storage", storage, "--tracking-uri", tracking_uri, "--max-failures", str(max_failures)]
     seen = {t.number for t in study.get_trials(deepcopy=False, states=ENDED)}
     pool: list[_Process] = []

@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
-from objectives import InputError
+from lorasweep.objectives import InputError
 
 from ._progress import format_params, format_value
 from ._select import PRECISIONS, choose, describe, pick
@@ -348,8 +348,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _check_data(sweep: Sweep) -> str:
     """Local and built-in data are loaded and their columns checked; hub data is left to `run`."""
-    from objectives.config import BUILTIN_DATA_PREFIX
-    from objectives.data import load_rows
+    from lorasweep.objectives.config import BUILTIN_DATA_PREFIX
+    from lorasweep.objectives.data import load_rows
 
     path = sweep.data.path
     if not (path.startswith(BUILTIN_DATA_PREFIX) or os.path.exists(path)):

@@ -27,8 +27,8 @@ from optuna.trial import FrozenTrial
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from objectives.data import load_rows, tokenize
-from objectives.model import Placement, load_base
+from lorasweep.objectives.data import load_rows, tokenize
+from lorasweep.objectives.model import Placement, load_base
 
 from . import _registry
 from ._export import export_fp32, quantize

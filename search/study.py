@@ -26,7 +26,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from objectives import Report, TrialResult, TrialSpec, Worker
+from lorasweep.objectives import Report, TrialResult, TrialSpec, Worker
 
 from . import _names
 from ._progress import Progress, best_text

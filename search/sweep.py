@@ -17,7 +17,7 @@ from typing import Any, Literal
 import peft
 import transformers
 
-from objectives.config import (
+from lorasweep.objectives.config import (
     BUILTIN_DATA_PREFIX,
     DATA_SUFFIXES,
     GENERATION_METRICS,
@@ -28,7 +28,7 @@ from objectives.config import (
     InputError,
     ModelSpec,
 )
-from objectives.data import template_fields
+from lorasweep.objectives.data import template_fields
 
 from . import _names
 from ._pruners import parse_pruner

@@ -70,7 +70,7 @@ def spawn_lorasweep(folder, *args: str) -> subprocess.Popen:
     stderr is piped for the test to read."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "search", "-q", *args],
+        [sys.executable, "-P", "-m", "lorasweep.search", "-q", *args],
         cwd=folder,
         env=env,
         stdout=subprocess.DEVNULL,

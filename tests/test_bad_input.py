@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.cli import main
+from lorasweep.search.cli import main
 
 ROWS = "".join(f'{{"question": "q{i}", "answer": "a{i % 2}"}}\n' for i in range(10))
 DATA = "data: {path: rows.jsonl, prompt_template: 'Q: {question}', response_template: ' {answer}'}\n"

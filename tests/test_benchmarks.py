@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from search import load_sweep
+from lorasweep.search import load_sweep
 
 from .conftest import ROOT
 

@@ -12,10 +12,10 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from objectives import TrialResult
-from search import RunOptions, load_sweep, run_sweep
-from search.cli import main
-from search.study import open_storage
+from lorasweep.objectives import TrialResult
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.cli import main
+from lorasweep.search.study import open_storage
 
 SWEEP = """\
 study: {name: cmp, metric: f1, sampler: {type: grid, seed: 0}, n_trials: 4,
@@ -117,7 +117,7 @@ def test_report_writes_every_plot_as_html_and_png(finished, stores, capsys):
 
 
 def test_learning_curves_undo_the_reported_sign(finished):
-    from search.report import learning_curves
+    from lorasweep.search.report import learning_curves
 
     study = optuna.load_study(study_name="cmp", storage=open_storage(None))
     metric, curves = learning_curves(study)
@@ -155,7 +155,7 @@ def test_a_multi_objective_report_has_the_pareto_front(stores, write):
         )
     )
     study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=Runner())
-    from search.report import write_report
+    from lorasweep.search.report import write_report
 
     files = write_report(study, stores / "mo")
     assert (stores / "mo" / "pareto.png") in files
@@ -201,7 +201,7 @@ def test_best_of_several_objectives_follows_the_files_rule(stores, write, capsys
 
 
 def test_a_bad_selection_rule_is_refused(write):
-    from search import SweepError
+    from lorasweep.search import SweepError
 
     with pytest.raises(SweepError, match="promote.select metric must be one of eval_loss.*but got 'f2'"):
         load_sweep(write("promote: {select: [f2]}\n"))

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from search.cli import main
+from lorasweep.search.cli import main
 
 from .conftest import ROOT
 

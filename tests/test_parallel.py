@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from search import RunOptions, load_sweep, run_sweep
-from search.study import open_storage
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.study import open_storage
 
 from .conftest import spawn_lorasweep
 from .test_resilience import GRID, CurveRunner, _ask
@@ -178,8 +178,8 @@ def test_on_postgresql_the_heartbeat_fails_another_machines_dead_trial(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(_empty_mlflow_db.read_bytes())
-    monkeypatch.setattr("search.study.HEARTBEAT_S", 1)
-    monkeypatch.setattr("search.study.GRACE_S", 2)
+    monkeypatch.setattr("lorasweep.search.study.HEARTBEAT_S", 1)
+    monkeypatch.setattr("lorasweep.search.study.GRACE_S", 2)
     sweep = load_sweep(
         write(GRID.format(metric="f1", seed=0, extra="").replace("name: stub", f"name: hb{os.getpid()}"))
     )

@@ -17,8 +17,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from objectives import TrialResult
-from search.cli import main
+from lorasweep.objectives import TrialResult
+from lorasweep.search.cli import main
 
 SWEEP = """\
 study: {name: promo, metric: eval_loss, sampler: {type: grid, seed: 0}, n_trials: 2}
@@ -152,7 +152,7 @@ def test_a_second_promotion_moves_the_alias_and_keeps_the_old_version(swept, cli
     ],
 )
 def test_a_bad_promote_section_is_refused_with_its_line(write, promote, message):
-    from search import SweepError, load_sweep
+    from lorasweep.search import SweepError, load_sweep
 
     with pytest.raises(SweepError, match=re.escape(message)) as error:
         load_sweep(write(f"study: {{name: x}}\npromote: {promote}\n"))
@@ -173,7 +173,7 @@ class _Stub:
 
 
 def test_promote_refuses_trials_it_cannot_hand_over_before_doing_anything(stores, write, capsys):
-    from search import RunOptions, load_sweep, run_sweep
+    from lorasweep.search import RunOptions, load_sweep, run_sweep
 
     sweep = load_sweep(
         write(

@@ -15,9 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from objectives.tiny import ensure_tiny_base
-from search.cli import main
-from search.study import SWEEP_ATTR
+from lorasweep.objectives.tiny import ensure_tiny_base
+from lorasweep.search.cli import main
+from lorasweep.search.study import SWEEP_ATTR
 
 pytestmark = pytest.mark.slow
 

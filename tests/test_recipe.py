@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from objectives import DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec, Worker
-from objectives.data import load_rows, tokenize
-from objectives.model import place
+from lorasweep.objectives import DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec, Worker
+from lorasweep.objectives.data import load_rows, tokenize
+from lorasweep.objectives.model import place
 
 DATA = DataSpec(train_split="train[:240]", eval_fraction=0.25)
 TRAINING = {
@@ -180,7 +180,7 @@ def test_qlora_says_it_needs_cuda_on_a_cpu_machine():
 
 
 def test_searched_target_modules_name_modules_not_regexes(worker):
-    from objectives.model import add_adapter, remove_adapter
+    from lorasweep.objectives.model import add_adapter, remove_adapter
 
     for targets, expected in (("q_proj", {"q_proj"}), ("q_proj, v_proj", {"q_proj", "v_proj"})):
         model = add_adapter(worker.base, ModelSpec(), {"r": 2, "target_modules": targets})

@@ -14,12 +14,12 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from objectives import TrialResult
-from search import RunOptions, load_sweep, run_sweep
-from search.cli import main
-from search.errors import SweepStopped
-from search.study import open_storage
-from search.tracking import Tracker
+from lorasweep.objectives import TrialResult
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.cli import main
+from lorasweep.search.errors import SweepStopped
+from lorasweep.search.study import open_storage
+from lorasweep.search.tracking import Tracker
 
 GRID = """\
 study: {{name: stub, metric: {metric}, sampler: {{type: grid, seed: {seed}}}, n_trials: 3{extra}}}
@@ -111,7 +111,7 @@ def test_a_maximised_objective_prunes_the_trials_with_the_worse_loss(stores, wri
 
 
 def test_a_pruner_is_refused_for_several_objectives(write):
-    from search import SweepError
+    from lorasweep.search import SweepError
 
     with pytest.raises(SweepError, match="a pruner needs a single-objective study.*pruner='median'"):
         load_sweep(write("study: {metrics: [f1, eval_loss], pruner: median}\n"))
@@ -154,7 +154,7 @@ def test_max_failures_stops_a_failing_sweep_with_a_summary(stores, write):
 
 def test_the_cli_exits_1_with_the_summary_when_trials_keep_failing(stores, write, capsys, monkeypatch):
     monkeypatch.setattr(
-        "search.study.Worker", lambda *a, **k: CurveRunner(fail_with=ValueError("r=2 rejected"))
+        "lorasweep.search.study.Worker", lambda *a, **k: CurveRunner(fail_with=ValueError("r=2 rejected"))
     )
     path = write(GRID.format(metric="f1", seed=0, extra=""))
     assert main(["-q", "run", str(path), "--max-failures", "1"]) == 1
@@ -248,8 +248,8 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
 def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(stores, write, monkeypatch):
     """A worker on another machine cannot be checked by pid: its trial goes stale when its heartbeat
     stops, and is then failed, its run closed and the trial retried, from this worker."""
-    monkeypatch.setattr("search.study.HEARTBEAT_S", 1)
-    monkeypatch.setattr("search.study.GRACE_S", 2)
+    monkeypatch.setattr("lorasweep.search.study.HEARTBEAT_S", 1)
+    monkeypatch.setattr("lorasweep.search.study.GRACE_S", 2)
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     options = RunOptions(quiet=True, plots=False, n_trials=1, storage="sqlite:///optuna.db")
     run_sweep(sweep, options, runner=CurveRunner())

@@ -7,9 +7,9 @@ import itertools
 import optuna
 import pytest
 
-from search import UserError, load_sweep
-from search.study import load_study, make_sampler, open_storage
-from search.tracking import redact, tracking_uri
+from lorasweep.search import UserError, load_sweep
+from lorasweep.search.study import load_study, make_sampler, open_storage
+from lorasweep.search.tracking import redact, tracking_uri
 
 SPACE = """\
 search_space:

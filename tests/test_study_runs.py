@@ -6,10 +6,10 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from objectives import TrialResult, TrialSpec
-from search import RunOptions, UserError, load_sweep, run_sweep
-from search.cli import main
-from search.study import open_storage
+from lorasweep.objectives import TrialResult, TrialSpec
+from lorasweep.search import RunOptions, UserError, load_sweep, run_sweep
+from lorasweep.search.cli import main
+from lorasweep.search.study import open_storage
 
 SWEEP = """\
 study: {name: stub, metric: f1, sampler: {type: grid}, n_trials: 3}
@@ -89,7 +89,7 @@ def test_bad_data_exits_2_before_anything_is_written(in_tmp, write, capsys):
 
 
 def test_duplicate_keys_and_wrong_types_are_refused(write):
-    from search import SweepError
+    from lorasweep.search import SweepError
 
     with pytest.raises(SweepError, match=r"sweep.yaml:3: each key must appear once.*first on line 2"):
         load_sweep(write("train:\n  max_steps: 3\n  max_steps: 4\n"))

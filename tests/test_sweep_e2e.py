@@ -9,7 +9,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from search.cli import main
+from lorasweep.search.cli import main
 
 SWEEP = """\
 study: {name: e2e, metric: f1, sampler: {type: random, seed: 3}, n_trials: 2}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from objectives import TrialResult
-from search import tracking
-from search.tracking import Tracker
+from lorasweep.objectives import TrialResult
+from lorasweep.search import tracking
+from lorasweep.search.tracking import Tracker
 
 
 @pytest.fixture

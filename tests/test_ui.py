@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from search import RunOptions, load_sweep, run_sweep
-from search.cli import main
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.cli import main
 
 from .test_compare import SWEEP, Runner
 
@@ -37,7 +37,7 @@ def served(stores, write):
     study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=Runner())
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "search", "ui", "--port", str(port), "--dashboard"],
+        [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--port", str(port), "--dashboard"],
         cwd=stores,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

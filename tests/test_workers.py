@@ -16,11 +16,11 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search import RunOptions, _workers, load_sweep, run_sweep
-from search._recovery import WORKER_ATTR, _Recovery, _worker_id
-from search._workers import holds_slot, work, worker_env
-from search.cli import main
-from search.tracking import Tracker
+from lorasweep.search import RunOptions, _workers, load_sweep, run_sweep
+from lorasweep.search._recovery import WORKER_ATTR, _Recovery, _worker_id
+from lorasweep.search._workers import holds_slot, work, worker_env
+from lorasweep.search.cli import main
+from lorasweep.search.tracking import Tracker
 
 from .test_resilience import GRID, CurveRunner, _client
 

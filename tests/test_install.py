@@ -1,0 +1,76 @@
+"""What gets installed: one import namespace, `lorasweep`, and worker processes that a user's own
+folder cannot hijack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from .conftest import ROOT
+
+LORASWEEP = Path(sys.executable).parent / "lorasweep"  # the console script a user runs
+
+
+def test_the_wheel_installs_the_lorasweep_namespace_and_nothing_else(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, ROOT],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("lorasweep-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"lorasweep", wheel.name.split("-")[0] + "-0.1.0.dist-info"}
+    assert "lorasweep/search/cli.py" in names and "lorasweep/objectives/recipe.py" in names
+    assert "lorasweep/objectives/assets/tone.jsonl" in names
+    assert "lorasweep/__init__.py" not in names  # a namespace: nothing of ours to collide with
+
+
+# Each of these, if imported or run, leaves a marker and fails loudly.
+_HIJACK = "import pathlib, sys; pathlib.Path({marker!r}).write_text(__name__); sys.exit(3)\n"
+
+
+def test_workers_run_lorasweeps_code_from_a_folder_with_its_own_search_package(tmp_path):
+    """`run --workers 2` from a project folder that holds packages named like lorasweep's folders
+    (and a `lorasweep/` of its own): the workers start lorasweep's module, not the folder's."""
+    marker = tmp_path / "hijacked"
+    hijack = _HIJACK.format(marker=str(marker))
+    for name in ("search", "objectives", "lorasweep", "lorasweep/search"):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "__init__.py").write_text(hijack)
+        (tmp_path / name / "__main__.py").write_text(hijack)
+    (tmp_path / "search.py").write_text(hijack)
+    (tmp_path / "sweep.yaml").write_text(
+        "study: {name: shadow, sampler: {type: grid}, n_trials: 2}\n"
+        'data: {train_split: "train[:64]", eval_split: "train[1400:1416]"}\n'
+        "train: {max_steps: 2, eval_steps: 2, logging_steps: 1, per_device_train_batch_size: 8}\n"
+        "eval: {max_samples: 2, max_new_tokens: 2}\n"
+        "search_space: {lora_r: {type: choice, values: [2, 4]}}\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = subprocess.Popen(
+        [LORASWEEP, "-q", "run", "sweep.yaml", "--workers", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = run.communicate(timeout=600)
+    assert not marker.exists(), f"the folder's {marker.read_text()} ran instead of lorasweep's code"
+    assert run.returncode == 0, err
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "mlruns" / "optuna.journal")))
+    study = optuna.load_study(study_name="shadow", storage=storage)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE"]
+    # The trials ran in the pool's worker processes (host:pid:start), not in the `run` process.
+    workers = {t.user_attrs["worker"].split(":")[1] for t in study.trials}
+    assert workers and str(run.pid) not in workers
+    assert all(t.user_attrs["metrics"]["eval_loss"] > 0 for t in study.trials)
