@@ -3,7 +3,7 @@
 benchmarks/demo_grid.json holds every configuration of the demo's search space on a grid (the learning
 rate cut into 8 log-spaced cells), each trained once for real by benchmarks/record_grid.py. Here every
 search method runs SEEDS seeded studies against a replay objective: a trial samples through lorasweep's
-own search space and sampler (search.study.make_sampler) and the demo's pruner, its learning rate falls
+own search space and sampler (search.strategy.make_sampler) and the demo's pruner, its learning rate falls
 into a cell, and the recorded curve of that configuration is reported evaluation by evaluation through
 Optuna's trial.report / should_prune, as lorasweep's reporter does. A pruned trial has cost the steps up
 to its pruning, a complete one all of them, and returns the recorded final eval perplexity. Compute is
@@ -27,8 +27,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from lorasweep.search import Sweep, load_sweep
-from lorasweep.search._pruners import build_pruner
-from lorasweep.search.study import make_sampler
+from lorasweep.search.strategy import build_pruner, make_sampler
 
 GRID = Path(__file__).with_name("demo_grid.json")
 SEEDS = 20

@@ -2,7 +2,7 @@
 
 A real run_sweep (the default journal storage, MLflow on SQLite, the random sampler and a median
 pruner, RunOptions(plots=False)) over a stub runner that trains nothing but talks to the study like
-a demo trial: 10 training-loss logs and 5 evaluations through the report hook (each one a curve point
+a demo trial: 10 training-loss logs and 5 evaluations through the curve hook (each one a curve point
 for MLflow and, at evaluations, a report to Optuna and a pruning check), then final metrics, 20 sample
 generations and a 100 kB adapter to log. What is left is lorasweep's, Optuna's and MLflow's own time.
 """
@@ -49,14 +49,14 @@ class Stub:
     def evaluate_base(self) -> dict[str, float]:
         return {"eval_loss": 11.0, "eval_perplexity": 6e4, "f1": 0.06}
 
-    def run_trial(self, trial: TrialSpec, workdir: Path, report=None) -> TrialResult:
+    def run_trial(self, trial: TrialSpec, workdir: Path, on_curve=None) -> TrialResult:
         self.entered.append(time.perf_counter())
         try:
             quality = self.rng.random()
             for step in range(10, 101, 10):
-                report(step, {"loss": quality + 1 / step, "grad_norm": 1.0, "learning_rate": 1e-3})
+                on_curve(step, {"loss": quality + 1 / step, "grad_norm": 1.0, "learning_rate": 1e-3})
                 if step % 20 == 0:
-                    report(step, {"eval_loss": quality + 1 / step, "eval_perplexity": 1 + quality})
+                    on_curve(step, {"eval_loss": quality + 1 / step, "eval_perplexity": 1 + quality})
             metrics = {"eval_loss": quality, "eval_perplexity": 1 + quality, "rouge1": 1 - quality}
             metrics.update(rouge2=1 - quality, rougeL=1 - quality, exact_match=1 - quality, f1=1 - quality)
             samples = [{"prompt": f"prompt {i}", "reference": "ref", "output": "out"} for i in range(20)]

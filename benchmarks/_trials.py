@@ -1,13 +1,13 @@
 """Items (a), (b) and (d) of benchmarks/bench.py: lorasweep's trials beside the same trials without it.
 
 One real sweep (journal storage, MLflow on SQLite, TPE, no pruner: every trial does the same work as
-its twin) runs REPS + 1 trials of the demo's settings. Its runner wraps objectives.Worker, and for
+its twin) runs REPS + 1 trials of the demo's settings. Its runner wraps objectives.Recipe, and for
 each trial also runs, in the same process and alternately before and after it:
   B  the same trial as a plain Trainer script (benchmarks/_bare.py), same parameters and seed;
   C  the bare PyTorch + peft loop over the batches B's Trainer drew.
 A trial's time through lorasweep is everything between the end of the previous trial's training and
 the end of its own, minus the bare runs in between: the tell and MLflow close of the previous trial,
-the ask and sampling, the MLflow run's start, the Worker's trial (callbacks, metrics, generation,
+the ask and sampling, the MLflow run's start, the Recipe's trial (callbacks, metrics, generation,
 saving, gc). The first trial (it also carries the sweep's start) and its twins are a warm-up.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from _bare import BareResult, LoopResult, bare_loop, bare_trial
 from transformers import AutoModelForCausalLM
 
-from lorasweep.objectives import TrialResult, TrialSpec, Worker
+from lorasweep.objectives import Recipe, TrialResult, TrialSpec
 from lorasweep.objectives.model import resolve_base
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 
@@ -60,9 +60,9 @@ class Pair:
 
 @dataclass
 class Paired:
-    """A TrialRunner: lorasweep's Worker, with the bare twins of each trial run beside it."""
+    """A TrialRunner: lorasweep's Recipe, with the bare twins of each trial run beside it."""
 
-    worker: Worker
+    worker: Recipe
     base: object  # the bare side's own copy of the base model
     target_modules: str
     pairs: list[Pair] = field(default_factory=list)
@@ -75,7 +75,7 @@ class Paired:
     def evaluate_base(self) -> dict[str, float]:
         return self.worker.evaluate_base()
 
-    def run_trial(self, spec: TrialSpec, workdir: Path, report=None) -> TrialResult:
+    def run_trial(self, spec: TrialSpec, workdir: Path, on_curve=None) -> TrialResult:
         entered = time.perf_counter()
         pair = Pair(spec)
         self.pairs.append(pair)
@@ -86,8 +86,8 @@ class Paired:
         def hook(step: int, metrics: dict[str, float]) -> None:
             if "eval_loss" in metrics:
                 pair.last_eval_loss = metrics["eval_loss"]
-            if report is not None:
-                report(step, metrics)
+            if on_curve is not None:
+                on_curve(step, metrics)
 
         started = time.perf_counter()
         pair.result = self.worker.run_trial(spec, workdir, hook)
@@ -136,7 +136,7 @@ class TrialFigures:
     eval_prompts: int
     capped_seconds: float
     all_prompts_seconds: float
-    setup_seconds: float  # the Worker's: the base model loaded and the data tokenized, once per worker
+    setup_seconds: float  # the Recipe's: the base model loaded and the data tokenized, once per worker
 
     @property
     def ratio(self) -> float:
@@ -150,7 +150,7 @@ def measure(reps: int = REPS, log=print) -> TrialFigures:
         sweep = load_sweep(path)
         resolve_base(sweep.model)  # on a fresh machine, builds the tiny base (once, cached) first
         setting_up = time.perf_counter()
-        worker = Worker(sweep.model, sweep.data, sweep.eval)
+        worker = Recipe(sweep.model, sweep.data, sweep.eval)
         setup_seconds = time.perf_counter() - setting_up
         base = AutoModelForCausalLM.from_pretrained(resolve_base(sweep.model))
         base.config.use_cache = False  # as lorasweep trains (and as a careful script would)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/memory.py        (or: make bench-memory)
 
-Runs the real study, tracking and objectives.Worker (tiny model, 10 steps a trial) in a scratch
+Runs the real study, tracking and objectives.Recipe (tiny model, 10 steps a trial) in a scratch
 folder, and prints the resident set size after trial 2 and after trial 20, and their ratio.
 Target: within 10% (ratio <= 1.10).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from lorasweep.objectives import Worker
+from lorasweep.objectives import Recipe
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 from lorasweep.search.cli import _quiet_libraries
 
@@ -43,18 +43,18 @@ def rss_mib() -> float:
 
 
 class Measured:
-    """lorasweep.objectives.Worker, with the RSS read after every trial."""
+    """lorasweep.objectives.Recipe, with the RSS read after every trial."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Recipe) -> None:
         self.worker, self.rss = worker, []
         self.train_rows = worker.train_rows
 
     def evaluate_base(self):
         return self.worker.evaluate_base()
 
-    def run_trial(self, trial, workdir, report=None):
+    def run_trial(self, trial, workdir, on_curve=None):
         try:
-            return self.worker.run_trial(trial, workdir, report)
+            return self.worker.run_trial(trial, workdir, on_curve)
         finally:
             self.rss.append(rss_mib())
 
@@ -66,7 +66,7 @@ def main() -> int:
         Path("sweep.yaml").write_text(SWEEP, encoding="utf-8")
         sweep = load_sweep("sweep.yaml")
         started = time.monotonic()
-        measured = Measured(Worker(sweep.model, sweep.data, sweep.eval))
+        measured = Measured(Recipe(sweep.model, sweep.data, sweep.eval))
         run_sweep(sweep, RunOptions(quiet=True), runner=measured)
         seconds = time.monotonic() - started
     rss = measured.rss

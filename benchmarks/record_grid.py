@@ -5,7 +5,7 @@ the search-efficiency benchmark (item c of benchmarks/bench.py) replays.
 
 spaces/demo.yaml searches learning_rate (log-uniform over [1e-5, 3e-2]), lora_r, the alpha-per-rank
 factor and batch_size. The learning rate is cut into LR_CELLS cells of equal width in log space; each
-configuration is (cell, r, k, batch) and trains at the cell's centre through objectives.Worker with the
+configuration is (cell, r, k, batch) and trains at the cell's centre through objectives.Recipe with the
 demo's settings (100 steps, an evaluation every 20) and one seed. For each, the table keeps the eval
 perplexity the Trainer reported at every evaluation (what the pruner sees), the final exact eval
 perplexity and generation metrics (what the trial returns), and the seconds and tokens it took.
@@ -37,7 +37,7 @@ LR_CELLS = 8
 SEED = 0
 PROCESSES = 2
 
-_worker = None  # one objectives.Worker per process: the base model and the data loaded once
+_worker = None  # one objectives.Recipe per process: the base model and the data loaded once
 
 
 def lr_cells(low: float, high: float, cells: int = LR_CELLS) -> list[tuple[float, float, float]]:
@@ -69,7 +69,7 @@ def configurations() -> list[dict]:
 def _start() -> None:
     import torch
 
-    from lorasweep.objectives import Worker
+    from lorasweep.objectives import Recipe
     from lorasweep.search import load_sweep
     from lorasweep.search.cli import _quiet_libraries
 
@@ -77,31 +77,25 @@ def _start() -> None:
     torch.set_num_threads(1)
     _quiet_libraries(debug=False)
     sweep = load_sweep(SWEEP)
-    _worker = (Worker(sweep.model, sweep.data, sweep.eval), sweep)
+    _worker = (Recipe(sweep.model, sweep.data, sweep.eval), sweep)
 
 
 def _record(config: dict) -> dict:
-    from lorasweep.objectives import TrialSpec
-    from lorasweep.search._names import target_of
+    from lorasweep.objectives import trial_spec
 
     worker, sweep = _worker
     sampled = {k: v for k, v in config.items() if k != "lr_cell"}
-    params = sweep.space.resolve(sampled, sweep.fixed)
-    spec = TrialSpec(
-        training_args={k: v for k, v in params.items() if target_of(k) == "training"},
-        lora_args={k: v for k, v in params.items() if target_of(k) == "lora"},
-        seed=SEED,
-    )
+    spec = trial_spec(sweep.space.resolve(sampled, sweep.fixed), SEED)
     curve: dict[int, float] = {}
 
-    def report(step: int, metrics: dict[str, float]) -> None:
+    def on_curve(step: int, metrics: dict[str, float]) -> None:
         if "eval_perplexity" in metrics:
             curve[step] = metrics["eval_perplexity"]
 
     entry = {**config, "curve": curve}
     with tempfile.TemporaryDirectory(prefix="lorasweep-grid-") as folder:
         try:
-            result = worker.run_trial(spec, Path(folder), report)
+            result = worker.run_trial(spec, Path(folder), on_curve)
         except FloatingPointError as e:  # the trial diverged: it fails at that step, as in a sweep
             return {**entry, "failed": str(e), "steps": max(curve, default=0)}
     return {
@@ -136,7 +130,7 @@ def main() -> int:
     seconds = time.monotonic() - started
     table = {
         "about": "benchmarks/record_grid.py: the demo's search space on a grid, each configuration "
-        "trained once (objectives.Worker); replayed by benchmarks/bench.py, item (c)",
+        "trained once (objectives.Recipe); replayed by benchmarks/bench.py, item (c)",
         "sweep": SWEEP.read_text(encoding="utf-8"),
         "lr_cells": [list(cell) for cell in lr_cells(*_lr_range())],
         "seed": SEED,

@@ -1,20 +1,105 @@
-"""The trial side of lorasweep: what one trial does (data -> LoRA fine-tune -> metrics).
+"""The trial side of lorasweep: what one trial does (data -> LoRA fine-tune -> metrics), and all
+it knows: the hyperparameter names and where they go, their defaults, the metrics, loading a
+finished trial's model for hand-over.
 
-It knows nothing of Optuna storage, MLflow or the CLI; search/ drives it through `Worker`.
+It knows nothing of Optuna storage, MLflow or the CLI; search/ drives it through `TrialRunner`
+(runner.py: the lifecycle) and this module's names only. Importing them does not import torch:
+the names that need it (`Recipe`, hand-over, scoring, data checks) load it on first use.
 """
 
-from .config import GENERATION_METRICS, METRICS, DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec
-from .recipe import Report, TrialResult, Worker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._typing import check_type, did_you_mean
+from .config import (
+    BUILTIN_DATA_PREFIX,
+    CURVE_METRICS,
+    DATA_SUFFIXES,
+    GENERATION_METRICS,
+    METRICS,
+    USER_DATA,
+    DataSpec,
+    EvalSpec,
+    InputError,
+    ModelSpec,
+    TrialSpec,
+    curve_metric,
+)
+from .logs import quiet_libraries
+from .params import (
+    BATCH_SIZE,
+    DEFAULTS,
+    canonical,
+    fixed_problems,
+    spellings,
+    target_of,
+    trial_spec,
+    type_problem,
+    unknown_name_message,
+)
+from .runner import CurveHook, TrialResult, TrialRunner
+
+if TYPE_CHECKING:
+    from .data import DataShape, check_data
+    from .handover import TrialModel, eval_inputs, load_trial_model
+    from .recipe import Recipe
+    from .scoring import perplexity, summed_nll
+
+# Names whose modules import torch, transformers or datasets: loaded when first asked for.
+_HEAVY = {
+    "Recipe": "recipe",
+    "DataShape": "data",
+    "check_data": "data",
+    "TrialModel": "handover",
+    "eval_inputs": "handover",
+    "load_trial_model": "handover",
+    "perplexity": "scoring",
+    "summed_nll": "scoring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HEAVY:
+        return getattr(importlib.import_module(f".{_HEAVY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "BATCH_SIZE",
+    "BUILTIN_DATA_PREFIX",
+    "CURVE_METRICS",
+    "DATA_SUFFIXES",
+    "DEFAULTS",
     "GENERATION_METRICS",
     "METRICS",
+    "USER_DATA",
+    "CurveHook",
+    "DataShape",
     "DataSpec",
     "EvalSpec",
     "InputError",
     "ModelSpec",
-    "Report",
+    "Recipe",
+    "TrialModel",
     "TrialResult",
+    "TrialRunner",
     "TrialSpec",
-    "Worker",
+    "canonical",
+    "check_data",
+    "check_type",
+    "curve_metric",
+    "did_you_mean",
+    "eval_inputs",
+    "fixed_problems",
+    "load_trial_model",
+    "perplexity",
+    "quiet_libraries",
+    "spellings",
+    "summed_nll",
+    "target_of",
+    "trial_spec",
+    "type_problem",
+    "unknown_name_message",
 ]

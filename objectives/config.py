@@ -6,6 +6,7 @@ Optuna, MLflow or the CLI.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,16 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
 
 # Metrics that need greedy generation on the eval prompts (the expensive part of a trial).
 GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "f1", "exact_match")
+# Metrics a trial reports at every evaluation while it trains: the learning curve a pruner reads.
+# The first one is in every evaluation's report.
+CURVE_METRICS = ("eval_loss", "eval_perplexity")
+
+
+def curve_metric(objective: str) -> str:
+    """The curve metric that stands for `objective` while a trial trains: the objective itself where
+    the trial reports it at each evaluation, else eval_loss (generation comes only at the end)."""
+    return objective if objective in CURVE_METRICS else CURVE_METRICS[0]
+
 
 TINY_BASE_NAME = "tiny"  # model.base naming the embedded tiny Llama that objectives/tiny.py builds
 BUILTIN_DATA_PREFIX = "builtin:"
@@ -68,6 +79,36 @@ class DataSpec:
         """Whether examples split into prompt and response (needed for generation metrics)."""
         return self.text_template is None
 
+    def problems(self) -> list[tuple[str | None, str]]:
+        """(field, what is wrong) for each value that cannot work; None: the section as a whole."""
+        found: list[tuple[str | None, str]] = []
+        if self.max_length < 1:
+            found.append(
+                ("max_length", f"data.max_length must be at least 1, but got max_length={self.max_length}.")
+            )
+        for key in ("prompt_template", "response_template", "text_template"):
+            try:
+                template_fields(getattr(self, key) or "", f"data.{key}")
+            except InputError as e:
+                found.append((key, str(e)))
+        if self.has_prompts and not (self.prompt_template and self.response_template):
+            given = [k for k in ("prompt_template", "response_template") if getattr(self, k)]
+            found.append(
+                (
+                    None,
+                    "data must give prompt_template and response_template together, or "
+                    f"text_template alone, but got {' and '.join(given) or 'none of them'}.",
+                )
+            )
+        if not 0 < self.eval_fraction < 1:
+            found.append(
+                (
+                    "eval_fraction",
+                    f"data.eval_fraction must be between 0 and 1, but got eval_fraction={self.eval_fraction}.",
+                )
+            )
+        return found
+
 
 USER_DATA = DataSpec(path="", prompt_template=None, response_template=None, label_column=None)
 
@@ -80,6 +121,14 @@ class EvalSpec:
     f1: Literal["auto", "label", "token"] = "auto"
     log_samples: int = 20  # rows in the run's generations table
 
+    def problems(self) -> list[tuple[str | None, str]]:
+        """(field, what is wrong) for each value that cannot work."""
+        return [
+            (key, f"eval.{key} must be at least 1, but got {key}={getattr(self, key)}.")
+            for key in ("batch_size", "max_samples", "max_new_tokens")
+            if getattr(self, key) < 1
+        ]
+
 
 @dataclass(frozen=True)
 class TrialSpec:
@@ -91,3 +140,14 @@ class TrialSpec:
     early_stopping: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     generate: bool = True  # compute the generation metrics after training
+
+
+def template_fields(template: str, where: str = "template") -> list[str]:
+    """The column names a str.format template uses."""
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError as e:
+        raise InputError(
+            f"{where} must be a str.format template, but got {template!r}: {e}. "
+            "Write a literal brace as {{ or }}."
+        ) from None

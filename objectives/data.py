@@ -8,7 +8,6 @@ response tokens only: prompt tokens are labelled -100.
 from __future__ import annotations
 
 import codecs
-import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,7 @@ import datasets
 from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
-from .config import BUILTIN_DATA_PREFIX, DataSpec, InputError
+from .config import BUILTIN_DATA_PREFIX, DataSpec, InputError, template_fields
 from .metrics import is_closed_set
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -46,6 +45,22 @@ def resolve_path(spec: DataSpec) -> str:
             )
         return str(asset)
     return spec.path
+
+
+@dataclass(frozen=True)
+class DataShape:
+    train_rows: int
+    eval_rows: int
+    columns: list[str]
+
+
+def check_data(spec: DataSpec) -> DataShape | None:
+    """Load local or built-in data and check its columns (InputError if they cannot work), as a
+    trial would; hub data is left to the run (None)."""
+    if not (spec.path.startswith(BUILTIN_DATA_PREFIX) or Path(spec.path).exists()):
+        return None
+    train, eval_ = load_rows(spec)
+    return DataShape(len(train), len(eval_), list(train.column_names))
 
 
 def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -145,17 +160,6 @@ def _strata(rows: datasets.Dataset, spec: DataSpec) -> list[str] | None:
         if is_closed_set(responses):
             return responses
     return None
-
-
-def template_fields(template: str, where: str = "template") -> list[str]:
-    """The column names a str.format template uses."""
-    try:
-        return [field for _, field, _, _ in string.Formatter().parse(template) if field]
-    except ValueError as e:
-        raise InputError(
-            f"{where} must be a str.format template, but got {template!r}: {e}. "
-            "Write a literal brace as {{ or }}."
-        ) from None
 
 
 def render(template: str, row: dict) -> str:

@@ -1,9 +1,10 @@
 """One trial, as a recipe: fresh adapter -> train -> evaluate cheap (loss) -> evaluate expensive
 (generation) -> save the adapter.
 
-A `Worker` holds what every trial of one process shares, the base model and the tokenized data, so
-neither is loaded twice. Nothing here knows about Optuna or MLflow: progress goes out through the
-`report` hook, results come back as a `TrialResult`.
+A `Recipe` holds what every trial of one process shares, the base model and the tokenized data, so
+neither is loaded twice. It is the real TrialRunner (runner.py: the lifecycle and what the curve
+hook may raise). Nothing here knows about Optuna or MLflow: learning curves go out through the
+`on_curve` hook, results come back as a `TrialResult`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,33 +27,15 @@ from transformers import (
 )
 
 from . import data as data_lib
-from .config import DataSpec, EvalSpec, ModelSpec, TrialSpec
+from .config import CURVE_METRICS, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
 from .model import add_adapter, load_base, place, remove_adapter
-
-# report(step, metrics): called at every Trainer log and evaluation, with the metrics logged there
-# (loss, learning_rate, eval_loss, eval_perplexity). Raising from it stops the trial at once (the
-# study side raises optuna.TrialPruned this way); the exception leaves run_trial unchanged.
-Report = Callable[[int, dict[str, float]], None]
+from .params import training_settings
+from .runner import CurveHook, TrialResult
+from .scoring import perplexity, summed_nll
 
 
-@dataclass(frozen=True)
-class TrialResult:
-    metrics: dict[str, float]
-    adapter_dir: Path | None
-    samples: list[dict[str, str]] = field(default_factory=list)  # prompt, reference, output
-    trainable_params: int = 0
-    total_params: int = 0
-    train_seconds: float = 0.0  # Trainer.train(), the evaluations during training included
-    eval_seconds: float = 0.0  # those evaluations (the eval-loss curve the pruner reads)
-    generate_seconds: float = 0.0  # generation and scoring for ROUGE/F1/exact match
-    tokens: int = 0  # non-padding tokens trained on
-    tokens_per_second: float = 0.0  # training throughput: tokens over train minus eval seconds
-    steps: int = 0
-    best_step: int | None = None  # with early stopping: the step whose adapter was kept
-
-
-class Worker:
+class Recipe:
     """Loads the base model and the data once; runs any number of trials on them."""
 
     def __init__(
@@ -76,10 +58,10 @@ class Worker:
         self._frozen_after_first_trial = False
 
     # -- the recipe ------------------------------------------------------------------------------
-    def run_trial(self, trial: TrialSpec, workdir: Path, report: Report | None = None) -> TrialResult:
+    def run_trial(self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None = None) -> TrialResult:
         finished = False
         try:
-            result = self._run(trial, workdir, report)
+            result = self._run(trial, workdir, on_curve)
             finished = True
             return result
         finally:
@@ -97,12 +79,12 @@ class Worker:
             if self.placement.device == "cuda":  # after an out-of-memory error above all
                 torch.cuda.empty_cache()
 
-    def _run(self, trial: TrialSpec, workdir: Path, report: Report | None) -> TrialResult:
+    def _run(self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None) -> TrialResult:
         set_seed(trial.seed)  # the adapter's initial weights and the data order
         model = add_adapter(self.base, self.model_spec, trial.lora_args)
         try:
             trainable, total = model.get_nb_trainable_parameters()
-            trainer = self._trainer(model, trial, workdir, report)
+            trainer = self._trainer(model, trial, workdir, on_curve)
             output = trainer.train()
             train_seconds = output.metrics["train_runtime"]
             eval_seconds = sum(log.get("eval_runtime", 0.0) for log in trainer.state.log_history)
@@ -145,11 +127,9 @@ class Worker:
 
     # -- the steps -------------------------------------------------------------------------------
     def _trainer(
-        self, model: torch.nn.Module, trial: TrialSpec, workdir: Path, report: Report | None
+        self, model: torch.nn.Module, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None
     ) -> Trainer:
-        settings = {"eval_strategy": "steps", "save_strategy": "no", **trial.training_args}
-        if settings.get("max_steps", -1) > 0:  # about five points on every learning curve
-            settings.setdefault("eval_steps", max(1, settings["max_steps"] // 5))
+        settings = training_settings(trial.training_args)
         if trial.early_stopping:
             # Early stopping keeps the best evaluation's adapter, not the last: the Trainer saves a
             # checkpoint at each evaluation (the adapter only) and reloads the best one at the end.
@@ -174,8 +154,8 @@ class Worker:
         )
         args = TrainingArguments(**settings)
         callbacks: list[TrainerCallback] = [_DivergenceGuard()]
-        if report:
-            callbacks.append(_ReportCallback(report))
+        if on_curve:
+            callbacks.append(_CurveCallback(on_curve))
         if trial.early_stopping:
             callbacks.append(EarlyStoppingCallback(**trial.early_stopping))
         trainer = Trainer(
@@ -202,14 +182,10 @@ class Worker:
             batch = self._collator(self._eval_rows[start : start + batch_size])
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            labels = batch["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="sum"
-            )
-            total += nll.item()
-            count += int((labels != -100).sum())
+            nll, tokens = summed_nll(logits, batch["labels"])
+            total, count = total + nll, count + tokens
         loss = total / max(count, 1)
-        return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
+        return {"eval_loss": loss, "eval_perplexity": perplexity(loss)}
 
     @torch.no_grad()
     def _generation_metrics(self, model: torch.nn.Module) -> tuple[dict[str, float], list[dict[str, str]]]:
@@ -241,7 +217,7 @@ class Worker:
         return metrics, samples
 
 
-_CURVES = ("loss", "grad_norm", "learning_rate", "eval_loss")
+_CURVES = ("loss", "grad_norm", "learning_rate", CURVE_METRICS[0])
 
 
 class TrialDiverged(FloatingPointError):
@@ -263,15 +239,15 @@ class _DivergenceGuard(TrainerCallback):
                 )
 
 
-class _ReportCallback(TrainerCallback):
-    """Forwards the Trainer's learning curves (train and eval loss) to the report hook."""
+class _CurveCallback(TrainerCallback):
+    """Forwards the Trainer's learning curves (train and eval loss) to the trial's curve hook."""
 
-    def __init__(self, report: Report) -> None:
-        self.report = report
+    def __init__(self, on_curve: CurveHook) -> None:
+        self.on_curve = on_curve
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         metrics = {k: float(v) for k, v in (logs or {}).items() if k in _CURVES}
         if "eval_loss" in metrics:
-            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
+            metrics["eval_perplexity"] = perplexity(metrics["eval_loss"])
         if metrics:
-            self.report(state.global_step, metrics)
+            self.on_curve(state.global_step, metrics)

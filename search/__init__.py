@@ -1,7 +1,20 @@
-"""The study side of lorasweep: sweep files, the Optuna study, the MLflow record, the CLI."""
+"""The study side of lorasweep: sweep files, the Optuna study, the MLflow record, the CLI.
+
+cli.py        the commands; each reads a sweep file or a stored study and calls one room below
+sweep.py      a sweep file, checked whole, as a frozen Sweep (with _space, strategy, _select)
+launch.py     run_sweep / join_sweep: the one setup every process that runs trials goes through
+objective.py  one Optuna trial: sample -> MLflow run -> the trial side -> record
+failures.py   when failed trials stop the sweep
+parent.py     the study's MLflow parent run: its params, summary and plots
+record.py     every key stored on studies, trials and MLflow runs, read and written there only
+storage.py    Optuna storage URLs: open, load, find
+tracking.py   the MLflow client calls
+promote.py    hand-over: _export (ONNX), _parity (the gate), _registry (MLflow's registry)
+"""
 
 from .errors import SweepError, UserError
-from .study import RunOptions, load_study, run_sweep
+from .launch import RunOptions, run_sweep
+from .storage import load_study
 from .sweep import Sweep, load_sweep
 
 __all__ = ["RunOptions", "Sweep", "SweepError", "UserError", "load_study", "load_sweep", "run_sweep"]

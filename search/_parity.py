@@ -14,7 +14,6 @@ Size, load time and generation latency (ms per new token, batch 1) are measured 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+
+from lorasweep.objectives import perplexity, summed_nll
 
 from ._export import Exported
 
@@ -66,7 +67,9 @@ class Measured:
 
 
 @dataclass
-class Report:
+class Parity:
+    """The gate's findings on every export: what parity.json holds."""
+
     prompts: int
     rows: int
     models: list[Measured]
@@ -178,7 +181,7 @@ def measure(
     max_new_tokens: int,
     batch_size: int,
     limits: Limits,
-) -> Report:
+) -> Parity:
     """Run every export beside the reference and apply the gate."""
     onnx = {e.precision: OnnxLM(e, reference.eos_id) for e in exports}
     measured = [reference_measured] + [
@@ -192,16 +195,17 @@ def measure(
     for start in range(0, len(rows), batch_size):
         ids, mask, labels = _pad(rows[start : start + batch_size], reference.pad_id)
         expected = reference.logits(ids, mask)
-        nll["pytorch"] += _nll(expected, labels)
+        summed, tokens = _nll(expected, labels)
+        nll["pytorch"] += summed
         for name, lm in onnx.items():
             got = lm.logits(ids, mask)
-            nll[name] += _nll(got, labels)
+            nll[name] += _nll(got, labels)[0]
             attended = mask.astype(bool)
             diff = float(np.abs(got - expected)[attended].max())
             by_name[name].max_logit_diff = max(by_name[name].max_logit_diff, diff)
-        count += int((labels[:, 1:] != -100).sum())
+        count += tokens
     for m in measured:
-        m.perplexity = math.exp(min(nll[m.name] / max(count, 1), 50.0))
+        m.perplexity = perplexity(nll[m.name] / max(count, 1))
         m.perplexity_change = m.perplexity / measured[0].perplexity - 1.0
 
     # Greedy generation, batch 1; the first prompt warms each runtime up and is not timed.
@@ -222,7 +226,7 @@ def measure(
 
     for name in onnx:
         _gate(by_name[name], len(prompts), limits)
-    return Report(len(prompts), len(rows), measured)
+    return Parity(len(prompts), len(rows), measured)
 
 
 def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
@@ -284,8 +288,6 @@ def _pad(rows: list[dict], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return ids, mask, labels
 
 
-def _nll(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Summed negative log-likelihood of the labelled next tokens (as the sweep's eval_loss)."""
-    scores = torch.from_numpy(logits[:, :-1]).float().transpose(1, 2)
-    target = torch.from_numpy(labels[:, 1:])
-    return float(torch.nn.functional.cross_entropy(scores, target, ignore_index=-100, reduction="sum"))
+def _nll(logits: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """(summed NLL, tokens) of the labelled next tokens: the trial side's own eval_loss function."""
+    return summed_nll(torch.from_numpy(logits), torch.from_numpy(labels))

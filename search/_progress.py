@@ -7,6 +7,8 @@ import sys
 import optuna
 from tqdm import tqdm
 
+from .record import DUPLICATE_OF, ERROR, RETRY_OF, TrialRecord
+
 
 def format_value(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
@@ -17,33 +19,34 @@ def format_params(params: dict) -> str:
 
 
 def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str:
-    attrs = trial.user_attrs
+    kept = TrialRecord.of(trial)
     if trial.state == optuna.trial.TrialState.PRUNED:
         # A pruned trial's Optuna value is its last report (maybe a negated eval_loss): show the loss.
-        loss = attrs.get("metrics", {}).get("eval_loss")
-        scored = f"at step {attrs.get('pruned_step', '?')}, eval_loss={format_value(loss)}"
+        loss = kept.metrics.get("eval_loss")
+        step = "?" if kept.pruned_step is None else kept.pruned_step
+        scored = f"at step {step}, eval_loss={format_value(loss)}"
     else:
         values = trial.values or []
         scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     return (
         f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"
-        f"  ({seconds:.1f} s)" + "".join(f"  {n}" for n in trial_notes(attrs))
+        f"  ({seconds:.1f} s)" + "".join(f"  {n}" for n in trial_notes(kept.notes))
     )
 
 
-def trial_notes(attrs: dict, short: bool = False) -> list[str]:
-    """What a trial's user attributes say about it: a reused result, a retry, its error. `short`
-    (for tables): the error's first line, cut to 80 characters."""
-    notes = []
-    if "duplicate_of" in attrs:
-        notes.append(f"same configuration as trial {attrs['duplicate_of']}, result reused")
-    if "retry_of" in attrs:
-        notes.append(f"retry of trial {attrs['retry_of']}")
-    if "error" in attrs:
-        error = str(attrs["error"])
-        notes.append(error.splitlines()[0][:80] if short else f"error: {error}")
-    return notes
+def trial_notes(notes: dict, short: bool = False) -> list[str]:
+    """What a trial's record notes (TrialRecord.notes) say about it: a reused result, a retry, its
+    error. `short` (for tables): the error's first line, cut to 80 characters."""
+    said = []
+    if DUPLICATE_OF in notes:
+        said.append(f"same configuration as trial {notes[DUPLICATE_OF]}, result reused")
+    if RETRY_OF in notes:
+        said.append(f"retry of trial {notes[RETRY_OF]}")
+    if ERROR in notes:
+        error = str(notes[ERROR])
+        said.append(error.splitlines()[0][:80] if short else f"error: {error}")
+    return said
 
 
 def best_text(study: optuna.Study, metrics: tuple[str, ...]) -> str:

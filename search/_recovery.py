@@ -16,16 +16,14 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from . import record
+from .record import TrialRecord
 from .tracking import Tracker
 
-# Keys of each trial's user attributes: who runs it (for stale-trial detection), and what it repeats.
-WORKER_ATTR = "worker"
-RETRY_OF_ATTR = "retry_of"
-DIED = "worker died mid-trial"  # the error of a trial failed for its dead worker
 UNNAMED_GRACE_S = 60  # a RUNNING trial that has not named its worker this long after it started is dead
 
 
-class _Recovery:
+class Recovery:
     """What becomes of a trial whose worker died or was interrupted: its MLflow run is closed KILLED
     (never left RUNNING) and the trial is queued to run again with the same parameters and seed, up
     to `retries` times. Retries are recorded the way Optuna's RetryHeartbeatStaleTrialCallback does
@@ -37,7 +35,7 @@ class _Recovery:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """A stale trial, already failed (Optuna's heartbeat callback, or `recover`)."""
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = TrialRecord.of(trial).run_id
         if run_id:
             self.tracker.kill_trial(run_id, "the trial's worker stopped before the trial finished")
         self._retry(study, trial)
@@ -47,11 +45,9 @@ class _Recovery:
         interrupted trials again, and close MLflow runs left RUNNING. Returns the numbers of the
         trials failed here."""
         failed = self.fail_dead(study)
-        retried = {
-            n for t in study.get_trials(deepcopy=False) for n in t.system_attrs.get("retry_history", [])
-        }
+        retried = {n for t in study.get_trials(deepcopy=False) for n in record.retried_numbers(t)}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.user_attrs.get("interrupted") and trial.number not in retried:
+            if TrialRecord.of(trial).interrupted and trial.number not in retried:
                 self._retry(study, trial)
         self.tracker.close_orphan_trials(
             study.study_name,
@@ -66,14 +62,14 @@ class _Recovery:
         failed = []
         unnamed_dead = not is_heartbeat_enabled(study._storage)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = trial.user_attrs.get(WORKER_ATTR)
+            worker = TrialRecord.of(trial).worker
             if not (_died_here(worker) if worker else unnamed_dead and _unnamed_and_old(trial)):
                 continue
             # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
             # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
             storage = study._storage
             try:
-                storage.set_trial_user_attr(trial._trial_id, "error", DIED)
+                record.died(storage, trial._trial_id)
                 if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
@@ -83,18 +79,9 @@ class _Recovery:
         return failed
 
     def _retry(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        if len(history) > self.retries:
+        if len(record.retried_numbers(trial)) + 1 > self.retries:
             return
-        study.add_trial(
-            optuna.create_trial(
-                state=TrialState.WAITING,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs={RETRY_OF_ATTR: history[0]},
-                system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
-            )
-        )
+        study.add_trial(record.retry(trial))
 
 
 def _unnamed_and_old(trial: FrozenTrial) -> bool:
@@ -105,7 +92,7 @@ def _unnamed_and_old(trial: FrozenTrial) -> bool:
     return started is not None and (datetime.now() - started).total_seconds() > UNNAMED_GRACE_S
 
 
-def _worker_id() -> str:
+def worker_id() -> str:
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
 

@@ -20,7 +20,6 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 CHAMPION = "champion"
-GATE_TAG = "lorasweep.gate"  # passed | failed
 SERVED_MODEL = Path(__file__).with_name("_served_model.py")
 
 

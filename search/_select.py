@@ -23,6 +23,7 @@ from lorasweep.objectives import METRICS
 
 from ._typed import unknown_key
 from .errors import Problems, UserError
+from .record import TrialRecord
 
 PRECISIONS = ("fp32", "int8", "int4")  # the ONNX exports promotion can make; fp32 always
 
@@ -83,7 +84,7 @@ def _maximize(study: optuna.Study, names: list[str], metric: str) -> bool:
 
 
 def _metrics(trial: FrozenTrial) -> dict[str, float]:
-    return trial.user_attrs.get("metrics", {})
+    return TrialRecord.of(trial).metrics
 
 
 def pick(study: optuna.Study, rule: tuple[Criterion, ...], number: int | None = None) -> FrozenTrial:
@@ -108,8 +109,9 @@ def pick(study: optuna.Study, rule: tuple[Criterion, ...], number: int | None = 
                 f"a trial to hand over must be COMPLETE, but trial {number} is {trial.state.name}. "
                 "Pick another with lorasweep trials --state complete."
             )
-    if "duplicate_of" in trial.user_attrs:
-        trial = study.trials[trial.user_attrs["duplicate_of"]]
+    twin = TrialRecord.of(trial).duplicate_of
+    if twin is not None:
+        trial = study.trials[twin]
     return trial
 
 

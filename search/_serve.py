@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ._urls import absolute, redact
 from .errors import UserError
-from .study import DEFAULT_STORAGE, _journal_path
-from .tracking import Tracker, redact
+from .storage import DEFAULT_STORAGE, journal_path
 
 READY_TIMEOUT_S = 90
 
@@ -59,7 +59,7 @@ def serve_mlflow(uri: str, host: str, port: int) -> Server:
             f"the MLflow store must exist, but got {uri}. Run a sweep first (lorasweep run FILE), "
             "or pass --tracking-uri."
         )
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", Tracker.absolute(uri)]
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", absolute(uri)]
     command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user: one worker
     # MLflow 3.17 also starts a dozen polling job-runner processes for its GenAI jobs, which
     # browsing sweeps never uses.
@@ -68,7 +68,7 @@ def serve_mlflow(uri: str, host: str, port: int) -> Server:
 
 
 def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
-    journal = _journal_path(storage)
+    journal = journal_path(storage)
     if journal is not None:
         if not journal.exists():
             raise UserError(

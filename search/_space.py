@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from . import _names
+from lorasweep import objectives
+
 from .errors import Problems
 
 # The sampled multiplier behind `lora_alpha: {per_rank: {...}}` is stored under this name.
@@ -40,7 +41,7 @@ class SearchSpace:
         params = dict(fixed)
         for name, value in sampled.items():
             if name != ALPHA_PER_RANK:
-                params[_names.canonical(name)] = value
+                params[objectives.canonical(name)] = value
         k = sampled.get(ALPHA_PER_RANK, self.alpha_per_rank)
         if k is not None:
             params["lora_alpha"] = k * params.get("r", 8)  # 8 is LoraConfig's default rank
@@ -48,14 +49,14 @@ class SearchSpace:
 
     def searched(self) -> set[str]:
         """Canonical names of the parameters a trial samples (alpha included when tied to r)."""
-        names = {_names.canonical(n) for n in self.distributions if n != ALPHA_PER_RANK}
+        names = {objectives.canonical(n) for n in self.distributions if n != ALPHA_PER_RANK}
         tied = self.alpha_per_rank is not None or ALPHA_PER_RANK in self.distributions
         return names | ({"lora_alpha"} if tied else set())
 
     def largest(self, canonical: str) -> Any | None:
         """The largest value the space can sample for a parameter, or None if it is not searched."""
         for name, dist in self.distributions.items():
-            if _names.canonical(name) == canonical:
+            if objectives.canonical(name) == canonical:
                 return max(_endpoints(dist))
         return None
 
@@ -104,9 +105,9 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
     seen: dict[str, str] = {}
     for name, spec in raw.items():
         path = ("search_space", name)
-        canonical = _names.canonical(str(name))
-        if _names.target_of(canonical) is None:
-            problems.add(path, _names.unknown_name_message(str(name)))
+        canonical = objectives.canonical(str(name))
+        if objectives.target_of(canonical) is None:
+            problems.add(path, objectives.unknown_name_message(str(name)))
             continue
         if canonical in seen:
             problems.add(
@@ -146,7 +147,7 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
             continue
         dist = _distribution(spec, path, problems)
         if dist is not None:
-            wrong = [_names.type_problem(canonical, v) for v in _endpoints(dist)]
+            wrong = [objectives.type_problem(canonical, v) for v in _endpoints(dist)]
             if any(wrong):
                 problems.add(path, next(w for w in wrong if w))
             else:

@@ -24,6 +24,7 @@ from lorasweep.objectives import METRICS
 
 from ._progress import format_value, trial_notes
 from .errors import UserError
+from .record import DUPLICATE_RUN_TAG, PRUNED_STEP, TrialRecord
 
 STATES = {
     "complete": "COMPLETE",
@@ -68,17 +69,17 @@ def trial_rows(study: optuna.Study, sort: str | None = None, state: str | None =
 
 
 def _row(t: FrozenTrial) -> TrialRow:
-    attrs = t.user_attrs
+    kept = TrialRecord.of(t)
     return TrialRow(
         number=t.number,
         state=t.state.name,
         params=dict(t.params),
         # A pruned trial's Optuna value is its last (signed) report, not the objective: left out.
         values=list(t.values) if t.values and t.state.name == "COMPLETE" else None,
-        metrics=dict(attrs.get("metrics", {})),
+        metrics=kept.metrics,
         duration_s=t.duration.total_seconds() if t.duration else None,
-        mlflow_run_id=attrs.get("mlflow_run_id"),
-        notes={k: attrs[k] for k in ("pruned_step", "retry_of", "duplicate_of", "error") if k in attrs},
+        mlflow_run_id=kept.run_id,
+        notes=kept.notes,
     )
 
 
@@ -136,7 +137,7 @@ def as_table(rows: list[TrialRow], objective: tuple[str, ...]) -> str:
 
 
 def _note(r: TrialRow) -> str:
-    pruned = [f"pruned at step {r.notes['pruned_step']}"] if "pruned_step" in r.notes else []
+    pruned = [f"pruned at step {r.notes[PRUNED_STEP]}"] if PRUNED_STEP in r.notes else []
     return "; ".join(pruned + trial_notes(r.notes, short=True))
 
 
@@ -223,12 +224,12 @@ def _sparkline(curve: dict[int, float], scale: list[float]) -> str:
 def _generations(client: MlflowClient, trial: FrozenTrial) -> list[list[str]]:
     """[prompt, reference, output] rows of the trial's generations.json (a duplicate's from the run
     it copies); empty for pruned and failed trials."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = TrialRecord.of(trial).run_id
     if not run_id:
         return []
     try:
         tags = client.get_run(run_id).data.tags
-        run_id = tags.get("lorasweep.duplicate_run_id", run_id)
+        run_id = tags.get(DUPLICATE_RUN_TAG, run_id)
         with tempfile.TemporaryDirectory() as folder:
             path = client.download_artifacts(run_id, "generations.json", folder)
             return json.loads(Path(path).read_text(encoding="utf-8"))["data"]

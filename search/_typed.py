@@ -1,24 +1,16 @@
-"""Typed sections: a YAML mapping checked key by key against a frozen spec dataclass.
-
-Specs use few types (str, int, float, bool, Literal, Optional, tuple[str, ...]), so checking them
-takes one small function rather than a schema library; every problem goes to the shared collector.
+"""Typed sections: a YAML mapping checked key by key against a frozen spec dataclass (the value
+checks are the trial side's `check_type`); every problem goes to the shared collector.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
 import typing
-from typing import Any, Literal
+from typing import Any
+
+from lorasweep.objectives import check_type, did_you_mean
 
 from .errors import Problems
-
-
-def did_you_mean(key: Any, valid: typing.Iterable[str], n: int = 1) -> str:
-    """ " Did you mean 'x'?" for the closest valid names, or "" when none is close."""
-    close = difflib.get_close_matches(str(key), list(valid), n=n)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def unknown_key(what: str, key: Any, valid: typing.Iterable[str]) -> str:
@@ -48,33 +40,3 @@ def parse_section(raw: dict, section: str, cls: type, problems: Problems, base: 
         else:
             problems.add((section, key), f"{section}.{key} must be {expected}, but got {key}={value!r}.")
     return dataclasses.replace(base, **kwargs)
-
-
-def check_type(value: Any, hint: Any) -> tuple[bool, Any, str]:
-    """(ok, value converted to the hint, what was expected) for the few types specs use."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return value in args, value, "one of " + ", ".join(map(str, args))
-    if origin in (typing.Union, types.UnionType):
-        expected = []
-        for arg in args:
-            ok, converted, what = check_type(value, arg)
-            if ok:
-                return True, converted, what
-            expected.append(what)
-        return False, value, " or ".join(expected)
-    if hint is type(None):
-        return value is None, value, "null"
-    if origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) and value
-        return bool(ok), tuple(value) if ok else value, "a list of strings"
-    if hint is bool:
-        return isinstance(value, bool), value, "true or false"
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value, "an integer"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value, "a number"
-    if hint is str:
-        return isinstance(value, str), value, "a string"
-    return True, value, str(hint)

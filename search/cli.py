@@ -22,30 +22,19 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
-from lorasweep.objectives import InputError
+from lorasweep.objectives import InputError, check_data, quiet_libraries
 
 from ._progress import format_params, format_value
 from ._select import PRECISIONS, choose, describe, pick
 from ._serve import serve_dashboard, serve_mlflow
 from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
+from ._urls import redact, tracking_uri
 from .errors import ExportFailed, SweepError, SweepStopped, UserError
+from .launch import DEFAULT_MAX_FAILURES, RunOptions, join_sweep, run_sweep
+from .record import StudyRecord, TrialRecord, study_tracking_uri
 from .report import write_report
-from .study import (
-    BASE_METRICS_ATTR,
-    BUDGET_ATTR,
-    DEFAULT_MAX_FAILURES,
-    DEFAULT_STORAGE,
-    SWEEP_ATTR,
-    RunOptions,
-    check_batch_fits,
-    join_sweep,
-    load_study,
-    run_sweep,
-    stored_sweep,
-    study_tracking_uri,
-)
-from .sweep import Sweep, load_sweep, promote_spec
-from .tracking import redact, tracking_uri
+from .storage import DEFAULT_STORAGE, load_study
+from .sweep import Sweep, load_sweep, promote_spec, stored_sweep
 
 EXIT_USER_ERROR = 2
 
@@ -254,7 +243,7 @@ def _resume(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
     sweep = stored_sweep(study)
     if args.trials is None:
-        args.trials = study.user_attrs.get(BUDGET_ATTR)
+        args.trials = StudyRecord.of(study).budget
     if args.storage is None:  # where the study was found, whatever the stored file says
         args.storage = str(DEFAULT_STORAGE)
     args.tracking_uri = study_tracking_uri(study, args.tracking_uri)
@@ -302,18 +291,19 @@ def _print_result(study, sweep: Sweep) -> bool:
     if not complete:
         print("no trial finished: see the error on each failed trial (lorasweep trials)", file=sys.stderr)
         return False
-    base = study.user_attrs.get(BASE_METRICS_ATTR, {})
+    base = StudyRecord.of(study).base_metrics or {}
     best = [study.best_trial] if len(sweep.study.metrics) == 1 else study.best_trials
     for trial in best:
         label = "best" if len(sweep.study.metrics) == 1 else "pareto"
-        metrics = trial.user_attrs.get("metrics", {})
+        kept = TrialRecord.of(trial)
+        metrics = kept.metrics
         scores = " ".join(
             f"{m}={metrics.get(m, float('nan')):.4g}" + (f" (base {base[m]:.4g})" if m in base else "")
             for m in sweep.study.metrics
         )
         print(
             f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
-            f"mlflow run {trial.user_attrs.get('mlflow_run_id', '-')}"
+            f"mlflow run {kept.run_id or '-'}"
         )
     return True
 
@@ -348,15 +338,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _check_data(sweep: Sweep) -> str:
     """Local and built-in data are loaded and their columns checked; hub data is left to `run`."""
-    from lorasweep.objectives.config import BUILTIN_DATA_PREFIX
-    from lorasweep.objectives.data import load_rows
-
-    path = sweep.data.path
-    if not (path.startswith(BUILTIN_DATA_PREFIX) or os.path.exists(path)):
+    shape = check_data(sweep.data)
+    if shape is None:
         return "(hub data: columns are checked when the sweep runs)"
-    train, eval_ = load_rows(sweep.data)
-    check_batch_fits(sweep, len(train))
-    return f"{len(train)} train rows, {len(eval_)} eval rows; columns {', '.join(train.column_names)}"
+    sweep.check_batch_fits(shape.train_rows)
+    return f"{shape.train_rows} train rows, {shape.eval_rows} eval rows; columns {', '.join(shape.columns)}"
 
 
 def _pruner_text(spec: dict | None) -> str:
@@ -397,13 +383,14 @@ def _trials(args: argparse.Namespace) -> int:
 
 def _best(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
-    rule = promote_spec(study.user_attrs[SWEEP_ATTR]).select if SWEEP_ATTR in study.user_attrs else ()
+    sweep_text = StudyRecord.of(study).sweep_text
+    rule = promote_spec(sweep_text).select if sweep_text is not None else ()
     chosen = pick(study, rule)  # a reused result stands for its original, whose run has the adapter
     candidates = choose(study, rule)[1]
     objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
     several = len(study.directions) > 1
     how = describe(rule, list(objective)) if several else f"best {objective[0]}"
-    run_id = chosen.user_attrs.get("mlflow_run_id")
+    run_id = TrialRecord.of(chosen).run_id
     if args.json:
         rows = {r.number: r for r in trial_rows(study)}
         print(
@@ -421,7 +408,7 @@ def _best(args: argparse.Namespace) -> int:
         print(f"pareto front ({len(candidates)} trials):")
         front = {t.number for t in candidates}
         print(as_table([r for r in trial_rows(study) if r.number in front], objective))
-    metrics = chosen.user_attrs.get("metrics", {})
+    metrics = TrialRecord.of(chosen).metrics
     scores = " ".join(f"{m}={format_value(metrics.get(m))}" for m in objective)
     print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({how})")
     if run_id:
@@ -435,10 +422,10 @@ def _promote(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
     done = promote(study, args.trial, args.tracking_uri, args.out, log=_say(args))
     name = done.name
-    if done.report is None:
+    if done.parity is None:
         return 0
     print(f"registered: {name} version {done.version} (trial {done.trial.number}); exports in {done.folder}/")
-    if not done.report.passed:
+    if not done.parity.passed:
         where = (
             f"models:/{name}@champion stays on version {done.previous}"
             if done.previous
@@ -455,11 +442,11 @@ def _export(args: argparse.Namespace) -> int:
     from .promote import export
 
     study = load_study(args.study, args.storage)
-    trial, report = export(
+    trial, parity = export(
         study, args.out, args.trial, tuple(args.precision or ["fp32"]), args.tracking_uri, log=_say(args)
     )
-    print(f"exported trial {trial.number} to {args.out}/ ({', '.join(m.name for m in report.models[1:])})")
-    if not report.passed:
+    print(f"exported trial {trial.number} to {args.out}/ ({', '.join(m.name for m in parity.models[1:])})")
+    if not parity.passed:
         print(f"the parity gate failed: see {args.out / 'parity.json'}", file=sys.stderr)
         return 1
     return 0
@@ -514,24 +501,13 @@ def _quiet_libraries(debug: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
     if debug:
         return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for category in (FutureWarning, DeprecationWarning, UserWarning):  # library notes, not ours
+    # Library notes, not ours: lorasweep's own messages to the user never go through warnings.
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
-    for name in ("transformers", "datasets", "peft", "mlflow", "alembic", "optuna"):
+    for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("datasets").setLevel(logging.CRITICAL)  # its load errors come back as ours
-    try:
-        import datasets
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars
-        datasets.disable_progress_bars()
-    except ImportError:  # pragma: no cover - both are dependencies
-        pass
+    quiet_libraries()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,20 +23,17 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from lorasweep.objectives.data import load_rows, tokenize
-from lorasweep.objectives.model import Placement, load_base
+from lorasweep.objectives import TrialModel, eval_inputs, load_trial_model
 
 from . import _registry
 from ._export import export_fp32, quantize
-from ._parity import Limits, Measured, Report, TorchLM, measure
+from ._parity import Limits, Measured, Parity, TorchLM, measure
 from ._progress import format_params, format_value
 from ._select import PRECISIONS, pick
 from .errors import UserError
-from .study import stored_sweep, study_tracking_uri
-from .sweep import Sweep
+from .record import REGISTERED_TAG, TrialRecord, study_tracking_uri, version_tags
+from .sweep import Sweep, stored_sweep
 
 Log = Callable[[str], None]
 
@@ -46,7 +42,7 @@ Log = Callable[[str], None]
 class Promotion:
     name: str  # the registered model
     trial: FrozenTrial
-    report: Report | None  # None: the trial already was the champion, nothing was redone
+    parity: Parity | None  # None: the trial already was the champion, nothing was redone
     version: str
     previous: str | None  # the champion's version before, if any
     folder: Path | None  # the local copy of the exports
@@ -77,7 +73,7 @@ def promote(
     _check_new(out)
     destination = out or Path("exports") / name / "next"
     with tempfile.TemporaryDirectory(prefix="lorasweep-promote-") as scratch, _building(destination) as build:
-        report, files = _export_and_measure(sweep, client, trial, run_id, build, Path(scratch), log)
+        parity, files = _export_and_measure(sweep, client, trial, run_id, build, Path(scratch), log)
         log(f"registering trial {trial.number} as a new version of {name!r}")
         version = _registry.register(
             client,
@@ -85,19 +81,19 @@ def promote(
             run_id,
             files,
             build,
-            tags=_version_tags(study, trial, report),
+            tags=version_tags(study, trial, parity),
             params={k: str(v) for k, v in trial.params.items()},
-            description=_description(study, trial, report),
+            description=_description(study, trial, parity),
             max_new_tokens=sweep.eval.max_new_tokens,
         )
         # exports/NAME/vK is this registry's version K: a folder left by an older registry of the
         # same name (the store was reset since) is replaced.
         folder = out or Path("exports") / name / f"v{version.version}"
         _replace(folder, build)
-    client.set_tag(run_id, "lorasweep.registered_as", f"{name}/{version.version}")
-    if report.passed:
+    client.set_tag(run_id, REGISTERED_TAG, f"{name}/{version.version}")
+    if parity.passed:
         client.set_registered_model_alias(name, _registry.CHAMPION, version.version)
-    return Promotion(name, trial, report, version.version, current.version if current else None, folder)
+    return Promotion(name, trial, parity, version.version, current.version if current else None, folder)
 
 
 def export(
@@ -107,7 +103,7 @@ def export(
     precisions: tuple[str, ...] = ("fp32",),
     tracking_uri: str | None = None,
     log: Log = print,
-) -> tuple[FrozenTrial, Report]:
+) -> tuple[FrozenTrial, Parity]:
     """The chosen trial's exports and their parity report, written to `out`."""
     _check_new(out)
     sweep = stored_sweep(study)
@@ -116,9 +112,9 @@ def export(
     trial = pick(study, sweep.promote.select, trial_number)
     client = MlflowClient(study_tracking_uri(study, tracking_uri))
     with tempfile.TemporaryDirectory(prefix="lorasweep-export-") as scratch, _building(out) as build:
-        report, _ = _export_and_measure(sweep, client, trial, _run_of(trial), build, Path(scratch), log)
+        parity, _ = _export_and_measure(sweep, client, trial, _run_of(trial), build, Path(scratch), log)
         _replace(out, build)
-    return trial, report
+    return trial, parity
 
 
 def _check_new(out: Path | None) -> None:
@@ -149,7 +145,7 @@ def _replace(destination: Path, build: Path) -> None:
 
 
 def _run_of(trial: FrozenTrial) -> str:
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = TrialRecord.of(trial).run_id
     if not run_id:
         raise UserError(f"a trial to hand over must have an MLflow run, but trial {trial.number} has none.")
     return run_id
@@ -157,12 +153,15 @@ def _run_of(trial: FrozenTrial) -> str:
 
 def _export_and_measure(
     sweep: Sweep, client: MlflowClient, trial: FrozenTrial, run_id: str, out: Path, scratch: Path, log: Log
-) -> tuple[Report, dict[str, Path]]:
-    """Exports under out/ (fp32/, int8/, ...) with out/parity.json; returns the report and the
+) -> tuple[Parity, dict[str, Path]]:
+    """Exports under out/ (fp32/, int8/, ...) with out/parity.json; returns the parity report and the
     PyTorch model's files (base/ and adapter/ under scratch) for the registry."""
     log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {run_id})")
-    model, tokenizer, files, reference = _trial_model(sweep, client, trial, run_id, scratch)
-    prompts, rows = _eval_inputs(sweep, tokenizer)  # before the exports: moved data fails fast
+    handed = load_trial_model(sweep.model, _adapter(client, trial, run_id, scratch), scratch)
+    model, tokenizer = handed.model, handed.tokenizer
+    prompts, rows = eval_inputs(
+        sweep.data, sweep.eval, tokenizer
+    )  # before the exports: moved data fails fast
 
     exports = [export_fp32(model, tokenizer, out / "fp32", log)]
     for precision in sweep.promote.precisions[1:]:
@@ -171,9 +170,9 @@ def _export_and_measure(
         log(f"export: {e.precision} by {e.how} ({e.seconds:.1f} s, {_mb(e.size_bytes)})")
 
     log(f"parity: {len(prompts)} eval prompts, {len(rows)} eval rows")
-    report = measure(
+    parity = measure(
         TorchLM(model, tokenizer),
-        reference,
+        _reference(handed),
         exports,
         prompts,
         rows,
@@ -181,16 +180,13 @@ def _export_and_measure(
         sweep.eval.batch_size,
         Limits(sweep.promote.max_logit_diff, sweep.promote.max_perplexity_change),
     )
-    report.save(out / "parity.json")
-    log(format_report(report))
-    return report, files
+    parity.save(out / "parity.json")
+    log(format_parity(parity))
+    return parity, handed.files
 
 
-def _trial_model(
-    sweep: Sweep, client: MlflowClient, trial: FrozenTrial, run_id: str, scratch: Path
-) -> tuple[PeftModel, PreTrainedTokenizerBase, dict[str, Path], Measured]:
-    """The trial's base + adapter in fp32 on the CPU, the files they load from, and the reference's
-    size and load time."""
+def _adapter(client: MlflowClient, trial: FrozenTrial, run_id: str, scratch: Path) -> Path:
+    """The trial's adapter, downloaded from its MLflow run."""
     try:
         adapter = Path(client.download_artifacts(run_id, "adapter", str(scratch)))
     except MlflowException:
@@ -200,45 +196,22 @@ def _trial_model(
             f"a trial to hand over must have its adapter logged, but run {run_id} of trial "
             f"{trial.number} holds none under adapter/ (in {client.tracking_uri})."
         )
-    # The base as the sweep loaded it (tiny, a hub id or a folder), then saved: the registered
-    # model carries its own copy, and PyTorch's load time is measured from disk like ONNX's.
-    base, tokenizer = load_base(dataclasses.replace(sweep.model, method="lora"), Placement("cpu", "fp32"))
-    base.config.use_cache = True  # load_base turns the cache off for training; generation wants it
-    base.save_pretrained(scratch / "base")
-    tokenizer.save_pretrained(scratch / "base")  # with the pad token load_base gave it
-    del base
-    started = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(scratch / "base")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(scratch / "base"), adapter).eval()
-    loaded = time.monotonic() - started
-    files = {"base": scratch / "base", "adapter": adapter}
-    size = sum(f.stat().st_size for folder in files.values() for f in folder.rglob("*") if f.is_file())
-    return model, tokenizer, files, Measured("pytorch", "transformers + peft", size, loaded)
+    return adapter
 
 
-def _eval_inputs(sweep: Sweep, tokenizer) -> tuple[list[list[int]], list[dict]]:
-    """The eval rows (token ids and labels, as the sweep scored them) and the prompts to generate
-    from: the eval prompts, or, for text_template data, the first half of each eval text."""
-    train, eval_rows = load_rows(sweep.data)
-    data = tokenize(sweep.data, train.select([]), eval_rows, tokenizer)  # only eval is needed
-    rows = data.eval.to_list()
-    n = sweep.eval.max_samples
-    if data.eval_prompts:
-        prompts = [tokenizer(p)["input_ids"] for p in data.eval_prompts[:n]]
-    else:
-        prompts = [r["input_ids"][: max(1, min(32, len(r["input_ids"]) // 2))] for r in rows[:n]]
-    return prompts, rows
+def _reference(handed: TrialModel) -> Measured:
+    return Measured("pytorch", "transformers + peft", handed.size_bytes, handed.load_seconds)
 
 
-def format_report(report: Report) -> str:
-    torch_ms = report.models[0].ms_per_token
+def format_parity(parity: Parity) -> str:
+    torch_ms = parity.models[0].ms_per_token
     header = f"{'':<9}{'by':<36}{'size':>9}{'load s':>8}{'ms/token':>10}{'speed':>7}{'perplexity':>12}"
     lines = [header + f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>13}"]
-    for m in report.models:
+    for m in parity.models:
         tokens = (
             "-"
             if m.name == "pytorch"
-            else f"{m.identical}/{report.prompts}" + (f" +{m.ties} tie" if m.ties else "")
+            else f"{m.identical}/{parity.prompts}" + (f" +{m.ties} tie" if m.ties else "")
         )
         lines.append(
             f"{m.name:<9}{m.how:<36}{_mb(m.size_bytes):>9}{m.load_seconds:>8.2f}{m.ms_per_token:>10.2f}"
@@ -247,7 +220,7 @@ def format_report(report: Report) -> str:
             f"{'' if m.name == 'pytorch' else f'{m.max_logit_diff:.2g}':>14}{tokens:>13}"
         )
     verdict = (
-        "parity gate: passed" if report.passed else "parity gate: FAILED\n  " + "\n  ".join(report.failures)
+        "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )
     return "\n".join(lines + [verdict])
 
@@ -256,38 +229,11 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB"
 
 
-def _version_tags(study: optuna.Study, trial: FrozenTrial, report: Report) -> dict[str, str]:
-    tags = {
-        "lorasweep.study": study.study_name,
-        "lorasweep.trial_number": str(trial.number),
-        _registry.GATE_TAG: "passed" if report.passed else "failed",
-    }
-    if not report.passed:
-        tags["lorasweep.gate_failures"] = "; ".join(report.failures)[:5000]
-    tags.update({f"param.{k}": str(v) for k, v in trial.params.items()})
-    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in trial.user_attrs.get("metrics", {}).items()})
-    for m in report.models:
-        tags.update(
-            {
-                f"{m.name}.size_mb": f"{m.size_bytes / 2**20:.2f}",
-                f"{m.name}.load_seconds": f"{m.load_seconds:.3f}",
-                f"{m.name}.ms_per_token": f"{m.ms_per_token:.3f}",
-                f"{m.name}.eval_perplexity": f"{m.perplexity:.6g}",
-            }
-        )
-        if m.name != "pytorch":
-            tags[f"{m.name}.exporter"] = m.how
-            tags[f"{m.name}.perplexity_change"] = f"{m.perplexity_change:+.4%}"
-            tags[f"{m.name}.max_logit_diff"] = f"{m.max_logit_diff:.3g}"
-            tags[f"{m.name}.greedy_identical"] = f"{m.identical}/{report.prompts}"
-    return tags
-
-
-def _description(study: optuna.Study, trial: FrozenTrial, report: Report) -> str:
-    metrics = trial.user_attrs.get("metrics", {})
+def _description(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> str:
+    metrics = TrialRecord.of(trial).metrics
     scores = " ".join(f"{k}={format_value(v)}" for k, v in metrics.items())
-    gate = "passed" if report.passed else "FAILED: " + "; ".join(report.failures)
+    gate = "passed" if parity.passed else "FAILED: " + "; ".join(parity.failures)
     return (
         f"Trial {trial.number} of study {study.study_name}: {format_params(trial.params)}. {scores}. "
-        f"ONNX exports ({', '.join(m.name for m in report.models[1:])}) under onnx/; parity gate {gate}."
+        f"ONNX exports ({', '.join(m.name for m in parity.models[1:])}) under onnx/; parity gate {gate}."
     )

@@ -2,7 +2,7 @@
 
 The plots are Optuna's own (`optuna.visualization` for the interactive HTML, its matplotlib twins
 for the PNGs), except the learning curves: trials report a signed metric (eval loss negated in a
-maximised study, see study._reported_metric), and Optuna's intermediate-values plot would show the
+maximised study, see objective.reported_metric), and Optuna's intermediate-values plot would show the
 signs. The same files are logged on the MLflow parent run at the end of every sweep.
 """
 
@@ -20,11 +20,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ._progress import format_value
+from .record import StudyRecord
 
 log = logging.getLogger(__name__)
-
-# Where the study says what its trials report, and with which sign (set by run_sweep).
-REPORTED_ATTR = "reported_metric"
 
 
 @dataclass(frozen=True)
@@ -142,8 +140,7 @@ def _need_complete(study: optuna.Study, n: int) -> None:
 
 def learning_curves(study: optuna.Study) -> tuple[str, dict[int, tuple[str, dict[int, float]]]]:
     """(metric name, {trial number: (state, {step: value})}) with the report's sign undone."""
-    reported = study.user_attrs.get(REPORTED_ATTR) or {"metric": "intermediate value", "sign": 1.0}
-    sign = reported["sign"]
+    metric, sign = StudyRecord.of(study).reported or ("intermediate value", 1.0)
     curves = {
         t.number: (t.state.name, {step: sign * v for step, v in sorted(t.intermediate_values.items())})
         for t in study.get_trials(deepcopy=False)
@@ -151,7 +148,7 @@ def learning_curves(study: optuna.Study) -> tuple[str, dict[int, tuple[str, dict
     }
     if not curves:
         raise ValueError("no trial has reported an evaluation")
-    return reported["metric"], curves
+    return metric, curves
 
 
 def _all_positive(curves: dict[int, tuple[str, dict[int, float]]]) -> bool:

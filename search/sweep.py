@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import peft
-import transformers
+import optuna
 
-from lorasweep.objectives.config import (
+from lorasweep import objectives
+from lorasweep.objectives import (
     BUILTIN_DATA_PREFIX,
     DATA_SUFFIXES,
     GENERATION_METRICS,
@@ -25,21 +24,18 @@ from lorasweep.objectives.config import (
     USER_DATA,
     DataSpec,
     EvalSpec,
-    InputError,
     ModelSpec,
 )
-from lorasweep.objectives.data import template_fields
 
-from . import _names
-from ._pruners import parse_pruner
 from ._select import PromoteSpec, parse_promote
 from ._space import SearchSpace, grid_points, parse_space
 from ._typed import parse_section, unknown_key
+from ._urls import redact
 from ._yaml import load_yaml
-from .errors import Problems
-from .tracking import redact
+from .errors import Problems, UserError
+from .record import StudyRecord
+from .strategy import SAMPLERS, parse_pruner
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii", "gp")
 SECTIONS = (
     "search_strategy",
     "search_space",
@@ -51,22 +47,6 @@ SECTIONS = (
     "tracking",
     "promote",
 )
-
-# Fixed training settings every sweep starts from; the file's `train` section overrides them.
-# Sized for the embedded tiny model on a CPU: a trial takes seconds, not minutes.
-DEFAULT_TRAIN: dict[str, Any] = {
-    "max_steps": 120,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 32,
-    "learning_rate": 1e-3,
-    "lr_scheduler_type": "linear",
-    "warmup_steps": 0,
-    "weight_decay": 0.0,
-    "logging_steps": 10,
-    "r": 8,
-    "lora_alpha": 16,
-    "lora_dropout": 0.05,
-}
 
 
 @dataclass(frozen=True)
@@ -87,7 +67,7 @@ class StudySpec:
 class Sweep:
     study: StudySpec
     space: SearchSpace
-    fixed: dict[str, Any]  # canonical parameter name -> value: defaults, then the train section
+    fixed: dict[str, Any]  # canonical parameter name -> value: the trial side's defaults, then `train`
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
@@ -101,6 +81,26 @@ class Sweep:
     def problems(self) -> Problems:
         """A collector for problems found after loading, located in this file."""
         return Problems(str(self.path), self.lines)
+
+    def check_batch_fits(self, train_rows: int) -> None:
+        """The largest training batch the sweep can sample must fit in the train split."""
+        name = objectives.BATCH_SIZE
+        largest = self.space.largest(name)
+        if largest is None:
+            largest = self.fixed.get(name, 8)
+        if largest <= train_rows:
+            return
+        spellings = objectives.spellings(name)
+        where = next(
+            ((s, n) for s in ("search_space", "train") for n in spellings if (s, n) in self.lines), ("train",)
+        )
+        problems = self.problems()
+        problems.add(
+            where,
+            f"the batch size must be at most the {train_rows} rows of the train split, but got "
+            f"{name}={largest}. Use a smaller batch_size, or more data.",
+        )
+        problems.raise_if_any()
 
 
 def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
@@ -150,9 +150,10 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
                 "Pass the URL with the password as a flag or through the environment.",
             )
     promote = parse_promote(raw.get("promote"), problems)
-    _check_consistency(study, model, data, eval_, problems)
-    _check_fixed({**DEFAULT_TRAIN, **fixed}, problems)
-    early = [n for n in (*fixed, *space.searched()) if _names.target_of(n) == "early_stopping"]
+    _check_consistency(study, data, eval_, problems)
+    for problem in objectives.fixed_problems({**objectives.DEFAULTS, **fixed}):
+        problems.add(("train",), problem)
+    early = [n for n in (*fixed, *space.searched()) if objectives.target_of(n) == "early_stopping"]
     if early and fixed.get("eval_strategy", "steps") == "no":
         problems.add(
             ("train", "eval_strategy"),
@@ -163,7 +164,7 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
     return Sweep(
         study=study,
         space=space,
-        fixed={**DEFAULT_TRAIN, **fixed},
+        fixed={**objectives.DEFAULTS, **fixed},
         model=model,
         data=data,
         eval=eval_,
@@ -188,16 +189,16 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
         return {}
     fixed: dict[str, Any] = {}
     for name, value in raw.items():
-        canonical = _names.canonical(str(name))
-        if _names.target_of(canonical) is None:
-            problems.add(("train", name), _names.unknown_name_message(str(name)))
+        canonical = objectives.canonical(str(name))
+        if objectives.target_of(canonical) is None:
+            problems.add(("train", name), objectives.unknown_name_message(str(name)))
         elif canonical in fixed:
             problems.add(
                 ("train", name),
                 f"each parameter must be set once, but got {name!r} "
                 f"and another alias of {canonical!r}. Keep one.",
             )
-        elif (wrong := _names.type_problem(canonical, value)) is not None:
+        elif (wrong := objectives.type_problem(canonical, value)) is not None:
             problems.add(("train", name), wrong)
         else:
             fixed[canonical] = value
@@ -330,6 +331,19 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     )
 
 
+def stored_sweep(study: optuna.Study) -> Sweep:
+    """The sweep a study was started with, from the file text stored on it (for `resume` and
+    `worker`): the file on disk may have changed or gone since."""
+    record = StudyRecord.of(study)
+    if record.sweep_text is None:
+        raise UserError(
+            f"a study to resume or join must have been started by lorasweep, but study {study.study_name!r} "
+            "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
+        )
+    sweep = load_sweep(Path(record.sweep_path or f"{study.study_name}.yaml"), text=record.sweep_text)
+    return dataclasses.replace(sweep, tracking_uri=record.tracking_uri or sweep.tracking_uri)
+
+
 def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:
     """The promote section alone, from a sweep file's text: what `best` needs, without the data
     checks that a whole load_sweep does (the data may have moved since the sweep ran)."""
@@ -366,40 +380,10 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     return data
 
 
-def _check_fixed(fixed: dict[str, Any], problems: Problems) -> None:
-    """Let TrainingArguments and LoraConfig judge the fixed values: they know their own rules."""
-    for cls, target in ((transformers.TrainingArguments, "training"), (peft.LoraConfig, "lora")):
-        values = {k: v for k, v in fixed.items() if _names.target_of(k) == target}
-        extra = (
-            {"output_dir": tempfile.gettempdir(), "report_to": "none", "use_cpu": True}
-            if target == "training"
-            else {}
-        )
-        try:
-            cls(**extra, **values)
-        except (TypeError, ValueError) as e:
-            problems.add(
-                ("train",),
-                f"the train settings must be valid {cls.__name__} values, but {cls.__name__} said: {e}",
-            )
-
-
-def _check_consistency(
-    study: StudySpec, model: ModelSpec, data: DataSpec, eval_: EvalSpec, problems: Problems
-) -> None:
-    for key, value in (
-        (("eval", "batch_size"), eval_.batch_size),
-        (("eval", "max_samples"), eval_.max_samples),
-        (("eval", "max_new_tokens"), eval_.max_new_tokens),
-        (("data", "max_length"), data.max_length),
-    ):
-        if value < 1:
-            problems.add(key, f"{'.'.join(key)} must be at least 1, but got {key[1]}={value}.")
-    for key in ("prompt_template", "response_template", "text_template"):
-        try:
-            template_fields(getattr(data, key) or "", f"data.{key}")
-        except InputError as e:
-            problems.add(("data", key), str(e))
+def _check_consistency(study: StudySpec, data: DataSpec, eval_: EvalSpec, problems: Problems) -> None:
+    for section, spec in (("data", data), ("eval", eval_)):
+        for key, problem in spec.problems():
+            problems.add((section,) if key is None else (section, key), problem)
     if not data.has_prompts:
         for m in study.metrics:
             if m in GENERATION_METRICS:
@@ -409,15 +393,3 @@ def _check_consistency(
                     f"data.text_template={data.text_template!r}. Use prompt_template and "
                     f"response_template, or optimise eval_loss.",
                 )
-    elif not (data.prompt_template and data.response_template):
-        given = [k for k in ("prompt_template", "response_template") if getattr(data, k)]
-        problems.add(
-            ("data",),
-            "data must give prompt_template and response_template together, or "
-            f"text_template alone, but got {' and '.join(given) or 'none of them'}.",
-        )
-    if not 0 < data.eval_fraction < 1:
-        problems.add(
-            ("data", "eval_fraction"),
-            f"data.eval_fraction must be between 0 and 1, but got eval_fraction={data.eval_fraction}.",
-        )

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -28,36 +27,29 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_
 
 from lorasweep.objectives import TrialResult
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+from ._urls import absolute
+from .record import (
+    DUPLICATE_OF_TAG,
+    DUPLICATE_RUN_TAG,
+    ERROR_TAG,
+    PRUNED_STEP_TAG,
+    ROLE_TAG,
+    SAMPLED_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+)
+
 ARTIFACT_ROOT = Path("mlruns/artifacts")
-STUDY_TAG = "lorasweep.study"
-ROLE_TAG = "lorasweep.role"
-TRIAL_TAG = "lorasweep.trial_number"
-STATE_TAG = "lorasweep.state"  # the Optuna trial's state: COMPLETE, PRUNED or FAIL
-ERROR_TAG = "lorasweep.error"
 GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow table
 # Curve points wait at most this long before they are sent. Short trials then cost one call for their
 # whole curve; long ones still show it live in the UI. A worker killed with -9 loses at most this much.
 CURVE_FLUSH_S = 10.0
 
 
-def tracking_uri(flag: str | None, from_file: str | None) -> str:
-    """Flag, then environment, then sweep file, then the local default."""
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or from_file or DEFAULT_TRACKING_URI
-
-
-def redact(url: str) -> str:
-    """A URL safe to print or record: any password is masked."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
-        uri = self.absolute(uri)
+        uri = absolute(uri)
         if uri.startswith("sqlite:///"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
@@ -76,14 +68,6 @@ class Tracker:
             # A local store keeps artifacts under mlruns/artifacts; a server decides for itself.
             location = (ARTIFACT_ROOT.resolve() / experiment).as_uri() if uri.startswith("sqlite:") else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-
-    @staticmethod
-    def absolute(uri: str) -> str:
-        """A sqlite URI with an absolute path. MLflow caches one database engine per URI string for
-        the process: a relative path would keep pointing at the first folder it was opened from."""
-        if uri.startswith("sqlite:///"):
-            return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
-        return uri
 
     # -- the study's parent run ------------------------------------------------------------------
     def parent_run(
@@ -158,7 +142,7 @@ class Tracker:
                 STUDY_TAG: study_name,
                 ROLE_TAG: "trial",
                 TRIAL_TAG: str(number),
-                "lorasweep.sampled": ",".join(sampled),
+                SAMPLED_TAG: ",".join(sampled),
                 **(tags or {}),
             },
         )
@@ -206,7 +190,7 @@ class Tracker:
 
     def prune_trial(self, run_id: str, step: int, wall_seconds: float) -> None:
         """A pruned trial keeps the curve it logged; no generation metrics, no adapter."""
-        tags = {STATE_TAG: "PRUNED", "lorasweep.pruned_step": str(step)}
+        tags = {STATE_TAG: "PRUNED", PRUNED_STEP_TAG: str(step)}
         self._send(run_id, {"wall_seconds": wall_seconds}, step, tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
@@ -215,9 +199,9 @@ class Tracker:
     ) -> None:
         """A duplicate configuration: the earlier trial's metrics, and where its adapter is."""
         self._log_metrics(run_id, metrics, step=0)
-        tags = [RunTag(STATE_TAG, state), RunTag("lorasweep.duplicate_of", str(twin))]
+        tags = [RunTag(STATE_TAG, state), RunTag(DUPLICATE_OF_TAG, str(twin))]
         if twin_run_id:
-            tags.append(RunTag("lorasweep.duplicate_run_id", twin_run_id))
+            tags.append(RunTag(DUPLICATE_RUN_TAG, twin_run_id))
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, status="FINISHED")
 

@@ -12,10 +12,11 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from lorasweep.objectives import TrialResult
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 from lorasweep.search.cli import main
-from lorasweep.search.study import open_storage
+from lorasweep.search.storage import open_storage
+
+from .stubs import Scripted, StubRunner
 
 SWEEP = """\
 study: {name: cmp, metric: f1, sampler: {type: grid, seed: 0}, n_trials: 4,
@@ -27,28 +28,23 @@ search_space:
 PROMPTS = [("Phrase: great\nTone:", "positive"), ("Phrase: awful\nTone:", "negative")]
 
 
-class Runner:
+def scored_runner() -> StubRunner:
     """Eval loss 1/r + 0.1 at steps 10 and 20. r=1 is pruned at step 10: f1 is maximised, so trials
     report -eval_loss and the threshold is -0.65;
     f1 grows with r; each finished trial 'generates' its rank after the reference."""
-
-    train_rows = 100
-
-    def evaluate_base(self):
-        return {"eval_loss": 5.0, "f1": 0.0}
-
-    def run_trial(self, trial, workdir, report=None):
-        r = trial.lora_args["r"]
-        for step in (10, 20):
-            report(step, {"eval_loss": 1 / r + 0.1 * 10 / step})
-        samples = [{"prompt": p, "reference": ref, "output": f"{ref} r{r}"} for p, ref in PROMPTS]
-        metrics = {"eval_loss": 1 / r, "eval_perplexity": 2.0, "f1": r / 10}
-        return TrialResult(metrics=metrics, adapter_dir=None, samples=samples, steps=20)
+    return StubRunner(
+        lambda r: Scripted(
+            curve={step: {"eval_loss": 1 / r + 0.1 * 10 / step} for step in (10, 20)},
+            metrics={"eval_loss": 1 / r, "eval_perplexity": 2.0, "f1": r / 10},
+            samples=[{"prompt": p, "reference": ref, "output": f"{ref} r{r}"} for p, ref in PROMPTS],
+        ),
+        base={"eval_loss": 5.0, "f1": 0.0},
+    )
 
 
 @pytest.fixture
 def finished(stores, write):
-    study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=Runner())
+    study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=scored_runner())
     return {t.params["lora_r"]: t.number for t in study.trials}  # rank -> trial number
 
 
@@ -128,7 +124,7 @@ def test_learning_curves_undo_the_reported_sign(finished):
 
 def test_the_parent_run_holds_the_plots_refreshed_on_resume(stores, write):
     sweep = load_sweep(write(SWEEP))
-    study = run_sweep(sweep, RunOptions(quiet=True, n_trials=2), runner=Runner())
+    study = run_sweep(sweep, RunOptions(quiet=True, n_trials=2), runner=scored_runner())
     client = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db")
     parent = study.user_attrs["mlflow_parent_run_id"]
 
@@ -142,7 +138,7 @@ def test_the_parent_run_holds_the_plots_refreshed_on_resume(stores, write):
         "report/curves.png",
     }
     assert report_trials() == 2
-    run_sweep(sweep, RunOptions(quiet=True, n_trials=4), runner=Runner())
+    run_sweep(sweep, RunOptions(quiet=True, n_trials=4), runner=scored_runner())
     assert report_trials() == 4
 
 
@@ -154,7 +150,7 @@ def test_a_multi_objective_report_has_the_pareto_front(stores, write):
             )
         )
     )
-    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=Runner())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=scored_runner())
     from lorasweep.search.report import write_report
 
     files = write_report(study, stores / "mo")
@@ -169,12 +165,9 @@ def test_best_names_the_best_trial_and_its_adapter(finished, capsys):
     assert re.search(r"its adapter: runs:/\w+/adapter", out)
 
 
-class TradeOff(Runner):
+def trade_off(r: int) -> Scripted:
     """f1 grows with the rank and so does eval loss: every trial is on the Pareto front."""
-
-    def run_trial(self, trial, workdir, report=None):
-        r = trial.lora_args["r"]
-        return TrialResult(metrics={"f1": r / 10, "eval_loss": r / 10}, adapter_dir=None, steps=1)
+    return Scripted(metrics={"f1": r / 10, "eval_loss": r / 10})
 
 
 @pytest.mark.parametrize(
@@ -190,7 +183,9 @@ def test_best_of_several_objectives_follows_the_files_rule(stores, write, capsys
         "\n        pruner: {type: threshold, lower: -0.65}", ""
     )
     study = run_sweep(
-        load_sweep(write(text + select + "\n")), RunOptions(quiet=True, plots=False), runner=TradeOff()
+        load_sweep(write(text + select + "\n")),
+        RunOptions(quiet=True, plots=False),
+        runner=StubRunner(trade_off),
     )
     assert len(study.best_trials) == 4
     assert main(["best", "--json"]) == 0

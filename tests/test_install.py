@@ -20,7 +20,18 @@ LORASWEEP = Path(sys.executable).parent / "lorasweep"  # the console script a us
 
 def test_the_wheel_installs_the_lorasweep_namespace_and_nothing_else(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path, ROOT],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            tmp_path,
+            ROOT,
+        ],
         check=True,
         capture_output=True,
     )

@@ -2,7 +2,15 @@
 
 import pytest
 
-from lorasweep.objectives.metrics import exact_match, f1_mode, find_label, generation_metrics, label_f1, rouge, token_f1
+from lorasweep.objectives.metrics import (
+    exact_match,
+    f1_mode,
+    find_label,
+    generation_metrics,
+    label_f1,
+    rouge,
+    token_f1,
+)
 
 
 def test_rouge_matches_hand_computed_overlap():

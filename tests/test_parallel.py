@@ -16,10 +16,10 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from lorasweep.search import RunOptions, load_sweep, run_sweep
-from lorasweep.search.study import open_storage
+from lorasweep.search.storage import open_storage
 
 from .conftest import spawn_lorasweep
-from .test_resilience import GRID, CurveRunner, _ask
+from .test_resilience import GRID, _ask, curve_runner
 
 SWEEP = """\
 study: {{name: {name}, metric: eval_loss, sampler: {{type: random, seed: 0}}, n_trials: {trials}}}
@@ -178,19 +178,19 @@ def test_on_postgresql_the_heartbeat_fails_another_machines_dead_trial(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(_empty_mlflow_db.read_bytes())
-    monkeypatch.setattr("lorasweep.search.study.HEARTBEAT_S", 1)
-    monkeypatch.setattr("lorasweep.search.study.GRACE_S", 2)
+    monkeypatch.setattr("lorasweep.search.storage.HEARTBEAT_S", 1)
+    monkeypatch.setattr("lorasweep.search.storage.GRACE_S", 2)
     sweep = load_sweep(
         write(GRID.format(metric="f1", seed=0, extra="").replace("name: stub", f"name: hb{os.getpid()}"))
     )
     options = RunOptions(quiet=True, plots=False, n_trials=1, storage=optuna_db)
-    study = run_sweep(sweep, options, runner=CurveRunner())
+    study = run_sweep(sweep, options, runner=curve_runner())
     orphan = _ask(study)
     orphan.set_user_attr("worker", "another-machine:4242:0")
     study._storage.record_heartbeat(orphan._trial_id)  # its last sign of life
     time.sleep(3)
 
-    study = run_sweep(sweep, dataclasses.replace(options, n_trials=3), runner=CurveRunner())
+    study = run_sweep(sweep, dataclasses.replace(options, n_trials=3), runner=curve_runner())
     assert study.trials[orphan.number].state == TrialState.FAIL
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
     assert len(retries) == 1 and retries[0].params == orphan.params

@@ -17,8 +17,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from lorasweep.objectives import TrialResult
 from lorasweep.search.cli import main
+
+from .stubs import Scripted, StubRunner
 
 SWEEP = """\
 study: {name: promo, metric: eval_loss, sampler: {type: grid, seed: 0}, n_trials: 2}
@@ -159,19 +160,6 @@ def test_a_bad_promote_section_is_refused_with_its_line(write, promote, message)
     assert "sweep.yaml:2:" in str(error.value)
 
 
-class _Stub:
-    train_rows = 100
-
-    def evaluate_base(self):
-        return {"eval_loss": 5.0}
-
-    def run_trial(self, trial, workdir, report=None):
-        r = trial.lora_args["r"]
-        if r == 2:
-            report(10, {"eval_loss": 9.0})  # pruned by the threshold
-        return TrialResult(metrics={"eval_loss": 1 / r}, adapter_dir=None, steps=10)
-
-
 def test_promote_refuses_trials_it_cannot_hand_over_before_doing_anything(stores, write, capsys):
     from lorasweep.search import RunOptions, load_sweep, run_sweep
 
@@ -181,7 +169,16 @@ def test_promote_refuses_trials_it_cannot_hand_over_before_doing_anything(stores
             "search_space: {lora_r: {type: choice, values: [2, 4]}}\n"
         )
     )
-    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=_Stub())
+    study = run_sweep(
+        sweep,
+        RunOptions(quiet=True, plots=False),
+        runner=StubRunner(
+            lambda r: Scripted(
+                curve={10: {"eval_loss": 9.0}} if r == 2 else {},  # r=2 is pruned by the threshold
+                metrics={"eval_loss": 1 / r},
+            )
+        ),
+    )
     pruned = next(t.number for t in study.trials if t.state.name == "PRUNED")
     assert main(["promote", "--trial", "7"]) == 2
     assert (

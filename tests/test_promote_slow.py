@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from lorasweep.objectives.tiny import ensure_tiny_base
 from lorasweep.search.cli import main
-from lorasweep.search.study import SWEEP_ATTR
+from lorasweep.search.record import SWEEP as SWEEP_ATTR
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorasweep.objectives import DataSpec, EvalSpec, InputError, ModelSpec, TrialSpec, Worker
+from lorasweep.objectives import DataSpec, EvalSpec, InputError, ModelSpec, Recipe, TrialSpec
 from lorasweep.objectives.data import load_rows, tokenize
 from lorasweep.objectives.model import place
 
@@ -23,8 +23,8 @@ TRAINING = {
 
 
 @pytest.fixture(scope="module")
-def worker() -> Worker:
-    return Worker(ModelSpec(), DATA, EvalSpec(max_samples=8, max_new_tokens=8))
+def worker() -> Recipe:
+    return Recipe(ModelSpec(), DATA, EvalSpec(max_samples=8, max_new_tokens=8))
 
 
 def test_loss_is_on_response_tokens_only(worker):
@@ -52,7 +52,7 @@ def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
     result = worker.run_trial(
         TrialSpec(training_args=TRAINING, lora_args={"r": 4, "lora_alpha": 8}, seed=1),
         tmp_path,
-        report=lambda step, m: curve.append((step, m)),
+        on_curve=lambda step, m: curve.append((step, m)),
     )
 
     after = worker.base.state_dict()
@@ -112,7 +112,7 @@ def test_a_nan_loss_fails_the_trial_within_one_logging_step(worker, tmp_path):
     training = {**TRAINING, "max_steps": 200, "learning_rate": 1e4, "logging_steps": 2, "eval_steps": 200}
     with pytest.raises(FloatingPointError, match=r"became nan at step (\d+): the trial diverged") as e:
         worker.run_trial(
-            TrialSpec(training_args=training, seed=0), tmp_path, report=lambda step, m: logged.append(step)
+            TrialSpec(training_args=training, seed=0), tmp_path, on_curve=lambda step, m: logged.append(step)
         )
     step = int(re.search(r"at step (\d+)", str(e.value)).group(1))
     assert step < 200 and step % 2 == 0  # caught at the first log after it happened, not at the end
@@ -130,7 +130,7 @@ def test_early_stopping_keeps_the_best_evaluations_adapter(worker, tmp_path):
             training_args=training, early_stopping={"early_stopping_patience": 1}, seed=0, generate=False
         ),
         tmp_path,
-        report=lambda step, m: curve.update({step: m["eval_loss"]} if "eval_loss" in m else {}),
+        on_curve=lambda step, m: curve.update({step: m["eval_loss"]} if "eval_loss" in m else {}),
     )
     assert result.steps < 60 and result.steps == max(curve)  # stopped early
     assert result.best_step == min(curve, key=curve.get) < result.steps

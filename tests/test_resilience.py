@@ -14,12 +14,13 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from lorasweep.objectives import TrialResult
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 from lorasweep.search.cli import main
 from lorasweep.search.errors import SweepStopped
-from lorasweep.search.study import open_storage
+from lorasweep.search.storage import open_storage
 from lorasweep.search.tracking import Tracker
+
+from .stubs import Scripted, StubRunner
 
 GRID = """\
 study: {{name: stub, metric: {metric}, sampler: {{type: grid, seed: {seed}}}, n_trials: 3{extra}}}
@@ -28,28 +29,16 @@ search_space:
 """
 
 
-class CurveRunner:
+def curve_runner(fail_with: BaseException | None = None) -> StubRunner:
     """Eval loss 1/r + 1/step: a higher rank is better at every evaluation."""
-
-    train_rows = 100
-
-    def __init__(self, fail_with: BaseException | None = None) -> None:
-        self.finished: list[int] = []  # ranks that trained to the end (and would have generated)
-        self.seeds: list[int] = []
-        self.fail_with = fail_with
-
-    def evaluate_base(self) -> dict[str, float]:
-        return {"eval_loss": 5.0, "f1": 0.0}
-
-    def run_trial(self, trial, workdir, report=None) -> TrialResult:
-        r = trial.lora_args["r"]
-        self.seeds.append(trial.seed)
-        if self.fail_with is not None:
-            raise self.fail_with
-        for step in (10, 20, 30):
-            report(step, {"eval_loss": 1 / r + 1 / step, "loss": 1 / r})
-        self.finished.append(r)
-        return TrialResult(metrics={"eval_loss": 1 / r, "f1": r / 10}, adapter_dir=None, steps=30)
+    return StubRunner(
+        lambda r: Scripted(
+            curve={step: {"eval_loss": 1 / r + 1 / step, "loss": 1 / r} for step in (10, 20, 30)},
+            metrics={"eval_loss": 1 / r, "f1": r / 10},
+            error=fail_with,
+        ),
+        base={"eval_loss": 5.0, "f1": 0.0},
+    )
 
 
 def _ask(study: optuna.Study) -> optuna.Trial:
@@ -71,7 +60,7 @@ def test_a_pruned_trial_stops_at_once_keeps_its_curve_and_skips_generation(store
     sweep = load_sweep(
         write(GRID.format(metric="eval_loss", seed=0, extra=", pruner: {type: threshold, upper: 0.4}"))
     )
-    runner = CurveRunner()
+    runner = curve_runner()
     study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
 
     by_rank = {t.params["lora_r"]: t for t in study.trials}
@@ -97,7 +86,7 @@ def test_a_maximised_objective_prunes_the_trials_with_the_worse_loss(stores, wri
     sweep = load_sweep(
         write(GRID.format(metric="f1", seed=seed, extra=", pruner: {type: median, n_startup_trials: 1}"))
     )
-    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=curve_runner())
 
     completed_losses: list[float] = []
     for trial in study.trials:
@@ -123,7 +112,7 @@ def test_a_configuration_already_evaluated_is_not_trained_again(stores, write):
             "study: {name: dup, metric: f1, n_trials: 3}\nsearch_space:\n  lora_r: {type: choice, values: [4]}\n"
         )
     )
-    runner = CurveRunner()
+    runner = curve_runner()
     study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
 
     assert runner.finished == [4]  # trained once
@@ -139,7 +128,7 @@ def test_a_configuration_already_evaluated_is_not_trained_again(stores, write):
 
 def test_max_failures_stops_a_failing_sweep_with_a_summary(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
-    runner = CurveRunner(fail_with=RuntimeError("CUDA out of memory"))
+    runner = curve_runner(fail_with=RuntimeError("CUDA out of memory"))
     with pytest.raises(SweepStopped) as stopped:
         run_sweep(sweep, RunOptions(quiet=True, plots=False, max_failures=2), runner=runner)
 
@@ -154,7 +143,7 @@ def test_max_failures_stops_a_failing_sweep_with_a_summary(stores, write):
 
 def test_the_cli_exits_1_with_the_summary_when_trials_keep_failing(stores, write, capsys, monkeypatch):
     monkeypatch.setattr(
-        "lorasweep.search.study.Worker", lambda *a, **k: CurveRunner(fail_with=ValueError("r=2 rejected"))
+        "lorasweep.objectives.Recipe", lambda *a, **k: curve_runner(fail_with=ValueError("r=2 rejected"))
     )
     path = write(GRID.format(metric="f1", seed=0, extra=""))
     assert main(["-q", "run", str(path), "--max-failures", "1"]) == 1
@@ -172,13 +161,12 @@ def test_failed_trials_count_against_nothing_but_max_failures(stores, write):
         )
     )
 
-    class Flaky(CurveRunner):
-        def run_trial(self, trial, workdir, report=None):
-            if trial.lora_args["r"] == 2:
-                raise FloatingPointError("loss became nan at step 20")
-            return super().run_trial(trial, workdir, report)
+    def flaky(r: int) -> Scripted:
+        scripted = curve_runner().script(r)
+        nan = FloatingPointError("loss became nan at step 20")
+        return dataclasses.replace(scripted, error=nan) if r == 2 else scripted
 
-    study = run_sweep(sweep, RunOptions(quiet=True, plots=False, max_failures=100), runner=Flaky())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False, max_failures=100), runner=StubRunner(flaky))
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 3 and states[-1] == "COMPLETE"
     for failed in (t for t in study.trials if t.state.name == "FAIL"):
@@ -190,14 +178,14 @@ def test_an_interrupted_trial_runs_again_with_its_params_and_seed(stores, write)
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(
-            sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt())
+            sweep, RunOptions(quiet=True, plots=False), runner=curve_runner(fail_with=KeyboardInterrupt())
         )
     study = optuna.load_study(study_name="stub", storage=open_storage(None))
     interrupted = study.trials[0]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
     assert _run(stores, interrupted).info.status == "KILLED"
 
-    runner = CurveRunner()
+    runner = curve_runner()
     study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
     retry = study.trials[1]
     assert retry.params == interrupted.params and retry.user_attrs["retry_of"] == 0
@@ -211,9 +199,9 @@ def test_retries_zero_never_reruns(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra=", retries: 0")))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(
-            sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner(fail_with=KeyboardInterrupt())
+            sweep, RunOptions(quiet=True, plots=False), runner=curve_runner(fail_with=KeyboardInterrupt())
         )
-    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=CurveRunner())
+    study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=curve_runner())
     assert not any("retry_of" in t.user_attrs for t in study.trials)
 
 
@@ -222,7 +210,7 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     """In process, with a trial left RUNNING by a process that has exited (the SIGKILL test in
     test_kill.py does it for real)."""
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
-    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1, storage=storage), runner=CurveRunner())
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1, storage=storage), runner=curve_runner())
     study = optuna.load_study(study_name="stub", storage=open_storage(storage))
     orphan = _ask(study)
     dead = subprocess.Popen(["true"])
@@ -233,7 +221,7 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
     orphan.set_user_attr("mlflow_run_id", run_id)
 
     study = run_sweep(
-        sweep, RunOptions(quiet=True, plots=False, n_trials=3, storage=storage), runner=CurveRunner()
+        sweep, RunOptions(quiet=True, plots=False, n_trials=3, storage=storage), runner=curve_runner()
     )
     states = {t.number: t.state.name for t in study.trials}
     assert states[orphan.number] == "FAIL"
@@ -248,11 +236,11 @@ def test_a_dead_workers_trial_is_failed_its_run_killed_and_retried(stores, write
 def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(stores, write, monkeypatch):
     """A worker on another machine cannot be checked by pid: its trial goes stale when its heartbeat
     stops, and is then failed, its run closed and the trial retried, from this worker."""
-    monkeypatch.setattr("lorasweep.search.study.HEARTBEAT_S", 1)
-    monkeypatch.setattr("lorasweep.search.study.GRACE_S", 2)
+    monkeypatch.setattr("lorasweep.search.storage.HEARTBEAT_S", 1)
+    monkeypatch.setattr("lorasweep.search.storage.GRACE_S", 2)
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     options = RunOptions(quiet=True, plots=False, n_trials=1, storage="sqlite:///optuna.db")
-    run_sweep(sweep, options, runner=CurveRunner())
+    run_sweep(sweep, options, runner=curve_runner())
     storage = open_storage(options.storage)
     study = optuna.load_study(study_name="stub", storage=storage)
     orphan = _ask(study)
@@ -263,7 +251,7 @@ def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(s
     storage.record_heartbeat(orphan._trial_id)  # its last sign of life
     time.sleep(3)
 
-    study = run_sweep(sweep, dataclasses.replace(options, n_trials=3), runner=CurveRunner())
+    study = run_sweep(sweep, dataclasses.replace(options, n_trials=3), runner=curve_runner())
     assert study.trials[orphan.number].state.name == "FAIL"
     assert _client(stores).get_run(run_id).info.status == "KILLED"
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == orphan.number]
@@ -272,14 +260,14 @@ def test_on_a_database_storage_the_heartbeat_fails_another_machines_dead_trial(s
 
 def test_a_met_budget_still_closes_a_dead_workers_trial(stores, write):
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
-    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1), runner=CurveRunner())
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1), runner=curve_runner())
     study = optuna.load_study(study_name="stub", storage=open_storage(None))
     orphan = _ask(study)
     dead = subprocess.Popen(["true"])
     dead.wait()
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}:0")
 
-    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1), runner=CurveRunner())
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=1), runner=curve_runner())
     study = optuna.load_study(study_name="stub", storage=open_storage(None))
     assert study.trials[orphan.number].state.name == "FAIL"
     assert len(study.trials) == 2  # and nothing was retried: the budget is met

@@ -8,8 +8,9 @@ import optuna
 import pytest
 
 from lorasweep.search import UserError, load_sweep
-from lorasweep.search.study import load_study, make_sampler, open_storage
-from lorasweep.search.tracking import redact, tracking_uri
+from lorasweep.search._urls import redact, tracking_uri
+from lorasweep.search.storage import load_study, open_storage
+from lorasweep.search.strategy import make_sampler
 
 SPACE = """\
 search_space:

@@ -6,10 +6,11 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from lorasweep.objectives import TrialResult, TrialSpec
 from lorasweep.search import RunOptions, UserError, load_sweep, run_sweep
 from lorasweep.search.cli import main
-from lorasweep.search.study import open_storage
+from lorasweep.search.storage import open_storage
+
+from .stubs import Scripted, StubRunner
 
 SWEEP = """\
 study: {name: stub, metric: f1, sampler: {type: grid}, n_trials: 3}
@@ -18,24 +19,16 @@ search_space:
 """
 
 
-class StubRunner:
+def rank_runner() -> StubRunner:
     """Scores a trial by its rank; rank 4 is 'rejected by the model', as peft might."""
-
-    def __init__(self) -> None:
-        self.calls: list[TrialSpec] = []
-
-    def evaluate_base(self) -> dict[str, float]:
-        return {"f1": 0.1, "eval_loss": 3.0}
-
-    train_rows = 100
-
-    def run_trial(self, trial, workdir, report=None) -> TrialResult:
-        self.calls.append(trial)
-        r = trial.lora_args["r"]
-        if r == 4:
-            raise ValueError("rank 4 rejected")
-        report(5, {"eval_loss": 1.0 / r})
-        return TrialResult(metrics={"f1": r / 10, "eval_loss": 1.0 / r}, adapter_dir=None, steps=5)
+    return StubRunner(
+        lambda r: Scripted(
+            curve={5: {"eval_loss": 1.0 / r}},
+            metrics={"f1": r / 10, "eval_loss": 1.0 / r},
+            error=ValueError("rank 4 rejected") if r == 4 else None,
+        ),
+        base={"f1": 0.1, "eval_loss": 3.0},
+    )
 
 
 def _client(folder) -> MlflowClient:
@@ -44,7 +37,7 @@ def _client(folder) -> MlflowClient:
 
 def test_a_failing_trial_fails_alone_with_its_reason(stores, write):
     sweep = load_sweep(write(SWEEP))
-    runner = StubRunner()
+    runner = rank_runner()
     study = run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
 
     states = {t.params["lora_r"]: t for t in study.trials}
@@ -64,17 +57,17 @@ def test_a_failing_trial_fails_alone_with_its_reason(stores, write):
 
 
 def test_resume_refuses_a_changed_objective(stores, write):
-    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=StubRunner())
+    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=rank_runner())
     changed = load_sweep(write(SWEEP.replace("metric: f1", "metric: eval_loss")))
     with pytest.raises(UserError, match="resumed study must keep its objective.*--study"):
-        run_sweep(changed, RunOptions(n_trials=5, quiet=True, plots=False), runner=StubRunner())
+        run_sweep(changed, RunOptions(n_trials=5, quiet=True, plots=False), runner=rank_runner())
 
 
 def test_quiet_prints_nothing_and_loud_prints_a_line_per_trial(stores, write, capsys):
     sweep = load_sweep(write(SWEEP))
-    run_sweep(sweep, RunOptions(n_trials=1, quiet=True, plots=False), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=1, quiet=True, plots=False), runner=rank_runner())
     assert capsys.readouterr().out == ""
-    run_sweep(sweep, RunOptions(n_trials=2, plots=False), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=2, plots=False), runner=rank_runner())
     out = capsys.readouterr().out
     assert "trial   1 COMPLETE" in out or "trial   1 FAIL" in out
 
@@ -101,8 +94,8 @@ def test_duplicate_keys_and_wrong_types_are_refused(write):
 
 def test_storage_holds_one_study_per_name(stores, write):
     sweep = load_sweep(write(SWEEP))
-    run_sweep(sweep, RunOptions(n_trials=1, quiet=True, plots=False), runner=StubRunner())
-    run_sweep(sweep, RunOptions(n_trials=2, quiet=True, plots=False), runner=StubRunner())
+    run_sweep(sweep, RunOptions(n_trials=1, quiet=True, plots=False), runner=rank_runner())
+    run_sweep(sweep, RunOptions(n_trials=2, quiet=True, plots=False), runner=rank_runner())
     assert optuna.get_all_study_names(open_storage(None)) == ["stub"]
     runs = _client(stores).search_runs([_client(stores).get_experiment_by_name("stub").experiment_id])
     assert sum(r.data.tags.get("lorasweep.role") == "study" for r in runs) == 1

@@ -146,7 +146,7 @@ def test_shipped_sweep_files_start_with_their_command():
 def test_pruners_take_their_optuna_options(write):
     import optuna
 
-    from lorasweep.search._pruners import build_pruner
+    from lorasweep.search.strategy import build_pruner
 
     sweep = load_sweep(
         write("study:\n  pruner: {type: patient, patience: 2, wrapped: {type: median, n_warmup_steps: 20}}\n")

@@ -21,7 +21,7 @@ import pytest
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 from lorasweep.search.cli import main
 
-from .test_compare import SWEEP, Runner
+from .test_compare import SWEEP, scored_runner
 
 
 def _free_port() -> int:
@@ -34,7 +34,7 @@ def _free_port() -> int:
 def served(stores, write):
     """A finished stub sweep, `lorasweep ui --dashboard` serving it; yields (ui url, dashboard url,
     the process, the study)."""
-    study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=Runner())
+    study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True), runner=scored_runner())
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--port", str(port), "--dashboard"],

@@ -17,12 +17,13 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from lorasweep.search import RunOptions, _workers, load_sweep, run_sweep
-from lorasweep.search._recovery import WORKER_ATTR, _Recovery, _worker_id
+from lorasweep.search._recovery import Recovery, worker_id
 from lorasweep.search._workers import holds_slot, work, worker_env
 from lorasweep.search.cli import main
+from lorasweep.search.record import WORKER as WORKER_ATTR
 from lorasweep.search.tracking import Tracker
 
-from .test_resilience import GRID, CurveRunner, _client
+from .test_resilience import GRID, _client, curve_runner
 
 FORK = multiprocessing.get_context("fork")  # the children use Optuna only: no MLflow, no torch
 
@@ -54,7 +55,7 @@ def _race(path: str, budget: int, start=None, victim: bool = False) -> None:
     )
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, _worker_id())
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         x = trial.suggest_float("x", 0, 1)
         time.sleep(600 if victim else 0.05)
         if x < 0.25:
@@ -64,7 +65,7 @@ def _race(path: str, budget: int, start=None, victim: bool = False) -> None:
     if start is not None:
         start.wait()
     # No trial has an MLflow run here, so recovery never reaches for the tracker.
-    work(study, objective, lambda: budget, recover=_Recovery(None, retries=1).fail_dead)
+    work(study, objective, lambda: budget, recover=Recovery(None, retries=1).fail_dead)
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -216,10 +217,10 @@ def test_a_study_that_workers_finished_gets_its_parent_run_closed_on_the_next_ru
     or resume finds nothing to run, and closes the parent run with the summary."""
     sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
     options = RunOptions(quiet=True, plots=False)
-    study = run_sweep(sweep, options, runner=CurveRunner())
+    study = run_sweep(sweep, options, runner=curve_runner())
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     Tracker("sqlite:///mlruns/mlflow.db", "stub").fail_study(parent_id, "KILLED")
 
-    run_sweep(sweep, options, runner=CurveRunner())
+    run_sweep(sweep, options, runner=curve_runner())
     parent = _client(stores).get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 3

@@ -1,24 +1,44 @@
-"""Which hyperparameter names a sweep file may use, and where each one goes.
+"""A trial's hyperparameters: which names exist, where each one goes, their defaults and checks.
 
 The names are the ones users already know: the fields of transformers' TrainingArguments and of
 peft's LoraConfig and the arguments of transformers' EarlyStoppingCallback, read from the installed
-libraries so they never drift, plus the short aliases of the Olive material.
+libraries so they never drift, plus the short aliases of the Olive material. Swapping the Trainer
+or adding a library of knobs changes this file, not the study side.
+
+transformers and peft are imported on first use, not with the module: naming the parameters of a
+sweep file must not cost a torch import to a command that never checks them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import tempfile
 import typing
 from functools import cache
 from typing import Any, Literal
 
-import peft
-import transformers
-
-from ._typed import check_type, did_you_mean
+from ._typing import check_type, did_you_mean
+from .config import TrialSpec
 
 ALIASES = {"lora_r": "r", "batch_size": "per_device_train_batch_size"}
+BATCH_SIZE = "per_device_train_batch_size"  # the knob that must fit the train split
+
+# Fixed settings every trial starts from; a sweep file's `train` section and search space override
+# them. Sized for the embedded tiny model on a CPU: a trial takes seconds, not minutes.
+DEFAULTS: dict[str, Any] = {
+    "max_steps": 120,
+    BATCH_SIZE: 16,
+    "per_device_eval_batch_size": 32,
+    "learning_rate": 1e-3,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "logging_steps": 10,
+    "r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.05,
+}
 
 # Fields lorasweep sets itself (where outputs go, what reports where), and secrets, which must never
 # sit in a sweep file: they would land in params, tags and logs. Tokens come from the environment.
@@ -71,6 +91,9 @@ Target = Literal["training", "lora", "early_stopping"]
 
 @cache
 def _fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    import peft
+    import transformers
+
     training = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
     lora = {f.name for f in dataclasses.fields(peft.LoraConfig)}
     early = set(inspect.signature(transformers.EarlyStoppingCallback).parameters)
@@ -79,6 +102,9 @@ def _fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
 
 @cache
 def _hints() -> dict[str, Any]:
+    import peft
+    import transformers
+
     return {
         **typing.get_type_hints(transformers.TrainingArguments),
         **typing.get_type_hints(peft.LoraConfig),
@@ -98,6 +124,11 @@ def type_problem(name: str, value: Any) -> str | None:
 
 def canonical(name: str) -> str:
     return ALIASES.get(name, name)
+
+
+def spellings(name: str) -> list[str]:
+    """A canonical name and its aliases: every way a sweep file may write it."""
+    return [name, *(alias for alias, c in ALIASES.items() if c == name)]
 
 
 def target_of(name: str) -> Target | None:
@@ -143,3 +174,49 @@ def unknown_name_message(name: str) -> str:
         f"name={name!r}.{did_you_mean(name, valid_names(), n=3)} Valid names, by where they go: "
         f"{_grouped_names()}."
     )
+
+
+def fixed_problems(fixed: dict[str, Any]) -> list[str]:
+    """What TrainingArguments and LoraConfig say of these fixed values (canonical names): they know
+    their own rules (a scheduler name, a dropout in [0, 1), ...)."""
+    import peft
+    import transformers
+
+    problems = []
+    for cls, target in ((transformers.TrainingArguments, "training"), (peft.LoraConfig, "lora")):
+        values = {k: v for k, v in fixed.items() if target_of(k) == target}
+        extra = (
+            {"output_dir": tempfile.gettempdir(), "report_to": "none", "use_cpu": True}
+            if target == "training"
+            else {}
+        )
+        try:
+            cls(**extra, **values)
+        except (TypeError, ValueError) as e:
+            problems.append(
+                f"the train settings must be valid {cls.__name__} values, but {cls.__name__} said: {e}"
+            )
+    return problems
+
+
+def trial_spec(params: dict[str, Any], seed: int) -> TrialSpec:
+    """A trial's resolved parameters (canonical names), each routed to the library that takes it."""
+
+    def going_to(target: Target) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if target_of(k) == target}
+
+    return TrialSpec(
+        training_args=going_to("training"),
+        lora_args=going_to("lora"),
+        early_stopping=going_to("early_stopping"),
+        seed=seed,
+    )
+
+
+def training_settings(training_args: dict[str, Any]) -> dict[str, Any]:
+    """A trial's TrainingArguments before lorasweep's own (output, device, seed): evaluation every
+    eval_steps, no checkpoints, and about five points on every learning curve."""
+    settings = {"eval_strategy": "steps", "save_strategy": "no", **training_args}
+    if settings.get("max_steps", -1) > 0:
+        settings.setdefault("eval_steps", max(1, settings["max_steps"] // 5))
+    return settings

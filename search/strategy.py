@@ -1,4 +1,9 @@
-"""`study.pruner`: a name, or a mapping of a name and the Optuna pruner's own options.
+"""How a study searches: the Optuna sampler that proposes each trial's parameters, and the pruner
+that stops trials whose learning curves lag.
+
+`study.sampler` (or the Olive format's `search_strategy.type`) names a sampler, seeded by
+`study.sampler.seed`. `study.pruner` is a name, or a mapping of a name and the Optuna pruner's own
+options:
 
     pruner: median
     pruner: {type: median, n_startup_trials: 3, n_warmup_steps: 20}
@@ -12,13 +17,28 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.pruners import BasePruner
 
-from ._typed import did_you_mean, unknown_key
+from lorasweep.objectives import did_you_mean
+
+from ._typed import unknown_key
 from .errors import Problems
+
+if TYPE_CHECKING:
+    from .sweep import Sweep
+
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "nsgaii": optuna.samplers.NSGAIISampler,
+    "gp": optuna.samplers.GPSampler,
+}
 
 PRUNERS: dict[str, type[BasePruner]] = {
     "none": optuna.pruners.NopPruner,
@@ -30,6 +50,13 @@ PRUNERS: dict[str, type[BasePruner]] = {
     "patient": optuna.pruners.PatientPruner,
 }
 _WRAPPED = "wrapped"  # PatientPruner's wrapped_pruner, itself a pruner spec
+
+
+def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
+    seed, kind = sweep.study.seed, sweep.study.sampler
+    if kind == "grid":
+        return optuna.samplers.GridSampler(sweep.space.grid(), seed=seed)
+    return SAMPLERS[kind](seed=seed)
 
 
 def build_pruner(spec: dict[str, Any] | None) -> BasePruner:

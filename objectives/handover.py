@@ -1,0 +1,64 @@
+"""Handing over a finished trial: its model as the trial scored it, and the eval inputs it was
+scored on, for the ONNX export and the parity gate on the study side.
+
+Everything here is on the CPU in fp32, whatever the sweep trained on: the adapter is put on an fp32
+copy of the base, unmerged (the model the trial scored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from .config import DataSpec, EvalSpec, ModelSpec
+from .data import load_rows, tokenize
+from .model import Placement, load_base
+
+
+@dataclass(frozen=True)
+class TrialModel:
+    model: PeftModel  # base + adapter, unmerged, in eval mode
+    tokenizer: PreTrainedTokenizerBase
+    files: dict[str, Path]  # base/ and adapter/: the folders it loads from
+    size_bytes: int  # of those folders
+    load_seconds: float  # from disk, as a user would load it
+
+
+def load_trial_model(spec: ModelSpec, adapter: Path, scratch: Path) -> TrialModel:
+    """The base as the sweep loaded it (tiny, a hub id or a folder), saved under scratch/base, with
+    the trial's adapter on it: the handed-over model carries its own copy of the base, and its load
+    time is measured from disk like an export's."""
+    base, tokenizer = load_base(dataclasses.replace(spec, method="lora"), Placement("cpu", "fp32"))
+    base.config.use_cache = True  # load_base turns the cache off for training; generation wants it
+    base.save_pretrained(scratch / "base")
+    tokenizer.save_pretrained(scratch / "base")  # with the pad token load_base gave it
+    del base
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(scratch / "base")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(scratch / "base"), adapter).eval()
+    loaded = time.monotonic() - started
+    files = {"base": scratch / "base", "adapter": adapter}
+    size = sum(f.stat().st_size for folder in files.values() for f in folder.rglob("*") if f.is_file())
+    return TrialModel(model, tokenizer, files, size, loaded)
+
+
+def eval_inputs(
+    data: DataSpec, eval: EvalSpec, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[list[int]], list[dict]]:
+    """(prompts as token ids, eval rows as the sweep scored them: input_ids and labels). The prompts
+    are the first eval.max_samples eval prompts, or, for text_template data, the first half of
+    each eval text."""
+    train, eval_rows = load_rows(data)
+    tokenized = tokenize(data, train.select([]), eval_rows, tokenizer)  # only eval is needed
+    rows = tokenized.eval.to_list()
+    n = eval.max_samples
+    if tokenized.eval_prompts:
+        prompts = [tokenizer(p)["input_ids"] for p in tokenized.eval_prompts[:n]]
+    else:
+        prompts = [r["input_ids"][: max(1, min(32, len(r["input_ids"]) // 2))] for r in rows[:n]]
+    return prompts, rows

@@ -1,0 +1,59 @@
+"""The contract between a study and the trial side: what a trial runner does, in what order, and
+what it hands back. search/ drives trials through this and nothing else; `Recipe` (recipe.py) is
+the real runner, and tests keep the same contract with stubs that never train.
+
+The lifecycle of a runner, one per process:
+
+    construct      load the data, then the base model, once (InputError for bad input, before
+                   any trial starts)
+    train_rows     the rows of the train split (the study checks its batch sizes against them)
+    evaluate_base  the base model's metrics, no adapter: what every trial has to beat (once a study)
+    run_trial      one trial: fresh adapter -> train -> evaluate -> save the adapter -> TrialResult;
+                   any number of times, one at a time, each leaving the base as it found it
+
+While a trial trains, its curve hook receives (step, {metric: value}) at every Trainer log: the
+training loss, gradient norm and learning rate, and at each evaluation the CURVE_METRICS. Whatever
+the hook raises (optuna.TrialPruned, when the pruner says so) stops the trial at once and leaves
+run_trial unchanged. Any exception run_trial raises fails that trial alone: the runner is ready for
+the next one. Nothing here knows of Optuna, MLflow or the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .config import TrialSpec
+
+# on_curve(step, metrics): learning-curve points while a trial trains (see the module's docstring).
+CurveHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    metrics: dict[str, float]
+    adapter_dir: Path | None
+    samples: list[dict[str, str]] = field(default_factory=list)  # prompt, reference, output
+    trainable_params: int = 0
+    total_params: int = 0
+    train_seconds: float = 0.0  # Trainer.train(), the evaluations during training included
+    eval_seconds: float = 0.0  # those evaluations (the eval-loss curve the pruner reads)
+    generate_seconds: float = 0.0  # generation and scoring for ROUGE/F1/exact match
+    tokens: int = 0  # non-padding tokens trained on
+    tokens_per_second: float = 0.0  # training throughput: tokens over train minus eval seconds
+    steps: int = 0
+    best_step: int | None = None  # with early stopping: the step whose adapter was kept
+
+
+class TrialRunner(Protocol):
+    """What a study needs from the trial side (the lifecycle: the module's docstring)."""
+
+    train_rows: int
+
+    def evaluate_base(self) -> dict[str, float]: ...
+
+    def run_trial(
+        self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None = None
+    ) -> TrialResult: ...

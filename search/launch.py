@@ -1,0 +1,295 @@
+"""Running a study's trials: `lorasweep run` and `resume` (run_sweep), `lorasweep worker`
+(join_sweep), and the one setup both go through.
+
+A rerun with the same study name continues the study up to its trial budget: finished (complete
+or pruned) trials count, the MLflow parent run is re-attached (its id is stored on the study), and
+trials whose worker died are failed, their MLflow runs closed, and run again (`study.retries`).
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from lorasweep.objectives import TrialRunner
+
+from . import parent, record
+from ._progress import Progress, best_text
+from ._recovery import Recovery, worker_id
+from ._urls import redact, tracking_uri
+from ._workers import FINISHED, run_pool, work
+from .errors import UserError
+from .failures import FailureLimit, check_pool
+from .objective import Objective, reported_metric
+from .record import StudyRecord
+from .storage import DEFAULT_STORAGE, find_study, open_storage
+from .strategy import build_pruner, make_sampler
+from .sweep import Sweep, stored_sweep
+from .tracking import Tracker
+
+DEFAULT_MAX_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line may override on top of the sweep file."""
+
+    n_trials: int | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    quiet: bool = False
+    max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
+    workers: int = 1  # local worker processes; 1 runs the trials in this process
+    plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
+
+
+def run_sweep(
+    sweep: Sweep,
+    options: RunOptions = RunOptions(),
+    log: Callable[[str], None] = print,
+    runner: TrialRunner | None = None,
+) -> optuna.Study:
+    """Create or continue the study and run trials until it holds its budget of finished trials.
+
+    Raises SweepStopped when `options.max_failures` trials fail in this run. `runner` defaults to
+    the trial side's Recipe for the sweep's model and data (tests pass stubs)."""
+    name = options.study_name or sweep.study.name
+    check_study_name(name)
+    budget = options.n_trials or sweep.study.n_trials
+    storage_url = options.storage or sweep.study.storage
+    if options.workers > 1 and storage_url and storage_url.startswith("sqlite"):
+        raise UserError(
+            "--workers above 1 needs a study storage that several processes can write at once, but "
+            f"got storage={redact(storage_url)} (SQLite locks up under concurrent writers). Use the "
+            "default journal (mlruns/optuna.journal), a file ending in .journal, or postgresql://."
+        )
+    uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
+    existing = _existing_study(name, storage_url, sweep)
+    done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
+    if existing is not None and done >= budget:
+        tracker = Tracker(uri, sweep.experiment or name)
+        if existing.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            # Nothing to run, but a dead worker's trial must not stay RUNNING (nor its MLflow run).
+            Recovery(tracker, retries=0).recover(existing)
+        parent.close_if_left_open(existing, tracker, sweep, plots=options.plots, log=log)
+        log(
+            f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
+            f"{best_text(existing, sweep.study.metrics)}"
+        )
+        return existing
+
+    session = _Session.open(sweep, name, storage_url, uri, options, log, runner, create=True)
+    study, tracker = session.study, session.tracker
+    if existing is None:
+        with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(sweep.study.metrics))
+    elif StudyRecord.of(study).sweep_text != sweep.text:
+        log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
+    record.save_study(study, sweep, budget, redact(uri), reported_metric(sweep))
+    parent_id = tracker.parent_run(
+        name, StudyRecord.of(study).parent_run_id, parent.study_params(sweep), sweep.text
+    )
+    record.save_parent_run(study, parent_id)
+    recovered = session.recovery.recover(study)
+    if not options.quiet:
+        log(
+            f"study {name!r}: {done}/{budget} trials done, sampler {sweep.study.sampler}, "
+            f"pruner {sweep.study.pruner['type'] if sweep.study.pruner else 'none'}, "
+            f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}"
+        )
+        log(f"mlflow: {redact(uri)} (experiment {sweep.experiment or name!r}, parent run {parent_id})")
+        if recovered:
+            log(
+                f"recovered: trial {', '.join(map(str, recovered))} did not finish (worker stopped); see retries"
+            )
+
+    failures = FailureLimit(options.max_failures)
+    try:
+        if StudyRecord.of(study).base_metrics is None:
+            base = session.runner.evaluate_base()
+            record.save_base_metrics(study, base)
+            tracker.log_base_metrics(parent_id, base)
+            if not options.quiet:
+                log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
+        if options.workers > 1:
+            _run_pool(session, options, storage_url, failures, done, budget, log)
+        else:
+            session.run_trials(parent_id, failures, done, budget, options.quiet)
+    except BaseException as e:
+        tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    status = "FAILED" if failures.tripped else "FINISHED"
+    parent.finish(study, tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
+    failures.raise_if_tripped(study, budget)
+    return study
+
+
+def join_sweep(
+    study: optuna.Study,
+    storage: str | None,
+    options: RunOptions = RunOptions(),
+    log: Callable[[str], None] = print,
+    runner: TrialRunner | None = None,
+) -> optuna.Study:
+    """Run trials of a study that `lorasweep run` started, from this process (`lorasweep worker`,
+    on this machine or another): with the sweep file, budget, MLflow store and parent run stored on
+    the study. Returns once the study holds its budget of finished trials; the run that started the
+    study writes the summary and the plots on the parent run.
+
+    Raises SweepStopped when `options.max_failures` trials fail in this process."""
+    sweep = stored_sweep(study)
+    name = study.study_name
+    parent_id = StudyRecord.of(study).parent_run_id
+    if parent_id is None:
+        raise UserError(
+            f"a study to join must have its MLflow parent run, but study {name!r} has none yet. "
+            f"Start it with lorasweep run FILE --study {name}, then start workers."
+        )
+    uri = record.study_tracking_uri(study, options.tracking_uri)
+    session = _Session.open(sweep, name, storage, uri, options, log, runner, create=False)
+    study = session.study
+    session.recovery.recover(study)
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    budget = StudyRecord.of(study).budget or sweep.study.n_trials
+    if not options.quiet:
+        log(f"worker {worker_id()} joins study {name!r}: {done}/{budget} trials done")
+    failures = FailureLimit(options.max_failures)
+    session.run_trials(parent_id, failures, done, budget, options.quiet)
+    failures.raise_if_tripped(study, budget)
+    return study
+
+
+def check_study_name(name: str) -> None:
+    # The name lands in MLflow filter strings and file names: keep it to a safe alphabet.
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise UserError(
+            f"a study name must use only letters, digits, '.', '-' and '_', but got name={name!r}."
+        )
+
+
+@dataclass
+class _Session:
+    """What every process that runs trials of a study sets up, in this order: the trial runner (the
+    data and the base model first, so bad input fails before anything is written), the MLflow
+    tracker, the recovery of dead workers' trials, and the study opened with the sweep's sampler
+    and pruner."""
+
+    sweep: Sweep
+    runner: TrialRunner
+    tracker: Tracker
+    recovery: Recovery
+    study: optuna.Study
+
+    @classmethod
+    def open(
+        cls,
+        sweep: Sweep,
+        name: str,
+        storage_url: str | None,
+        uri: str,
+        options: RunOptions,
+        log: Callable[[str], None],
+        runner: TrialRunner | None,
+        *,
+        create: bool,
+    ) -> _Session:
+        if runner is None:
+            from lorasweep.objectives import Recipe  # torch and transformers: only where trials run
+
+            runner = Recipe(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
+        sweep.check_batch_fits(runner.train_rows)
+        tracker = Tracker(uri, sweep.experiment or name)
+        recovery = Recovery(tracker, sweep.study.retries)
+        storage = open_storage(storage_url, on_stale=recovery)
+        sampler, pruner = make_sampler(sweep), build_pruner(sweep.study.pruner)
+        if create:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                sampler=sampler,
+                pruner=pruner,
+                directions=list(sweep.study.directions),
+                load_if_exists=True,
+            )
+        else:
+            # Reseeded, as Optuna does for n_jobs > 1: workers that share a seed would propose the
+            # same parameters at the same time. (A trial still trains with seed + its number.)
+            sampler.reseed_rng()
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        return cls(sweep, runner, tracker, recovery, study)
+
+    def run_trials(self, parent_id: str, failures: FailureLimit, done: int, budget: int, quiet: bool) -> None:
+        """Trials in this process until the study holds its budget (_workers.work: exact with any
+        number of workers). A trial that raises fails alone (its MLflow run is closed FAILED with the
+        error) and the sweep goes on: the study's catch, not a try/except hidden in the objective."""
+        study, sweep = self.study, self.sweep
+        progress = Progress(sweep.study.metrics, budget, done, quiet)
+        try:
+            work(
+                study,
+                Objective(sweep, self.runner, self.tracker, parent_id, study.study_name),
+                budget=lambda: StudyRecord.of(study).budget,
+                callbacks=[progress, failures],
+                recover=self.recovery.fail_dead,
+                stop=lambda: failures.tripped,
+                timeout=sweep.study.timeout,
+                log=progress.note,
+            )
+        finally:
+            progress.close()
+
+
+def _run_pool(
+    session: _Session,
+    options: RunOptions,
+    storage_url: str | None,
+    failures: FailureLimit,
+    done: int,
+    budget: int,
+    log: Callable[[str], None],
+) -> None:
+    """`--workers N`: N local worker processes run the trials; this process only watches."""
+    study = session.study
+    session.runner = None  # type: ignore[assignment] - each worker loads its own model
+    gc.unfreeze()  # the Recipe froze what it loaded: out of the collector's sight otherwise
+    gc.collect()
+    progress = Progress(session.sweep.study.metrics, budget, done, options.quiet)
+    try:
+        problems = run_pool(
+            study,
+            options.workers,
+            storage=storage_url or str(DEFAULT_STORAGE.resolve()),
+            tracking_uri=session.tracker.uri,
+            max_failures=options.max_failures,
+            on_trial=lambda trial: (progress(study, trial), failures.count(trial)),
+            stop=lambda: failures.tripped,
+        )
+    finally:
+        progress.close()
+    session.recovery.fail_dead(study)  # a worker that was killed: its trial is failed and queued
+    check_pool(study, problems, failures, log)
+
+
+def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.Study | None:
+    """The study of that name if it exists, after checking it optimises what the file says."""
+    study = find_study(name, storage_url)
+    if study is None:
+        return None
+    stored = tuple(study.metric_names or ())
+    directions = tuple(d.name.lower() for d in study.directions)
+    if (stored and stored != sweep.study.metrics) or directions != sweep.study.directions:
+        raise UserError(
+            f"a resumed study must keep its objective, but study {name!r} has "
+            f"metrics={list(stored)}, directions={list(directions)} and the file says "
+            f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
+            "Use another study name (--study) for a new objective."
+        )
+    return study

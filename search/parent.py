@@ -1,0 +1,106 @@
+"""The study's MLflow parent run: what it records about the sweep when it opens, and what it gets
+when the study's budget is met: the summary metrics, the best trial's tags and the plots."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .record import BEST_RUN_TAG, PARETO_TAG, StudyRecord, TrialRecord
+from .report import write_report
+from .sweep import Sweep
+from .tracking import Tracker
+
+
+def setup_params(sweep: Sweep) -> dict[str, Any]:
+    """The fixed setup every trial shares, recorded on each run so a run stands on its own."""
+    return {
+        "model.base": sweep.model.base,
+        "model.method": sweep.model.method,
+        "model.target_modules": sweep.model.target_modules,
+        "data.path": sweep.data.path,
+        "data.train_split": sweep.data.train_split,
+        "data.eval_split": sweep.data.eval_split,
+    }
+
+
+def study_params(sweep: Sweep) -> dict[str, Any]:
+    """The parent run's params: the fixed settings, the setup, the space and the strategy."""
+    space = {f"space.{name}": repr(dist) for name, dist in sweep.space.distributions.items()}
+    return {
+        **sweep.fixed,
+        **setup_params(sweep),
+        **space,
+        "study.sampler": sweep.study.sampler,
+        "study.seed": sweep.study.seed,
+        "study.n_trials": sweep.study.n_trials,
+        "study.metrics": ",".join(sweep.study.metrics),
+        "study.pruner": sweep.study.pruner,
+        "study.retries": sweep.study.retries,
+    }
+
+
+def finish(
+    study: optuna.Study,
+    tracker: Tracker,
+    parent_id: str,
+    sweep: Sweep,
+    *,
+    plots: bool,
+    log: Callable[[str], None],
+    status: str = "FINISHED",
+) -> None:
+    """Close the parent run with the study's plots (unless `plots` is off) and its summary."""
+    if plots:
+        _log_plots(study, tracker, parent_id, log)
+    tracker.finish_study(parent_id, *summary(study, sweep), status=status)
+
+
+def close_if_left_open(
+    study: optuna.Study, tracker: Tracker, sweep: Sweep, *, plots: bool, log: Callable[[str], None]
+) -> None:
+    """The parent run of a study that holds its budget, if nobody closed it: the run that started
+    the study stopped (killed, Ctrl-C) while other workers finished the trials."""
+    parent_id = StudyRecord.of(study).parent_run_id
+    if parent_id is None or tracker.run_status(parent_id) in (None, "FINISHED"):
+        return
+    finish(study, tracker, parent_id, sweep, plots=plots, log=log)
+
+
+def summary(study: optuna.Study, sweep: Sweep) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, tags) for the parent run: trial counts by state, the best trial and its metrics
+    (one objective) or the Pareto front's trials (several)."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    metrics = {f"n_{s.name.lower()}": float(states.count(s)) for s in set(states)}
+    tags: dict[str, str] = {}
+    if any(s == TrialState.COMPLETE for s in states):
+        if len(sweep.study.metrics) == 1:
+            best = study.best_trial
+            kept = TrialRecord.of(best)
+            metrics[f"best_{sweep.study.metrics[0]}"] = best.value
+            metrics["best_trial"] = float(best.number)
+            tags[BEST_RUN_TAG] = kept.run_id or ""
+            metrics.update({f"best_{k}": v for k, v in kept.metrics.items()})
+        else:
+            tags[PARETO_TAG] = ",".join(str(t.number) for t in study.best_trials)
+    return metrics, tags
+
+
+def _log_plots(study: optuna.Study, tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> None:
+    """The study's plots and HTML report on the parent run, under report/ (replaced on every run, so
+    a resumed study shows all its trials). A plot that fails never fails the sweep: the user is told
+    why, and `lorasweep report` can write them again."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="lorasweep-report-") as folder:
+            write_report(study, Path(folder))
+            tracker.log_folder(parent_id, Path(folder), "report")
+    except Exception as e:  # noqa: BLE001 - the sweep's results matter more than its pictures
+        log(
+            f"note: the study's plots could not be written: {type(e).__name__}: {e}. "
+            "Finished trials are kept; lorasweep report writes the plots again."
+        )

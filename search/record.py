@@ -1,0 +1,249 @@
+"""The record lorasweep keeps on a study: every key it stores on Optuna's study and trials (user
+attributes) and every tag it puts on MLflow runs and model versions, named once, here.
+
+Resume, workers, `trials`, `best` and promotion all read what a sweep wrote; they read it through
+`StudyRecord` and `TrialRecord`, and the writers below are the only places that write it. The keys
+themselves are a stored format: studies and runs made by earlier versions carry them, so a key
+never changes its spelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from ._urls import absolute, tracking_uri
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from ._parity import Parity
+    from .sweep import Sweep
+
+# -- the study's user attributes -----------------------------------------------------------------
+SWEEP = "sweep_yaml"  # the sweep file's text: resume and workers run from it
+SWEEP_PATH = "sweep_path"
+BUDGET = "n_trials"  # finished trials the study ends with
+TRACKING = "tracking_uri"  # where its MLflow runs are (password masked)
+PARENT_RUN = "mlflow_parent_run_id"
+BASE_METRICS = "base_metrics"
+REPORTED = "reported_metric"  # {metric, sign}: what trials report to Optuna while they train
+
+# -- each trial's user attributes ----------------------------------------------------------------
+WORKER = "worker"  # host:pid:start of the process that runs it (set first: a kill is detectable)
+RUN_ID = "mlflow_run_id"
+SEED = "seed"
+METRICS = "metrics"
+PRUNED_STEP = "pruned_step"
+ERROR = "error"
+INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: run again on resume, like a dead worker's trial
+DUPLICATE_OF = "duplicate_of"  # the earlier trial with these parameters, whose result it reuses
+RETRY_OF = "retry_of"  # the trial it runs again
+DIED = "worker died mid-trial"  # the error of a trial failed for its dead worker
+# ...and the system attributes of a retry, as Optuna's RetryHeartbeatStaleTrialCallback writes them.
+FAILED_TRIAL = "failed_trial"
+RETRY_HISTORY = "retry_history"
+
+# -- MLflow tags: runs ---------------------------------------------------------------------------
+STUDY_TAG = "lorasweep.study"
+ROLE_TAG = "lorasweep.role"  # study (the parent run) | trial
+TRIAL_TAG = "lorasweep.trial_number"
+STATE_TAG = "lorasweep.state"  # the Optuna trial's state: COMPLETE, PRUNED or FAIL
+ERROR_TAG = "lorasweep.error"
+SAMPLED_TAG = "lorasweep.sampled"  # the parameters the trial sampled (the rest are fixed)
+PRUNED_STEP_TAG = "lorasweep.pruned_step"
+RETRY_OF_TAG = "lorasweep.retry_of"
+DUPLICATE_OF_TAG = "lorasweep.duplicate_of"
+DUPLICATE_RUN_TAG = "lorasweep.duplicate_run_id"  # the run that holds a reused result's adapter
+BEST_RUN_TAG = "lorasweep.best_run_id"  # on the parent run
+PARETO_TAG = "lorasweep.pareto_trials"  # on the parent run
+REGISTERED_TAG = "lorasweep.registered_as"  # on a promoted trial's run: MODEL/VERSION
+# -- MLflow tags: model versions -----------------------------------------------------------------
+GATE_TAG = "lorasweep.gate"  # passed | failed
+GATE_FAILURES_TAG = "lorasweep.gate_failures"
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What lorasweep stored on a study (None where it stored nothing, e.g. a study it did not make)."""
+
+    name: str
+    sweep_text: str | None = None
+    sweep_path: str | None = None
+    budget: int | None = None
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    base_metrics: dict[str, float] | None = None  # None: not evaluated yet
+    reported: tuple[str, float] | None = None  # (metric, sign)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyRecord:
+        attrs = study.user_attrs
+        reported = attrs.get(REPORTED)
+        return cls(
+            name=study.study_name,
+            sweep_text=attrs.get(SWEEP),
+            sweep_path=attrs.get(SWEEP_PATH),
+            budget=attrs.get(BUDGET),
+            tracking_uri=attrs.get(TRACKING),
+            parent_run_id=attrs.get(PARENT_RUN),
+            base_metrics=attrs.get(BASE_METRICS),
+            reported=(reported["metric"], reported["sign"]) if reported else None,
+        )
+
+
+def save_study(
+    study: optuna.Study, sweep: Sweep, budget: int, tracking: str, reported: tuple[str, float] | None
+) -> None:
+    """What a run of a sweep stores on its study: the file, the budget, where MLflow records."""
+    for key, value in (
+        (REPORTED, {"metric": reported[0], "sign": reported[1]} if reported else None),
+        (SWEEP, sweep.text),
+        (SWEEP_PATH, str(sweep.path.resolve()) if sweep.path else None),
+        (BUDGET, budget),
+        (TRACKING, tracking),
+    ):
+        study.set_user_attr(key, value)
+
+
+def save_parent_run(study: optuna.Study, run_id: str) -> None:
+    study.set_user_attr(PARENT_RUN, run_id)
+
+
+def save_base_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:
+    study.set_user_attr(BASE_METRICS, metrics)
+
+
+def study_tracking_uri(study: optuna.Study, flag: str | None) -> str:
+    """Where a study's MLflow runs are: the flag, then $MLFLOW_TRACKING_URI, then the URI the study
+    was run with (stored, password masked), then the local default."""
+    uri = tracking_uri(flag, StudyRecord.of(study).tracking_uri)
+    if "***" in uri:
+        raise UserError(
+            f"the tracking URI must carry its password, but study {study.study_name!r} stores "
+            f"{uri} (masked). Pass --tracking-uri or set MLFLOW_TRACKING_URI."
+        )
+    return absolute(uri)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What lorasweep stored on one trial."""
+
+    run_id: str | None = None
+    seed: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # final; a pruned trial's last evaluation
+    worker: str | None = None
+    pruned_step: int | None = None
+    error: str | None = None
+    interrupted: bool = False
+    duplicate_of: int | None = None
+    retry_of: int | None = None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> TrialRecord:
+        return cls.from_attrs(trial.user_attrs)
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
+        return cls(
+            run_id=attrs.get(RUN_ID),
+            seed=attrs.get(SEED),
+            metrics=dict(attrs.get(METRICS) or {}),
+            worker=attrs.get(WORKER),
+            pruned_step=attrs.get(PRUNED_STEP),
+            error=attrs.get(ERROR),
+            interrupted=bool(attrs.get(INTERRUPTED)),
+            duplicate_of=attrs.get(DUPLICATE_OF),
+            retry_of=attrs.get(RETRY_OF),
+        )
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        """What is worth a note beside the trial's numbers (its pruning step, retry, reuse, error)."""
+        fields = {PRUNED_STEP: self.pruned_step, RETRY_OF: self.retry_of, DUPLICATE_OF: self.duplicate_of}
+        return {k: v for k, v in {**fields, ERROR: self.error}.items() if v is not None}
+
+
+# -- writers, one per moment of a trial's life ---------------------------------------------------
+def claim(trial: optuna.Trial, worker: str) -> None:
+    trial.set_user_attr(WORKER, worker)
+
+
+def opened(trial: optuna.Trial, run_id: str, seed: int) -> None:
+    trial.set_user_attr(RUN_ID, run_id)
+    trial.set_user_attr(SEED, seed)
+
+
+def scored(trial: optuna.Trial, metrics: dict[str, float]) -> None:
+    trial.set_user_attr(METRICS, metrics)
+
+
+def pruned(trial: optuna.Trial, metrics: dict[str, float], step: int | None) -> None:
+    trial.set_user_attr(METRICS, metrics)
+    trial.set_user_attr(PRUNED_STEP, step)
+
+
+def failed(trial: optuna.Trial, error: BaseException) -> None:
+    trial.set_user_attr(ERROR, f"{type(error).__name__}: {error}"[:2000])
+    if isinstance(error, KeyboardInterrupt):
+        trial.set_user_attr(INTERRUPTED, True)
+
+
+def reused(trial: optuna.Trial, twin: int, metrics: dict[str, float]) -> None:
+    trial.set_user_attr(DUPLICATE_OF, twin)
+    trial.set_user_attr(METRICS, metrics)
+
+
+def died(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """A trial whose worker died: written through the storage, as Optuna's fail_stale_trials does."""
+    storage.set_trial_user_attr(trial_id, ERROR, DIED)
+
+
+def retried_numbers(trial: FrozenTrial) -> list[int]:
+    """The trials this one runs again, first the original (Optuna's retry_history)."""
+    return list(trial.system_attrs.get(RETRY_HISTORY, []))
+
+
+def retry(trial: FrozenTrial) -> optuna.trial.FrozenTrial:
+    """A WAITING copy of `trial` that runs it again with the same parameters (and, through retry_of,
+    the original's seed); the attempt's own attributes (its run id, its error) are not copied."""
+    history = [*retried_numbers(trial), trial.number]
+    return optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs={RETRY_OF: history[0]},
+        system_attrs={**trial.system_attrs, FAILED_TRIAL: history[0], RETRY_HISTORY: history},
+    )
+
+
+def version_tags(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> dict[str, str]:
+    """A registered model version's tags: where it came from, the gate's verdict, its evidence."""
+    tags = {
+        STUDY_TAG: study.study_name,
+        TRIAL_TAG: str(trial.number),
+        GATE_TAG: "passed" if parity.passed else "failed",
+    }
+    if not parity.passed:
+        tags[GATE_FAILURES_TAG] = "; ".join(parity.failures)[:5000]
+    tags.update({f"param.{k}": str(v) for k, v in trial.params.items()})
+    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in TrialRecord.of(trial).metrics.items()})
+    for m in parity.models:
+        tags.update(
+            {
+                f"{m.name}.size_mb": f"{m.size_bytes / 2**20:.2f}",
+                f"{m.name}.load_seconds": f"{m.load_seconds:.3f}",
+                f"{m.name}.ms_per_token": f"{m.ms_per_token:.3f}",
+                f"{m.name}.eval_perplexity": f"{m.perplexity:.6g}",
+            }
+        )
+        if m.name != "pytorch":
+            tags[f"{m.name}.exporter"] = m.how
+            tags[f"{m.name}.perplexity_change"] = f"{m.perplexity_change:+.4%}"
+            tags[f"{m.name}.max_logit_diff"] = f"{m.max_logit_diff:.3g}"
+            tags[f"{m.name}.greedy_identical"] = f"{m.identical}/{parity.prompts}"
+    return tags

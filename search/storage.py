@@ -1,0 +1,98 @@
+"""The Optuna storage that holds studies: which URL means which storage, opening it, and finding a
+study in it. A journal file under mlruns/ by default; any database Optuna takes otherwise."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial
+from sqlalchemy.exc import SQLAlchemyError
+
+from ._urls import redact
+from .errors import UserError
+
+DEFAULT_STORAGE = Path("mlruns/optuna.journal")
+# Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
+HEARTBEAT_S, GRACE_S = 30, 90
+
+
+def journal_path(url: str | None) -> Path | None:
+    """The journal file a storage URL names (None: the default journal), or None for a database."""
+    if url is None:
+        return DEFAULT_STORAGE
+    return Path(url.removeprefix("journal:///")) if url.endswith(".journal") else None
+
+
+def open_storage(
+    url: str | None, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
+) -> BaseStorage | str:
+    """Any Optuna storage URL; by default a journal file under mlruns/, which several processes on
+    one machine can share (SQLite locks up under concurrent writers).
+
+    Database URLs get Optuna's heartbeat, so a trial whose worker died is failed (and handed to
+    `on_stale`) by whichever worker notices. A journal has no heartbeat: dead workers on this
+    machine are found by process id instead (_recovery)."""
+    path = journal_path(url)
+    if path is None:
+        if re.match(r"(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
+            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                try:
+                    return RDBStorage(
+                        url,
+                        heartbeat_interval=HEARTBEAT_S,
+                        grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=on_stale,
+                    )
+                except SQLAlchemyError as e:  # a server that is down, a wrong password, no driver
+                    reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+                    raise UserError(
+                        f"the study storage must be a database this machine can open, but got "
+                        f"storage={redact(url)}: {reason}. Check the server, the URL and its password."
+                    ) from e
+        return url
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_study(name: str | None, storage: str | None) -> optuna.Study:
+    """An existing study; without a name, the only study in the storage."""
+    journal = journal_path(storage)
+    if journal is not None and not journal.exists():
+        raise UserError(
+            f"the study storage must exist, but got storage={str(journal)!r}. Run a sweep "
+            "first (lorasweep run FILE), or pass --storage."
+        )
+    opened = open_storage(storage)
+    names = optuna.get_all_study_names(opened)
+    if name is None:
+        if len(names) != 1:
+            raise UserError(
+                f"--study must name a study when the storage holds {len(names)}, but got "
+                f"none. Studies: {', '.join(names) or '(none)'}."
+            )
+        name = names[0]
+    if name not in names:
+        raise UserError(
+            f"the study must exist in the storage, but got study={name!r}. "
+            f"Studies: {', '.join(names) or '(none)'}."
+        )
+    return optuna.load_study(study_name=name, storage=opened)
+
+
+def find_study(name: str, storage: str | None) -> optuna.Study | None:
+    """The study of that name if the storage holds it. Read only: a journal file that does not
+    exist yet is not created here."""
+    journal = journal_path(storage)
+    if journal is not None and not journal.exists():
+        return None
+    opened = open_storage(storage)
+    if name not in optuna.get_all_study_names(opened):
+        return None
+    return optuna.load_study(study_name=name, storage=opened)
