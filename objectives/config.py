@@ -1,7 +1,8 @@
-"""What one trial needs to know, as typed, frozen values.
+"""What one trial needs to know, as typed, frozen values, and the metrics a trial can give.
 
-search/ builds these from the sweep file; objectives/ only reads them. Nothing here knows about
-Optuna, MLflow or the CLI.
+search/ builds these from the sweep file; objectives/ reads them. Each spec says what is wrong with
+its own values (`problems()`), so the rules live beside the fields they constrain. Nothing here
+knows about Optuna, MLflow or the CLI.
 """
 
 from __future__ import annotations

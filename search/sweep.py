@@ -334,14 +334,14 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
 def stored_sweep(study: optuna.Study) -> Sweep:
     """The sweep a study was started with, from the file text stored on it (for `resume` and
     `worker`): the file on disk may have changed or gone since."""
-    record = StudyRecord.of(study)
-    if record.sweep_text is None:
+    stored = StudyRecord.of(study)
+    if stored.sweep_text is None:
         raise UserError(
             f"a study to resume or join must have been started by lorasweep, but study {study.study_name!r} "
             "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
         )
-    sweep = load_sweep(Path(record.sweep_path or f"{study.study_name}.yaml"), text=record.sweep_text)
-    return dataclasses.replace(sweep, tracking_uri=record.tracking_uri or sweep.tracking_uri)
+    sweep = load_sweep(Path(stored.sweep_path or f"{study.study_name}.yaml"), text=stored.sweep_text)
+    return dataclasses.replace(sweep, tracking_uri=stored.tracking_uri or sweep.tracking_uri)
 
 
 def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:

@@ -1,7 +1,7 @@
 """Several workers on one study: the slot rule, real processes racing for the budget's last slots,
 a killed worker's trial taken over, the pool's environment, and `worker` / `--workers` input errors.
-The stub objectives here never train; test_workers_e2e.py (slow) and test_postgres.py (service) run
-real `lorasweep` worker processes."""
+The stub objectives here never train; test_install.py and test_parallel.py (service tests) run real
+`lorasweep` worker processes."""
 
 from __future__ import annotations
 
