@@ -180,12 +180,12 @@ def run_pool(
             )
             pool.append(_Process(index, process, log))
         while any(p.process.poll() is None for p in pool):
-            _report(study, seen, on_trial)
+            _hand_on_ended(study, seen, on_trial)
             if stop():
                 _terminate(pool)
                 break
             time.sleep(POLL_S / 2)
-        _report(study, seen, on_trial)
+        _hand_on_ended(study, seen, on_trial)
         return [
             f"worker {p.index} exited with code {p.process.returncode}: {p.tail()}"
             for p in pool
@@ -199,7 +199,8 @@ def run_pool(
             p.log.close()
 
 
-def _report(study: optuna.Study, seen: set[int], on_trial: Callable[[FrozenTrial], None]) -> None:
+def _hand_on_ended(study: optuna.Study, seen: set[int], on_trial: Callable[[FrozenTrial], None]) -> None:
+    """Each trial that ended since the last look, to `on_trial` once."""
     for trial in study.get_trials(deepcopy=False, states=ENDED):
         if trial.number not in seen:
             seen.add(trial.number)

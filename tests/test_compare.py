@@ -142,6 +142,27 @@ def test_the_parent_run_holds_the_plots_refreshed_on_resume(stores, write):
     assert report_trials() == 4
 
 
+def test_plots_that_cannot_be_written_are_told_to_the_user_and_fail_nothing(
+    stores, write, capsys, monkeypatch
+):
+    """Through the CLI, whose warning filters hide library notes: the note is not a warning."""
+
+    def broken(study, out):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("lorasweep.search.parent.write_report", broken)
+    monkeypatch.setattr("lorasweep.objectives.Recipe", lambda *a, **k: scored_runner())
+    assert main(["run", str(write(SWEEP))]) == 0
+    out = capsys.readouterr().out
+    assert "note: the study's plots could not be written: OSError: No space left on device" in out
+    assert "best: trial" in out  # the sweep itself finished
+    study = optuna.load_study(study_name="cmp", storage=open_storage(None))
+    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(
+        study.user_attrs["mlflow_parent_run_id"]
+    )
+    assert parent.info.status == "FINISHED"
+
+
 def test_a_multi_objective_report_has_the_pareto_front(stores, write):
     sweep = load_sweep(
         write(
