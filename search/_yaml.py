@@ -30,6 +30,10 @@ _Loader.add_implicit_resolver(
 )
 
 
+# A sweep file of any real size holds a few hundred values; aliases may not inflate it past this.
+MAX_VALUES = 100_000
+
+
 def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict[tuple, int], str]:
     """Return (data, lines, text): the safe-loaded mapping, key path -> 1-based line, raw text.
     With `text`, that is parsed instead of the file (which need not exist)."""
@@ -54,7 +58,12 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
     try:
         # One parse gives both the node tree (with positions) and, from it, the plain values.
         node = yaml.compose(text, Loader=_Loader)
+        _check_expansion(node, where)
         data = _Loader(text).construct_document(node) if node is not None else None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise SweepError(
+            [Problem("the file must nest its values a few levels deep, but got nesting too deep to read.", where, 1)]
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -78,6 +87,38 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
     if duplicates:  # YAML would silently keep the last one
         raise SweepError(duplicates)
     return data, lines, text
+
+
+def _check_expansion(node: yaml.Node | None, where: str) -> None:
+    """Refuse a document whose aliases expand it past MAX_VALUES values (a "billion laughs": a few
+    hundred bytes of anchors that name lists of lists of the same list). PyYAML builds it cheaply,
+    sharing the repeated parts, but everything that walks it afterwards (the line map, the checks,
+    a repr) would visit every expanded value. Counted once per distinct node, so this is cheap."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) not in sizes:
+            sizes[id(n)] = 0  # a node inside itself (a recursive alias) counts once, not forever
+            if isinstance(n, yaml.MappingNode):
+                children = [c for pair in n.value for c in pair]
+            elif isinstance(n, yaml.SequenceNode):
+                children = n.value
+            else:
+                children = []
+            sizes[id(n)] = min(1 + sum(size(c) for c in children), MAX_VALUES + 1)
+        return sizes[id(n)]
+
+    if node is not None and size(node) > MAX_VALUES:
+        raise SweepError(
+            [
+                Problem(
+                    f"the file must expand to at most {MAX_VALUES:,} values, but its anchors and aliases "
+                    "(&name, *name) expand it to more. Write the values out, or use fewer aliases.",
+                    where,
+                    1,
+                )
+            ]
+        )
 
 
 def _collect_lines(

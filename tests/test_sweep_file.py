@@ -175,3 +175,24 @@ def test_early_stopping_is_a_train_knob_and_needs_evaluations(write):
         load_sweep(write("train: {early_stopping_patience: soon}\n"))
     with pytest.raises(SweepError, match="study.retries must be an integer >= 0"):
         load_sweep(write("study: {retries: -1}\n"))
+
+
+def _bomb(depth: int) -> str:
+    """A "billion laughs": each anchor is a list of nine aliases of the one before."""
+    names = [f"l{i}" for i in range(depth + 1)]
+    lines = [f"{names[0]}: &{names[0]} [ha, ha, ha, ha, ha, ha, ha, ha, ha]"]
+    lines += [f"{n}: &{n} [{', '.join(['*' + prev] * 9)}]" for prev, n in zip(names, names[1:])]
+    return "\n".join(lines) + f"\nsearch_space: {{lora_r: {{type: choice, values: *{names[-1]}}}}}\n"
+
+
+def test_a_yaml_bomb_is_refused_before_it_expands(write):
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(SweepError, match="must expand to at most 100,000 values") as error:
+        load_sweep(write(_bomb(6)))  # 9**7 = 4.8M values once expanded; 0.1 had 12 s and 1.1 GB here
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "sweep.yaml:1:" in str(error.value) and peak < 100 * 2**20
+    with pytest.raises(SweepError, match="nest its values"):
+        load_sweep(write("a: " + "[" * 5000 + "]" * 5000 + "\n"))
