@@ -4,10 +4,21 @@ is shown (never with its password)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# The study storage's counterpart of MLFLOW_TRACKING_URI: the CLI takes the storage URL from here
+# when no --storage is given, and the workers of `run --workers N` get theirs this way, so that a
+# password never stands on a process's command line.
+STORAGE_ENV = "LORASWEEP_STORAGE"
+# Query parameters that carry credentials (postgresql://h/db?password=..., presigned URLs, tokens).
+_SECRET_PARAMETER = re.compile(
+    r"(?i)(^|[?&;])"  # the start of a parameter
+    r"([\w.-]*?(?:password|passwd|pwd|secret|token|api[_-]?key|sig|signature|credential)[\w.-]*)"
+    r"=([^&;#]*)"
+)
 
 
 def tracking_uri(flag: str | None, from_file: str | None) -> str:
@@ -24,9 +35,21 @@ def absolute(uri: str) -> str:
 
 
 def redact(url: str) -> str:
-    """A URL safe to print or record: any password is masked."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    """A URL safe to print or record: passwords, tokens in the user part of an http(s) URL
+    (https://TOKEN@host, as GitHub and others take them) and secret query parameters are masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL at all (an unclosed [ in the host): nothing to mask reliably
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if parts.password is not None:
+            userinfo = f"{parts.username}:***"
+        elif parts.scheme in ("http", "https"):
+            userinfo = "***"
+        netloc = f"{userinfo}@{host}"
+    query = _SECRET_PARAMETER.sub(lambda m: f"{m[1]}{m[2]}=***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -35,6 +35,8 @@ import optuna
 from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from ._urls import STORAGE_ENV
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (*FINISHED, TrialState.FAIL)
 POLL_S = 2.0  # how often a waiting worker, or the pool, looks at the study again
@@ -162,7 +164,10 @@ def run_pool(
     # -P: the current folder does not go first on sys.path, so a user's own lorasweep/ (or any
     # package of that name) in the folder the sweep runs from cannot stand in for ours.
     command = [sys.executable, "-P", "-m", "lorasweep.search", "-q", "worker", "--study", study.study_name]
-    command += ["--storage", storage, "--tracking-uri", tracking_uri, "--max-failures", str(max_failures)]
+    command += ["--max-failures", str(max_failures)]
+    # The stores' URLs go through the environment, which only this user can read: they may hold a
+    # password, and a command line is visible to everyone on the machine (ps).
+    stores = {STORAGE_ENV: storage, "MLFLOW_TRACKING_URI": tracking_uri}
     seen = {t.number for t in study.get_trials(deepcopy=False, states=ENDED)}
     pool: list[_Process] = []
     try:
@@ -172,7 +177,7 @@ def run_pool(
             # than a second signal landing in a worker that is closing its trial.
             process = subprocess.Popen(
                 command,
-                env=worker_env(index, workers),
+                env={**worker_env(index, workers), **stores},
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 text=True,

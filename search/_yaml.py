@@ -62,7 +62,13 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
         data = _Loader(text).construct_document(node) if node is not None else None
     except RecursionError:  # PyYAML composes nested collections recursively
         raise SweepError(
-            [Problem("the file must nest its values a few levels deep, but got nesting too deep to read.", where, 1)]
+            [
+                Problem(
+                    "the file must nest its values a few levels deep, but got nesting too deep to read.",
+                    where,
+                    1,
+                )
+            ]
         ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

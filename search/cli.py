@@ -20,15 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import optuna
-from mlflow import MlflowClient
 
 from lorasweep.objectives import InputError, check_data, quiet_libraries
 
+from . import tracking
 from ._progress import format_params, format_value
 from ._select import PRECISIONS, choose, describe, pick
 from ._serve import serve_dashboard, serve_mlflow
 from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
-from ._urls import redact, tracking_uri
+from ._urls import STORAGE_ENV, redact, tracking_uri
 from .errors import ExportFailed, SweepError, SweepStopped, UserError
 from .launch import DEFAULT_MAX_FAILURES, RunOptions, join_sweep, run_sweep
 from .record import StudyRecord, TrialRecord, study_tracking_uri
@@ -42,6 +42,8 @@ EXIT_USER_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "storage", "") is None:  # no --storage: $LORASWEEP_STORAGE, then the default
+        args.storage = os.environ.get(STORAGE_ENV) or None
     _quiet_libraries(args.debug)
     # SIGTERM (a scheduler, `kill`) ends a command like Ctrl-C: a sweep closes the running trial's
     # MLflow run KILLED and queues the trial to run again on resume; `ui` stops its servers.
@@ -458,7 +460,7 @@ def _say(args: argparse.Namespace):
 
 def _compare(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.storage)
-    print(compare(study, args.numbers, MlflowClient(study_tracking_uri(study, args.tracking_uri))))
+    print(compare(study, args.numbers, tracking.client(study_tracking_uri(study, args.tracking_uri))))
     return 0
 
 

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial
 
 from lorasweep.objectives import TrialModel, eval_inputs, load_trial_model
 
-from . import _registry
+from . import _registry, tracking
 from ._export import export_fp32, quantize
 from ._parity import Limits, Measured, Parity, TorchLM, measure
 from ._progress import format_params, format_value
@@ -62,7 +62,7 @@ def promote(
     name = sweep.promote.model_name or study.study_name
     trial = pick(study, sweep.promote.select, trial_number)
     run_id = _run_of(trial)
-    client = MlflowClient(study_tracking_uri(study, tracking_uri))
+    client = tracking.client(study_tracking_uri(study, tracking_uri))
     current = _registry.champion(client, name)
     if current is not None and current.run_id == run_id:
         log(
@@ -110,7 +110,7 @@ def export(
     precisions = tuple(p for p in PRECISIONS if p == "fp32" or p in precisions)  # fp32: the reference
     sweep = dataclasses.replace(sweep, promote=dataclasses.replace(sweep.promote, precisions=precisions))
     trial = pick(study, sweep.promote.select, trial_number)
-    client = MlflowClient(study_tracking_uri(study, tracking_uri))
+    client = tracking.client(study_tracking_uri(study, tracking_uri))
     with tempfile.TemporaryDirectory(prefix="lorasweep-export-") as scratch, _building(out) as build:
         parity, _ = _export_and_measure(sweep, client, trial, _run_of(trial), build, Path(scratch), log)
         _replace(out, build)

@@ -123,7 +123,7 @@ def study_tracking_uri(study: optuna.Study, flag: str | None) -> str:
     uri = tracking_uri(flag, StudyRecord.of(study).tracking_uri)
     if "***" in uri:
         raise UserError(
-            f"the tracking URI must carry its password, but study {study.study_name!r} stores "
+            f"the tracking URI must carry its credentials, but study {study.study_name!r} stores "
             f"{uri} (masked). Pass --tracking-uri or set MLFLOW_TRACKING_URI."
         )
     return absolute(uri)

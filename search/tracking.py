@@ -16,9 +16,12 @@ import logging
 import os
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -27,7 +30,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_
 
 from lorasweep.objectives import TrialResult
 
-from ._urls import absolute
+from ._urls import absolute, redact
+from .errors import UserError
 from .record import (
     DUPLICATE_OF_TAG,
     DUPLICATE_RUN_TAG,
@@ -45,6 +49,29 @@ GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow tabl
 # Curve points wait at most this long before they are sent. Short trials then cost one call for their
 # whole curve; long ones still show it live in the UI. A worker killed with -9 loses at most this much.
 CURVE_FLUSH_S = 10.0
+HEALTH_TIMEOUT_S = 10  # a tracking server's first answer
+
+
+def client(uri: str) -> MlflowClient:
+    """An MLflow client for `uri`, once a tracking server there has answered. MLflow's own client
+    would retry an unreachable server for minutes, then fail with the URL in its message, password
+    and all; this says so at once, masked, as bad input."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        probe = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+        try:
+            urllib.request.urlopen(probe, timeout=HEALTH_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            pass  # it answered (an auth wall, a proxy's page): MLflow's own calls say the rest
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise UserError(
+                f"the MLflow tracking URI must name a server that answers, but got {redact(uri)}: "
+                f"{reason}. Start the server, or check the host, the port and the URI."
+            ) from None
+    return MlflowClient(tracking_uri=uri)
 
 
 class Tracker:
@@ -58,7 +85,7 @@ class Tracker:
         # sweep prints its own line per trial.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client(uri)
         self._curves: dict[str, list[Metric]] = {}  # run id -> curve points not sent yet
         self._sent_at: dict[str, float] = {}  # run id -> time.monotonic() of its last curve batch
         found = self.client.get_experiment_by_name(experiment)

@@ -118,3 +118,21 @@ def test_files_that_are_not_utf8_name_the_line(in_tmp, capsys):
 def test_debug_shows_the_traceback(in_tmp, write):
     with pytest.raises(Exception, match="learning_rate.low must be <= high"):
         main(["--debug", "run", str(write(CASES["low above high"][0]))])
+
+
+@pytest.mark.parametrize("uri", ["http://user:hunter2@127.0.0.1:9", "https://hunter2@127.0.0.1:9/mlflow"])
+def test_a_tracking_server_that_does_not_answer_is_named_at_once_without_its_secret(
+    in_tmp, write, capsys, monkeypatch, uri
+):
+    from .stubs import Scripted, StubRunner
+
+    monkeypatch.setattr("lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted()))
+    path = write("study: {name: s}\n")
+    assert main(["run", str(path), "--tracking-uri", uri]) == 2
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err and "Traceback" not in err
+    assert (
+        "the MLflow tracking URI must name a server that answers, but got http" in err
+        and "***@127.0.0.1:9" in err
+    )
+    assert not (in_tmp / "mlruns").exists()  # nothing written

@@ -60,9 +60,23 @@ def test_load_study_names_the_studies_it_has(in_tmp):
         load_study("c", None)
 
 
-def test_passwords_in_urls_are_never_printed():
-    assert redact("postgresql://user:s3cret@db:5432/optuna") == "postgresql://user:***@db:5432/optuna"
-    assert redact("sqlite:///mlruns/mlflow.db") == "sqlite:///mlruns/mlflow.db"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://user:s3cret@db:5432/optuna", "postgresql://user:***@db:5432/optuna"),
+        ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db"),
+        ("postgresql://user@db/optuna", "postgresql://user@db/optuna"),  # a user name is no secret
+        ("https://ghp_s3cret@mlflow.example.com", "https://***@mlflow.example.com"),  # a token is
+        (
+            "postgresql://u@h/db?password=s3cret&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("https://h/store?X-Amz-Signature=s3cret&v=1", "https://h/store?X-Amz-Signature=***&v=1"),
+        ("http://h:5000/?api_key=s3cret;token=s3cret", "http://h:5000/?api_key=***;token=***"),
+    ],
+)
+def test_passwords_and_tokens_in_urls_are_never_printed(url, shown):
+    assert redact(url) == shown and "s3cret" not in shown
 
 
 def test_tracking_uri_precedence(monkeypatch):

@@ -5,6 +5,7 @@ The stub objectives here never train; test_install.py and test_parallel.py (serv
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -18,7 +19,7 @@ from optuna.trial import TrialState
 
 from lorasweep.search import RunOptions, _workers, load_sweep, run_sweep
 from lorasweep.search._recovery import Recovery, worker_id
-from lorasweep.search._workers import holds_slot, work, worker_env
+from lorasweep.search._workers import holds_slot, run_pool, work, worker_env
 from lorasweep.search.cli import main
 from lorasweep.search.record import WORKER as WORKER_ATTR
 from lorasweep.search.tracking import Tracker
@@ -123,6 +124,37 @@ def test_a_waiting_worker_takes_over_the_slot_of_a_killed_workers_trial(tmp_path
     assert len(_finished(study)) == 3
 
 
+def test_workers_get_the_stores_urls_through_their_environment_not_their_command_line(monkeypatch):
+    """A command line is visible to everyone on the machine (ps); a process's environment is not."""
+    started = []
+
+    class Exited:  # a worker process that has already finished
+        returncode = 0
+
+        def __init__(self, command, env, **kwargs):
+            started.append((command, env))
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(_workers.subprocess, "Popen", Exited)
+    storage, uri = "postgresql://u:hunter2@db/optuna", "http://u:hunter2@mlflow:5000"
+    study = optuna.create_study(study_name="s")
+    run_pool(study, 2, storage=storage, tracking_uri=uri, max_failures=1, on_trial=print, stop=lambda: False)
+    assert len(started) == 2
+    for command, env in started:
+        assert "hunter2" not in " ".join(command) and command[-4:-2] == ["--study", "s"]
+        assert env["LORASWEEP_STORAGE"] == storage and env["MLFLOW_TRACKING_URI"] == uri
+
+
+def test_lorasweep_storage_in_the_environment_names_the_storage(in_tmp, monkeypatch, capsys):
+    optuna.create_study(study_name="elsewhere", storage=_journal(in_tmp / "other.journal"))
+    monkeypatch.setenv("LORASWEEP_STORAGE", str(in_tmp / "other.journal"))
+    assert main(["trials", "--json"]) == 0  # no --storage: the one study of $LORASWEEP_STORAGE
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["trials", "--storage", "missing.journal"]) == 2  # the flag still wins
+
+
 def test_local_workers_share_the_cores_and_take_a_gpu_each(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(5)))
     env = {"CUDA_VISIBLE_DEVICES": "2,3"}
@@ -153,7 +185,7 @@ def _stored_study(folder, **attrs) -> None:
             },
             ["worker"],
             (
-                "the tracking URI must carry its password, but study 'joined' stores "
+                "the tracking URI must carry its credentials, but study 'joined' stores "
                 "postgresql://u:***@db/mlflow (masked). Pass --tracking-uri"
             ),
         ),
