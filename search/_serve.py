@@ -3,6 +3,7 @@ storage, as child processes bound to one address (127.0.0.1 unless told otherwis
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -48,7 +49,18 @@ class Server:
         self.log.close()
 
 
-def serve_mlflow(uri: str, host: str, port: int) -> Server:
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve_mlflow(
+    uri: str, host: str, port: int, allowed_hosts: str | None = None, cors_allowed_origins: str | None = None
+) -> Server:
+    """The MLflow UI on `uri`. MLflow's own --allowed-hosts (Host headers it serves: against DNS
+    rebinding) and --cors-allowed-origins (sites whose pages may call it) pass through as given."""
     if uri.startswith(("http://", "https://", "databricks")):
         raise UserError(
             f"lorasweep ui serves a local tracking store, but got tracking_uri={redact(uri)}, "
@@ -61,10 +73,13 @@ def serve_mlflow(uri: str, host: str, port: int) -> Server:
         )
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", absolute(uri)]
     command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user: one worker
+    for flag, value in (("--allowed-hosts", allowed_hosts), ("--cors-allowed-origins", cors_allowed_origins)):
+        if value:
+            command += [flag, value]
     # MLflow 3.17 also starts a dozen polling job-runner processes for its GenAI jobs, which
     # browsing sweeps never uses.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return _start("MLflow UI", command, f"http://{host}:{port}", "/health", env)
+    return _start("MLflow UI", command, _url(host, port), "/health", env)
 
 
 def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
@@ -80,7 +95,14 @@ def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
         target = [storage or str(DEFAULT_STORAGE)]
     command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", *target]
     command += ["--host", host, "--port", str(port), "--quiet"]
-    return _start("optuna-dashboard", command, f"http://{host}:{port}", "/")
+    return _start("optuna-dashboard", command, _url(host, port), "/")
+
+
+def _url(host: str, port: int) -> str:
+    """Where this machine reaches a server bound to `host` (all interfaces: through loopback)."""
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
 
 
 def _start(name: str, command: list[str], url: str, probe: str, env: dict[str, str] | None = None) -> Server:

@@ -26,7 +26,7 @@ from lorasweep.objectives import InputError, check_data, quiet_libraries
 from . import tracking
 from ._progress import format_params, format_value
 from ._select import PRECISIONS, choose, describe, pick
-from ._serve import serve_dashboard, serve_mlflow
+from ._serve import is_loopback, serve_dashboard, serve_mlflow
 from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
 from ._urls import STORAGE_ENV, redact, tracking_uri
 from .errors import ExportFailed, SweepError, SweepStopped, UserError
@@ -209,6 +209,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--dashboard", action="store_true", help="also serve optuna-dashboard on PORT+1")
     ui.add_argument("--storage", help="Optuna storage for the dashboard (default: mlruns/optuna.journal)")
+    ui.add_argument(
+        "--allowed-hosts",
+        metavar="HOSTS",
+        help="Host headers the MLflow UI answers, comma-separated (MLflow's own flag; default: localhost "
+        "and private addresses)",
+    )
+    ui.add_argument(
+        "--cors-allowed-origins",
+        metavar="ORIGINS",
+        help="web origins whose pages may call the MLflow UI, comma-separated (MLflow's own flag)",
+    )
     ui.set_defaults(command=_ui)
     return parser
 
@@ -479,7 +490,15 @@ def _ui(args: argparse.Namespace) -> int:
             uri = study_tracking_uri(load_study(None, args.storage), None)
         except UserError:
             pass
-    servers = [serve_mlflow(uri, args.host, args.port)]
+    if not is_loopback(args.host):
+        print(
+            f"warning: --host {args.host} lets other machines read, change and delete every run and "
+            "model in this store: the MLflow UI has no login. Serve on 127.0.0.1 (an SSH tunnel reaches "
+            "it), or limit it with --allowed-hosts and put it behind an authenticating proxy.",
+            file=sys.stderr,
+            flush=True,
+        )
+    servers = [serve_mlflow(uri, args.host, args.port, args.allowed_hosts, args.cors_allowed_origins)]
     try:
         print(f"MLflow UI: {servers[0].url}  (Ctrl-C stops it)", flush=True)
         if args.dashboard:

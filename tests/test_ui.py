@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -89,6 +90,33 @@ def test_ui_serves_both_stores_on_loopback_and_stops_cleanly(served):
     assert proc.wait(timeout=30) == 0
     time.sleep(1)
     assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_ui_beyond_loopback_warns_and_answers_only_the_allowed_hosts(stores, write):
+    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--host", "0.0.0.0", "--port", str(port)]
+        + ["--allowed-hosts", f"127.0.0.1:{port}"],
+        cwd=stores,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        warning = proc.stderr.readline()
+        assert warning.startswith("warning: --host 0.0.0.0 lets other machines read, change and delete")
+        assert proc.stdout.readline().startswith(f"MLflow UI: http://127.0.0.1:{port}")
+        search = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=5"
+        assert any(e["name"] == "cmp" for e in _json(search)["experiments"])
+        forged = urllib.request.Request(search, headers={"Host": "rebound.example"})  # DNS rebinding
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=10)
+        assert refused.value.code in (400, 403)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def test_ui_refuses_a_store_that_does_not_exist(in_tmp, capsys):
