@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
 from .config import TINY_BASE_NAME, InputError, ModelSpec
 
@@ -70,6 +73,7 @@ def load_base(
     source = resolve_base(spec, log)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     try:
+        _check_remote_code(spec, source, log)
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except (OSError, ValueError) as e:  # no such folder or hub id, offline, or remote code refused
         raise InputError(
@@ -89,7 +93,13 @@ def load_base(
             bnb_4bit_compute_dtype=placement.dtype,
         )
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(source, **common, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **common, **kwargs)
+    except (OSError, ValueError) as e:  # no weights, a config transformers cannot read
+        raise InputError(
+            f"model.base must hold a causal language model transformers can load, but got "
+            f"base={spec.base!r}: {str(e).splitlines()[0]}"
+        ) from e
     if spec.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -98,6 +108,37 @@ def load_base(
         model.to("cuda")
     model.config.use_cache = False  # training; generation turns it back on per call
     return model, tokenizer
+
+
+def _check_remote_code(spec: ModelSpec, source: str, log: Callable[[str], None] | None) -> None:
+    """A model whose config names its own code (auto_map) runs that code when it loads: refused
+    unless the sweep file says model.trust_remote_code, and named when it does."""
+    files = sorted(_remote_code_files(source, spec.revision))
+    if not files:
+        return
+    if not spec.trust_remote_code:
+        raise InputError(
+            f"model.base must load without running code of its own, but got base={spec.base!r}, whose "
+            f"config names {', '.join(files)}. Read them, and set model.trust_remote_code: true to run "
+            "them; or use a model transformers supports natively."
+        )
+    if log is not None:
+        log(f"note: model.base {spec.base} runs its own code: {', '.join(files)} (model.trust_remote_code)")
+
+
+def _remote_code_files(source: str, revision: str | None) -> set[str]:
+    """The Python files that the config and the tokenizer config name in auto_map."""
+    files = set()
+    for name in ("config.json", "tokenizer_config.json"):
+        path = cached_file(source, name, revision=revision, _raise_exceptions_for_missing_entries=False)
+        if path is None:
+            continue
+        auto_map = json.loads(Path(path).read_text(encoding="utf-8")).get("auto_map") or {}
+        for target in auto_map.values():
+            for reference in target if isinstance(target, list) else [target]:
+                if reference:  # "module.Class", or "repo--module.Class" for code from another repo
+                    files.add(reference.split("--")[-1].rsplit(".", 1)[0] + ".py")
+    return files
 
 
 def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any]) -> PeftModel:

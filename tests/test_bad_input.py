@@ -3,9 +3,15 @@ exit 2, one readable message per problem naming the file and the key, no traceba
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
 from lorasweep.search.cli import main
+
+from .conftest import ROOT
 
 ROWS = "".join(f'{{"question": "q{i}", "answer": "a{i % 2}"}}\n' for i in range(10))
 DATA = "data: {path: rows.jsonl, prompt_template: 'Q: {question}', response_template: ' {answer}'}\n"
@@ -136,3 +142,40 @@ def test_a_tracking_server_that_does_not_answer_is_named_at_once_without_its_sec
         and "***@127.0.0.1:9" in err
     )
     assert not (in_tmp / "mlruns").exists()  # nothing written
+
+
+def _model_with_its_own_code(folder: Path, marker: Path) -> Path:
+    """The micro Llama of tests/fixtures, with an auto_map naming code that leaves `marker` when it runs."""
+    base = folder / "custom"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "study_0_1" / "base", base)
+    config = json.loads((base / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    (base / "config.json").write_text(json.dumps(config))
+    (base / "modeling_custom.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import LlamaForCausalLM\n\n\nclass CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
+    )
+    return base
+
+
+SMALL_RUN = (
+    "study: {{name: custom, n_trials: 1}}\n"
+    "model: {{base: {base}, trust_remote_code: {trust}}}\n"
+    'data: {{train_split: "train[:32]", eval_split: "train[1400:1408]", max_length: 32}}\n'
+    "train: {{max_steps: 1, eval_steps: 1, logging_steps: 1, per_device_train_batch_size: 8}}\n"
+    "eval: {{max_samples: 2, max_new_tokens: 2}}\n"
+)
+
+
+def test_a_model_that_runs_its_own_code_is_refused_in_one_line_unless_trusted(in_tmp, write, capsys):
+    marker = in_tmp / "custom-code-ran"
+    base = _model_with_its_own_code(in_tmp, marker)
+    assert main(["run", str(write(SMALL_RUN.format(base=base, trust="false")))]) == 2
+    err = capsys.readouterr().err
+    assert "model.base must load without running code of its own" in err and "modeling_custom.py" in err
+    assert len(err.strip().splitlines()) == 1 and not marker.exists() and not (in_tmp / "mlruns").exists()
+
+    assert main(["run", str(write(SMALL_RUN.format(base=base, trust="true")))]) == 0
+    out = capsys.readouterr().out
+    assert f"note: model.base {base} runs its own code: modeling_custom.py (model.trust_remote_code)" in out
+    assert marker.read_text() == "ran"
