@@ -7,6 +7,7 @@ knows about Optuna, MLflow or the CLI.
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,6 +40,10 @@ def curve_metric(objective: str) -> str:
 TINY_BASE_NAME = "tiny"  # model.base naming the embedded tiny Llama that objectives/tiny.py builds
 BUILTIN_DATA_PREFIX = "builtin:"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+WRONG_KIND_OF_FILE = (
+    "data.path must be a .jsonl, .json, .csv or .parquet file, a dataset folder or a hub id, but got "
+    "path={path!r}, a file of another kind. Save the rows as JSON Lines (one object per line) or CSV."
+)
 
 
 class InputError(ValueError):
@@ -74,6 +79,11 @@ class DataSpec:
     label_column: str | None = "tone"  # macro-F1 and stratified split over this column
     max_length: int = 128  # tokens per example, prompt and response together
     seed: int = 0  # the eval split carve-out
+
+    @property
+    def is_url(self) -> bool:
+        """A data file on a server (https://.../rows.jsonl): read by `datasets` as it is."""
+        return re.match(r"[a-zA-Z][\w+.-]*://", self.path) is not None
 
     @property
     def has_prompts(self) -> bool:

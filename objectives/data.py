@@ -16,7 +16,7 @@ import datasets
 from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
-from .config import BUILTIN_DATA_PREFIX, DataSpec, InputError, template_fields
+from .config import BUILTIN_DATA_PREFIX, WRONG_KIND_OF_FILE, DataSpec, InputError, template_fields
 from .metrics import is_closed_set
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -67,18 +67,23 @@ def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Raw train and eval rows. Without an eval split, one is carved out of train (stratified on
     the label when there is one) so that eval never sees training rows."""
     train = _load_split(spec, "train_split")
+    _check_rows(spec, train, "train")  # before the carve-out renders the response template
     if spec.eval_split is not None:
         eval_ = _load_split(spec, "eval_split")
     else:
         train, eval_ = _carve_eval(train, spec)
     for split_name, rows in (("train", train), ("eval", eval_)):
-        if len(rows) == 0:
-            raise InputError(
-                f"the {split_name} split must hold rows, but got 0 rows from "
-                f"path={spec.path!r}. Check data.{split_name}_split."
-            )
-        _check_fields(spec, rows)
+        _check_rows(spec, rows, split_name)
     return train, eval_
+
+
+def _check_rows(spec: DataSpec, rows: datasets.Dataset, split_name: str) -> None:
+    if len(rows) == 0:
+        raise InputError(
+            f"the {split_name} split must hold rows, but got 0 rows from "
+            f"path={spec.path!r}. Check data.{split_name}_split."
+        )
+    _check_fields(spec, rows)
 
 
 def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
@@ -87,6 +92,10 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
     local = Path(path)
     builder = _BUILDERS.get(local.suffix.lower())
     try:
+        if builder is not None and spec.is_url:
+            return datasets.load_dataset(builder, data_files={"train": path}, split=split)
+        if builder is None and local.is_file():
+            raise InputError(WRONG_KIND_OF_FILE.format(path=path))
         if builder is not None:
             if not local.is_file():
                 raise InputError(
@@ -114,10 +123,15 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
             raise InputError(
                 f"data.{key} must select rows, but got {key}={split!r}, which selects none of path={path!r}."
             ) from None
+        reason = str(e).splitlines()[0]
+        if spec.is_url or "split" not in reason.lower():
+            raise InputError(
+                f"data must load from path={path!r}, but got: {reason}. Check the path, the hub id or "
+                "the URL, and that this machine can reach it."
+            ) from None
         raise InputError(
-            f"data must load from path={path!r} with split={split!r}, but got: "
-            f"{str(e).splitlines()[0]}. Split expressions look like train, "
-            "train[:80%] or train[100:200]."
+            f"data must load from path={path!r} with split={split!r}, but got: {reason}. Split "
+            "expressions look like train, train[:80%] or train[100:200]."
         ) from None
 
 

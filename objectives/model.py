@@ -144,20 +144,47 @@ def _remote_code_files(source: str, revision: str | None) -> set[str]:
 def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any]) -> PeftModel:
     """Put a fresh LoRA adapter on the base. `target_modules` may be a preset, a list, or searched."""
     args = dict(lora_args)
-    targets = args.pop("target_modules", spec.target_modules)
+    targets = _peft_targets(args.pop("target_modules", spec.target_modules))
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules=targets, **args)
+    return get_peft_model(base, config)
+
+
+def check_targets(base: PreTrainedModel, spec: ModelSpec) -> None:
+    """model.target_modules must name modules the base has (as peft matches them): otherwise every
+    trial would fail the same way. Said once, before any trial, with the names the base offers."""
+    targets = _peft_targets(spec.target_modules)
+    if targets == "all-linear":
+        return
+    names = [name for name, _ in base.named_modules() if name]
+    if isinstance(targets, str):  # a regular expression over full module paths
+        found = any(re.fullmatch(targets, name) for name in names)
+    else:
+        found = any(name == t or name.endswith("." + t) for name in names for t in targets)
+    if not found:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in base.named_modules() if _is_linear(m)})
+        raise InputError(
+            f"model.target_modules must name modules of the base model, but got "
+            f"target_modules={spec.target_modules!r}, which matches none of base={spec.base!r}'s. Its "
+            f"linear layers are {', '.join(linear)}. Name some of these, or use all-linear."
+        )
+
+
+def _peft_targets(targets: str | tuple[str, ...] | list[str]) -> str | list[str]:
+    """A preset, plain names or a regular expression, as peft's LoraConfig takes them."""
     if isinstance(targets, str):
         # Searched values are strings, so "q_proj" or "q_proj,v_proj" name modules here; peft
         # would read any string as a regex over full module paths, which "q_proj" never matches.
         plain_names = re.fullmatch(r"[\w.]+(\s*,\s*[\w.]+)*", targets) and targets not in TARGET_PRESETS
-        targets = (
+        return (
             [t.strip() for t in targets.split(",")] if plain_names else TARGET_PRESETS.get(targets, targets)
         )
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        target_modules=list(targets) if isinstance(targets, tuple) else targets,
-        **args,
-    )
-    return get_peft_model(base, config)
+    return list(targets)
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    return isinstance(module, (torch.nn.Linear, Conv1D))
 
 
 def remove_adapter(model: PeftModel) -> PreTrainedModel:

@@ -29,7 +29,7 @@ from transformers import (
 from . import data as data_lib
 from .config import CURVE_METRICS, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
-from .model import add_adapter, load_base, place, remove_adapter
+from .model import add_adapter, check_targets, load_base, place, remove_adapter
 from .params import training_settings
 from .runner import CurveHook, TrialResult
 from .scoring import perplexity, summed_nll
@@ -45,6 +45,7 @@ class Recipe:
         self.placement = place(model)
         train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
         self.base, self.tokenizer = load_base(model, self.placement, log)
+        check_targets(self.base, model)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
         self._eval_rows = self.data.eval.to_list()  # read out of Arrow once, not per trial
         self.train_rows = len(self.data.train)

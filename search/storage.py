@@ -56,6 +56,14 @@ def open_storage(
                         f"the study storage must be a database this machine can open, but got "
                         f"storage={redact(url)}: {reason}. Check the server, the URL and its password."
                     ) from e
+                except ImportError as e:  # SQLAlchemy knows the dialect, but its driver is not installed
+                    reason = str(e.__cause__ or e).rstrip(".")  # Optuna's wrapper hides the module's name
+                    raise UserError(
+                        f"the study storage's database driver must be installed, but got "
+                        f"storage={redact(url)}: {reason}. Install the driver (for MySQL: pip install "
+                        "PyMySQL, then mysql+pymysql://...), or use postgresql://, whose driver lorasweep "
+                        "installs."
+                    ) from None
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))

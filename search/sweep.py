@@ -22,6 +22,7 @@ from lorasweep.objectives import (
     GENERATION_METRICS,
     METRICS,
     USER_DATA,
+    WRONG_KIND_OF_FILE,
     DataSpec,
     EvalSpec,
     ModelSpec,
@@ -367,6 +368,8 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
             "data.path must name a file or a hub id, but got none. Example: data: {path: data/train.jsonl}.",
         )
     local = Path(data.path)
+    if data.is_url:  # datasets reads it from the server, at run time
+        return data
     if data.path.lower().endswith(DATA_SUFFIXES):
         if not local.is_absolute():
             local = path.parent / local
@@ -377,6 +380,8 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
                 f"data.path must be an existing file, but got "
                 f"path={str(local)!r}. Relative paths start at the sweep file's folder.",
             )
+    elif data.path and (local if local.is_absolute() else path.parent / local).is_file():
+        problems.add(("data", "path"), WRONG_KIND_OF_FILE.format(path=data.path))
     return data
 
 

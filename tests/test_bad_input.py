@@ -77,6 +77,29 @@ CASES = {
         DATA.replace("rows.jsonl", "broken.jsonl"),
         ["data.path must be a well-formed jsonl file, but reading", "JSON parse error"],
     ),
+    "response field the data lacks": (
+        "data: {path: rows.jsonl, prompt_template: 'Q: {question}', response_template: ' {answr}'}\n",
+        ["data.response_template must use columns the data has, but got field {answr}"],
+    ),
+    "a file of another kind as data": (
+        "data: {path: /etc/passwd, prompt_template: '{q}', response_template: '{a}'}\n",
+        ["sweep.yaml:1: data.path must be a .jsonl, .json, .csv or .parquet file", "'/etc/passwd'"],
+    ),
+    "a data URL this machine cannot reach": (
+        "data: {path: 'http://127.0.0.1:9/rows.jsonl', prompt_template: '{q}', response_template: '{a}'}\n",
+        ["data must load from path='http://127.0.0.1:9/rows.jsonl', but got", "that this machine can reach"],
+    ),
+    "a database without its driver": (
+        "study: {storage: 'mysql://lorasweep@127.0.0.1:9/optuna'}\n",
+        ["the study storage's database driver must be installed", "No module named 'MySQLdb'"],
+    ),
+    "target modules the model lacks": (
+        "model: {target_modules: [c_attn, c_proj]}\n",
+        [
+            "model.target_modules must name modules of the base model, but got target_modules=('c_attn', "
+            "'c_proj'), which matches none of base='tiny''s. Its linear layers are down_proj, gate_proj"
+        ],
+    ),
     "batch larger than the split": (
         DATA + "search_space:\n  batch_size: {type: choice, values: [4, 64]}\n",
         [
