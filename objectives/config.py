@@ -73,12 +73,15 @@ class DataSpec:
     train_split: str = "train"  # any `datasets` split expression, e.g. train[:80%]
     eval_split: str | None = None  # None: carve eval_fraction out of the train split
     eval_fraction: float = 0.2
+    # Eval rows the loss is computed over, at every evaluation: a seeded sample (data.seed) when the
+    # eval split is larger. A few thousand rows estimate the loss as well as forty thousand.
+    max_eval_rows: int = 2000
     prompt_template: str | None = "Phrase: {phrase}\nTone:"
     response_template: str | None = " {tone}, about the {topic}"
     text_template: str | None = None  # Olive's single template: loss on every token, no generation
     label_column: str | None = "tone"  # macro-F1 and stratified split over this column
     max_length: int = 128  # tokens per example, prompt and response together
-    seed: int = 0  # the eval split carve-out
+    seed: int = 0  # the eval split carve-out and the sample of max_eval_rows
 
     @property
     def is_url(self) -> bool:
@@ -93,6 +96,13 @@ class DataSpec:
     def problems(self) -> list[tuple[str | None, str]]:
         """(field, what is wrong) for each value that cannot work; None: the section as a whole."""
         found: list[tuple[str | None, str]] = []
+        if self.max_eval_rows < 1:
+            found.append(
+                (
+                    "max_eval_rows",
+                    f"data.max_eval_rows must be at least 1, but got max_eval_rows={self.max_eval_rows}.",
+                )
+            )
         if self.max_length < 1:
             found.append(
                 ("max_length", f"data.max_length must be at least 1, but got max_length={self.max_length}.")

@@ -8,7 +8,8 @@ response tokens only: prompt tokens are labelled -100.
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import datasets
 from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
-from .config import BUILTIN_DATA_PREFIX, WRONG_KIND_OF_FILE, DataSpec, InputError, template_fields
+from .config import BUILTIN_DATA_PREFIX, WRONG_KIND_OF_FILE, DataSpec, InputError, ModelSpec, template_fields
 from .metrics import is_closed_set
+from .model import tokenizer_at_hand
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -31,6 +33,24 @@ class TaskData:
     eval_prompts: list[str]
     eval_references: list[str]
     eval_labels: list[str] | None  # from data.label_column, when named
+    # Rows whose prompt alone fills data.max_length, so truncation cut off their whole response:
+    # they teach nothing and score nothing. Counted per split.
+    lost_responses: dict[str, int] = field(default_factory=dict)
+
+    def lost_note(self, max_length: int) -> str | None:
+        """One line on the rows that lost their response, if any did."""
+        parts = [
+            f"{n} of {len(getattr(self, split))} {split} rows"
+            for split, n in self.lost_responses.items()
+            if n
+        ]
+        if not parts:
+            return None
+        return (
+            f"note: {' and '.join(parts)} lose their whole response to data.max_length={max_length} "
+            "(their prompts fill it): they teach and score nothing. Raise data.max_length, or shorten "
+            "the prompts."
+        )
 
 
 def resolve_path(spec: DataSpec) -> str:
@@ -52,15 +72,20 @@ class DataShape:
     train_rows: int
     eval_rows: int
     columns: list[str]
+    truncation: str | None  # the note on rows that lose their response; None: none do, or unknown
+    tokenized: bool  # whether the base's tokenizer was at hand to count them
 
 
-def check_data(spec: DataSpec) -> DataShape | None:
-    """Load local or built-in data and check its columns (InputError if they cannot work), as a
-    trial would; hub data is left to the run (None)."""
+def check_data(spec: DataSpec, model: ModelSpec) -> DataShape | None:
+    """Load local or built-in data and check its columns, and, where the base's tokenizer is at
+    hand, what truncation does to it (InputError for what cannot work), as a run would; hub data is
+    left to the run (None)."""
     if not (spec.path.startswith(BUILTIN_DATA_PREFIX) or Path(spec.path).exists()):
         return None
     train, eval_ = load_rows(spec)
-    return DataShape(len(train), len(eval_), list(train.column_names))
+    tokenizer = tokenizer_at_hand(model)
+    note = tokenize(spec, train, eval_, tokenizer).lost_note(spec.max_length) if tokenizer else None
+    return DataShape(len(train), len(eval_), list(train.column_names), note, tokenizer is not None)
 
 
 def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -74,6 +99,11 @@ def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
         train, eval_ = _carve_eval(train, spec)
     for split_name, rows in (("train", train), ("eval", eval_)):
         _check_rows(spec, rows, split_name)
+    if len(eval_) > spec.max_eval_rows:
+        # A loss over a few thousand rows estimates the whole split's well, and it is computed at
+        # every evaluation of every trial: a seeded sample, the same for every trial and worker.
+        keep = random.Random(spec.seed).sample(range(len(eval_)), spec.max_eval_rows)
+        eval_ = eval_.select(sorted(keep))
     return train, eval_
 
 
@@ -183,11 +213,11 @@ def render(template: str, row: dict) -> str:
 def _check_fields(spec: DataSpec, rows: datasets.Dataset) -> None:
     columns = rows.column_names
     for key in ("prompt_template", "response_template", "text_template"):
-        for field in template_fields(getattr(spec, key) or "", f"data.{key}"):
-            if field not in columns:
+        for column in template_fields(getattr(spec, key) or "", f"data.{key}"):
+            if column not in columns:
                 raise InputError(
                     f"data.{key} must use columns the data has, but got field "
-                    f"{{{field}}}; the columns are {', '.join(columns)}."
+                    f"{{{column}}}; the columns are {', '.join(columns)}."
                 )
     if spec.label_column and spec.label_column not in columns:
         raise InputError(
@@ -221,6 +251,17 @@ def tokenize(
 
     train = train_rows.map(encode, remove_columns=train_rows.column_names, desc="tokenize train")
     eval_ = eval_rows.map(encode, remove_columns=eval_rows.column_names, desc="tokenize eval")
+    lost = {}
+    for name, split in (("train", train), ("eval", eval_)):
+        if len(split) == 0:  # (hand-over tokenizes the eval split alone)
+            continue
+        lost[name] = sum(1 for labels in split["labels"] if max(labels, default=-100) == -100)
+        if lost[name] == len(split):
+            raise InputError(
+                f"data.max_length must leave room for the responses, but got max_length={spec.max_length}, "
+                f"which the prompts alone fill in all {len(split)} {name} rows. Raise data.max_length, "
+                "or shorten the prompts."
+            )
     if spec.has_prompts:
         prompts = [render(spec.prompt_template, row) for row in eval_rows]
         references = [render(spec.response_template, row).strip() for row in eval_rows]
@@ -229,4 +270,4 @@ def tokenize(
     labels = (
         [str(v) for v in eval_rows[spec.label_column]] if spec.label_column and spec.has_prompts else None
     )
-    return TaskData(train, eval_, prompts, references, labels)
+    return TaskData(train, eval_, prompts, references, labels, lost)

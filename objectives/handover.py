@@ -58,7 +58,8 @@ def eval_inputs(
     rows = tokenized.eval.to_list()
     n = eval.max_samples
     if tokenized.eval_prompts:
-        prompts = [tokenizer(p)["input_ids"] for p in tokenized.eval_prompts[:n]]
+        # The last data.max_length tokens of each, as the trial generated from them.
+        prompts = [tokenizer(p)["input_ids"][-data.max_length :] for p in tokenized.eval_prompts[:n]]
     else:
         prompts = [r["input_ids"][: max(1, min(32, len(r["input_ids"]) // 2))] for r in rows[:n]]
     return prompts, rows

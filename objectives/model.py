@@ -66,6 +66,20 @@ def resolve_base(spec: ModelSpec, log: Callable[[str], None] | None = None) -> s
     return str(ensure_tiny_base(log=log))
 
 
+def tokenizer_at_hand(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
+    """The base's tokenizer if it loads without a download, a build or code of its own (for
+    `validate`'s data check); None otherwise."""
+    source = spec.base
+    if spec.base == TINY_BASE_NAME:
+        from .tiny import tiny_base_folder
+
+        source = str(tiny_base_folder())
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=spec.revision, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 def load_base(
     spec: ModelSpec, placement: Placement, log: Callable[[str], None] | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

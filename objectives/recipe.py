@@ -47,6 +47,11 @@ class Recipe:
         self.base, self.tokenizer = load_base(model, self.placement, log)
         check_targets(self.base, model)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
+        if log is not None and (note := self.data.lost_note(data.max_length)):
+            log(note)
+        # Generation prompts keep their last data.max_length tokens, where the cue to answer is: an
+        # eval row of megabytes must not become a prompt of megabytes.
+        self.tokenizer.truncation_side = "left"
         self._eval_rows = self.data.eval.to_list()  # read out of Arrow once, not per trial
         self.train_rows = len(self.data.train)
         self._collator = DataCollatorForSeq2Seq(self.tokenizer, padding=True, label_pad_token_id=-100)
@@ -198,7 +203,14 @@ class Recipe:
         outputs: list[str] = []
         for start in range(0, n, self.eval_spec.batch_size):
             chunk = prompts[start : start + self.eval_spec.batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left").to(device)
+            enc = self.tokenizer(
+                chunk,
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+                truncation=True,
+                max_length=self.data_spec.max_length,
+            ).to(device)
             generated = model.generate(
                 **enc,
                 max_new_tokens=self.eval_spec.max_new_tokens,

@@ -56,12 +56,18 @@ RECIPE = {
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 
+def tiny_base_folder(cache_dir: Path | None = None) -> Path:
+    """Where the tiny base is (or will be) built: named after a hash of the recipe."""
+    root = Path(cache_dir or os.environ.get("LORASWEEP_CACHE") or Path.home() / ".cache" / "lorasweep")
+    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:10]
+    return root / f"{TINY_BASE_NAME}-{key}"
+
+
 def ensure_tiny_base(cache_dir: Path | None = None, *, log: Callable[[str], None] | None = None) -> Path:
     """Return a folder that ``from_pretrained`` loads as the tiny base, building it on first use."""
     log = log or (lambda _msg: None)
-    root = Path(cache_dir or os.environ.get("LORASWEEP_CACHE") or Path.home() / ".cache" / "lorasweep")
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:10]
-    target = root / f"{TINY_BASE_NAME}-{key}"
+    target = tiny_base_folder(cache_dir)
+    root = target.parent
     # The folder only appears by an atomic rename of a finished build, so existing means complete.
     if target.is_dir():
         return target

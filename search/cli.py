@@ -351,11 +351,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _check_data(sweep: Sweep) -> str:
     """Local and built-in data are loaded and their columns checked; hub data is left to `run`."""
-    shape = check_data(sweep.data)
+    shape = check_data(sweep.data, sweep.model)
     if shape is None:
         return "(hub data: columns are checked when the sweep runs)"
     sweep.check_batch_fits(shape.train_rows)
-    return f"{shape.train_rows} train rows, {shape.eval_rows} eval rows; columns {', '.join(shape.columns)}"
+    text = f"{shape.train_rows} train rows, {shape.eval_rows} eval rows; columns {', '.join(shape.columns)}"
+    if not shape.tokenized:
+        text += "\n           (the base's tokenizer is not at hand yet: truncation is checked when it runs)"
+    return text + (f"\n           {shape.truncation}" if shape.truncation else "")
 
 
 def _pruner_text(spec: dict | None) -> str:

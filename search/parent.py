@@ -26,6 +26,8 @@ def setup_params(sweep: Sweep) -> dict[str, Any]:
         "data.path": sweep.data.path,
         "data.train_split": sweep.data.train_split,
         "data.eval_split": sweep.data.eval_split,
+        "data.max_eval_rows": sweep.data.max_eval_rows,  # with data.seed: which eval rows score
+        "data.seed": sweep.data.seed,
     }
 
 

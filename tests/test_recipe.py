@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorasweep.objectives import DataSpec, EvalSpec, InputError, ModelSpec, Recipe, TrialSpec
+from lorasweep.objectives import DataSpec, EvalSpec, InputError, ModelSpec, Recipe, TrialSpec, eval_inputs
 from lorasweep.objectives.data import load_rows, tokenize
 from lorasweep.objectives.model import place
 
@@ -189,3 +190,65 @@ def test_searched_target_modules_name_modules_not_regexes(worker):
             assert wrapped == expected
         finally:
             worker.base = remove_adapter(model)
+
+
+def test_the_eval_split_is_capped_to_a_seeded_sample_of_max_eval_rows():
+    whole = load_rows(DataSpec(eval_split="train[:500]"))[1]
+    sample = load_rows(DataSpec(eval_split="train[:500]", max_eval_rows=50))[1]
+    again = load_rows(DataSpec(eval_split="train[:500]", max_eval_rows=50))[1]
+    other = load_rows(DataSpec(eval_split="train[:500]", max_eval_rows=50, seed=1))[1]
+    assert len(whole) == 500 and len(sample) == 50
+    assert sample.to_list() == again.to_list() != other.to_list()  # seeded: every trial scores the same rows
+    assert all(row in whole.to_list() for row in sample.to_list())
+
+
+def _long_prompt_rows(path, n: int, long: set[int]) -> None:
+    rows = [
+        {"q": ("why " * (2000 if i in long else 2)).strip(), "a": "because" if i % 2 else "never"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_rows_that_lose_their_response_to_max_length_are_counted_and_all_lost_refused(tmp_path, worker):
+    path = tmp_path / "rows.jsonl"
+    spec = DataSpec(
+        path=str(path),
+        prompt_template="Q: {q}\nA:",
+        response_template=" {a}",
+        label_column=None,
+        train_split="train[:8]",
+        eval_split="train[8:12]",
+        max_length=32,
+    )
+    _long_prompt_rows(path, 12, long={0, 3, 9})
+    task = tokenize(spec, *load_rows(spec), worker.tokenizer)
+    assert task.lost_responses == {"train": 2, "eval": 1}
+    assert task.lost_note(32).startswith(
+        "note: 2 of 8 train rows and 1 of 4 eval rows lose their whole response"
+    )
+    _long_prompt_rows(path, 12, long=set(range(8)))
+    with pytest.raises(InputError, match="max_length=32, which the prompts alone fill in all 8 train rows"):
+        tokenize(spec, *load_rows(spec), worker.tokenizer)
+
+
+def test_generation_prompts_keep_their_last_max_length_tokens(tmp_path):
+    """A prompt of megabytes would otherwise be generated from whole, at every trial."""
+    path = tmp_path / "rows.jsonl"
+    _long_prompt_rows(path, 12, long={9})
+    spec = DataSpec(
+        path=str(path),
+        prompt_template="Q: {q}\nA:",
+        response_template=" {a}",
+        label_column=None,
+        train_split="train[:8]",
+        eval_split="train[8:12]",
+        max_length=24,
+    )
+    recipe = Recipe(ModelSpec(), spec, EvalSpec(max_samples=4, max_new_tokens=2))
+    assert "f1" in recipe.evaluate_base()  # generated from all four prompts, the long one cut
+    prompts, _ = eval_inputs(spec, EvalSpec(max_samples=4), recipe.tokenizer)
+    assert (
+        max(len(p) for p in prompts) == 24
+        and prompts[1][-3:] == recipe.tokenizer("why\nA:")["input_ids"][-3:]
+    )
