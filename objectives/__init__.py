@@ -39,6 +39,7 @@ from .params import (
     trial_spec,
     type_problem,
     unknown_name_message,
+    valid_names_text,
 )
 from .runner import CurveHook, TrialResult, TrialRunner
 
@@ -104,4 +105,5 @@ __all__ = [
     "trial_spec",
     "type_problem",
     "unknown_name_message",
+    "valid_names_text",
 ]

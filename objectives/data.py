@@ -8,6 +8,7 @@ response tokens only: prompt tokens are labelled -100.
 from __future__ import annotations
 
 import codecs
+import json
 import random
 from dataclasses import dataclass, field
 from importlib import resources
@@ -142,8 +143,10 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
         return datasets.load_dataset(path, spec.name, split=split)
     except InputError:
         raise
-    except datasets.exceptions.DatasetGenerationError as e:  # a malformed row: the cause says where
+    except datasets.exceptions.DatasetGenerationError as e:  # a malformed row
         cause = str(e.__cause__ or e).strip().splitlines()[0]
+        if local.suffix.lower() == ".jsonl":
+            cause = _first_bad_json_line(local) or cause
         raise InputError(
             f"data.path must be a well-formed {local.suffix.lstrip('.') or builder} file, but "
             f"reading path={path!r} failed: {cause}"
@@ -163,6 +166,23 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
             f"data must load from path={path!r} with split={split!r}, but got: {reason}. Split "
             "expressions look like train, train[:80%] or train[100:200]."
         ) from None
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """Which line of a JSON Lines file is the first that is not a JSON object, and why. Arrow's
+    parser counts rows from 0 within a block, which names the wrong line."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                if isinstance(json.loads(line), dict):
+                    continue
+                why = "a JSON value, not an object"
+            except json.JSONDecodeError as e:
+                why = f"{e.msg} at column {e.colno}"
+            return f"line {number} is not a JSON object: {why}"
+    return None
 
 
 def _check_utf8(path: Path) -> None:

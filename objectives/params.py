@@ -158,7 +158,8 @@ def _grouped_names() -> str:
 
 
 def unknown_name_message(name: str) -> str:
-    """The error for a name no library knows: a did-you-mean, then every valid name."""
+    """The error for a name no library knows, with a did-you-mean (the list of every valid name is
+    valid_names_text(), said once however many names are wrong)."""
     if name in MANAGED:
         why = (
             "a secret: set it in the environment (HF_TOKEN), never in a sweep file"
@@ -170,10 +171,13 @@ def unknown_name_message(name: str) -> str:
         return f"parameter {name!r} must not be set in a sweep file, but got {name}: it is {why}."
     return (
         f"parameter names must be TrainingArguments, LoraConfig or EarlyStoppingCallback fields or an "
-        f"alias, but got "
-        f"name={name!r}.{did_you_mean(name, valid_names(), n=3)} Valid names, by where they go: "
-        f"{_grouped_names()}."
+        f"alias, but got name={name!r}.{did_you_mean(name, valid_names(), n=3)}"
     )
+
+
+def valid_names_text() -> str:
+    """Every valid parameter name, by where it goes: said once under the unknown names' errors."""
+    return f"Valid parameter names, by where they go: {_grouped_names()}."
 
 
 def fixed_problems(fixed: dict[str, Any]) -> list[str]:

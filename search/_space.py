@@ -22,6 +22,20 @@ from .errors import Problems
 # The sampled multiplier behind `lora_alpha: {per_rank: {...}}` is stored under this name.
 ALPHA_PER_RANK = "lora_alpha_per_rank"
 _TYPES = {"float", "int", "choice", "categorical"}
+# The distribution names of Ray Tune, hyperopt and W&B Sweeps, and how a sweep file writes each.
+_OTHER_TOOLS_TYPES = {
+    "loguniform": "type: float, log: true",
+    "log_uniform": "type: float, log: true",
+    "log_uniform_values": "type: float, log: true",
+    "uniform": "type: float",
+    "quniform": "type: float with a step",
+    "qloguniform": "type: float, log: true (Optuna samples log ranges without a step)",
+    "randint": "type: int",
+    "int_uniform": "type: int",
+    "lograndint": "type: int, log: true",
+    "discrete": "type: choice with values",
+    "categorical_values": "type: choice with values",
+}
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -108,6 +122,7 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
         canonical = objectives.canonical(str(name))
         if objectives.target_of(canonical) is None:
             problems.add(path, objectives.unknown_name_message(str(name)))
+            problems.note(objectives.valid_names_text())
             continue
         if canonical in seen:
             problems.add(
@@ -181,7 +196,9 @@ def _distribution(spec: Any, path: tuple, problems: Problems) -> BaseDistributio
         return None
     kind = spec.get("type")
     if kind not in _TYPES:
-        problems.add(path, f"{name}.type must be one of float, int, choice, but got type={kind!r}.")
+        written = _OTHER_TOOLS_TYPES.get(str(kind).lower())
+        hint = f" For {kind} write {written}." if written else ""
+        problems.add(path, f"{name}.type must be one of float, int, choice, but got type={kind!r}.{hint}")
         return None
     allowed = (
         {"type", "values"} if kind in ("choice", "categorical") else {"type", "low", "high", "log", "step"}

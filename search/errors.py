@@ -21,14 +21,16 @@ class Problem:
 
 
 class UserError(Exception):
-    """Bad input from the user: the CLI prints it without a traceback and exits with code 2."""
+    """Bad input from the user: the CLI prints it without a traceback and exits with code 2.
+    `notes` follow the problems once, however many problems they explain."""
 
-    def __init__(self, problems: list[Problem] | str) -> None:
+    def __init__(self, problems: list[Problem] | str, notes: list[str] | None = None) -> None:
         self.problems = [Problem(problems)] if isinstance(problems, str) else list(problems)
+        self.notes = list(notes or [])
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return "\n".join(str(p) for p in self.problems)
+        return "\n".join([*(str(p) for p in self.problems), *self.notes])
 
 
 class SweepError(UserError):
@@ -52,6 +54,7 @@ class Problems:
         self.file = file
         self._lines = lines or {}
         self.items: list[Problem] = []
+        self.notes: dict[str, None] = {}  # said once after the problems (a list of valid names...)
 
     def add(self, path: tuple, message: str) -> None:
         """Record a problem at `path` (the key path in the file; the nearest known line is used)."""
@@ -62,6 +65,9 @@ class Problems:
                 break
         self.items.append(Problem(message, self.file, line))
 
+    def note(self, text: str) -> None:
+        self.notes[text] = None
+
     def raise_if_any(self) -> None:
         if self.items:
-            raise SweepError(sorted(self.items, key=lambda p: p.line or 0))
+            raise SweepError(sorted(self.items, key=lambda p: p.line or 0), list(self.notes))

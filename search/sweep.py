@@ -193,6 +193,7 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
         canonical = objectives.canonical(str(name))
         if objectives.target_of(canonical) is None:
             problems.add(("train", name), objectives.unknown_name_message(str(name)))
+            problems.note(objectives.valid_names_text())
         elif canonical in fixed:
             problems.add(
                 ("train", name),

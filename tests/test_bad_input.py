@@ -75,7 +75,10 @@ CASES = {
     ),
     "malformed row": (
         DATA.replace("rows.jsonl", "broken.jsonl"),
-        ["data.path must be a well-formed jsonl file, but reading", "JSON parse error"],
+        [
+            "data.path must be a well-formed jsonl file, but reading",
+            "line 11 is not a JSON object: Expecting",
+        ],
     ),
     "response field the data lacks": (
         "data: {path: rows.jsonl, prompt_template: 'Q: {question}', response_template: ' {answr}'}\n",
@@ -99,6 +102,18 @@ CASES = {
             "model.target_modules must name modules of the base model, but got target_modules=('c_attn', "
             "'c_proj'), which matches none of base='tiny''s. Its linear layers are down_proj, gate_proj"
         ],
+    ),
+    "another tool's sampler": (
+        "study: {sampler: bayes}\n",
+        ["sweep.yaml:1: the sampler must be one of", "What 'bayes' names elsewhere is 'tpe' here."],
+    ),
+    "another tool's pruner": (
+        "study: {pruner: asha}\n",
+        ["the pruner must be one of", "What 'asha' names elsewhere is 'successive_halving' here."],
+    ),
+    "another tool's distribution": (
+        "search_space:\n  learning_rate: {type: loguniform, low: 1e-5, high: 1e-3}\n",
+        ["sweep.yaml:2: learning_rate.type must be one of", "For loguniform write type: float, log: true."],
     ),
     "batch larger than the split": (
         DATA + "search_space:\n  batch_size: {type: choice, values: [4, 64]}\n",
@@ -202,3 +217,15 @@ def test_a_model_that_runs_its_own_code_is_refused_in_one_line_unless_trusted(in
     out = capsys.readouterr().out
     assert f"note: model.base {base} runs its own code: modeling_custom.py (model.trust_remote_code)" in out
     assert marker.read_text() == "ran"
+
+
+def test_the_valid_parameter_names_are_listed_once_however_many_are_wrong(in_tmp, write, capsys):
+    path = write(
+        "train: {max_step: 3, learnig_rate: 0.1}\nsearch_space:\n  lora_rr: {type: int, low: 1, high: 2}\n"
+    )
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("parameter names must be") == 3 and err.count("Valid parameter names") == 1
+    assert "Did you mean 'max_steps'" in err and err.rstrip().splitlines()[-1].startswith(
+        "Valid parameter names"
+    )

@@ -106,7 +106,7 @@ model:
     assert f"{path}:8: batch_size.values must be a non-empty list" in text
     assert f"{path}:11: a key of model must be one of" in text and "Did you mean 'base'?" in text
     assert "a grid sampler needs a finite space, but got continuous ranges: weight_decay" in text
-    assert len(lines) == 7
+    assert len(lines) == 8 and lines[-1].startswith("Valid parameter names, by where they go: aliases:")
 
 
 def test_secrets_and_managed_fields_are_refused(write):
