@@ -143,12 +143,16 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
             f"strings, but got tracking={tracking!r}.",
         )
         tracking = {}
-    for where, url in ((("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))):
+    urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))
+    for where, url in (*urls, (("data", "path"), data.path)):
         if url and redact(url) != url:  # the file is stored with the study and logged to MLflow
+            fix = (
+                "Serve the file without credentials in its URL, or copy it here."
+                if where[0] == "data"
+                else "Pass the URL with the password as a flag or through the environment."
+            )
             problems.add(
-                where,
-                f"{'.'.join(where)} must not hold a password, but got {redact(url)}. "
-                "Pass the URL with the password as a flag or through the environment.",
+                where, f"{'.'.join(where)} must not hold a password or token, but got {redact(url)}. {fix}"
             )
     promote = parse_promote(raw.get("promote"), problems)
     _check_consistency(study, data, eval_, problems)

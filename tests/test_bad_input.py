@@ -92,6 +92,12 @@ CASES = {
         "data: {path: 'http://127.0.0.1:9/rows.jsonl', prompt_template: '{q}', response_template: '{a}'}\n",
         ["data must load from path='http://127.0.0.1:9/rows.jsonl', but got", "that this machine can reach"],
     ),
+    "a token in a data URL": (
+        "data: {path: 'https://ghp_s3cret@example.com/rows.jsonl', prompt_template: '{q}', response_template: '{a}'}\n",
+        [
+            "sweep.yaml:1: data.path must not hold a password or token, but got https://***@example.com/rows.jsonl"
+        ],
+    ),
     "a database without its driver": (
         "study: {storage: 'mysql://lorasweep@127.0.0.1:9/optuna'}\n",
         ["the study storage's database driver must be installed", "No module named 'MySQLdb'"],
@@ -140,7 +146,7 @@ def test_bad_input_exits_2_with_a_located_message_and_writes_nothing(case, in_tm
     err = capsys.readouterr().err
     for fragment in expected:
         assert re.search(fragment, err) if fragment.startswith("sweep.yaml:\\d") else fragment in err, err
-    assert "Traceback" not in err and err.startswith("error: ")
+    assert "Traceback" not in err and err.startswith("error: ") and "s3cret" not in err
     assert not (in_tmp / "mlruns").exists()
 
 
