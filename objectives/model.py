@@ -86,14 +86,15 @@ def load_base(
     """Load the base model and its tokenizer. Remote code runs only when the sweep file allows it."""
     source = resolve_base(spec, log)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    try:  # no such folder or hub id, or offline: said once, either way
+        remote_code = sorted(_remote_code_files(source, spec.revision))
+    except (OSError, ValueError) as e:
+        raise _not_found(spec, e) from e
+    _allow_remote_code(spec, remote_code, log)
     try:
-        _check_remote_code(spec, source, log)
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
-    except (OSError, ValueError) as e:  # no such folder or hub id, offline, or remote code refused
-        raise InputError(
-            f"model.base must be 'tiny', a local model folder or a reachable hub id, but "
-            f"got base={spec.base!r}: {str(e).splitlines()[0]}"
-        ) from e
+    except (OSError, ValueError) as e:
+        raise _not_found(spec, e) from e
     if tokenizer.pad_token_id is None:  # many causal LMs ship without one; eos is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     kwargs: dict[str, Any] = {"dtype": placement.dtype}
@@ -124,10 +125,16 @@ def load_base(
     return model, tokenizer
 
 
-def _check_remote_code(spec: ModelSpec, source: str, log: Callable[[str], None] | None) -> None:
+def _not_found(spec: ModelSpec, error: Exception) -> InputError:
+    return InputError(
+        f"model.base must be 'tiny', a local model folder or a reachable hub id, but "
+        f"got base={spec.base!r}: {str(error).splitlines()[0]}"
+    )
+
+
+def _allow_remote_code(spec: ModelSpec, files: list[str], log: Callable[[str], None] | None) -> None:
     """A model whose config names its own code (auto_map) runs that code when it loads: refused
     unless the sweep file says model.trust_remote_code, and named when it does."""
-    files = sorted(_remote_code_files(source, spec.revision))
     if not files:
         return
     if not spec.trust_remote_code:
