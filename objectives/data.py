@@ -22,6 +22,10 @@ from .config import BUILTIN_DATA_PREFIX, WRONG_KIND_OF_FILE, DataSpec, InputErro
 from .metrics import is_closed_set
 from .model import tokenizer_at_hand
 
+# Tokens of real text are rarely longer than this many characters, so a text cut at max_length *
+# MAX_CHARS_PER_TOKEN characters still holds the max_length tokens that are kept of it (and a text
+# of longer tokens lost those anyway).
+MAX_CHARS_PER_TOKEN = 32
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -256,15 +260,20 @@ def tokenize(
     """Tokenize both splits once; every trial of a worker reuses the result."""
     eos = tokenizer.eos_token_id
 
+    # Only the first max_length tokens of an example are kept: a text many times longer than that
+    # many tokens can hold is cut before it is tokenized, so a row of megabytes costs no more than
+    # a long one.
+    longest = spec.max_length * MAX_CHARS_PER_TOKEN
+
     def encode(row: dict) -> dict:
         if spec.text_template is not None:
-            ids = tokenizer(render(spec.text_template, row))["input_ids"] + [eos]
+            ids = tokenizer(render(spec.text_template, row)[:longest])["input_ids"] + [eos]
             ids = ids[: spec.max_length]
             return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
-        prompt = tokenizer(render(spec.prompt_template, row))["input_ids"]
-        response = tokenizer(render(spec.response_template, row), add_special_tokens=False)["input_ids"] + [
-            eos
-        ]
+        prompt = tokenizer(render(spec.prompt_template, row)[:longest])["input_ids"]
+        response = tokenizer(render(spec.response_template, row)[:longest], add_special_tokens=False)[
+            "input_ids"
+        ] + [eos]
         ids = (prompt + response)[: spec.max_length]
         labels = ([-100] * len(prompt) + response)[: spec.max_length]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
@@ -283,7 +292,8 @@ def tokenize(
                 "or shorten the prompts."
             )
     if spec.has_prompts:
-        prompts = [render(spec.prompt_template, row) for row in eval_rows]
+        # Generation keeps a prompt's last max_length tokens (where the cue to answer is): its end.
+        prompts = [render(spec.prompt_template, row)[-longest:] for row in eval_rows]
         references = [render(spec.response_template, row).strip() for row in eval_rows]
     else:
         prompts, references = [], []
