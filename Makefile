@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-memory bench-workers \
-	bench-mlflow clean
+	bench-mlflow bench-refusals clean
 
 setup: $(STAMP)
 
@@ -75,6 +75,11 @@ bench-workers: $(STAMP)
 # Concurrent writers to the local MLflow store: SQLite directly against a loopback server (about 3 min).
 bench-mlflow: $(STAMP)
 	$(BIN)/python benchmarks/mlflow_writers.py
+
+# The README's "What lorasweep refuses, and how": every hostile or extreme input, run as a user would,
+# with its exit code, its line, its time and its peak memory (about 4 min on 2 cores).
+bench-refusals: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/refusals.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,6 +4,7 @@ storage, as child processes bound to one address (127.0.0.1 unless told otherwis
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -71,14 +72,16 @@ def serve_mlflow(
             f"the MLflow store must exist, but got {uri}. Run a sweep first (lorasweep run FILE), "
             "or pass --tracking-uri."
         )
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", absolute(uri)]
+    # The store's URI goes through the environment (MLflow's own variable for the flag): it may hold
+    # a password, and a command line is visible to everyone on the machine.
+    command = [sys.executable, "-m", "mlflow", "ui"]
     command += ["--host", host, "--port", str(port), "--workers", "1"]  # one user: one worker
     for flag, value in (("--allowed-hosts", allowed_hosts), ("--cors-allowed-origins", cors_allowed_origins)):
         if value:
             command += [flag, value]
     # MLflow 3.17 also starts a dozen polling job-runner processes for its GenAI jobs, which
     # browsing sweeps never uses.
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": absolute(uri)}
     return _start("MLflow UI", command, _url(host, port), "/health", env)
 
 
@@ -93,9 +96,15 @@ def serve_dashboard(storage: str | None, host: str, port: int) -> Server:
         target = ["--storage-class", "JournalFileStorage", str(journal)]
     else:
         target = [storage or str(DEFAULT_STORAGE)]
-    command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", *target]
-    command += ["--host", host, "--port", str(port), "--quiet"]
-    return _start("optuna-dashboard", command, _url(host, port), "/")
+    # optuna-dashboard takes its storage as an argument only: it is handed over in the environment
+    # and put into argv inside the process, where `ps` does not see it (a database URL's password).
+    start = (
+        "import json, os, sys; sys.argv[1:1] = json.loads(os.environ.pop('LORASWEEP_DASHBOARD_STORAGE')); "
+        "from optuna_dashboard._cli import main; main()"
+    )
+    command = [sys.executable, "-c", start, "--host", host, "--port", str(port), "--quiet"]
+    env = {"LORASWEEP_DASHBOARD_STORAGE": json.dumps(target)}
+    return _start("optuna-dashboard", command, _url(host, port), "/", env)
 
 
 def _url(host: str, port: int) -> str:

@@ -15,6 +15,7 @@ from .conftest import ROOT
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import _replay
 import record_grid
+import refusals
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,12 @@ def test_best_and_steps_to_target_read_the_log_in_order():
     log = [(100, 3.0), (120, None), (220, 2.0), (320, 2.5)]
     assert _replay.best_at(log, 99) == float("inf") and _replay.best_at(log, 250) == 2.0
     assert _replay.steps_to_reach(log, 2.5) == 220 and _replay.steps_to_reach(log, 1.0) == float("inf")
+
+
+def test_the_refusals_table_runs_its_cases_as_a_user_would():
+    """One case of `make bench-refusals`, through the real command: the harness reads what it shows."""
+    (case,) = [c for c in refusals.CASES if c.what == "`sampler: bayes`"]
+    outcome = refusals.run(case)
+    assert outcome.code == 2 and outcome.lines == 1 and outcome.peak_mib > 0
+    assert outcome.said.startswith("s.yaml:1: the sampler must be one of") and "'tpe' here" in outcome.said
+

@@ -85,6 +85,10 @@ def test_ui_serves_both_stores_on_loopback_and_stops_cleanly(served):
     }
     port = int(ui.rsplit(":", 1)[1])
     assert listening.get(port) == "127.0.0.1" and listening.get(port + 1) == "127.0.0.1"
+    # The stores' URLs (which may hold a password) are on no command line, where ps would show them.
+    assert not [
+        c for c in children if "mlflow.db" in " ".join(c.cmdline()) or ".journal" in " ".join(c.cmdline())
+    ]
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
