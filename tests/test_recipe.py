@@ -202,49 +202,39 @@ def test_the_eval_split_is_capped_to_a_seeded_sample_of_max_eval_rows():
     assert all(row in whole.to_list() for row in sample.to_list())
 
 
-def _long_prompt_rows(path, n: int, long: set[int]) -> None:
+def _long_prompts(path, long: set[int], max_length: int) -> DataSpec:
+    """12 question/answer rows (8 train, 4 eval); the questions numbered in `long` are 2,000 words."""
     rows = [
         {"q": ("why " * (2000 if i in long else 2)).strip(), "a": "because" if i % 2 else "never"}
-        for i in range(n)
+        for i in range(12)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def test_rows_that_lose_their_response_to_max_length_are_counted_and_all_lost_refused(tmp_path, worker):
-    path = tmp_path / "rows.jsonl"
-    spec = DataSpec(
+    return DataSpec(
         path=str(path),
         prompt_template="Q: {q}\nA:",
         response_template=" {a}",
         label_column=None,
         train_split="train[:8]",
         eval_split="train[8:12]",
-        max_length=32,
+        max_length=max_length,
     )
-    _long_prompt_rows(path, 12, long={0, 3, 9})
+
+
+def test_rows_that_lose_their_response_to_max_length_are_counted_and_all_lost_refused(tmp_path, worker):
+    spec = _long_prompts(tmp_path / "rows.jsonl", long={0, 3, 9}, max_length=32)
     task = tokenize(spec, *load_rows(spec), worker.tokenizer)
     assert task.lost_responses == {"train": 2, "eval": 1}
     assert task.lost_note(32).startswith(
         "note: 2 of 8 train rows and 1 of 4 eval rows lose their whole response"
     )
-    _long_prompt_rows(path, 12, long=set(range(8)))
+    spec = _long_prompts(tmp_path / "rows.jsonl", long=set(range(8)), max_length=32)
     with pytest.raises(InputError, match="max_length=32, which the prompts alone fill in all 8 train rows"):
         tokenize(spec, *load_rows(spec), worker.tokenizer)
 
 
 def test_generation_prompts_keep_their_last_max_length_tokens(tmp_path):
     """A prompt of megabytes would otherwise be generated from whole, at every trial."""
-    path = tmp_path / "rows.jsonl"
-    _long_prompt_rows(path, 12, long={9})
-    spec = DataSpec(
-        path=str(path),
-        prompt_template="Q: {q}\nA:",
-        response_template=" {a}",
-        label_column=None,
-        train_split="train[:8]",
-        eval_split="train[8:12]",
-        max_length=24,
-    )
+    spec = _long_prompts(tmp_path / "rows.jsonl", long={9}, max_length=24)
     recipe = Recipe(ModelSpec(), spec, EvalSpec(max_samples=4, max_new_tokens=2))
     assert "f1" in recipe.evaluate_base()  # generated from all four prompts, the long one cut
     prompts, _ = eval_inputs(spec, EvalSpec(max_samples=4), recipe.tokenizer)
