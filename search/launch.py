@@ -93,7 +93,7 @@ def run_sweep(
             study.set_metric_names(list(sweep.study.metrics))
     elif StudyRecord.of(study).sweep_text != sweep.text:
         log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
-    record.save_study(study, sweep, budget, redact(uri), reported_metric(sweep))
+    record.save_study(study, sweep, budget, uri, reported_metric(sweep))
     parent_id = tracker.parent_run(
         name, StudyRecord.of(study).parent_run_id, parent.study_params(sweep), sweep.text
     )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from ._urls import absolute, tracking_uri
+from ._urls import absolute, redact, tracking_uri
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -98,13 +98,14 @@ class StudyRecord:
 def save_study(
     study: optuna.Study, sweep: Sweep, budget: int, tracking: str, reported: tuple[str, float] | None
 ) -> None:
-    """What a run of a sweep stores on its study: the file, the budget, where MLflow records."""
+    """What a run of a sweep stores on its study: the file, the budget, where MLflow records (never
+    with its password: workers get that from their flag or environment)."""
     for key, value in (
         (REPORTED, {"metric": reported[0], "sign": reported[1]} if reported else None),
         (SWEEP, sweep.text),
         (SWEEP_PATH, str(sweep.path.resolve()) if sweep.path else None),
         (BUDGET, budget),
-        (TRACKING, tracking),
+        (TRACKING, redact(tracking)),
     ):
         study.set_user_attr(key, value)
 
