@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-memory bench-workers \
-	bench-mlflow bench-refusals clean
+	bench-mlflow bench-refusals bench-cli clean
 
 setup: $(STAMP)
 
@@ -80,6 +80,10 @@ bench-mlflow: $(STAMP)
 # with its exit code, its line, its time and its peak memory (about 4 min on 2 cores).
 bench-refusals: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/refusals.py
+
+# CPU seconds of lorasweep --help, trials and best beside python -c pass and mlflow --help (about 1 min).
+bench-cli: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cli.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,9 +12,32 @@ tracking.py   the MLflow client calls
 promote.py    hand-over: _export (ONNX), _parity (the gate), _registry (MLflow's registry)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import SweepError, UserError
-from .launch import RunOptions, run_sweep
-from .storage import load_study
-from .sweep import Sweep, load_sweep
+
+if TYPE_CHECKING:
+    from .launch import RunOptions, run_sweep
+    from .storage import load_study
+    from .sweep import Sweep, load_sweep
+
+# Loaded when first asked for: the CLI imports this package on every command, `--help` included.
+_LAZY = {
+    "RunOptions": "launch",
+    "run_sweep": "launch",
+    "load_study": "storage",
+    "Sweep": "sweep",
+    "load_sweep": "sweep",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["RunOptions", "Sweep", "SweepError", "UserError", "load_study", "load_sweep", "run_sweep"]

@@ -21,11 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lorasweep.objectives import METRICS
 
+from ._choices import PRECISIONS
 from ._typed import unknown_key
 from .errors import Problems, UserError
 from .record import TrialRecord
-
-PRECISIONS = ("fp32", "int8", "int4")  # the ONNX exports promotion can make; fp32 always
 
 
 @dataclass(frozen=True)

@@ -13,26 +13,21 @@ import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial
 
 from lorasweep.objectives import METRICS
 
+from ._choices import STATES
 from ._progress import format_value, trial_notes
 from .errors import UserError
 from .record import DUPLICATE_RUN_TAG, PRUNED_STEP, TrialRecord
 
-STATES = {
-    "complete": "COMPLETE",
-    "pruned": "PRUNED",
-    "failed": "FAIL",
-    "running": "RUNNING",
-    "waiting": "WAITING",
-}
+if TYPE_CHECKING:  # MLflow only for compare: `trials` prints its table without loading it
+    from mlflow import MlflowClient
+
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -192,6 +187,8 @@ def compare(study: optuna.Study, numbers: list[int], client: MlflowClient, n_pro
 
 
 def _curve(client: MlflowClient, run_id: str | None) -> dict[int, float]:
+    from mlflow.exceptions import MlflowException
+
     if not run_id:
         return {}
     try:
@@ -224,6 +221,8 @@ def _sparkline(curve: dict[int, float], scale: list[float]) -> str:
 def _generations(client: MlflowClient, trial: FrozenTrial) -> list[list[str]]:
     """[prompt, reference, output] rows of the trial's generations.json (a duplicate's from the run
     it copies); empty for pruned and failed trials."""
+    from mlflow.exceptions import MlflowException
+
     run_id = TrialRecord.of(trial).run_id
     if not run_id:
         return []

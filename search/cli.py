@@ -18,23 +18,19 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
+from lorasweep.objectives import InputError, quiet_libraries
 
-from lorasweep.objectives import InputError, check_data, quiet_libraries
-
-from . import tracking
-from ._progress import format_params, format_value
-from ._select import PRECISIONS, choose, describe, pick
-from ._serve import is_loopback, serve_dashboard, serve_mlflow
-from ._tables import STATES, as_csv, as_json, as_table, compare, trial_rows
+from ._choices import DEFAULT_MAX_FAILURES, PRECISIONS, STATES
 from ._urls import STORAGE_ENV, redact, tracking_uri
 from .errors import ExportFailed, SweepError, SweepStopped, UserError
-from .launch import DEFAULT_MAX_FAILURES, RunOptions, join_sweep, run_sweep
-from .record import StudyRecord, TrialRecord, study_tracking_uri
-from .report import write_report
-from .storage import DEFAULT_STORAGE, load_study
-from .sweep import Sweep, load_sweep, promote_spec, stored_sweep
+
+if TYPE_CHECKING:
+    from .sweep import Sweep
+
+# Each command imports what it needs when it runs (Optuna, MLflow, torch...): `lorasweep --help`
+# and `lorasweep trials` must not wait for the libraries a sweep needs.
 
 EXIT_USER_ERROR = 2
 
@@ -249,10 +245,16 @@ def _max_failures_flag(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep
+
     return _sweep(load_sweep(args.sweep_file), args, study_name=args.study)
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from .record import StudyRecord, study_tracking_uri
+    from .storage import DEFAULT_STORAGE, load_study
+    from .sweep import stored_sweep
+
     study = load_study(args.study, args.storage)
     sweep = stored_sweep(study)
     if args.trials is None:
@@ -264,6 +266,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> int:
+    from .launch import RunOptions, run_sweep
+
     _check_positive(args, "trials", "max_failures", "workers")
     study = run_sweep(
         sweep,
@@ -281,6 +285,10 @@ def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> in
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from .launch import RunOptions, join_sweep
+    from .storage import load_study
+    from .sweep import stored_sweep
+
     _check_positive(args, "max_failures")
     study = load_study(args.study, args.storage)
     study = join_sweep(
@@ -300,6 +308,9 @@ def _check_positive(args: argparse.Namespace, *flags: str) -> None:
 
 def _print_result(study, sweep: Sweep) -> bool:
     """Print the best trial (or the Pareto front) beside the base model; False if none finished."""
+    from ._progress import format_params
+    from .record import StudyRecord, TrialRecord
+
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not complete:
         print("no trial finished: see the error on each failed trial (lorasweep trials)", file=sys.stderr)
@@ -322,6 +333,8 @@ def _print_result(study, sweep: Sweep) -> bool:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep
+
     sweep = load_sweep(args.sweep_file)
     data_note = _check_data(sweep)
     s = sweep.study
@@ -351,6 +364,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _check_data(sweep: Sweep) -> str:
     """Local and built-in data are loaded and their columns checked; hub data is left to `run`."""
+    from lorasweep.objectives import check_data
+
     shape = check_data(sweep.data, sweep.model)
     if shape is None:
         return "(hub data: columns are checked when the sweep runs)"
@@ -385,6 +400,9 @@ def _describe(dist) -> str:
 
 
 def _trials(args: argparse.Namespace) -> int:
+    from ._tables import as_csv, as_json, as_table, trial_rows
+    from .storage import load_study
+
     study = load_study(args.study, args.storage)
     objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
     rows = trial_rows(study, sort=args.sort, state=args.state)
@@ -398,6 +416,13 @@ def _trials(args: argparse.Namespace) -> int:
 
 
 def _best(args: argparse.Namespace) -> int:
+    from ._progress import format_params, format_value
+    from ._select import choose, describe, pick
+    from ._tables import as_table, trial_rows
+    from .record import StudyRecord, TrialRecord
+    from .storage import load_study
+    from .sweep import promote_spec
+
     study = load_study(args.study, args.storage)
     sweep_text = StudyRecord.of(study).sweep_text
     rule = promote_spec(sweep_text).select if sweep_text is not None else ()
@@ -434,6 +459,7 @@ def _best(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     from .promote import promote  # torch.onnx, onnxruntime and MLflow's model code: load on demand
+    from .storage import load_study
 
     study = load_study(args.study, args.storage)
     done = promote(study, args.trial, args.tracking_uri, args.out, log=_say(args))
@@ -456,6 +482,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .promote import export
+    from .storage import load_study
 
     study = load_study(args.study, args.storage)
     trial, parity = export(
@@ -473,12 +500,20 @@ def _say(args: argparse.Namespace):
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from . import tracking
+    from ._tables import compare
+    from .record import study_tracking_uri
+    from .storage import load_study
+
     study = load_study(args.study, args.storage)
     print(compare(study, args.numbers, tracking.client(study_tracking_uri(study, args.tracking_uri))))
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .storage import load_study
+
     study = load_study(args.study, args.storage)
     out = Path(args.out or Path("reports") / study.study_name)
     files = write_report(study, out)
@@ -487,6 +522,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from ._serve import is_loopback, serve_dashboard, serve_mlflow
+    from .record import study_tracking_uri
+    from .storage import load_study
+
     uri = tracking_uri(args.tracking_uri, None)
     if not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         try:  # the store the sweep recorded to, when the storage holds one study (tracking.uri)
@@ -522,6 +561,8 @@ def _ui(args: argparse.Namespace) -> int:
 def _quiet_libraries(debug: bool) -> None:
     """Library chatter (progress bars, deprecation notes) drowns the one line per trial. Optuna's
     own per-trial log lines repeat ours; its tracebacks of failed trials show with --debug."""
+    import optuna  # every command past --help needs it; its logger is set up when it loads
+
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
     if debug:
         return

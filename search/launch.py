@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from lorasweep.objectives import TrialRunner
 
 from . import parent, record
+from ._choices import DEFAULT_MAX_FAILURES
 from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._urls import redact, tracking_uri
@@ -32,8 +33,6 @@ from .storage import DEFAULT_STORAGE, find_study, open_storage
 from .strategy import build_pruner, make_sampler
 from .sweep import Sweep, stored_sweep
 from .tracking import Tracker
-
-DEFAULT_MAX_FAILURES = 5
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,40 @@ def test_workers_run_lorasweeps_code_from_a_folder_with_its_own_search_package(t
     workers = {t.user_attrs["worker"].split(":")[1] for t in study.trials}
     assert workers and str(run.pid) not in workers
     assert all(t.user_attrs["metrics"]["eval_loss"] > 0 for t in study.trials)
+
+
+# What a sweep needs and a look at its results does not: each takes seconds to load.
+HEAVY = ("torch", "transformers", "peft", "datasets", "mlflow")
+_LOADED = """
+import sys
+from lorasweep.search.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(code, *sorted(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def _loaded(folder, *args: str) -> list[str]:
+    """`lorasweep ARGS` in a fresh interpreter: its exit code, then the libraries it loaded."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", _LOADED.format(heavy=(*HEAVY, "optuna")), *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout.splitlines()[-1].split()
+
+
+def test_help_loads_no_library_and_a_look_at_a_study_loads_only_optuna(stores, write):
+    from lorasweep.search import RunOptions, load_sweep, run_sweep
+
+    from .test_compare import SWEEP, scored_runner
+
+    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
+    for args in (["--help"], ["trials", "--help"], ["run", "--help"], ["promote", "--help"]):
+        assert _loaded(stores, *args) == ["0"], args  # argparse only
+    for args in (["trials"], ["trials", "--json"], ["best"], ["best", "--json"]):
+        assert _loaded(stores, *args) == ["0", "optuna"], args
