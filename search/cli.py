@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,6 +34,79 @@ if TYPE_CHECKING:
 # and `lorasweep trials` must not wait for the libraries a sweep needs.
 
 EXIT_USER_ERROR = 2
+
+# Each command's one-line help, the paragraph its --help shows, and an example; in the order a user
+# meets them, which is the order `lorasweep --help` lists them in.
+_ABOUT = {
+    "run": (
+        "run (or continue) a sweep",
+        "Create the study the sweep file names, or continue it, and run trials until it holds its budget of "
+        "finished trials. The file is checked whole first, then the data and the base model, before anything"
+        " is written; each trial gets an MLflow run under the study's parent run.",
+        "lorasweep run spaces/demo.yaml --trials 8",
+    ),
+    "trials": (
+        "list the trials of a study",
+        "One line per trial: its state, the objective, its parameters, the other metrics, its time and a "
+        "note (pruned, reused, retried, its error). --json and --csv print the same rows for scripts.",
+        "lorasweep trials --sort f1 --state complete",
+    ),
+    "compare": (
+        "show trials side by side",
+        "Parameters (differences marked), metrics (the best marked), eval-loss curves as sparklines on one "
+        "scale, and each trial's generations on the first eval prompts.",
+        "lorasweep compare 3 7",
+    ),
+    "best": (
+        "the best trial, or the Pareto front and the trial the rule picks",
+        "With one objective, the best finished trial; with several, the Pareto front and the trial "
+        "promote.select picks from it. The trial named is the one promote hands over.",
+        "lorasweep best --json",
+    ),
+    "promote": (
+        "register the best trial, export it to ONNX, check parity, then move the champion alias",
+        "Register the chosen trial in the MLflow Model Registry with its ONNX exports (fp32 by Model "
+        "Builder, int8 and int4 by Olive), each checked against PyTorch on the eval data; the champion alias"
+        " moves only if every check passed.",
+        "lorasweep promote --study demo",
+    ),
+    "export": (
+        "export a trial to ONNX and check it against PyTorch, without the registry",
+        "The same exports and parity checks as promote, into a folder of yours, with parity.json; nothing is"
+        " registered.",
+        "lorasweep export --trial 3 --out exports/t3 --precision int8",
+    ),
+    "report": (
+        "write the study's plots as an HTML report and PNGs",
+        "Optimization history, parameter importances, parallel coordinates, slices and learning curves (the "
+        "Pareto front with several metrics), as one self-contained HTML page and a PNG each.",
+        "lorasweep report --out reports/demo",
+    ),
+    "ui": (
+        "serve the MLflow UI (and optuna-dashboard)",
+        "The MLflow UI on the sweep's tracking store, on 127.0.0.1 unless --host says otherwise; --dashboard"
+        " adds optuna-dashboard on the study storage. Ctrl-C stops both.",
+        "lorasweep ui --dashboard",
+    ),
+    "validate": (
+        "check a sweep file and show what would run",
+        "Check the whole file (every problem at once, with its line) and the data, and print what would run:"
+        " the study, model, data, fixed settings and the search space with its size.",
+        "lorasweep validate spaces/demo.yaml",
+    ),
+    "resume": (
+        "continue a study with the sweep file stored in it",
+        "Continue a study by its name alone, with the sweep file, budget and MLflow store it was started "
+        "with: the file on disk may have changed or gone since.",
+        "lorasweep resume demo --trials 12",
+    ),
+    "worker": (
+        "run trials of a study that `run` started (one process: start one per machine or GPU)",
+        "Join a study that lorasweep run started, from this process, on this machine or another, until the "
+        "study holds its budget; several workers share it through its storage.",
+        "LORASWEEP_STORAGE=postgresql://USER@DBHOST/optuna lorasweep worker --study demo",
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,28 +167,17 @@ def _parser() -> argparse.ArgumentParser:
     common = flags(argparse.SUPPRESS)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", parents=[common], help="run (or continue) a sweep")
-    run.add_argument("sweep_file")
-    run.add_argument("--study", help="study name (default: study.name or the file's stem)")
-    _run_flags(
-        run,
-        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then tracking.uri in the file, "
-        "then sqlite:///mlruns/mlflow.db)",
-    )
-    run.set_defaults(command=_run)
-
-    resume = commands.add_parser(
-        "resume", parents=[common], help="continue a study with the sweep file stored in it"
-    )
-    resume.add_argument("study", metavar="STUDY", help="the study's name")
-    _run_flags(resume, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)")
-    resume.set_defaults(command=_resume)
-
-    validate = commands.add_parser(
-        "validate", parents=[common], help="check a sweep file and show what would run"
-    )
-    validate.add_argument("sweep_file")
-    validate.set_defaults(command=_validate)
+    def command(name: str) -> argparse.ArgumentParser:
+        """A subcommand with its one-line help, a paragraph that explains it and an example."""
+        summary, about, example = _ABOUT[name]
+        return commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=textwrap.fill(about, 90),
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     def study_flags(command: argparse.ArgumentParser, tracking: bool = False) -> None:
         command.add_argument("--study", help="study name (default: the only study in the storage)")
@@ -125,16 +188,17 @@ def _parser() -> argparse.ArgumentParser:
                 help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)",
             )
 
-    worker = commands.add_parser(
-        "worker",
-        parents=[common],
-        help="run trials of a study that `run` started (one process: start one per machine or GPU)",
+    run = command("run")
+    run.add_argument("sweep_file")
+    run.add_argument("--study", help="study name (default: study.name or the file's stem)")
+    _run_flags(
+        run,
+        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then tracking.uri in the file, "
+        "then sqlite:///mlruns/mlflow.db)",
     )
-    study_flags(worker, tracking=True)
-    _max_failures_flag(worker)
-    worker.set_defaults(command=_worker)
+    run.set_defaults(command=_run)
 
-    trials = commands.add_parser("trials", parents=[common], help="list the trials of a study")
+    trials = command("trials")
     study_flags(trials)
     trials.add_argument("--sort", metavar="METRIC", help="best first by a metric (or number, duration)")
     trials.add_argument("--state", choices=list(STATES), help="only trials in this state")
@@ -143,18 +207,17 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="print CSV, one row per trial")
     trials.set_defaults(command=_trials)
 
-    best = commands.add_parser(
-        "best", parents=[common], help="the best trial, or the Pareto front and the trial the rule picks"
-    )
+    compare = command("compare")
+    compare.add_argument("numbers", metavar="TRIAL", type=int, nargs="+", help="trial numbers")
+    study_flags(compare, tracking=True)
+    compare.set_defaults(command=_compare)
+
+    best = command("best")
     study_flags(best)
     best.add_argument("--json", action="store_true", help="print JSON")
     best.set_defaults(command=_best)
 
-    promote = commands.add_parser(
-        "promote",
-        parents=[common],
-        help="register the best trial, export it to ONNX, check parity, then move the champion alias",
-    )
+    promote = command("promote")
     study_flags(promote, tracking=True)
     promote.add_argument(
         "--trial", type=int, metavar="N", help="the trial to promote (default: lorasweep best's)"
@@ -164,11 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     promote.set_defaults(command=_promote)
 
-    export = commands.add_parser(
-        "export",
-        parents=[common],
-        help="export a trial to ONNX and check it against PyTorch, without the registry",
-    )
+    export = command("export")
     study_flags(export, tracking=True)
     export.add_argument(
         "--trial", type=int, metavar="N", help="the trial to export (default: lorasweep best's)"
@@ -182,19 +241,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(command=_export)
 
-    compare = commands.add_parser("compare", parents=[common], help="show trials side by side")
-    compare.add_argument("numbers", metavar="TRIAL", type=int, nargs="+", help="trial numbers")
-    study_flags(compare, tracking=True)
-    compare.set_defaults(command=_compare)
-
-    report = commands.add_parser(
-        "report", parents=[common], help="write the study's plots as an HTML report and PNGs"
-    )
+    report = command("report")
     study_flags(report)
     report.add_argument("--out", help="folder to write to (default: reports/STUDY)")
     report.set_defaults(command=_report)
 
-    ui = commands.add_parser("ui", parents=[common], help="serve the MLflow UI (and optuna-dashboard)")
+    ui = command("ui")
     ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
     ui.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -217,6 +269,20 @@ def _parser() -> argparse.ArgumentParser:
         help="web origins whose pages may call the MLflow UI, comma-separated (MLflow's own flag)",
     )
     ui.set_defaults(command=_ui)
+
+    validate = command("validate")
+    validate.add_argument("sweep_file")
+    validate.set_defaults(command=_validate)
+
+    resume = command("resume")
+    resume.add_argument("study", metavar="STUDY", help="the study's name")
+    _run_flags(resume, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)")
+    resume.set_defaults(command=_resume)
+
+    worker = command("worker")
+    study_flags(worker, tracking=True)
+    _max_failures_flag(worker)
+    worker.set_defaults(command=_worker)
     return parser
 
 

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -122,3 +123,26 @@ def test_help_loads_no_library_and_a_look_at_a_study_loads_only_optuna(stores, w
         assert _loaded(stores, *args) == ["0"], args  # argparse only
     for args in (["trials"], ["trials", "--json"], ["best"], ["best", "--json"]):
         assert _loaded(stores, *args) == ["0", "optuna"], args
+
+
+def test_every_command_explains_itself_with_an_example_that_parses(capsys):
+    import shlex
+
+    from lorasweep.search.cli import _ABOUT, _parser, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = [
+        line.split()[0]
+        for line in capsys.readouterr().out.split("COMMAND\n", 1)[1].splitlines()[:40]
+        if line.startswith("    ") and not line.startswith("     ")
+    ]
+    assert listed[:5] == ["run", "trials", "compare", "best", "promote"]  # in the order a user meets them
+    for name, (_, about, example) in _ABOUT.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        shown = capsys.readouterr().out
+        assert about.split(".")[0].split()[-1] in shown and f"example:\n  {example}" in shown, name
+        words = shlex.split(example)
+        args = _parser().parse_args(words[words.index("lorasweep") + 1 :])  # the example is valid
+        assert args.command.__name__ == f"_{name}"
