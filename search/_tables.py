@@ -128,7 +128,7 @@ def as_table(rows: list[TrialRow], objective: tuple[str, ...]) -> str:
             + [_cell(r.metrics.get(m)) for m in metrics]
             + [f"{r.duration_s:.1f}" if r.duration_s is not None else "-", _note(r)]
         )
-    return _align(lines)
+    return align(lines)
 
 
 def _note(r: TrialRow) -> str:
@@ -168,7 +168,7 @@ def compare(study: optuna.Study, numbers: list[int], client: MlflowClient, n_pro
     steps = sorted({s for c in curves for s in c})
     if steps:
         lines.append(["  steps", *(f"{min(c)}..{max(c)}" if c else "-" for c in curves)])
-    out = [_align(lines)]
+    out = [align(lines)]
 
     tables = [_generations(client, by_number[r.number]) for r in rows]
     reference = next((t for t in tables if t), None)
@@ -250,6 +250,6 @@ def _cell(value: Any) -> str:
     return format_value(value) if isinstance(value, float) else str(value)
 
 
-def _align(lines: list[list[str]]) -> str:
+def align(lines: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)

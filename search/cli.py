@@ -94,6 +94,18 @@ _ABOUT = {
         " the study, model, data, fixed settings and the search space with its size.",
         "lorasweep validate spaces/demo.yaml",
     ),
+    "studies": (
+        "list the studies in a storage",
+        "Each study of the storage: its trials finished against its budget, its best value, the state of "
+        "its MLflow parent run and when a trial last started or ended.",
+        "lorasweep studies --storage postgresql://USER@DBHOST/optuna",
+    ),
+    "delete": (
+        "remove a study and its MLflow runs",
+        "Remove the study from the Optuna storage and delete its MLflow runs (its parent run and every "
+        "trial's) as MLflow deletes: restorable until mlflow gc. Asks first, unless --yes.",
+        "lorasweep delete old-demo --yes",
+    ),
     "resume": (
         "continue a study with the sweep file stored in it",
         "Continue a study by its name alone, with the sweep file, budget and MLflow store it was started "
@@ -273,6 +285,20 @@ def _parser() -> argparse.ArgumentParser:
     validate = command("validate")
     validate.add_argument("sweep_file")
     validate.set_defaults(command=_validate)
+
+    studies = command("studies")
+    studies.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    studies.add_argument("--json", action="store_true", help="print a JSON list")
+    studies.set_defaults(command=_studies)
+
+    delete = command("delete")
+    delete.add_argument("study", metavar="STUDY", help="the study's name")
+    delete.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    delete.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)"
+    )
+    delete.add_argument("--yes", action="store_true", help="delete without asking")
+    delete.set_defaults(command=_delete)
 
     resume = command("resume")
     resume.add_argument("study", metavar="STUDY", help="the study's name")
@@ -520,6 +546,43 @@ def _best(args: argparse.Namespace) -> int:
     print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({how})")
     if run_id:
         print(f"mlflow run {run_id}; its adapter: runs:/{run_id}/adapter")
+    return 0
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from ._tables import align
+    from .catalog import list_studies
+
+    rows = list_studies(args.storage)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    lines = [["study", "finished", "best", "parent run", "last activity"]]
+    for r in rows:
+        done = f"{r.finished}/{r.budget}" if r.budget is not None else str(r.finished)
+        when = r.last_activity.replace("T", " ")[:16] if r.last_activity else "-"
+        lines.append([r.name, done, r.best, r.parent_run, when])
+    print(align(lines) if rows else "no studies in this storage")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from .catalog import delete_study
+    from .storage import load_study
+
+    study = load_study(args.study, args.storage)
+    what = f"study {study.study_name!r} ({len(study.get_trials(deepcopy=False))} trials) and its MLflow runs"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(
+                f"delete must be confirmed, but got no --yes and no terminal to ask on. Add --yes to "
+                f"delete {what}."
+            )
+        if input(f"delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    runs = delete_study(study, args.storage, args.tracking_uri)
+    print(f"deleted {what}: {runs} runs, restorable until mlflow gc")
     return 0
 
 

@@ -69,14 +69,19 @@ def open_storage(
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def load_study(name: str | None, storage: str | None) -> optuna.Study:
-    """An existing study; without a name, the only study in the storage."""
+def require(storage: str | None) -> None:
+    """A journal storage must exist before it is read: opening one creates it."""
     journal = journal_path(storage)
     if journal is not None and not journal.exists():
         raise UserError(
             f"the study storage must exist, but got storage={str(journal)!r}. Run a sweep "
             "first (lorasweep run FILE), or pass --storage."
         )
+
+
+def load_study(name: str | None, storage: str | None) -> optuna.Study:
+    """An existing study; without a name, the only study in the storage."""
+    require(storage)
     opened = open_storage(storage)
     names = optuna.get_all_study_names(opened)
     if name is None:

@@ -113,7 +113,7 @@ def _loaded(folder, *args: str) -> list[str]:
     return done.stdout.splitlines()[-1].split()
 
 
-def test_help_loads_no_library_and_a_look_at_a_study_loads_only_optuna(stores, write):
+def test_help_loads_no_library_and_a_look_at_a_study_no_torch(stores, write):
     from lorasweep.search import RunOptions, load_sweep, run_sweep
 
     from .test_compare import SWEEP, scored_runner
@@ -123,6 +123,7 @@ def test_help_loads_no_library_and_a_look_at_a_study_loads_only_optuna(stores, w
         assert _loaded(stores, *args) == ["0"], args  # argparse only
     for args in (["trials"], ["trials", "--json"], ["best"], ["best", "--json"]):
         assert _loaded(stores, *args) == ["0", "optuna"], args
+    assert _loaded(stores, "studies") == ["0", "mlflow", "optuna"]  # the parent runs' state: no torch
 
 
 def test_every_command_explains_itself_with_an_example_that_parses(capsys):

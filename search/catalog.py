@@ -1,0 +1,121 @@
+"""The studies of a storage, as things a user lists and removes (`lorasweep studies`, `delete`).
+
+A study lives in two stores: its trials in the Optuna storage, its runs in MLflow. Listing reads
+both; deleting removes the study from the first and deletes its runs in the second the way MLflow
+deletes (marked deleted: `mlflow gc` removes them for good, and until then they can be restored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import TrialState
+
+from . import tracking
+from ._workers import FINISHED
+from .errors import UserError
+from .record import STUDY_TAG, StudyRecord, study_tracking_uri
+from .storage import open_storage, require
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    name: str
+    finished: int
+    budget: int | None
+    best: str  # the best value(s), as `best` names them; "-" before any trial completes
+    parent_run: str  # the MLflow parent run's status, or why it is not known
+    last_activity: str | None  # when a trial last started or ended (ISO, local time)
+
+
+def list_studies(storage: str | None) -> list[StudyRow]:
+    """Every study of the storage, oldest first, with what its two stores say of it."""
+    require(storage)
+    opened = open_storage(storage)
+    return [
+        _row(optuna.load_study(study_name=name, storage=opened))
+        for name in optuna.get_all_study_names(opened)
+    ]
+
+
+def _row(study: optuna.Study) -> StudyRow:
+    trials = study.get_trials(deepcopy=False)
+    moments = [m for t in trials for m in (t.datetime_start, t.datetime_complete) if m is not None]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    if not complete:
+        best = "-"
+    elif len(study.directions) == 1:
+        best = f"{names[0]}={study.best_value:.4g} (trial {study.best_trial.number})"
+    else:
+        best = f"pareto front of {len(study.best_trials)}"
+    return StudyRow(
+        name=study.study_name,
+        finished=sum(t.state in FINISHED for t in trials),
+        budget=StudyRecord.of(study).budget,
+        best=best,
+        parent_run=_parent_status(study),
+        last_activity=max(moments).isoformat(timespec="seconds") if moments else None,
+    )
+
+
+def _parent_status(study: optuna.Study) -> str:
+    from mlflow.exceptions import MlflowException
+
+    record = StudyRecord.of(study)
+    if record.parent_run_id is None:
+        return "none (not run by lorasweep)"
+    try:
+        client = _client(study, None)
+    except UserError as e:  # a masked password, a server that does not answer: said, not raised
+        return f"unknown: {str(e).split(',')[0]}"
+    if client is None:
+        return "no MLflow store here"
+    try:
+        return client.get_run(record.parent_run_id).info.status
+    except MlflowException:
+        return "not in the MLflow store"
+
+
+def delete_study(study: optuna.Study, storage: str | None, tracking_uri: str | None) -> int:
+    """Delete the study's MLflow runs (its parent run and its trials' runs, in the parent's
+    experiment), then the study itself. Returns how many runs were deleted. The runs go first: a
+    delete stopped half-way leaves a study that can be deleted again."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    client = _client(study, tracking_uri)
+    parent_id = StudyRecord.of(study).parent_run_id
+    deleted = 0
+    if client is not None and parent_id is not None:
+        try:
+            experiment = client.get_run(parent_id).info.experiment_id
+        except MlflowException:  # the parent run is gone already: nothing of this study to find
+            experiment = None
+        if experiment is not None:
+            runs = client.search_runs(
+                [experiment],
+                filter_string=f"tags.`{STUDY_TAG}` = '{study.study_name}'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=50_000,
+            )
+            for run in runs:
+                client.delete_run(run.info.run_id)
+            deleted = len(runs)
+    optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
+    return deleted
+
+
+def _client(study: optuna.Study, flag: str | None) -> MlflowClient | None:
+    """The study's MLflow store, or None where a local store does not exist (opening one would
+    create it: listing and deleting must write nothing there)."""
+    uri = study_tracking_uri(study, flag)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    return tracking.client(uri)
