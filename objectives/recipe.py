@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from . import data as data_lib
+from .card import describe_adapter
 from .config import CURVE_METRICS, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
 from .model import add_adapter, check_targets, load_base, place, remove_adapter
@@ -107,6 +108,7 @@ class Recipe:
 
             adapter_dir = workdir / "adapter"
             model.save_pretrained(adapter_dir)
+            describe_adapter(adapter_dir, self.model_spec, self.data_spec, trial, metrics)
             return TrialResult(
                 metrics=metrics,
                 adapter_dir=adapter_dir,

@@ -60,6 +60,14 @@ def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
     assert after.keys() == before.keys()  # the adapter came off again
     assert all(torch.equal(before[k], after[k]) for k in before)  # and the base never moved
 
+    # The adapter names its base as the sweep file does, not by a path into this machine's cache,
+    # and its card says what it is.
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny"
+    card = (result.adapter_dir / "README.md").read_text()
+    assert "base_model: tiny" in card and "| r | 4 |" in card and "| seed | 1 |" in card
+    assert f"| eval_loss | {result.metrics['eval_loss']:.6g} |" in card
+
     adapter = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert adapter and all("lora_" in k for k in adapter)
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at 0
