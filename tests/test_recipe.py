@@ -245,6 +245,8 @@ def test_generation_prompts_keep_their_last_max_length_tokens(tmp_path):
     spec = _long_prompts(tmp_path / "rows.jsonl", long={9}, max_length=24)
     recipe = Recipe(ModelSpec(), spec, EvalSpec(max_samples=4, max_new_tokens=2))
     assert "f1" in recipe.evaluate_base()  # generated from all four prompts, the long one cut
+    # cut to what its last max_length tokens can hold before it was tokenized at all (8,000 chars)
+    assert len(recipe.data.eval_prompts[1]) == 24 * 32 and recipe.data.eval_prompts[1].endswith("why\nA:")
     prompts, _ = eval_inputs(spec, EvalSpec(max_samples=4), recipe.tokenizer)
     assert (
         max(len(p) for p in prompts) == 24
