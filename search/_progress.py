@@ -64,6 +64,7 @@ class Progress:
 
     def __init__(self, metrics: tuple[str, ...], budget: int, done: int, quiet: bool) -> None:
         self.metrics, self.quiet = metrics, quiet
+        self.best = ""  # the study's best so far, kept beside the running trial's progress
         self.bar = (
             None
             if quiet
@@ -86,7 +87,18 @@ class Progress:
         # workers, others finish trials too.
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         self.bar.n = len(study.get_trials(deepcopy=False, states=finished))
-        self.bar.set_postfix_str(best_text(study, self.metrics))
+        self.best = best_text(study, self.metrics)
+        self.bar.set_postfix_str(self.best)
+
+    def trial_step(self, number: int, step: int, max_steps: int | None, loss: float | None) -> None:
+        """The running trial's own progress beside the study's, so a long trial is not a silent one."""
+        if self.bar is None:
+            return
+        of = f"/{max_steps}" if max_steps and max_steps > 0 else ""
+        latest = f", loss {format_value(loss)}" if loss is not None else ""
+        self.bar.set_postfix_str(
+            f"trial {number}: step {step}{of}{latest}" + (f"; {self.best}" if self.best else "")
+        )
 
     def note(self, text: str) -> None:
         """A line above the bar (nothing when quiet)."""

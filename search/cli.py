@@ -337,6 +337,7 @@ def _max_failures_flag(command: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _say(args)(f"checking {args.sweep_file}, then its data and base model")  # within a second, not 30
     from .sweep import load_sweep
 
     return _sweep(load_sweep(args.sweep_file), args, study_name=args.study)

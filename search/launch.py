@@ -203,6 +203,8 @@ class _Session:
         if runner is None:
             from lorasweep.objectives import Recipe  # torch and transformers: only where trials run
 
+            if not options.quiet:
+                log(f"loading the data ({sweep.data.path}) and the base model ({sweep.model.base})")
             runner = Recipe(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
         sweep.check_batch_fits(runner.train_rows)
         tracker = Tracker(uri, sweep.experiment or name)
@@ -234,7 +236,9 @@ class _Session:
         try:
             work(
                 study,
-                Objective(sweep, self.runner, self.tracker, parent_id, study.study_name),
+                Objective(
+                    sweep, self.runner, self.tracker, parent_id, study.study_name, on_step=progress.trial_step
+                ),
                 budget=lambda: StudyRecord.of(study).budget,
                 callbacks=[progress, failures],
                 recover=self.recovery.fail_dead,

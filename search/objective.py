@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -32,10 +33,17 @@ class Objective:
     """Called by Optuna once per trial, in whichever process runs it."""
 
     def __init__(
-        self, sweep: Sweep, runner: TrialRunner, tracker: Tracker, parent_id: str, study_name: str
+        self,
+        sweep: Sweep,
+        runner: TrialRunner,
+        tracker: Tracker,
+        parent_id: str,
+        study_name: str,
+        on_step: Callable[[int, int, int | None, float | None], None] | None = None,
     ) -> None:
         self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
+        self.on_step = on_step  # (trial number, step, max_steps, latest loss): a trial's progress
         self.worker = worker_id()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -61,6 +69,9 @@ class Objective:
 
         started = time.monotonic()
         hook = PruningHook(trial, self.tracker, run_id, reported_metric(self.sweep))
+        if self.on_step is not None:
+            on_step, max_steps = self.on_step, params.get("max_steps")
+            hook.on_step = lambda step, loss: on_step(trial.number, step, max_steps, loss)
         try:
             with tempfile.TemporaryDirectory(prefix=f"lorasweep-trial{trial.number}-") as workdir:
                 result = self.runner.run_trial(trial_spec(params, seed), Path(workdir), on_curve=hook)
@@ -126,9 +137,12 @@ class PruningHook:
         self.trial, self.tracker, self.run_id, self.reported = trial, tracker, run_id, reported
         self.last: dict[str, float] = {}  # the latest evaluation: what a pruned trial keeps
         self.step = 0
+        self.on_step: Callable[[int, float | None], None] | None = None  # (step, latest loss)
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         self.tracker.log_curve(self.run_id, step, metrics)
+        if self.on_step is not None:
+            self.on_step(step, metrics.get("loss", metrics.get(CURVE_METRICS[0])))
         if CURVE_METRICS[0] not in metrics:  # not an evaluation
             return
         self.last = {k: metrics[k] for k in CURVE_METRICS if k in metrics}
