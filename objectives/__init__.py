@@ -41,7 +41,7 @@ from .params import (
     unknown_name_message,
     valid_names_text,
 )
-from .runner import CurveHook, TrialResult, TrialRunner
+from .runner import CurveHook, MetricFn, TrialResult, TrialRunner
 
 if TYPE_CHECKING:
     from .data import DataShape, check_data
@@ -83,6 +83,7 @@ __all__ = [
     "DataSpec",
     "EvalSpec",
     "InputError",
+    "MetricFn",
     "ModelSpec",
     "Recipe",
     "TrialModel",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from .config import CURVE_METRICS, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
 from .model import add_adapter, check_targets, load_base, place, remove_adapter
 from .params import training_settings
-from .runner import CurveHook, TrialResult
+from .runner import CurveHook, MetricFn, TrialResult
 from .scoring import perplexity, summed_nll
 
 
@@ -40,9 +40,15 @@ class Recipe:
     """Loads the base model and the data once; runs any number of trials on them."""
 
     def __init__(
-        self, model: ModelSpec, data: DataSpec, eval: EvalSpec, log: Callable[[str], None] | None = None
+        self,
+        model: ModelSpec,
+        data: DataSpec,
+        eval: EvalSpec,
+        log: Callable[[str], None] | None = None,
+        metrics: Mapping[str, MetricFn] | None = None,
     ) -> None:
         self.model_spec, self.data_spec, self.eval_spec = model, data, eval
+        self.custom_metrics = dict(metrics or {})  # scored beside ROUGE and F1 on the generations
         self.placement = place(model)
         train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
         self.base, self.tokenizer = load_base(model, self.placement, log)
@@ -226,6 +232,8 @@ class Recipe:
         references = self.data.eval_references[:n]
         labels = self.data.eval_labels[:n] if self.data.eval_labels is not None else None
         metrics = generation_metrics(outputs, references, labels, self.eval_spec.f1)
+        for name, score in self.custom_metrics.items():
+            metrics[name] = _custom_score(name, score, outputs, list(references))
         samples = [
             {"prompt": p, "reference": r, "output": o} for p, r, o in zip(prompts, references, outputs)
         ][: self.eval_spec.log_samples]
@@ -233,6 +241,18 @@ class Recipe:
 
 
 _CURVES = ("loss", "grad_norm", "learning_rate", CURVE_METRICS[0])
+
+
+def _custom_score(name: str, score: MetricFn, outputs: list[str], references: list[str]) -> float:
+    """A user's metric: its own exception fails the trial as any error in it would; a value that is
+    not a number is named here, not deep inside Optuna."""
+    value = score(outputs, references)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"custom metric {name!r} must return a number, but got {type(value).__name__} {value!r}."
+        ) from None
 
 
 class TrialDiverged(FloatingPointError):

@@ -30,6 +30,10 @@ from .config import TrialSpec
 # on_curve(step, metrics): learning-curve points while a trial trains (see the module's docstring).
 CurveHook = Callable[[int, dict[str, float]], None]
 
+# A metric of the user's own (the Python API's `metrics=`): fn(outputs, references) -> a number,
+# scored on the same greedy generations as ROUGE and F1.
+MetricFn = Callable[[list[str], list[str]], float]
+
 
 @dataclass(frozen=True)
 class TrialResult:

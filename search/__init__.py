@@ -1,6 +1,7 @@
 """The study side of lorasweep: sweep files, the Optuna study, the MLflow record, the CLI.
 
 cli.py        the commands; each reads a sweep file or a stored study and calls one room below
+api.py        the same operations for Python (`import lorasweep`), raising instead of printing
 sweep.py      a sweep file, checked whole, as a frozen Sweep (with _space, strategy, _select)
 launch.py     run_sweep / join_sweep: the one setup every process that runs trials goes through
 objective.py  one Optuna trial: sample -> MLflow run -> the trial side -> record

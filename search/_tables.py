@@ -82,35 +82,27 @@ def as_json(rows: list[TrialRow]) -> str:
     return json.dumps([asdict(r) for r in rows], indent=2)
 
 
-def as_csv(rows: list[TrialRow], objective: tuple[str, ...]) -> str:
+def flat(rows: list[TrialRow], objective: tuple[str, ...]) -> tuple[list[str], list[list[Any]]]:
+    """The rows as one flat table, for CSV and DataFrames: number, state, the objective's values,
+    param.NAME per parameter, the other metrics, duration_s, mlflow_run_id, note."""
     params = _union(r.params for r in rows)
-    metrics = _union(r.metrics for r in rows)
+    metrics = [m for m in _union(r.metrics for r in rows) if m not in objective]
+    header = ["number", "state", *objective, *(f"param.{p}" for p in params), *metrics]
+    table = [
+        [r.number, r.state, *(r.values or [None] * len(objective))]
+        + [r.params.get(p) for p in params]
+        + [r.metrics.get(m) for m in metrics]
+        + [r.duration_s, r.mlflow_run_id, _note(r)]
+        for r in rows
+    ]
+    return [*header, "duration_s", "mlflow_run_id", "note"], table
+
+
+def as_csv(rows: list[TrialRow], objective: tuple[str, ...]) -> str:
+    header, table = flat(rows, objective)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(
-        [
-            "number",
-            "state",
-            *objective,
-            *(f"param.{p}" for p in params),
-            *metrics,
-            "duration_s",
-            "mlflow_run_id",
-            "note",
-        ]
-    )
-    for r in rows:
-        values = r.values or [None] * len(objective)
-        writer.writerow(
-            [
-                r.number,
-                r.state,
-                *values,
-                *(r.params.get(p) for p in params),
-                *(r.metrics.get(m) for m in metrics),
-            ]
-            + [r.duration_s, r.mlflow_run_id, _note(r)]
-        )
+    writer.writerows([header, *table])
     return out.getvalue()
 
 

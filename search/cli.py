@@ -338,91 +338,65 @@ def _max_failures_flag(command: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _say(args)(f"checking {args.sweep_file}, then its data and base model")  # within a second, not 30
-    from .sweep import load_sweep
+    from .api import run
 
-    return _sweep(load_sweep(args.sweep_file), args, study_name=args.study)
+    _print_result(run(args.sweep_file, study=args.study, **_run_options(args)))
+    return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from .record import StudyRecord, study_tracking_uri
-    from .storage import DEFAULT_STORAGE, load_study
-    from .sweep import stored_sweep
+    from .api import resume
 
-    study = load_study(args.study, args.storage)
-    sweep = stored_sweep(study)
-    if args.trials is None:
-        args.trials = StudyRecord.of(study).budget
-    if args.storage is None:  # where the study was found, whatever the stored file says
-        args.storage = str(DEFAULT_STORAGE)
-    args.tracking_uri = study_tracking_uri(study, args.tracking_uri)
-    return _sweep(sweep, args, study_name=study.study_name)
+    _print_result(resume(args.study, **_run_options(args)))
+    return 0
 
 
-def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> int:
-    from .launch import RunOptions, run_sweep
-
-    _check_positive(args, "trials", "max_failures", "workers")
-    study = run_sweep(
-        sweep,
-        RunOptions(
-            n_trials=args.trials,
-            study_name=study_name,
-            storage=args.storage,
-            tracking_uri=args.tracking_uri,
-            quiet=args.quiet,
-            max_failures=args.max_failures,
-            workers=args.workers,
-        ),
-    )
-    return 0 if _print_result(study, sweep) else 1
+def _run_options(args: argparse.Namespace) -> dict:
+    return {
+        "trials": args.trials,
+        "storage": args.storage,
+        "tracking_uri": args.tracking_uri,
+        "workers": args.workers,
+        "quiet": args.quiet,
+        "max_failures": args.max_failures,
+    }
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from .failures import require_a_complete_trial
     from .launch import RunOptions, join_sweep
     from .storage import load_study
-    from .sweep import stored_sweep
 
-    _check_positive(args, "max_failures")
     study = load_study(args.study, args.storage)
     study = join_sweep(
         study,
         args.storage,
         RunOptions(tracking_uri=args.tracking_uri, quiet=args.quiet, max_failures=args.max_failures),
     )
-    return 0 if _print_result(study, stored_sweep(study)) else 1
+    require_a_complete_trial(study)
+    _print_result(study)
+    return 0
 
 
-def _check_positive(args: argparse.Namespace, *flags: str) -> None:
-    for flag in flags:
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be a positive integer, but got {flag}={value}.")
-
-
-def _print_result(study, sweep: Sweep) -> bool:
-    """Print the best trial (or the Pareto front) beside the base model; False if none finished."""
+def _print_result(study) -> None:
+    """The best trial (or the Pareto front) beside the base model."""
     from ._progress import format_params
     from .record import StudyRecord, TrialRecord
 
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not complete:
-        print("no trial finished: see the error on each failed trial (lorasweep trials)", file=sys.stderr)
-        return False
     base = StudyRecord.of(study).base_metrics or {}
-    best = [study.best_trial] if len(sweep.study.metrics) == 1 else study.best_trials
+    metrics = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    best = [study.best_trial] if len(metrics) == 1 else study.best_trials
     for trial in best:
-        label = "best" if len(sweep.study.metrics) == 1 else "pareto"
+        label = "best" if len(metrics) == 1 else "pareto"
         kept = TrialRecord.of(trial)
-        metrics = kept.metrics
         scores = " ".join(
-            f"{m}={metrics.get(m, float('nan')):.4g}" + (f" (base {base[m]:.4g})" if m in base else "")
-            for m in sweep.study.metrics
+            f"{m}={kept.metrics.get(m, float('nan')):.4g}" + (f" (base {base[m]:.4g})" if m in base else "")
+            for m in metrics
         )
         print(
             f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
             f"mlflow run {kept.run_id or '-'}"
         )
-    return True
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -510,43 +484,33 @@ def _trials(args: argparse.Namespace) -> int:
 
 def _best(args: argparse.Namespace) -> int:
     from ._progress import format_params, format_value
-    from ._select import choose, describe, pick
     from ._tables import as_table, trial_rows
-    from .record import StudyRecord, TrialRecord
+    from .api import best
     from .storage import load_study
-    from .sweep import promote_spec
 
     study = load_study(args.study, args.storage)
-    sweep_text = StudyRecord.of(study).sweep_text
-    rule = promote_spec(sweep_text).select if sweep_text is not None else ()
-    chosen = pick(study, rule)  # a reused result stands for its original, whose run has the adapter
-    candidates = choose(study, rule)[1]
+    chosen = best(study)
     objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
-    several = len(study.directions) > 1
-    how = describe(rule, list(objective)) if several else f"best {objective[0]}"
-    run_id = TrialRecord.of(chosen).run_id
+    rows = {r.number: r for r in trial_rows(study)}
     if args.json:
-        rows = {r.number: r for r in trial_rows(study)}
         print(
             json.dumps(
                 {
                     "selected": asdict(rows[chosen.number]),
-                    "rule": how,
-                    "candidates": [asdict(rows[t.number]) for t in candidates],
+                    "rule": chosen.rule,
+                    "candidates": [asdict(rows[n]) for n in chosen.candidates],
                 },
                 indent=2,
             )
         )
         return 0
-    if several:
-        print(f"pareto front ({len(candidates)} trials):")
-        front = {t.number for t in candidates}
-        print(as_table([r for r in trial_rows(study) if r.number in front], objective))
-    metrics = TrialRecord.of(chosen).metrics
-    scores = " ".join(f"{m}={format_value(metrics.get(m))}" for m in objective)
-    print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({how})")
-    if run_id:
-        print(f"mlflow run {run_id}; its adapter: runs:/{run_id}/adapter")
+    if len(objective) > 1:
+        print(f"pareto front ({len(chosen.candidates)} trials):")
+        print(as_table([rows[n] for n in chosen.candidates], objective))
+    scores = " ".join(f"{m}={format_value(chosen.metrics.get(m))}" for m in objective)
+    print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({chosen.rule})")
+    if chosen.run_id:
+        print(f"mlflow run {chosen.run_id}; its adapter: {chosen.adapter_uri}")
     return 0
 
 

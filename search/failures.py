@@ -85,3 +85,17 @@ def check_pool(
         f"the sweep stopped: {'; '.join(problems)}. {done}/{budget} trials finished. Run the same "
         "command again to continue; finished trials are kept."
     )
+
+
+def require_a_complete_trial(study: optuna.Study) -> None:
+    """A sweep that ends with no complete trial has nothing to hand over: SweepStopped, saying
+    whether its trials failed or were all pruned."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        return
+    if trials and all(t.state == TrialState.PRUNED for t in trials):
+        raise SweepStopped(
+            f"no trial finished: the pruner stopped all {len(trials)} trials early. Loosen study.pruner "
+            "(more warmup steps, a higher percentile) or remove it, and run again."
+        )
+    raise SweepStopped("no trial finished: see the error on each failed trial (lorasweep trials)")

@@ -11,13 +11,13 @@ from __future__ import annotations
 import gc
 import re
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
 
-from lorasweep.objectives import TrialRunner
+from lorasweep.objectives import METRICS, MetricFn, TrialRunner
 
 from . import parent, record
 from ._choices import DEFAULT_MAX_FAILURES
@@ -47,6 +47,18 @@ class RunOptions:
     max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
     workers: int = 1  # local worker processes; 1 runs the trials in this process
     plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
+    # The Python API's custom metrics, name -> fn(outputs, references): they run in this process,
+    # so only with workers=1 (a function cannot be handed to another process by name).
+    metrics: Mapping[str, MetricFn] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for flag in ("n_trials", "max_failures", "workers"):
+            value = getattr(self, flag)
+            if value is not None and value < 1:
+                name = "trials" if flag == "n_trials" else flag
+                raise UserError(
+                    f"--{name.replace('_', '-')} must be a positive integer, but got {name}={value}."
+                )
 
 
 def run_sweep(
@@ -61,6 +73,7 @@ def run_sweep(
     the trial side's Recipe for the sweep's model and data (tests pass stubs)."""
     name = options.study_name or sweep.study.name
     check_study_name(name)
+    check_custom_metrics(sweep, options, name)
     budget = options.n_trials or sweep.study.n_trials
     storage_url = options.storage or sweep.study.storage
     if options.workers > 1 and storage_url and storage_url.startswith("sqlite"):
@@ -152,6 +165,7 @@ def join_sweep(
             f"a study to join must have its MLflow parent run, but study {name!r} has none yet. "
             f"Start it with lorasweep run FILE --study {name}, then start workers."
         )
+    check_custom_metrics(sweep, options, name)
     uri = record.study_tracking_uri(study, options.tracking_uri)
     session = _Session.open(sweep, name, storage, uri, options, log, runner, create=False)
     study = session.study
@@ -171,6 +185,29 @@ def check_study_name(name: str) -> None:
     if not re.fullmatch(r"[\w.-]+", name):
         raise UserError(
             f"a study name must use only letters, digits, '.', '-' and '_', but got name={name!r}."
+        )
+
+
+def check_custom_metrics(sweep: Sweep, options: RunOptions, name: str) -> None:
+    """Every custom metric the study records needs its function in this run, and the functions run
+    in this process only."""
+    clashing = sorted(set(options.metrics) & set(METRICS))
+    if clashing:
+        raise UserError(
+            f"a custom metric must not take a built-in metric's name, but got metrics={clashing}. "
+            "Rename it (e.g. my_f1)."
+        )
+    missing = [m for m in sweep.custom_metrics if m not in options.metrics]
+    if missing:
+        raise UserError(
+            f"a study with custom metrics needs their functions, but study {name!r} records "
+            f"{', '.join(missing)}, computed by Python functions that this run was not given. Continue "
+            f"it from Python: lorasweep.resume({name!r}, metrics={{{missing[0]!r}: fn, ...}})."
+        )
+    if options.metrics and options.workers > 1:
+        raise UserError(
+            f"custom metrics run in the process that calls lorasweep, but got workers={options.workers}"
+            " with metrics. Use workers=1, or compute the metric from each run's logged generations."
         )
 
 
@@ -205,7 +242,9 @@ class _Session:
 
             if not options.quiet:
                 log(f"loading the data ({sweep.data.path}) and the base model ({sweep.model.base})")
-            runner = Recipe(sweep.model, sweep.data, sweep.eval, log=None if options.quiet else log)
+            runner = Recipe(
+                sweep.model, sweep.data, sweep.eval, None if options.quiet else log, options.metrics
+            )
         sweep.check_batch_fits(runner.train_rows)
         tracker = Tracker(uri, sweep.experiment or name)
         recovery = Recovery(tracker, sweep.study.retries)

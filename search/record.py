@@ -31,6 +31,7 @@ TRACKING = "tracking_uri"  # where its MLflow runs are (password masked)
 PARENT_RUN = "mlflow_parent_run_id"
 BASE_METRICS = "base_metrics"
 REPORTED = "reported_metric"  # {metric, sign}: what trials report to Optuna while they train
+CUSTOM_METRICS = "custom_metrics"  # names of metrics the user's Python functions compute
 
 # -- each trial's user attributes ----------------------------------------------------------------
 WORKER = "worker"  # host:pid:start of the process that runs it (set first: a kill is detectable)
@@ -78,6 +79,7 @@ class StudyRecord:
     parent_run_id: str | None = None
     base_metrics: dict[str, float] | None = None  # None: not evaluated yet
     reported: tuple[str, float] | None = None  # (metric, sign)
+    custom_metrics: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -92,6 +94,7 @@ class StudyRecord:
             parent_run_id=attrs.get(PARENT_RUN),
             base_metrics=attrs.get(BASE_METRICS),
             reported=(reported["metric"], reported["sign"]) if reported else None,
+            custom_metrics=tuple(attrs.get(CUSTOM_METRICS) or ()),
         )
 
 
@@ -106,6 +109,7 @@ def save_study(
         (SWEEP_PATH, str(sweep.path.resolve()) if sweep.path else None),
         (BUDGET, budget),
         (TRACKING, redact(tracking)),
+        (CUSTOM_METRICS, list(sweep.custom_metrics)),
     ):
         study.set_user_attr(key, value)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +78,9 @@ class Sweep:
     promote: PromoteSpec = field(default_factory=PromoteSpec)
     path: Path | None = None
     text: str = ""  # the file as written; stored with the study
+    # Metrics of the user's own, computed by Python functions (lorasweep.run(metrics=...)): their
+    # names are valid study metrics; the functions themselves come with each run, not in the file.
+    custom_metrics: tuple[str, ...] = ()
     lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # key path -> line in the file
 
     def problems(self) -> Problems:
@@ -104,11 +108,12 @@ class Sweep:
         problems.raise_if_any()
 
 
-def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
+def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequence[str] = ()) -> Sweep:
     """Read, check and resolve a sweep file. Raises SweepError listing every problem found.
 
     `text` stands in for the file's content (a sweep stored with its study); `path` still names it
-    and anchors its relative data path."""
+    and anchors its relative data path. `custom_metrics` are names the study may also optimise
+    (metrics the Python API computes with the user's functions)."""
     path = Path(path)
     raw, lines, text = load_yaml(path, text)
     problems = Problems(str(path), lines)
@@ -130,7 +135,8 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
             )
         data = dataclasses.replace(data, prompt_template=None, response_template=None)
     eval_ = parse_section(raw, "eval", EvalSpec, problems)
-    study = _parse_study(raw, path, problems, space)
+    custom_metrics = tuple(custom_metrics)
+    study = _parse_study(raw, path, problems, space, custom_metrics)
     tracking = raw.get("tracking") or {}
     if (
         not isinstance(tracking, dict)
@@ -155,7 +161,7 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
                 where, f"{'.'.join(where)} must not hold a password or token, but got {redact(url)}. {fix}"
             )
     promote = parse_promote(raw.get("promote"), problems)
-    _check_consistency(study, data, eval_, problems)
+    _check_consistency(study, data, eval_, problems, custom_metrics)
     for problem in objectives.fixed_problems({**objectives.DEFAULTS, **fixed}):
         problems.add(("train",), problem)
     early = [n for n in (*fixed, *space.searched()) if objectives.target_of(n) == "early_stopping"]
@@ -179,6 +185,7 @@ def load_sweep(path: str | Path, text: str | None = None) -> Sweep:
         path=path,
         text=text,
         lines=lines,
+        custom_metrics=custom_metrics,
     )
 
 
@@ -211,7 +218,9 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
     return fixed
 
 
-def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) -> StudySpec:
+def _parse_study(
+    raw: dict, path: Path, problems: Problems, space: SearchSpace, custom: tuple[str, ...]
+) -> StudySpec:
     study = raw.get("study") or {}
     strategy = raw.get("search_strategy") or {}
     for section, value, keys in (
@@ -227,15 +236,22 @@ def _parse_study(raw: dict, path: Path, problems: Problems, space: SearchSpace) 
     metrics = study.get("metrics", study.get("metric", "eval_loss"))
     metrics = tuple(metrics) if isinstance(metrics, list) else (metrics,)
     for m in metrics:
-        if not isinstance(m, str) or m not in METRICS:
+        if not isinstance(m, str) or (m not in METRICS and m not in custom):
             problems.add(
                 ("study", "metrics" if "metrics" in study else "metric"),
-                unknown_key("a study metric", m, METRICS),
+                unknown_key("a study metric", m, [*METRICS, *custom]),
             )
     metrics = tuple(m for m in metrics if isinstance(m, str))
     directions = study.get("directions", study.get("direction"))
     if directions is None:
         directions = [METRICS.get(m, "minimize") for m in metrics]
+        for m in metrics:
+            if m in custom:  # a function of the user's: lorasweep cannot know which way is better
+                problems.add(
+                    ("study", "metrics" if "metrics" in study else "metric"),
+                    f"a custom metric must come with its direction, but got metric {m!r} and no "
+                    "study.directions. Add directions: [maximize] (or minimize), one per metric.",
+                )
     directions = tuple(directions) if isinstance(directions, list) else (directions,)
     if len(directions) != len(metrics) or any(
         not isinstance(d, str) or d not in ("minimize", "maximize") for d in directions
@@ -346,7 +362,9 @@ def stored_sweep(study: optuna.Study) -> Sweep:
             f"a study to resume or join must have been started by lorasweep, but study {study.study_name!r} "
             "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
         )
-    sweep = load_sweep(Path(stored.sweep_path or f"{study.study_name}.yaml"), text=stored.sweep_text)
+    sweep = load_sweep(
+        Path(stored.sweep_path or f"{study.study_name}.yaml"), stored.sweep_text, stored.custom_metrics
+    )
     return dataclasses.replace(sweep, tracking_uri=stored.tracking_uri or sweep.tracking_uri)
 
 
@@ -390,13 +408,15 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     return data
 
 
-def _check_consistency(study: StudySpec, data: DataSpec, eval_: EvalSpec, problems: Problems) -> None:
+def _check_consistency(
+    study: StudySpec, data: DataSpec, eval_: EvalSpec, problems: Problems, custom: tuple[str, ...]
+) -> None:
     for section, spec in (("data", data), ("eval", eval_)):
         for key, problem in spec.problems():
             problems.add((section,) if key is None else (section, key), problem)
     if not data.has_prompts:
         for m in study.metrics:
-            if m in GENERATION_METRICS:
+            if m in GENERATION_METRICS or m in custom:
                 problems.add(
                     ("study",),
                     f"metric {m} needs prompts to generate from, but got "

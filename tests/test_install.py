@@ -1,4 +1,4 @@
-"""What gets installed: one import namespace, `lorasweep`, and worker processes that a user's own
+"""What gets installed: one import name, `lorasweep`, and worker processes that a user's own
 folder cannot hijack."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .conftest import ROOT
 LORASWEEP = Path(sys.executable).parent / "lorasweep"  # the console script a user runs
 
 
-def test_the_wheel_installs_the_lorasweep_namespace_and_nothing_else(tmp_path):
+def test_the_wheel_installs_the_lorasweep_package_and_nothing_else(tmp_path):
     subprocess.run(
         [
             sys.executable,
@@ -41,7 +41,7 @@ def test_the_wheel_installs_the_lorasweep_namespace_and_nothing_else(tmp_path):
     assert {n.split("/")[0] for n in names} == {"lorasweep", wheel.name.split("-")[0] + "-0.1.0.dist-info"}
     assert "lorasweep/search/cli.py" in names and "lorasweep/objectives/recipe.py" in names
     assert "lorasweep/objectives/assets/tone.jsonl" in names
-    assert "lorasweep/__init__.py" not in names  # a namespace: nothing of ours to collide with
+    assert "lorasweep/__init__.py" in names  # the Python API: `import lorasweep`
 
 
 # Each of these, if imported or run, leaves a marker and fails loudly.

@@ -1,0 +1,304 @@
+"""lorasweep from Python: the CLI's operations, with its defaults, raising its errors.
+
+    import lorasweep
+
+    study = lorasweep.run("spaces/demo.yaml", trials=4)
+    table = lorasweep.trials("demo")          # a pandas DataFrame, one row per trial
+    chosen = lorasweep.best("demo")           # what `lorasweep best` names, and its adapter's URI
+    done = lorasweep.promote("demo")          # registry, ONNX exports, parity gate, champion alias
+
+Each function is its command: the same storage and tracking defaults ($LORASWEEP_STORAGE, then
+mlruns/optuna.journal; $MLFLOW_TRACKING_URI, then the study's own), the same checks, and the same
+messages, raised as exceptions instead of printed: `UserError` (bad input; the CLI's exit 2),
+`SweepStopped` (too many failed trials; exit 1), `ExportFailed` (an exporter failed; exit 1). Nothing
+here calls sys.exit.
+
+What only Python can do: `run(..., metrics={"name": fn})` scores each trial's generations with
+fn(outputs, references) -> float beside ROUGE and F1; the name may be the study's objective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._choices import DEFAULT_MAX_FAILURES
+from ._urls import STORAGE_ENV
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas
+
+    from lorasweep.objectives import MetricFn
+
+    from ._parity import Parity
+    from .promote import Promotion
+    from .sweep import Sweep
+
+    StudyRef = str | optuna.Study | None  # a study's name (None: the storage's only one), or the study
+
+SweepSource = str | os.PathLike | Mapping[str, Any]  # a sweep file's path, or its content as a dict
+
+
+def run(
+    sweep: SweepSource,
+    *,
+    trials: int | None = None,
+    study: str | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    quiet: bool = False,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    metrics: Mapping[str, MetricFn] | None = None,
+) -> optuna.Study:
+    """`lorasweep run`: create or continue the study and run trials until it holds its budget.
+
+    `sweep` is a sweep file's path or the same content as a dict (relative data paths then start at
+    the current folder). Returns the Optuna study; raises SweepStopped if no trial finished or too
+    many failed. `metrics` adds metrics of your own (see the module's docstring), computed in this
+    process: workers=1 only."""
+    from .sweep import load_sweep
+
+    custom = tuple(metrics or ())
+    if isinstance(sweep, Mapping):
+        import yaml
+
+        loaded = load_sweep(Path("sweep"), yaml.safe_dump(dict(sweep), sort_keys=False), custom)
+    else:
+        loaded = load_sweep(sweep, custom_metrics=custom)
+    return _sweep(loaded, study, trials, storage, tracking_uri, workers, quiet, max_failures, metrics)
+
+
+def resume(
+    study: StudyRef,
+    *,
+    trials: int | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    quiet: bool = False,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    metrics: Mapping[str, MetricFn] | None = None,
+) -> optuna.Study:
+    """`lorasweep resume`: continue a study with the sweep file, budget and MLflow store stored in
+    it. A study run with custom metrics needs the same `metrics` again."""
+    from .record import StudyRecord, study_tracking_uri
+    from .storage import DEFAULT_STORAGE
+    from .sweep import stored_sweep
+
+    storage = _storage(storage)
+    found = _load(study, storage)
+    kept = StudyRecord.of(found)
+    sweep = stored_sweep(found)
+    custom = tuple(dict.fromkeys([*kept.custom_metrics, *(metrics or ())]))
+    sweep = dataclasses.replace(sweep, custom_metrics=custom)
+    return _sweep(
+        sweep,
+        found.study_name,
+        trials if trials is not None else kept.budget,
+        storage or str(DEFAULT_STORAGE),  # where the study was found, whatever the stored file says
+        study_tracking_uri(found, tracking_uri),
+        workers,
+        quiet,
+        max_failures,
+        metrics,
+    )
+
+
+def _sweep(
+    sweep: Sweep,
+    study: str | None,
+    trials: int | None,
+    storage: str | None,
+    tracking_uri: str | None,
+    workers: int,
+    quiet: bool,
+    max_failures: int,
+    metrics: Mapping[str, MetricFn] | None,
+    log: Callable[[str], None] = print,
+) -> optuna.Study:
+    from .failures import require_a_complete_trial
+    from .launch import RunOptions, run_sweep
+
+    options = RunOptions(
+        n_trials=trials,
+        study_name=study,
+        storage=_storage(storage),
+        tracking_uri=tracking_uri,
+        quiet=quiet,
+        max_failures=max_failures,
+        workers=workers,
+        metrics=dict(metrics or {}),
+    )
+    with _optuna_quiet(quiet):
+        done = run_sweep(sweep, options, log=log)
+    require_a_complete_trial(done)
+    return done
+
+
+@contextlib.contextmanager
+def _optuna_quiet(quiet: bool) -> Iterator[None]:
+    """Optuna logs a line per trial at INFO, repeating lorasweep's own: quiet means quiet, as with
+    `lorasweep -q`. The caller's verbosity is restored afterwards."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    if quiet:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def trials(
+    study: StudyRef = None, *, storage: str | None = None, sort: str | None = None, state: str | None = None
+) -> pandas.DataFrame:
+    """`lorasweep trials` as a DataFrame indexed by trial number: state, the objective's values,
+    param.NAME per parameter, the other metrics, duration_s, mlflow_run_id and note (the columns of
+    `lorasweep trials --csv`)."""
+    import pandas
+
+    from ._tables import flat, trial_rows
+
+    found = _load(study, storage)
+    header, table = flat(trial_rows(found, sort=sort, state=state), _objective(found))
+    return pandas.DataFrame(table, columns=header).set_index("number")
+
+
+@dataclass(frozen=True)
+class Best:
+    """What `lorasweep best` names: the trial promote hands over, and how it was chosen."""
+
+    number: int
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    run_id: str | None
+    adapter_uri: str | None  # runs:/RUN/adapter: mlflow.artifacts.download_artifacts takes it
+    rule: str  # "best f1", or the promote.select rule that picked from the Pareto front
+    candidates: tuple[int, ...]  # the Pareto front (one trial with one objective)
+
+
+def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
+    """`lorasweep best`: the best finished trial, or with several objectives the trial the sweep
+    file's promote.select picks from the Pareto front."""
+    from ._select import choose, describe, pick
+    from .record import StudyRecord, TrialRecord
+    from .sweep import promote_spec
+
+    found = _load(study, storage)
+    sweep_text = StudyRecord.of(found).sweep_text
+    rule = promote_spec(sweep_text).select if sweep_text is not None else ()
+    chosen = pick(found, rule)  # a reused result stands for its original, whose run has the adapter
+    objective = list(_objective(found))
+    kept = TrialRecord.of(chosen)
+    return Best(
+        number=chosen.number,
+        params=dict(chosen.params),
+        metrics=kept.metrics,
+        run_id=kept.run_id,
+        adapter_uri=f"runs:/{kept.run_id}/adapter" if kept.run_id else None,
+        rule=describe(rule, objective) if len(objective) > 1 else f"best {objective[0]}",
+        candidates=tuple(t.number for t in choose(found, rule)[1]),
+    )
+
+
+def compare(
+    numbers: Sequence[int],
+    *,
+    study: StudyRef = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """`lorasweep compare`, as the text it prints: parameters, metrics, curves and generations."""
+    from . import tracking
+    from ._tables import compare as side_by_side
+    from .record import study_tracking_uri
+
+    found = _load(study, storage)
+    client = tracking.client(study_tracking_uri(found, tracking_uri))
+    return side_by_side(found, list(numbers), client)
+
+
+def promote(
+    study: StudyRef = None,
+    *,
+    trial: int | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    out: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> Promotion:
+    """`lorasweep promote`: register the trial (default: best's) with its ONNX exports, and move the
+    champion alias if every parity check passed. A failed gate is not an exception: the version is
+    registered with its evidence and `.parity.passed` is False, the alias unmoved."""
+    from .promote import promote as hand_over
+
+    found = _load(study, storage)
+    return hand_over(found, trial, tracking_uri, Path(out) if out else None, log=_log(quiet))
+
+
+def export(
+    out: str | os.PathLike,
+    *,
+    study: StudyRef = None,
+    trial: int | None = None,
+    precisions: Sequence[str] = ("fp32",),
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    quiet: bool = False,
+) -> Parity:
+    """`lorasweep export`: the trial's ONNX exports and their parity report in `out` (a new or empty
+    folder), without the registry. `.passed` says whether every check passed."""
+    from .promote import export as write_exports
+
+    found = _load(study, storage)
+    _, parity = write_exports(found, Path(out), trial, tuple(precisions), tracking_uri, log=_log(quiet))
+    return parity
+
+
+def studies(storage: str | None = None) -> pandas.DataFrame:
+    """`lorasweep studies` as a DataFrame: name, finished, budget, best, parent_run, last_activity."""
+    import pandas
+
+    from .catalog import StudyRow, list_studies
+
+    columns = [f.name for f in dataclasses.fields(StudyRow)]
+    rows = [dataclasses.astuple(r) for r in list_studies(_storage(storage))]
+    return pandas.DataFrame(rows, columns=columns)
+
+
+def delete(study: StudyRef, *, storage: str | None = None, tracking_uri: str | None = None) -> int:
+    """`lorasweep delete STUDY --yes`: remove the study from its storage and delete its MLflow runs
+    (restorable until `mlflow gc`). Returns the number of runs deleted."""
+    from .catalog import delete_study
+
+    return delete_study(_load(study, storage), _storage(storage), tracking_uri)
+
+
+def _load(study: StudyRef, storage: str | None) -> optuna.Study:
+    """A study given by name (None: the storage's only study), or the Study object itself."""
+    if study is not None and not isinstance(study, str):
+        return study
+    from .storage import load_study
+
+    return load_study(study, _storage(storage))
+
+
+def _storage(given: str | None) -> str | None:
+    """As the CLI: the argument, then $LORASWEEP_STORAGE, then (None) the local journal."""
+    return given or os.environ.get(STORAGE_ENV) or None
+
+
+def _objective(study: optuna.Study) -> tuple[str, ...]:
+    return tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+
+
+def _log(quiet: bool) -> Callable[[str], None]:
+    return (lambda _line: None) if quiet else print

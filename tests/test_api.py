@@ -1,0 +1,103 @@
+"""`import lorasweep`: the CLI's operations from Python, its errors as exceptions, custom metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+import lorasweep
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.cli import main
+
+from .conftest import ROOT
+from .test_compare import SWEEP, scored_runner
+
+
+def _readme_example() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## From Python\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+
+
+def test_the_readmes_python_example_runs_as_printed_with_its_own_metric(stores, capsys):
+    exec(compile(_readme_example(), "README.md (From Python)", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out
+    study = lorasweep.search.load_study("notebook", None)
+    assert study.metric_names == ["tone_hit"] and len(study.trials) == 3
+    chosen = lorasweep.best(study)
+    assert f"trial {chosen.number}: tone_hit={chosen.metrics['tone_hit']:.2f}" in out
+    hits = [t.user_attrs["metrics"]["tone_hit"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert hits and all(0.0 <= h <= 1.0 for h in hits)
+    assert max(hits) == study.best_value == chosen.metrics["tone_hit"]  # it is the objective
+    table = lorasweep.trials(study)
+    assert list(table.index) == [0, 1, 2] and table["tone_hit"].max() == max(hits)
+    run = MlflowClient("sqlite:///mlruns/mlflow.db").get_run(chosen.run_id)
+    assert run.data.metrics["tone_hit"] == chosen.metrics["tone_hit"]  # logged beside f1 and ROUGE
+    assert {"f1", "rougeL"} <= set(run.data.metrics)
+    base = study.user_attrs["base_metrics"]
+    assert 0.0 <= base["tone_hit"] <= 1.0  # the base model is scored with it too
+
+
+def test_errors_are_raised_with_the_clis_messages_and_nothing_is_written(in_tmp, capsys):
+    broken = {"study": {"name": "bad", "metric": "f2"}, "search_space": {"lora_r": {"type": "choice"}}}
+    with pytest.raises(lorasweep.SweepError) as raised:
+        lorasweep.run(broken)
+    assert "a study metric must be one of" in str(raised.value) and "f2" in str(raised.value)
+    assert not (in_tmp / "mlruns").exists()
+    with pytest.raises(lorasweep.UserError, match="must be a positive integer, but got trials=0"):
+        lorasweep.run({}, trials=0)
+    with pytest.raises(lorasweep.UserError, match="the study storage must exist"):
+        lorasweep.trials(storage=str(in_tmp / "none.journal"))
+    assert main(["run", "missing.yaml"]) == 2  # the CLI prints what the API raises
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_a_custom_metric_needs_a_direction_its_function_and_this_process(stores, write):
+    rule = r"a custom metric must come with its direction.*metric 'hit'.*Add directions"
+    with pytest.raises(lorasweep.SweepError, match=rule):
+        lorasweep.run({"study": {"metric": "hit"}}, metrics={"hit": len})
+    with pytest.raises(lorasweep.UserError, match=r"metric must not take a built-in metric's name.*\['f1'\]"):
+        lorasweep.run({}, metrics={"f1": len})
+    with pytest.raises(lorasweep.UserError, match="got workers=2 with metrics"):
+        lorasweep.run({"study": {"storage": "mlruns/x.journal"}}, workers=2, metrics={"hit": len})
+
+    # A study that records a custom metric cannot be continued without its function.
+    sweep = load_sweep(write(SWEEP), custom_metrics=("hit",))
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, metrics={"hit": len}), runner=scored_runner())
+    with pytest.raises(
+        lorasweep.UserError, match=r"records hit, computed by Python functions.*lorasweep.resume"
+    ):
+        lorasweep.resume("cmp", trials=9)
+    assert main(["resume", "cmp", "--trials", "9"]) == 2  # the CLI cannot pass a function
+
+
+def test_trials_best_and_studies_read_a_finished_study(stores, write):
+    run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
+    table = lorasweep.trials("cmp", sort="f1")
+    assert table.index.name == "number" and table.iloc[0]["state"] == "COMPLETE"
+    assert list(table["f1"].dropna()) == sorted(table["f1"].dropna(), reverse=True)  # best f1 first
+    assert {"param.lora_r", "mlflow_run_id", "note", "duration_s"} <= set(table.columns)
+    chosen = lorasweep.best("cmp")
+    assert chosen.number == table.index[0] and chosen.adapter_uri == f"runs:/{chosen.run_id}/adapter"
+    listed = lorasweep.studies()
+    assert list(listed["name"]) == ["cmp"] and listed.loc[0, "finished"] == len(table)
+
+
+def test_import_lorasweep_loads_no_library():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "import sys, lorasweep; lorasweep.run; print(sorted(m for m in "
+            "('torch', 'optuna', 'mlflow', 'transformers') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"  # the names load their modules when first called
