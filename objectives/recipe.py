@@ -32,6 +32,7 @@ from .config import CURVE_METRICS, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
 from .model import add_adapter, check_targets, load_base, place, remove_adapter
 from .params import training_settings
+from .resources import MemoryWatch
 from .runner import CurveHook, MetricFn, TrialResult
 from .scoring import perplexity, summed_nll
 
@@ -93,6 +94,8 @@ class Recipe:
                 torch.cuda.empty_cache()
 
     def _run(self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None) -> TrialResult:
+        memory = MemoryWatch(cuda=self.placement.device == "cuda")
+        memory.start()
         set_seed(trial.seed)  # the adapter's initial weights and the data order
         model = add_adapter(self.base, self.model_spec, trial.lora_args)
         try:
@@ -115,6 +118,7 @@ class Recipe:
             adapter_dir = workdir / "adapter"
             model.save_pretrained(adapter_dir)
             describe_adapter(adapter_dir, self.model_spec, self.data_spec, trial, metrics)
+            peak = memory.peak()
             return TrialResult(
                 metrics=metrics,
                 adapter_dir=adapter_dir,
@@ -128,6 +132,8 @@ class Recipe:
                 tokens_per_second=tokens / training_seconds if training_seconds > 0 else 0.0,
                 steps=trainer.state.global_step,
                 best_step=trainer.state.best_global_step if trial.early_stopping else None,
+                peak_rss_mb=peak.rss_mb,
+                peak_cuda_mb=peak.cuda_mb,
             )
         finally:
             self.base = remove_adapter(model)

@@ -49,6 +49,8 @@ class TrialResult:
     tokens_per_second: float = 0.0  # training throughput: tokens over train minus eval seconds
     steps: int = 0
     best_step: int | None = None  # with early stopping: the step whose adapter was kept
+    peak_rss_mb: float = 0.0  # the process's peak resident memory while the trial ran
+    peak_cuda_mb: float | None = None  # torch's peak CUDA allocation; None without a GPU
 
 
 class TrialRunner(Protocol):

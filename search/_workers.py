@@ -156,6 +156,7 @@ def run_pool(
     max_failures: int,
     on_trial: Callable[[FrozenTrial], None],
     stop: Callable[[], bool],
+    system_metrics: bool = True,
 ) -> list[str]:
     """Run `workers` local `lorasweep worker` processes on `study` until they all exit. Each trial
     that ends is handed to `on_trial` as the pool sees it; once `stop()` says so, or on Ctrl-C or
@@ -164,7 +165,7 @@ def run_pool(
     # -P: the current folder does not go first on sys.path, so a user's own lorasweep/ (or any
     # package of that name) in the folder the sweep runs from cannot stand in for ours.
     command = [sys.executable, "-P", "-m", "lorasweep.search", "-q", "worker", "--study", study.study_name]
-    command += ["--max-failures", str(max_failures)]
+    command += ["--max-failures", str(max_failures)] + ([] if system_metrics else ["--no-system-metrics"])
     # The stores' URLs go through the environment, which only this user can read: they may hold a
     # password, and a command line is visible to everyone on the machine (ps).
     stores = {STORAGE_ENV: storage, "MLFLOW_TRACKING_URI": tracking_uri}

@@ -56,6 +56,7 @@ def run(
     quiet: bool = False,
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
+    system_metrics: bool = True,
 ) -> optuna.Study:
     """`lorasweep run`: create or continue the study and run trials until it holds its budget.
 
@@ -72,7 +73,9 @@ def run(
         loaded = load_sweep(Path("sweep"), yaml.safe_dump(dict(sweep), sort_keys=False), custom)
     else:
         loaded = load_sweep(sweep, custom_metrics=custom)
-    return _sweep(loaded, study, trials, storage, tracking_uri, workers, quiet, max_failures, metrics)
+    return _sweep(
+        loaded, study, trials, storage, tracking_uri, workers, quiet, max_failures, metrics, system_metrics
+    )
 
 
 def resume(
@@ -85,6 +88,7 @@ def resume(
     quiet: bool = False,
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
+    system_metrics: bool = True,
 ) -> optuna.Study:
     """`lorasweep resume`: continue a study with the sweep file, budget and MLflow store stored in
     it. A study run with custom metrics needs the same `metrics` again."""
@@ -108,6 +112,7 @@ def resume(
         quiet,
         max_failures,
         metrics,
+        system_metrics,
     )
 
 
@@ -121,6 +126,7 @@ def _sweep(
     quiet: bool,
     max_failures: int,
     metrics: Mapping[str, MetricFn] | None,
+    system_metrics: bool,
     log: Callable[[str], None] = print,
 ) -> optuna.Study:
     from .failures import require_a_complete_trial
@@ -135,6 +141,7 @@ def _sweep(
         max_failures=max_failures,
         workers=workers,
         metrics=dict(metrics or {}),
+        system_metrics=system_metrics,
     )
     with _optuna_quiet(quiet):
         done = run_sweep(sweep, options, log=log)

@@ -308,6 +308,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = command("worker")
     study_flags(worker, tracking=True)
     _max_failures_flag(worker)
+    _system_metrics_flag(worker)
     worker.set_defaults(command=_worker)
     return parser
 
@@ -323,6 +324,16 @@ def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
         default=1,
         metavar="N",
         help="worker processes on this machine, sharing its cores (or one GPU each) (default 1)",
+    )
+    _system_metrics_flag(command)
+
+
+def _system_metrics_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--no-system-metrics",
+        dest="system_metrics",
+        action="store_false",
+        help="don't sample CPU, memory and GPU use onto each trial's MLflow run",
     )
 
 
@@ -359,6 +370,7 @@ def _run_options(args: argparse.Namespace) -> dict:
         "workers": args.workers,
         "quiet": args.quiet,
         "max_failures": args.max_failures,
+        "system_metrics": args.system_metrics,
     }
 
 
@@ -371,7 +383,12 @@ def _worker(args: argparse.Namespace) -> int:
     study = join_sweep(
         study,
         args.storage,
-        RunOptions(tracking_uri=args.tracking_uri, quiet=args.quiet, max_failures=args.max_failures),
+        RunOptions(
+            tracking_uri=args.tracking_uri,
+            quiet=args.quiet,
+            max_failures=args.max_failures,
+            system_metrics=args.system_metrics,
+        ),
     )
     require_a_complete_trial(study)
     _print_result(study)

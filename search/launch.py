@@ -50,6 +50,7 @@ class RunOptions:
     # The Python API's custom metrics, name -> fn(outputs, references): they run in this process,
     # so only with workers=1 (a function cannot be handed to another process by name).
     metrics: Mapping[str, MetricFn] = field(default_factory=dict)
+    system_metrics: bool = True  # MLflow's CPU/memory/GPU samples on each trial's run
 
     def __post_init__(self) -> None:
         for flag in ("n_trials", "max_failures", "workers"):
@@ -134,7 +135,7 @@ def run_sweep(
         if options.workers > 1:
             _run_pool(session, options, storage_url, failures, done, budget, log)
         else:
-            session.run_trials(parent_id, failures, done, budget, options.quiet)
+            session.run_trials(parent_id, failures, done, budget, options)
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -175,7 +176,7 @@ def join_sweep(
     if not options.quiet:
         log(f"worker {worker_id()} joins study {name!r}: {done}/{budget} trials done")
     failures = FailureLimit(options.max_failures)
-    session.run_trials(parent_id, failures, done, budget, options.quiet)
+    session.run_trials(parent_id, failures, done, budget, options)
     failures.raise_if_tripped(study, budget)
     return study
 
@@ -266,18 +267,27 @@ class _Session:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         return cls(sweep, runner, tracker, recovery, study)
 
-    def run_trials(self, parent_id: str, failures: FailureLimit, done: int, budget: int, quiet: bool) -> None:
+    def run_trials(
+        self, parent_id: str, failures: FailureLimit, done: int, budget: int, options: RunOptions
+    ) -> None:
         """Trials in this process until the study holds its budget (_workers.work: exact with any
         number of workers). A trial that raises fails alone (its MLflow run is closed FAILED with the
         error) and the sweep goes on: the study's catch, not a try/except hidden in the objective."""
         study, sweep = self.study, self.sweep
-        progress = Progress(sweep.study.metrics, budget, done, quiet)
+        progress = Progress(sweep.study.metrics, budget, done, options.quiet)
+        objective = Objective(
+            sweep,
+            self.runner,
+            self.tracker,
+            parent_id,
+            study.study_name,
+            on_step=progress.trial_step,
+            system_metrics=options.system_metrics,
+        )
         try:
             work(
                 study,
-                Objective(
-                    sweep, self.runner, self.tracker, parent_id, study.study_name, on_step=progress.trial_step
-                ),
+                objective,
                 budget=lambda: StudyRecord.of(study).budget,
                 callbacks=[progress, failures],
                 recover=self.recovery.fail_dead,
@@ -311,6 +321,7 @@ def _run_pool(
             storage=storage_url or str(DEFAULT_STORAGE.resolve()),
             tracking_uri=session.tracker.uri,
             max_failures=options.max_failures,
+            system_metrics=options.system_metrics,
             on_trial=lambda trial: (progress(study, trial), failures.count(trial)),
             stop=lambda: failures.tripped,
         )

@@ -40,10 +40,12 @@ class Objective:
         parent_id: str,
         study_name: str,
         on_step: Callable[[int, int, int | None, float | None], None] | None = None,
+        system_metrics: bool = True,
     ) -> None:
         self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
         self.on_step = on_step  # (trial number, step, max_steps, latest loss): a trial's progress
+        self.system_metrics = system_metrics  # MLflow's CPU/memory/GPU samples on each trial's run
         self.worker = worker_id()
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -74,7 +76,8 @@ class Objective:
             hook.on_step = lambda step, loss: on_step(trial.number, step, max_steps, loss)
         try:
             with tempfile.TemporaryDirectory(prefix=f"lorasweep-trial{trial.number}-") as workdir:
-                result = self.runner.run_trial(trial_spec(params, seed), Path(workdir), on_curve=hook)
+                with self.tracker.system_metrics(run_id, self.system_metrics):
+                    result = self.runner.run_trial(trial_spec(params, seed), Path(workdir), on_curve=hook)
                 record.scored(trial, result.metrics)
                 self.tracker.finish_trial(run_id, result, time.monotonic() - started)
         except optuna.TrialPruned:

@@ -11,6 +11,7 @@ final metrics and state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -50,6 +51,10 @@ GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow tabl
 # whole curve; long ones still show it live in the UI. A worker killed with -9 loses at most this much.
 CURVE_FLUSH_S = 10.0
 HEALTH_TIMEOUT_S = 10  # a tracking server's first answer
+# MLflow's system metrics (CPU, memory, disk, network; GPU where pynvml finds one) on each trial's run:
+# a sample every this many seconds while it trains ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL wins).
+# MLflow's default of 10 s would give a demo trial one point or none.
+SYSTEM_METRICS_S = 2.0
 
 
 def client(uri: str) -> MlflowClient:
@@ -176,6 +181,23 @@ class Tracker:
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, enabled: bool = True) -> Iterator[None]:
+        """MLflow's own monitor (a thread) samples the machine onto the run while the block runs."""
+        if not enabled:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        # It says "started/stopped monitoring" at INFO for every trial: ours are the trial lines.
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_S, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     def log_curve(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
         """Learning-curve points, sent in batches (see CURVE_FLUSH_S); the trial's end sends the rest."""
         now = int(time.time() * 1000)  # each point keeps the time it was logged at
@@ -206,6 +228,8 @@ class Tracker:
                 "train_tokens": result.tokens,
                 "wall_seconds": wall_seconds,
                 "tokens_per_second": result.tokens_per_second,
+                "peak_rss_mb": result.peak_rss_mb,
+                **({"peak_cuda_mb": result.peak_cuda_mb} if result.peak_cuda_mb is not None else {}),
                 **({"best_step": result.best_step} if result.best_step is not None else {}),
             },
             result.steps,

@@ -252,3 +252,17 @@ def test_generation_prompts_keep_their_last_max_length_tokens(tmp_path):
         max(len(p) for p in prompts) == 24
         and prompts[1][-3:] == recipe.tokenizer("why\nA:")["input_ids"][-3:]
     )
+
+
+def test_a_trials_peak_memory_is_its_own_not_the_process_high_water_mark():
+    from lorasweep.objectives.resources import MemoryWatch
+
+    watch = MemoryWatch(cuda=False)
+    watch.start()
+    block = bytearray(400 * 2**20)  # 400 MiB, touched: resident
+    block[:: 4096] = b"x" * len(block[:: 4096])
+    big = watch.peak().rss_mb
+    del block
+    watch.start()  # the next trial: the 400 MiB are gone and must not count
+    small = watch.peak().rss_mb
+    assert big - small > 300, (big, small)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import optuna
@@ -31,6 +32,7 @@ def finished(tmp_path_factory):
     (folder / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # trials of a second or two
         assert main(["-q", "run", "sweep.yaml"]) == 0
     return folder
 
@@ -87,6 +89,11 @@ def test_study_has_the_budget_of_trials_with_their_runs(finished, monkeypatch):
             "wall_seconds",
         } <= set(run.data.metrics)
         assert run.data.metrics["train_tokens"] > 0 and run.data.metrics["generate_seconds"] > 0
+        # what the trial cost the machine: its own peak memory, and MLflow's system metrics
+        assert 100 < run.data.metrics["peak_rss_mb"] < 8000 and "peak_cuda_mb" not in run.data.metrics
+        cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+        assert cpu and all(0 <= m.value <= 100 * os.cpu_count() for m in cpu)
+        assert run.data.metrics["system/system_memory_usage_megabytes"] > 0
         curve = client.get_metric_history(run.info.run_id, "eval_loss")
         assert [m.step for m in curve][:2] == [2, 4]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
