@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-memory bench-workers \
-	bench-mlflow bench-refusals bench-cli clean
+	bench-mlflow bench-refusals bench-cli bench-system-metrics clean
 
 setup: $(STAMP)
 
@@ -84,6 +84,10 @@ bench-refusals: $(STAMP)
 # CPU seconds of lorasweep --help, trials and best beside python -c pass and mlflow --help (about 1 min).
 bench-cli: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/cli.py
+
+# A trial's wall time with MLflow's system metrics sampled every 2 s against none, alternating (about 5 min).
+bench-system-metrics: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/system_metrics.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,8 +5,9 @@ peft's LoraConfig and the arguments of transformers' EarlyStoppingCallback, read
 libraries so they never drift, plus the short aliases of the Olive material. Swapping the Trainer
 or adding a library of knobs changes this file, not the study side.
 
-transformers and peft are imported on first use, not with the module: naming the parameters of a
-sweep file must not cost a torch import to a command that never checks them.
+transformers and peft are imported only where their answers are not known yet (_knobs.py keeps
+the field names, type hints and verdicts of the installed versions): checking a sweep file's
+parameters must not cost a torch import each time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import typing
 from functools import cache
 from typing import Any, Literal
 
+from . import _knobs
 from ._typing import check_type, did_you_mean
 from .config import TrialSpec
 
@@ -89,27 +91,34 @@ _INSTEAD = {
 Target = Literal["training", "lora", "early_stopping"]
 
 
-@cache
-def _fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+def _read_libraries() -> dict[str, Any]:
+    """Field names and type hints, read from the installed libraries (imports them: torch too)."""
     import peft
     import transformers
 
-    training = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
-    lora = {f.name for f in dataclasses.fields(peft.LoraConfig)}
-    early = set(inspect.signature(transformers.EarlyStoppingCallback).parameters)
-    return frozenset(training - MANAGED), frozenset(lora - MANAGED), frozenset(early)
-
-
-@cache
-def _hints() -> dict[str, Any]:
-    import peft
-    import transformers
-
-    return {
+    hints = {
         **typing.get_type_hints(transformers.TrainingArguments),
         **typing.get_type_hints(peft.LoraConfig),
         **typing.get_type_hints(transformers.EarlyStoppingCallback.__init__),
     }
+    return {
+        "training": sorted(f.name for f in dataclasses.fields(transformers.TrainingArguments)),
+        "lora": sorted(f.name for f in dataclasses.fields(peft.LoraConfig)),
+        "early": sorted(inspect.signature(transformers.EarlyStoppingCallback).parameters),
+        "hints": {name: _knobs.encode(hint) for name, hint in hints.items() if name != "return"},
+    }
+
+
+@cache
+def _fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    knobs = _knobs.table(_read_libraries)  # cached per installed version: no import once known
+    training, lora, early = (frozenset(knobs[k]) for k in ("training", "lora", "early"))
+    return training - MANAGED, lora - MANAGED, early
+
+
+@cache
+def _hints() -> dict[str, Any]:
+    return {name: _knobs.decode(hint) for name, hint in _knobs.table(_read_libraries)["hints"].items()}
 
 
 def type_problem(name: str, value: Any) -> str | None:
@@ -182,13 +191,21 @@ def valid_names_text() -> str:
 
 def fixed_problems(fixed: dict[str, Any]) -> list[str]:
     """What TrainingArguments and LoraConfig say of these fixed values (canonical names): they know
-    their own rules (a scheduler name, a dropout in [0, 1), ...)."""
+    their own rules (a scheduler name, a dropout in [0, 1), ...). Asked once per set of values and
+    installed versions (_knobs.verdict): a file checked before is checked again without torch."""
+    routed = {
+        target: {k: v for k, v in fixed.items() if target_of(k) == target} for target in ("training", "lora")
+    }
+    return _knobs.verdict(routed, lambda: _ask_libraries(routed))
+
+
+def _ask_libraries(routed: dict[str, dict[str, Any]]) -> list[str]:
     import peft
     import transformers
 
     problems = []
     for cls, target in ((transformers.TrainingArguments, "training"), (peft.LoraConfig, "lora")):
-        values = {k: v for k, v in fixed.items() if target_of(k) == target}
+        values = routed[target]
         extra = (
             {"output_dir": tempfile.gettempdir(), "report_to": "none", "use_cpu": True}
             if target == "training"

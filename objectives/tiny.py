@@ -34,6 +34,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from . import _corpus
+from ._knobs import cache_root
 from .config import TINY_BASE_NAME
 
 # The recipe. Every value here goes into the cache key.
@@ -58,7 +59,7 @@ BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 def tiny_base_folder(cache_dir: Path | None = None) -> Path:
     """Where the tiny base is (or will be) built: named after a hash of the recipe."""
-    root = Path(cache_dir or os.environ.get("LORASWEEP_CACHE") or Path.home() / ".cache" / "lorasweep")
+    root = Path(cache_dir or cache_root())
     key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:10]
     return root / f"{TINY_BASE_NAME}-{key}"
 
