@@ -203,26 +203,55 @@ def _reference(handed: TrialModel) -> Measured:
     return Measured("pytorch", "transformers + peft", handed.size_bytes, handed.load_seconds)
 
 
+# The gated columns and the check (_parity._gate) behind each: a figure decides the champion only
+# where its model carries that check (int8's logits and tokens, for one, are measured, not gated).
+_GATED = (
+    ("change", "eval perplexity"),
+    ("max |dlogit|", "largest logit difference"),
+    ("greedy same", "greedy generation"),
+)
+
+
 def format_parity(parity: Parity) -> str:
-    torch_ms = parity.models[0].ms_per_token
-    header = f"{'':<9}{'by':<36}{'size':>9}{'load s':>8}{'ms/token':>10}{'speed':>7}{'perplexity':>12}"
-    lines = [header + f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>13}"]
+    """The gate's findings as a table: the reported columns, then the gated ones; a gated column's
+    figure in parentheses is measured on that model but not gated."""
+    reported = f"{'':<9}{'by':<36}{'size':>9}{'load s':>8}{'ms/token':>10}{'speed':>7}{'perplexity':>12}"
+    gated = f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>14}"
+    lines = [
+        f"{'reported':<{len(reported)}} | gated",
+        f"{reported} |{gated}",
+    ]
     for m in parity.models:
-        tokens = (
-            "-"
-            if m.name == "pytorch"
-            else f"{m.identical}/{parity.prompts}" + (f" +{m.ties} tie" if m.ties else "")
-        )
         lines.append(
             f"{m.name:<9}{m.how:<36}{_mb(m.size_bytes):>9}{m.load_seconds:>8.2f}{m.ms_per_token:>10.2f}"
-            f"{torch_ms / max(m.ms_per_token, 1e-9):>6.1f}x{m.perplexity:>12.5g}"
-            f"{'' if m.name == 'pytorch' else f'{m.perplexity_change:+.2%}':>9}"
-            f"{'' if m.name == 'pytorch' else f'{m.max_logit_diff:.2g}':>14}{tokens:>13}"
+            f"{m.speedup:>6.1f}x{m.perplexity:>12.5g} |"
+            + ("" if m.name == "pytorch" else _gated_cells(m, parity.prompts))
         )
+    where = {
+        column: [m.name for m in parity.models if check in {c.name for c in m.checks}]
+        for column, check in _GATED
+    }
+    lines.append(
+        "gated (decide the champion): "
+        + ", ".join(f"{column} ({', '.join(names)})" for column, names in where.items() if names)
+        + "; in ( ): measured, not gated"
+    )
+    lines.append(
+        f"ms/token, speed: medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts "
+        "(greedy, batch 1); speed is PyTorch's ms/token over the model's in the same run"
+    )
     verdict = (
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )
     return "\n".join(lines + [verdict])
+
+
+def _gated_cells(m: Measured, prompts: int) -> str:
+    tokens = f"{m.identical}/{prompts}" + (f" +{m.ties} tie" if m.ties else "")
+    cells = (f"{m.perplexity_change:+.2%}", f"{m.max_logit_diff:.2g}", tokens)
+    checked = {c.name for c in m.checks}
+    shown = [cell if check in checked else f"({cell})" for cell, (_, check) in zip(cells, _GATED)]
+    return f"{shown[0]:>9}{shown[1]:>14}{shown[2]:>14}"
 
 
 def _mb(size: int) -> str:

@@ -96,6 +96,7 @@ def test_the_onnx_export_runs_in_onnxruntime_genai_like_pytorch(swept, client):
     parity = json.loads((export / "parity.json").read_text())
     fp32 = next(m for m in parity["models"] if m["name"] == "fp32")
     assert parity["passed"] and parity["prompts"] == 8 and parity["eval_rows"] == 60
+    assert parity["speed_runs"] == 5 and parity["speed_prompts"] == 8
     assert fp32["identical"] == 8 and fp32["max_logit_diff"] < 1e-3
     assert fp32["perplexity"] == pytest.approx(
         next(m for m in parity["models"] if m["name"] == "pytorch")["perplexity"], rel=1e-3
@@ -134,6 +135,47 @@ def test_a_second_promotion_moves_the_alias_and_keeps_the_old_version(swept, cli
     assert main(["promote", "--trial", "1"]) == 0
     assert "already is the champion" in capsys.readouterr().out
     assert len(client.search_model_versions("name = 'tone'")) == 2
+
+
+def test_the_parity_table_says_what_is_gated_and_how_speed_was_measured():
+    from lorasweep.search._parity import Check, Measured, Parity
+    from lorasweep.search.promote import format_parity
+
+    def measured(name, *checks, **figures):
+        return Measured(
+            name, "tool", 2**20, 0.1, checks=[Check(c, True, "x", "y") for c in checks], **figures
+        )
+
+    parity = Parity(
+        8,
+        60,
+        [
+            measured("pytorch", ms_per_token=8.0),
+            measured(
+                "fp32",
+                "eval perplexity",
+                "greedy generation",
+                "largest logit difference",
+                ms_per_token=0.4,
+                speedup=20.0,
+                identical=8,
+                max_logit_diff=4e-5,
+            ),
+            measured(
+                "int8", "eval perplexity", ms_per_token=0.2, speedup=40.0, identical=7, max_logit_diff=1.7
+            ),
+        ],
+    )
+    table = format_parity(parity).splitlines()
+    assert table[0].startswith("reported") and table[0].endswith("| gated")
+    assert table[3].split("|")[1].split() == ["+0.00%", "4e-05", "8/8"]  # fp32: all three gated
+    assert table[4].split("|")[1].split() == ["+0.00%", "(1.7)", "(7/8)"]  # int8: perplexity only
+    assert "20.0x" in table[3] and "40.0x" in table[4]
+    assert (
+        "gated (decide the champion): change (fp32, int8), max |dlogit| (fp32), greedy same (fp32)"
+        in table[5]
+    )
+    assert "medians of 5 runs over 8 eval prompts" in table[6]
 
 
 @pytest.mark.parametrize(
