@@ -99,6 +99,20 @@ class Parity:
         data["models"] = [{**asdict(m), "passed": m.passed} for m in self.models]
         path.write_text(json.dumps(data, indent=2) + "\n")
 
+    @classmethod
+    def load(cls, path: Path) -> Parity:
+        """What `save` wrote (a promote that completes a killed one reads the gate's findings back)."""
+        data = json.loads(path.read_text())
+        models = [
+            Measured(
+                **{k: v for k, v in m.items() if k not in ("passed", "checks")},
+                checks=[Check(**c) for c in m["checks"]],
+            )
+            for m in data["models"]
+        ]
+        speed = {k: data[k] for k in ("speed_runs", "speed_prompts") if k in data}
+        return cls(data["prompts"], data["eval_rows"], models, **speed)
+
 
 class TorchLM:
     """The reference: the PeftModel on the CPU in fp32."""
