@@ -50,17 +50,22 @@ class Exported:
 
 
 def export_fp32(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Path, log: Callable[[str], None] = print
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+    scratch: Path,
+    log: Callable[[str], None] = print,
 ) -> Exported:
-    """Merge the adapter into a copy of the base and export it to out/ (which must not exist)."""
+    """Merge the adapter into a copy of the base and export it to out/ (which must not exist); the
+    merged model's files go under `scratch` (the caller's, which it removes however it exits)."""
     started = time.monotonic()
     merged = copy.deepcopy(model).merge_and_unload().eval()  # the PeftModel stays the reference
-    with tempfile.TemporaryDirectory(prefix="lorasweep-merged-") as scratch:
-        merged_dir = Path(scratch) / "merged"
+    with tempfile.TemporaryDirectory(prefix="merged-", dir=scratch) as merging:
+        merged_dir = Path(merging) / "merged"
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
         try:
-            _model_builder(merged_dir, out, Path(scratch) / "cache")
+            _model_builder(merged_dir, out, Path(merging) / "cache")
             return Exported(
                 "fp32", out, "genai", "onnxruntime-genai Model Builder", time.monotonic() - started
             )
@@ -130,8 +135,9 @@ _PASSES = {
 }
 
 
-def quantize(fp32: Exported, precision: str, root: Path) -> Exported:
-    """root/<precision>/ from root/fp32/ through an Olive workflow, saved as root/olive_<precision>.json."""
+def quantize(fp32: Exported, precision: str, root: Path, scratch: Path) -> Exported:
+    """root/<precision>/ from root/fp32/ through an Olive workflow, saved as root/olive_<precision>.json;
+    Olive's cache goes under `scratch`."""
     started = time.monotonic()
     quant_pass = dict(_PASSES[precision])
     if precision == "int4":
@@ -152,7 +158,7 @@ def quantize(fp32: Exported, precision: str, root: Path) -> Exported:
     # Olive turns its logger up to INFO to print its run history, whatever the configured level.
     logging.getLogger("olive.engine.engine").addFilter(_warnings_only)
 
-    with tempfile.TemporaryDirectory(prefix="lorasweep-olive-") as cache:
+    with tempfile.TemporaryDirectory(prefix="olive-", dir=scratch) as cache:
         absolute = {
             **workflow,
             "input_model": {**workflow["input_model"], "model_path": str(fp32.folder / "model.onnx")},

@@ -8,12 +8,17 @@ with the adapter, unmerged: the model the trial scored):
 - the logits of every eval row: fp32's largest absolute difference must stay within the tolerance;
 - the eval perplexity (per response token, as the sweep computes it) recomputed with ONNX Runtime:
   within max_perplexity_change of PyTorch's, relative, for each precision (1% for fp32).
-Size, load time and generation latency (ms per new token, batch 1) are measured on the way.
+Size, load time and generation speed are measured on the way and reported, not gated. Speed is
+ms per new token, greedy at batch 1, on the first SPEED_PROMPTS prompts: every runtime runs them in
+turn, SPEED_RUNS times, and each figure (ms/token, and the ratio to PyTorch's of the same round) is
+the median over the rounds, so that a machine busy with something else for a moment moves it
+little (single timed runs once read 21x here and, on a loaded machine, 224x).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +30,9 @@ import torch
 from lorasweep.objectives import perplexity, summed_nll
 
 from ._export import Exported
+
+SPEED_RUNS = 5
+SPEED_PROMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,8 @@ class Measured:
     how: str
     size_bytes: int
     load_seconds: float
-    ms_per_token: float = 0.0
+    ms_per_token: float = 0.0  # median over the speed runs
+    speedup: float = 1.0  # PyTorch's ms/token over this model's, the median over the speed runs
     perplexity: float = 0.0
     perplexity_change: float = 0.0  # relative to PyTorch's
     max_logit_diff: float = 0.0
@@ -73,6 +82,8 @@ class Parity:
     prompts: int
     rows: int
     models: list[Measured]
+    speed_runs: int = SPEED_RUNS
+    speed_prompts: int = SPEED_PROMPTS
 
     @property
     def passed(self) -> bool:
@@ -84,8 +95,23 @@ class Parity:
 
     def save(self, path: Path) -> None:
         data = {"passed": self.passed, "prompts": self.prompts, "eval_rows": self.rows}
+        data |= {"speed_runs": self.speed_runs, "speed_prompts": self.speed_prompts}
         data["models"] = [{**asdict(m), "passed": m.passed} for m in self.models]
         path.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Parity:
+        """What `save` wrote (a promote that completes a killed one reads the gate's findings back)."""
+        data = json.loads(path.read_text())
+        models = [
+            Measured(
+                **{k: v for k, v in m.items() if k not in ("passed", "checks")},
+                checks=[Check(**c) for c in m["checks"]],
+            )
+            for m in data["models"]
+        ]
+        speed = {k: data[k] for k in ("speed_runs", "speed_prompts") if k in data}
+        return cls(data["prompts"], data["eval_rows"], models, **speed)
 
 
 class TorchLM:
@@ -208,10 +234,10 @@ def measure(
         m.perplexity = perplexity(nll[m.name] / max(count, 1))
         m.perplexity_change = m.perplexity / measured[0].perplexity - 1.0
 
-    # Greedy generation, batch 1; the first prompt warms each runtime up and is not timed.
-    expected_tokens = _timed_greedy(reference, reference_measured, prompts, max_new_tokens)
+    # Greedy generation, batch 1, on every eval prompt.
+    expected_tokens = [reference.greedy(p, max_new_tokens) for p in prompts]
     for name, lm in onnx.items():
-        got_tokens = _timed_greedy(lm, by_name[name], prompts, max_new_tokens)
+        got_tokens = [lm.greedy(p, max_new_tokens) for p in prompts]
         for prompt, want, got in zip(prompts, expected_tokens, got_tokens):
             verdict = _compare(reference, prompt, want, got, 2 * limits.max_logit_diff)
             if verdict == "identical":
@@ -224,9 +250,10 @@ def measure(
                     {"prompt": text(prompt), "pytorch": text(want), "onnx": text(got)}
                 )
 
+    _speed({"pytorch": reference, **onnx}, by_name, prompts[:SPEED_PROMPTS], max_new_tokens)
     for name in onnx:
         _gate(by_name[name], len(prompts), limits)
-    return Parity(len(prompts), len(rows), measured)
+    return Parity(len(prompts), len(rows), measured, SPEED_RUNS, min(len(prompts), SPEED_PROMPTS))
 
 
 def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
@@ -257,13 +284,20 @@ def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
     )
 
 
-def _timed_greedy(lm, m: Measured, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-    if prompts:
-        lm.greedy(prompts[0], max_new_tokens)
-    started, outputs = time.perf_counter(), [lm.greedy(p, max_new_tokens) for p in prompts]
-    new_tokens = sum(len(o) for o in outputs)
-    m.ms_per_token = 1000 * (time.perf_counter() - started) / max(new_tokens, 1)
-    return outputs
+def _speed(lms: dict, by_name: dict[str, Measured], prompts: list[list[int]], max_new_tokens: int) -> None:
+    """ms/token of each runtime and its ratio to PyTorch's: medians over SPEED_RUNS rounds in which
+    every runtime generates from the same prompts, one after another, so that a ratio compares runs
+    made under the same load. The runtimes are warm: they have just generated from every prompt."""
+    rounds: dict[str, list[float]] = {name: [] for name in lms}
+    for _ in range(SPEED_RUNS if prompts else 0):
+        for name, lm in lms.items():
+            started = time.perf_counter()
+            new_tokens = sum(len(lm.greedy(p, max_new_tokens)) for p in prompts)
+            rounds[name].append(1000 * (time.perf_counter() - started) / max(new_tokens, 1))
+    for name, ms in rounds.items():
+        if ms:
+            by_name[name].ms_per_token = statistics.median(ms)
+            by_name[name].speedup = statistics.median(t / max(m, 1e-9) for t, m in zip(rounds["pytorch"], ms))
 
 
 def _compare(reference: TorchLM, prompt: list[int], want: list[int], got: list[int], tie: float) -> str:

@@ -63,7 +63,7 @@ class Recovery:
         unnamed_dead = not is_heartbeat_enabled(study._storage)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = TrialRecord.of(trial).worker
-            if not (_died_here(worker) if worker else unnamed_dead and _unnamed_and_old(trial)):
+            if not (died_here(worker) if worker else unnamed_dead and _unnamed_and_old(trial)):
                 continue
             # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
             # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
@@ -113,7 +113,7 @@ def _process_start(pid: int) -> str:
     return stat[19] if len(stat) > 19 else ""
 
 
-def _died_here(worker: str | None) -> bool:
+def died_here(worker: str | None) -> bool:
     """Whether the worker that runs a trial was a process of this machine that no longer runs.
     Workers on other machines are the heartbeat's business (database storages)."""
     if not worker or worker.count(":") < 2:

@@ -65,6 +65,13 @@ REGISTERED_TAG = "lorasweep.registered_as"  # on a promoted trial's run: MODEL/V
 # -- MLflow tags: model versions -----------------------------------------------------------------
 GATE_TAG = "lorasweep.gate"  # passed | failed
 GATE_FAILURES_TAG = "lorasweep.gate_failures"
+# -- MLflow tags: the LoggedModel behind a version, while promote works on it ----------------------
+# A promote killed half-way leaves its LoggedModel "started": the next promote of that run completes
+# it (version, exports, alias) rather than registering another, or fails it if it never became READY.
+PROMOTED_TO_TAG = "lorasweep.promoted_to"  # the registered model's name
+PROMOTION_TAG = "lorasweep.promotion"  # started -> done (or failed: a dead promote's PENDING model)
+PROMOTER_TAG = "lorasweep.promoter"  # host:pid:start of the promote process
+PROMOTION_STARTED, PROMOTION_DONE, PROMOTION_FAILED = "started", "done", "failed"
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,11 @@ def retry(trial: FrozenTrial) -> optuna.trial.FrozenTrial:
         user_attrs={RETRY_OF: history[0]},
         system_attrs={**trial.system_attrs, FAILED_TRIAL: history[0], RETRY_HISTORY: history},
     )
+
+
+def promotion_tags(name: str, promoter: str) -> dict[str, str]:
+    """The bookkeeping tags of a LoggedModel that promote starts to make for the registered model `name`."""
+    return {PROMOTED_TO_TAG: name, PROMOTION_TAG: PROMOTION_STARTED, PROMOTER_TAG: promoter}
 
 
 def version_tags(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> dict[str, str]:

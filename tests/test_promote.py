@@ -9,7 +9,11 @@ architecture Model Builder lacks are in tests/test_promote_slow.py (`make test-s
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
 
 import mlflow
 import onnxruntime_genai as og
@@ -96,6 +100,7 @@ def test_the_onnx_export_runs_in_onnxruntime_genai_like_pytorch(swept, client):
     parity = json.loads((export / "parity.json").read_text())
     fp32 = next(m for m in parity["models"] if m["name"] == "fp32")
     assert parity["passed"] and parity["prompts"] == 8 and parity["eval_rows"] == 60
+    assert parity["speed_runs"] == 5 and parity["speed_prompts"] == 8
     assert fp32["identical"] == 8 and fp32["max_logit_diff"] < 1e-3
     assert fp32["perplexity"] == pytest.approx(
         next(m for m in parity["models"] if m["name"] == "pytorch")["perplexity"], rel=1e-3
@@ -134,6 +139,175 @@ def test_a_second_promotion_moves_the_alias_and_keeps_the_old_version(swept, cli
     assert main(["promote", "--trial", "1"]) == 0
     assert "already is the champion" in capsys.readouterr().out
     assert len(client.search_model_versions("name = 'tone'")) == 2
+
+
+def test_the_parity_table_says_what_is_gated_and_how_speed_was_measured(tmp_path):
+    from lorasweep.search._parity import Check, Measured, Parity
+    from lorasweep.search.promote import format_parity
+
+    def measured(name, *checks, **figures):
+        return Measured(
+            name, "tool", 2**20, 0.1, checks=[Check(c, True, "x", "y") for c in checks], **figures
+        )
+
+    parity = Parity(
+        8,
+        60,
+        [
+            measured("pytorch", ms_per_token=8.0),
+            measured(
+                "fp32",
+                "eval perplexity",
+                "greedy generation",
+                "largest logit difference",
+                ms_per_token=0.4,
+                speedup=20.0,
+                identical=8,
+                max_logit_diff=4e-5,
+            ),
+            measured(
+                "int8", "eval perplexity", ms_per_token=0.2, speedup=40.0, identical=7, max_logit_diff=1.7
+            ),
+        ],
+    )
+    table = format_parity(parity).splitlines()
+    assert table[0].startswith("reported") and table[0].endswith("| gated")
+    assert table[3].split("|")[1].split() == ["+0.00%", "4e-05", "8/8"]  # fp32: all three gated
+    assert table[4].split("|")[1].split() == ["+0.00%", "(1.7)", "(7/8)"]  # int8: perplexity only
+    assert "20.0x" in table[3] and "40.0x" in table[4]
+    assert (
+        "gated (decide the champion): change (fp32, int8), max |dlogit| (fp32), greedy same (fp32)"
+        in table[5]
+    )
+    assert "medians of 5 runs over 8 eval prompts" in table[6]
+    parity.save(tmp_path / "parity.json")  # what a completing promote reads back
+    assert Parity.load(tmp_path / "parity.json") == parity
+
+
+# -- a promote killed half-way ---------------------------------------------------------------------
+# Each test promotes the trial that is not the champion in a subprocess that dies at one step (a
+# kill -9: os._exit runs no finally and no atexit), with its own TMPDIR to watch the scratch folders.
+_DIES_AFTER = """
+import os, sys
+from mlflow import MlflowClient
+from lorasweep.search.cli import main
+call = getattr(MlflowClient, sys.argv[1])
+def then_die(self, *args, **kwargs):
+    call(self, *args, **kwargs)
+    os._exit(9)
+setattr(MlflowClient, sys.argv[1], then_die)
+sys.exit(main(["-q", "promote", "--trial", sys.argv[2]]))
+"""
+
+# SIGTERM to a promote called from Python (no CLI handler) just after its LoggedModel exists; the
+# export is skipped (an empty parity report stands in for it): only the cleanup is tested.
+_TERMINATED = """
+import os, signal, sys, time
+from mlflow import MlflowClient
+from lorasweep.search import load_study, promote as promotion
+from lorasweep.search._parity import Parity
+
+def exported(sweep, client, trial, run_id, out, scratch, log):
+    return Parity(0, 0, []), {}
+promotion._export_and_measure = exported
+create = MlflowClient.create_logged_model
+def then_terminated(self, *args, **kwargs):
+    logged = create(self, *args, **kwargs)
+    print(logged.model_id, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+MlflowClient.create_logged_model = then_terminated
+promotion.promote(load_study("promo", None), int(sys.argv[1]), log=lambda line: None)
+"""
+
+
+def _challenger(client) -> int:
+    """The trial that is not the champion now (tests before this one may have moved the alias)."""
+    return 1 - int(client.get_model_version_by_alias("tone", "champion").tags["lorasweep.trial_number"])
+
+
+def _in_subprocess(folder, tmp, script, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        check=False,
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _leftovers(swept, tmp) -> list[str]:
+    """Scratch folders of promote: in the temp folder and beside the exports."""
+    return [p.name for p in tmp.glob("lorasweep-*")] + [
+        p.name for p in (swept / "exports" / "tone").glob(".*")
+    ]
+
+
+def _logged_models(client, run_id):
+    experiment = client.get_run(run_id).info.experiment_id
+    return client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+
+
+def test_a_promote_terminated_from_python_fails_its_logged_model_and_leaves_no_scratch(
+    swept, client, tmp_path
+):
+    trial = _challenger(client)
+    done = _in_subprocess(swept, tmp_path, _TERMINATED, trial)
+    assert done.returncode != -15, "SIGTERM ended the process on the spot: nothing was cleaned up"
+    model_id = done.stdout.split()[0]
+    assert client.get_logged_model(model_id).status.name == "FAILED"
+    assert _leftovers(swept, tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_promote_killed_after_registering_is_completed_by_the_next(
+    swept, client, tmp_path, monkeypatch, capsys
+):
+    """Killed once the version row exists: the rerun gives that version its exports, run tag and
+    alias instead of registering another, and removes what the dead process left."""
+    trial = _challenger(client)
+    run_id = _study(swept).trials[trial].user_attrs["mlflow_run_id"]
+    versions = len(client.search_model_versions("name = 'tone'"))
+    killed = _in_subprocess(swept, tmp_path, _DIES_AFTER, "create_model_version", trial)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    half = max(client.search_model_versions("name = 'tone'"), key=lambda v: int(v.version))
+    assert int(half.version) == versions + 1 and half.run_id == run_id and half.aliases == []
+    assert not (swept / "exports" / "tone" / f"v{half.version}").exists()
+    assert _leftovers(swept, tmp_path)  # the kill left its scratch folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["promote", "--trial", str(trial)]) == 0
+    assert "completing the promotion of trial" in capsys.readouterr().out
+    assert len(client.search_model_versions("name = 'tone'")) == versions + 1
+    assert client.get_model_version_by_alias("tone", "champion").version == half.version
+    assert (swept / "exports" / "tone" / f"v{half.version}" / "fp32" / "model.onnx").is_file()
+    assert client.get_run(run_id).data.tags["lorasweep.registered_as"] == f"tone/{half.version}"
+    assert _leftovers(swept, tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_promote_killed_after_its_logged_model_leaves_nothing_pending(
+    swept, client, tmp_path, monkeypatch, capsys
+):
+    """Killed between create_logged_model and finalize: the rerun marks that model FAILED and
+    promotes afresh."""
+    trial = _challenger(client)
+    run_id = _study(swept).trials[trial].user_attrs["mlflow_run_id"]
+    versions = len(client.search_model_versions("name = 'tone'"))
+    killed = _in_subprocess(swept, tmp_path, _DIES_AFTER, "create_logged_model", trial)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    assert [m.status.name for m in _logged_models(client, run_id)].count("PENDING") == 1
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["promote", "--trial", str(trial)]) == 0
+    assert "FAILED: the promote that made it died" in capsys.readouterr().out
+    assert "PENDING" not in [m.status.name for m in _logged_models(client, run_id)]
+    assert len(client.search_model_versions("name = 'tone'")) == versions + 1
+    assert client.get_model_version_by_alias("tone", "champion").run_id == run_id
+    assert _leftovers(swept, tmp_path) == []
 
 
 @pytest.mark.parametrize(
