@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import optuna
-from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from ._urls import STORAGE_ENV
@@ -69,8 +68,8 @@ def work(
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Run trials of `study` until it holds `budget()` finished trials (read again before each
-    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the grid is done or
-    `timeout` seconds have passed. Each trial is one Study.optimize call, so Optuna's heartbeat,
+    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the space is exhausted
+    (every configuration finished or running) or `timeout` seconds have passed. Each trial is one Study.optimize call, so Optuna's heartbeat,
     catch and callbacks work as usual; `recover` fails the trials of dead workers before each one."""
     started = time.monotonic()
     waiting_for: set[int] = set()
@@ -89,7 +88,7 @@ def work(
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = {t.number for t in trials if t.state == TrialState.RUNNING}
-        if finished >= budget() or _grid_done(study):
+        if finished >= budget() or exhausted(study):
             return
         if timeout is not None and time.monotonic() - started >= timeout:
             return
@@ -105,10 +104,12 @@ def work(
             time.sleep(POLL_S)
 
 
-def _grid_done(study: optuna.Study) -> bool:
-    # The grid sampler stops optimize itself when its grid is done; one optimize call per trial
-    # means asking it here as well.
-    return isinstance(study.sampler, GridSampler) and study.sampler.is_exhausted(study)
+def exhausted(study: optuna.Study) -> bool:
+    """Whether the study's sampler has no configuration left to try (GridSampler, _fresh's
+    FreshSampler). The grid sampler stops optimize itself when its grid is done; one optimize call
+    per trial means asking it here as well."""
+    is_exhausted = getattr(study.sampler, "is_exhausted", None)
+    return is_exhausted is not None and is_exhausted(study)
 
 
 def _numbers(numbers: Iterable[int]) -> str:
