@@ -378,10 +378,12 @@ def _sweep(sweep: Sweep, args: argparse.Namespace, study_name: str | None) -> in
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from ._workers import die_with_pool
     from .launch import RunOptions, join_sweep
     from .storage import load_study
     from .sweep import stored_sweep
 
+    die_with_pool()  # first: a pool killed from here on takes this worker with it
     _check_positive(args, "max_failures")
     study = load_study(args.study, args.storage)
     study = join_sweep(
