@@ -43,7 +43,8 @@ def test_a_partial_last_record_is_cut_with_a_backup_before_the_next_append(store
     study = run_sweep(sweep, RunOptions(n_trials=3, quiet=True, plots=False), runner=curve_runner())
 
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
-    assert journal.read_bytes().startswith(whole) and len(_records(journal.read_bytes())) > len(_records(whole))
+    repaired = journal.read_bytes()
+    assert repaired.startswith(whole) and len(_records(repaired)) > len(_records(whole))
     backups = list(journal.parent.glob("optuna.journal.*.partial"))
     assert len(backups) == 1 and backups[0].read_bytes() == damaged
     said = [line for line in capsys.readouterr().err.splitlines() if "partial" in line]
