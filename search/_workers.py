@@ -20,6 +20,7 @@ stops once the study holds its budget of finished trials.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import optuna
-from optuna.samplers import GridSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from ._urls import STORAGE_ENV
@@ -41,6 +41,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (*FINISHED, TrialState.FAIL)
 POLL_S = 2.0  # how often a waiting worker, or the pool, looks at the study again
 STOP_GRACE_S = 60  # how long a worker may take to close its trial after SIGTERM
+POOL_ENV = "LORASWEEP_POOL_PID"  # set on a pool's workers: the process id of the pool
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class _NoSlot(BaseException):
@@ -69,8 +71,8 @@ def work(
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Run trials of `study` until it holds `budget()` finished trials (read again before each
-    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the grid is done or
-    `timeout` seconds have passed. Each trial is one Study.optimize call, so Optuna's heartbeat,
+    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the space is exhausted
+    (every configuration finished or running) or `timeout` seconds have passed. Each trial is one Study.optimize call, so Optuna's heartbeat,
     catch and callbacks work as usual; `recover` fails the trials of dead workers before each one."""
     started = time.monotonic()
     waiting_for: set[int] = set()
@@ -89,7 +91,7 @@ def work(
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = {t.number for t in trials if t.state == TrialState.RUNNING}
-        if finished >= budget() or _grid_done(study):
+        if finished >= budget() or exhausted(study):
             return
         if timeout is not None and time.monotonic() - started >= timeout:
             return
@@ -105,10 +107,12 @@ def work(
             time.sleep(POLL_S)
 
 
-def _grid_done(study: optuna.Study) -> bool:
-    # The grid sampler stops optimize itself when its grid is done; one optimize call per trial
-    # means asking it here as well.
-    return isinstance(study.sampler, GridSampler) and study.sampler.is_exhausted(study)
+def exhausted(study: optuna.Study) -> bool:
+    """Whether the study's sampler has no configuration left to try (GridSampler, _fresh's
+    FreshSampler). The grid sampler stops optimize itself when its grid is done; one optimize call
+    per trial means asking it here as well."""
+    is_exhausted = getattr(study.sampler, "is_exhausted", None)
+    return is_exhausted is not None and is_exhausted(study)
 
 
 def _numbers(numbers: Iterable[int]) -> str:
@@ -129,10 +133,12 @@ class _Process:
 
 def worker_env(index: int, workers: int, env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The environment of local worker `index` of `workers`: the cores divided between them (torch
-    reads OMP_NUM_THREADS when it starts), and a GPU of its own where several are visible."""
+    reads OMP_NUM_THREADS when it starts), a GPU of its own where several are visible, and the pool's
+    process id."""
     cores = len(os.sched_getaffinity(0))
     threads = max(1, cores // workers + (index < cores % workers))
     child = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    child[POOL_ENV] = str(os.getpid())  # the worker ends with this process: die_with_pool
     gpus = _visible_gpus(env)
     if len(gpus) > 1:
         child["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
@@ -175,7 +181,8 @@ def run_pool(
         for index in range(workers):
             log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in finally
             # A session of its own: Ctrl-C reaches the pool, which stops each worker once, rather
-            # than a second signal landing in a worker that is closing its trial.
+            # than a second signal landing in a worker that is closing its trial. Started from the
+            # main thread: a worker's PR_SET_PDEATHSIG (die_with_pool) fires when this thread ends.
             process = subprocess.Popen(
                 command,
                 env={**worker_env(index, workers), **stores},
@@ -203,6 +210,26 @@ def run_pool(
     finally:
         for p in pool:
             p.log.close()
+
+
+def die_with_pool(env: Mapping[str, str] = os.environ) -> None:
+    """In a worker of `run --workers N`: die when the pool process dies. The pool stops its workers
+    itself when it can; a SIGKILL leaves it no chance, and they ran on, orphaned, until the budget
+    was met. A worker started by hand (no POOL_ENV) is left alone.
+
+    The kernel sends SIGKILL (Linux's PR_SET_PDEATHSIG; the pool itself is Linux-only, see
+    worker_env), and the trial is then recovered as any dead worker's on the next run (_recovery).
+    Not SIGTERM: turned into KeyboardInterrupt, it is swallowed ("Exception ignored") when it lands
+    in a finalizer or weakref callback, and nothing would stop the orphan then. The parent is
+    checked once after asking: it may have died before."""
+    pool = env.get(POOL_ENV)
+    if not pool or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(pool):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _hand_on_ended(study: optuna.Study, seen: set[int], on_trial: Callable[[FrozenTrial], None]) -> None:

@@ -375,10 +375,12 @@ def _run_options(args: argparse.Namespace) -> dict:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from ._workers import die_with_pool
     from .failures import require_a_complete_trial
     from .launch import RunOptions, join_sweep
     from .storage import load_study
 
+    die_with_pool()  # first: a pool killed from here on takes this worker with it
     study = load_study(args.study, args.storage)
     study = join_sweep(
         study,

@@ -24,7 +24,7 @@ from ._choices import DEFAULT_MAX_FAILURES
 from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._urls import redact, tracking_uri
-from ._workers import FINISHED, run_pool, work
+from ._workers import FINISHED, exhausted, run_pool, work
 from .errors import UserError
 from .failures import FailureLimit, check_pool
 from .objective import Objective, reported_metric
@@ -139,6 +139,7 @@ def run_sweep(
     except BaseException as e:
         tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
+    _say_if_exhausted(study, sweep, budget, log)
     status = "FAILED" if failures.tripped else "FINISHED"
     parent.finish(study, tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
     failures.raise_if_tripped(study, budget)
@@ -179,6 +180,17 @@ def join_sweep(
     session.run_trials(parent_id, failures, done, budget, options)
     failures.raise_if_tripped(study, budget)
     return study
+
+
+def _say_if_exhausted(study: optuna.Study, sweep: Sweep, budget: int, log: Callable[[str], None]) -> None:
+    """The workers stopped short of the budget because no configuration is left: one line, and the
+    run ends as a finished one (the same command says so again rather than train a duplicate)."""
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if finished < budget and exhausted(study):
+        log(
+            f"the search space is exhausted: each of its {sweep.space.size()} configurations has run or "
+            f"is running; stopping at {finished}/{budget} finished trials"
+        )
 
 
 def check_study_name(name: str) -> None:
@@ -261,8 +273,9 @@ class _Session:
                 load_if_exists=True,
             )
         else:
-            # Reseeded, as Optuna does for n_jobs > 1: workers that share a seed would propose the
-            # same parameters at the same time. (A trial still trains with seed + its number.)
+            # Reseeded, as Optuna does for n_jobs > 1: the grid picks among its free points at
+            # random once trial numbers pass its size. Other samplers draw each trial from a stream
+            # of its own (seed, trial number) and ignore this. (A trial trains with seed + number.)
             sampler.reseed_rng()
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         return cls(sweep, runner, tracker, recovery, study)

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lorasweep.objectives import CURVE_METRICS, TrialRunner, curve_metric, trial_spec
 
 from . import record
+from ._fresh import configuration
 from ._recovery import worker_id
 from ._workers import FINISHED
 from .parent import setup_params
@@ -108,11 +109,12 @@ class Objective:
 
 
 def _evaluated_twin(trial: optuna.Trial) -> FrozenTrial | None:
-    """A finished trial of the study with exactly these parameters (completed ones first)."""
-    params = trial.params
+    """A finished trial of the study with the same configuration (completed ones first). The sampler
+    avoids those (_fresh); this catches what slips through, e.g. two workers drawing at once."""
+    mine = configuration(trial.params)
     for state in FINISHED:
         for other in trial.study.get_trials(deepcopy=False, states=(state,)):
-            if other.params == params:
+            if configuration(other.params) == mine:
                 return other
     return None
 

@@ -3,14 +3,18 @@ study in it. A journal file under mlruns/ by default; any database Optuna takes 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -66,7 +70,77 @@ def open_storage(
                     ) from None
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=_RepairingLock(path)))
+
+
+class _RepairingLock(JournalFileSymlinkLock):
+    """Optuna's own journal lock (the same lock file, so plain Optuna processes still exclude us),
+    which, once held, cuts a partial last record off the journal.
+
+    A kill or a full disk during a write leaves a line without its newline. Optuna reads past it,
+    but its next append would join it to a whole record, and from then on every read fails. The
+    backend takes this lock only to append, so the repair runs before every append, by whoever
+    appends, and while no other writer can be mid-record. A whole journal is only read (its last
+    byte)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+    def acquire(self) -> bool:
+        super().acquire()
+        try:
+            _cut_partial_record(self.path)
+        except BaseException:
+            self.release()
+            raise
+        return True
+
+
+def _cut_partial_record(path: Path) -> None:
+    """Cut the journal back to its last newline, keeping the file as it was beside it."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0 or _byte_at(f, size - 1) == b"\n":
+            return
+        end = _after_last_newline(f, size)
+        backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.partial")
+        try:
+            shutil.copyfile(path, backup)
+        except OSError as e:
+            backup.unlink(missing_ok=True)
+            raise UserError(
+                f"the study journal must end in a whole record, but got journal={str(path)!r}: its last "
+                f"{size - end} bytes are a record cut short, and its backup could not be written "
+                f"({e.strerror or e}). Free some space (or fix the folder's permissions), then run the "
+                "same command again: the partial record is cut then."
+            ) from None
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
+    print(
+        f"warning: the study journal {path} ended in a partial record (a write cut short by a kill or "
+        f"a full disk): cut {size - end} bytes; the file as it was is kept as {backup}",
+        file=sys.stderr,
+    )
+
+
+def _byte_at(f, offset: int) -> bytes:
+    f.seek(offset)
+    return f.read(1)
+
+
+def _after_last_newline(f, size: int, chunk: int = 1 << 16) -> int:
+    """The offset just after the file's last newline (0: none), read from the end backwards."""
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        f.seek(start)
+        found = f.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
 
 
 def require(storage: str | None) -> None:

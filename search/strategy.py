@@ -25,6 +25,7 @@ from optuna.pruners import BasePruner
 
 from lorasweep.objectives import did_you_mean
 
+from ._fresh import FreshSampler
 from ._typed import unknown_key
 from .errors import Problems
 
@@ -53,10 +54,13 @@ _WRAPPED = "wrapped"  # PatientPruner's wrapped_pruner, itself a pruner spec
 
 
 def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler. The grid sampler as it is: it hands out grid points by trial number and
+    skips those finished or running. Any other draws each trial from its own seeded stream and
+    avoids configurations the study holds (_fresh: a continued study would replay its past)."""
     seed, kind = sweep.study.seed, sweep.study.sampler
     if kind == "grid":
         return optuna.samplers.GridSampler(sweep.space.grid(), seed=seed)
-    return SAMPLERS[kind](seed=seed)
+    return FreshSampler(lambda trial_seed: SAMPLERS[kind](seed=trial_seed), sweep.space, seed)
 
 
 def build_pruner(spec: dict[str, Any] | None) -> BasePruner:

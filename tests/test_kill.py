@@ -114,3 +114,66 @@ def test_sigterm_closes_the_trial_and_resume_runs_it_again(tmp_path):
     retry = _study(tmp_path).trials[1]
     assert retry.state.name == "COMPLETE" and retry.user_attrs["retry_of"] == 0
     assert retry.params == stopped.params
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(c) for c in f.read().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+# Short trials, and a budget far off: orphaned workers would run on for minutes.
+POOL_SWEEP = SWEEP.replace("n_trials: 3", "n_trials: 20").replace("max_steps: 150", "max_steps: 40")
+DEATH_S = 10  # a worker is gone within this after its pool is killed
+
+
+def test_sigkill_of_a_pool_takes_its_workers_down_and_rerun_recovers_their_trials(tmp_path):
+    (tmp_path / "sweep.yaml").write_text(
+        POOL_SWEEP.replace("eval_steps: 50", "eval_steps: 20"), encoding="utf-8"
+    )
+    proc = spawn_lorasweep(tmp_path, "run", "sweep.yaml", "--workers", "2")
+    workers: set[int] = set()
+    try:
+        _wait_for_training(tmp_path, proc, number=0)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + DEATH_S
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _alive(w)], "workers outlived their pool"
+    finally:
+        for worker in workers:
+            if _alive(worker):
+                os.kill(worker, signal.SIGKILL)
+
+    # What kill -9 leaves: the trials being trained RUNNING, in both stores, until the next run.
+    client = _client(tmp_path)
+    trials = _study(tmp_path).trials
+    stopped = [t for t in trials if "mlflow_run_id" in t.user_attrs and t.state.name != "COMPLETE"]
+    assert stopped and {t.state.name for t in stopped} == {"RUNNING"}
+    # The rerun's budget: what finished, and the stopped trials' retries (queued first).
+    budget = len([t for t in trials if t.state.name == "COMPLETE"]) + len(stopped)
+    rerun = spawn_lorasweep(tmp_path, "run", "sweep.yaml", "--trials", str(budget))
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
+
+    study = _study(tmp_path)
+    for trial in stopped:  # failed for its dead worker, its run closed, and run again
+        failed = study.trials[trial.number]
+        assert failed.state.name == "FAIL" and failed.user_attrs["error"] == "worker died mid-trial"
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+        retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == trial.number)
+        assert retry.params == trial.params and retry.state.name == "COMPLETE"
+    runs = client.search_runs([client.get_experiment_by_name("kill").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -9,6 +9,8 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import optuna
@@ -256,3 +258,70 @@ def test_a_study_that_workers_finished_gets_its_parent_run_closed_on_the_next_ru
     run_sweep(sweep, options, runner=curve_runner())
     parent = _client(stores).get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 3
+
+
+# A pool as run_pool starts one: its worker gets worker_env's environment.
+_POOL = """\
+import subprocess, sys, time
+from lorasweep.search._workers import worker_env
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env=worker_env(0, 1))
+print(worker.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_pool_worker_dies_with_its_pool_even_by_sigkill(tmp_path, monkeypatch):
+    """SIGKILL of `lorasweep run --workers N` leaves the pool no chance to stop its workers: each
+    worker must go by itself (the pool's trials are then recovered as any dead worker's)."""
+    monkeypatch.setattr(_workers, "POLL_S", 0.1)
+    worker_code = (
+        "import time; from lorasweep.search import _workers; _workers.die_with_pool(); "
+        "print('ready', flush=True); time.sleep(120)"
+    )
+    pool = subprocess.Popen(
+        [sys.executable, "-c", _POOL, worker_code], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    worker = int(pool.stdout.readline())
+    try:
+        assert _wait_until(lambda: _alive(worker), 30), "the worker never started"
+        time.sleep(3)  # past its start: it runs trials now
+        assert _alive(worker)
+        os.kill(pool.pid, signal.SIGKILL)
+        pool.wait()
+        assert _wait_until(lambda: not _alive(worker), 10), "the worker outlived its pool"
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl")
+def test_a_pool_worker_whose_pool_is_already_gone_stops_at_once(tmp_path):
+    """The pool may die before the worker asks to die with it: the worker checks right after."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    env = {**os.environ, _workers.POOL_ENV: str(gone.pid)}
+    code = "from lorasweep.search import _workers; _workers.die_with_pool(); import time; time.sleep(60)"
+    worker = subprocess.run([sys.executable, "-c", code], check=False, env=env, timeout=60, cwd=tmp_path)
+    assert worker.returncode == -signal.SIGKILL
+
+
+def test_a_worker_started_by_hand_is_left_alone():
+    _workers.die_with_pool({})  # no pool: nothing to die with (and nothing raised)

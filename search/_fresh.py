@@ -1,0 +1,151 @@
+"""Each trial's configuration drawn afresh: the sweep's sampler, given a random stream of its own
+for every trial, that draws again when it proposes a configuration the study already holds.
+
+Why: an Optuna sampler's random state lives in its process, and every `lorasweep run`, resume or
+worker builds it from the seed again, so a continued study drew trial 0's parameters again, then
+trial 1's. Optuna's remedy for several processes, `reseed_rng`, gives the seed up. A stream per
+trial, from (seed, trial number), keeps both: a seeded sweep samples the same trials however often
+it is stopped and continued, and a continued study samples new ones, since its trials have new
+numbers. Optuna's samplers take a seed only when they are made, so one is made per draw.
+
+Optuna has no sampler option that avoids what the study already holds (its FAQ reuses the earlier
+result, as objective.py still does for what slips through: two workers drawing at one instant).
+So, as GridSampler does, the whole configuration is drawn in before_trial and handed out by
+sample_independent; it is drawn again, up to MAX_DRAWS times, while another trial holds it, and a
+finite space then takes one of its free configurations outright. A trial holds its configuration
+whatever its state: finished, running, queued (a retry waits with its parameters) or failed (a
+failure that raised would raise again; a dead worker's trial is queued again by _recovery), as
+Optuna's grid and brute-force samplers count it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from ._space import SearchSpace
+
+MAX_DRAWS = 16  # draws of one trial before a finite space is searched for a free configuration
+_ENUMERABLE = 100_000  # a finite space up to this size is listed to find its free configurations
+
+
+def configuration(params: Mapping[str, Any]) -> tuple:
+    """What makes two trials the same configuration: their parameters, floats to 12 digits (a
+    stepped float can come back from storage a last bit off). Used wherever duplicates are told."""
+    return tuple(sorted((k, round(v, 12) if isinstance(v, float) else v) for k, v in params.items()))
+
+
+class FreshSampler(BaseSampler):
+    """`make(seed)` builds the sweep's sampler (tpe, random, ...); `seed` is the sweep's (None:
+    unseeded). Works for the space's parameters, which every trial samples (the space is flat)."""
+
+    def __init__(
+        self, make: Callable[[int | None], BaseSampler], space: SearchSpace, seed: int | None
+    ) -> None:
+        self._make, self._space, self._seed = make, space, seed
+        # trial id -> the sampler that drew the trial, and what it drew; until the trial ends
+        self._drawn: dict[int, tuple[BaseSampler, dict[str, Any]]] = {}
+
+    def reseed_rng(self) -> None:
+        """Nothing to do: trials draw from their own streams, which differ between workers because
+        trial numbers do."""
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        sampler = self._sampler(trial.number, 0)
+        if trial.params or "fixed_params" in trial.system_attrs:  # a retry or an enqueued trial
+            self._drawn[trial._trial_id] = (sampler, {})
+            return
+        taken = _taken(study, trial.number)
+        for attempt in range(MAX_DRAWS):
+            if attempt:
+                sampler = self._sampler(trial.number, attempt)
+            drawn = _draw(sampler, study, trial, self._space.distributions)
+            if configuration(drawn) not in taken:
+                break
+        else:
+            free = self._free(taken)
+            if free:
+                drawn = free[
+                    np.random.RandomState(self._trial_seed(trial.number, MAX_DRAWS)).randint(len(free))
+                ]
+        self._drawn[trial._trial_id] = (sampler, drawn)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return {}  # everything was drawn in before_trial
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        sampler, drawn = self._drawn.get(trial._trial_id) or (self._sampler(trial.number, 0), {})
+        if param_name in drawn:
+            return drawn[param_name]
+        return sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        sampler, _ = self._drawn.pop(trial._trial_id, None) or (self._sampler(trial.number, 0), {})
+        sampler.after_trial(study, trial, state, values)
+
+    def is_exhausted(self, study: optuna.Study) -> bool:
+        """Whether every configuration of a finite space is held by a trial (as GridSampler's
+        is_exhausted says of its grid)."""
+        return self._free(_taken(study, None)) == []
+
+    def _free(self, taken: set[tuple]) -> list[dict[str, Any]] | None:
+        """The configurations of a finite space no trial holds; None when the space is continuous
+        or too large to list (then a draw is almost never taken)."""
+        grid = self._space.grid()
+        if grid is None or math.prod(len(v) for v in grid.values()) > _ENUMERABLE:
+            return None
+        names = list(grid)
+        every = (dict(zip(names, values)) for values in itertools.product(*grid.values()))
+        return [c for c in every if configuration(c) not in taken]
+
+    def _trial_seed(self, number: int, attempt: int) -> int | None:
+        if self._seed is None:
+            return None
+        return int(np.random.SeedSequence((self._seed, number, attempt)).generate_state(1)[0])
+
+    def _sampler(self, number: int, attempt: int) -> BaseSampler:
+        return self._make(self._trial_seed(number, attempt))
+
+
+def _taken(study: optuna.Study, number: int | None) -> set[tuple]:
+    """The configurations the study's trials hold, but trial `number`'s."""
+    # From the storage, as Optuna's samplers do: a pruner may hand the sampler a filtered study.
+    trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+    return {configuration(t.params) for t in trials if t.params and t.number != number}
+
+
+def _draw(
+    sampler: BaseSampler, study: optuna.Study, trial: FrozenTrial, space: Mapping[str, BaseDistribution]
+) -> dict[str, Any]:
+    """One configuration, asked of `sampler` the way a Trial asks it: its relative proposal first,
+    the rest one parameter at a time."""
+    relative_space = sampler.infer_relative_search_space(study, trial)
+    relative = sampler.sample_relative(study, trial, relative_space) if relative_space else {}
+    drawn = {}
+    for name, dist in space.items():
+        if dist.single():  # no draw (a Trial takes the one value itself), but part of the configuration
+            drawn[name] = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+        elif name in relative and relative_space.get(name) == dist:
+            drawn[name] = relative[name]
+        else:
+            drawn[name] = sampler.sample_independent(study, trial, name, dist)
+    return drawn

@@ -1,0 +1,96 @@
+"""A study continued (a raised budget, a resume, a joined worker, a second run at once) samples new
+configurations, not its own past; a seeded sweep still samples the same trials however it is run.
+Stub trial runners: nothing trains."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.strategy import make_sampler
+
+from .test_resilience import curve_runner
+
+SPACE = """\
+study: {{name: {name}, metric: f1, sampler: {{type: {kind}, seed: 0}}, n_trials: 3}}
+search_space:
+  lora_r: {{type: choice, values: [{ranks}]}}
+{extra}"""
+LR = "  learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}\n"
+
+
+def _sweep(write, kind="random", name="cont", ranks="2, 4, 8, 16", extra=LR):
+    return load_sweep(write(SPACE.format(name=name, kind=kind, ranks=ranks, extra=extra)))
+
+
+def _configurations(study: optuna.Study) -> list[tuple]:
+    return [tuple(sorted(t.params.items())) for t in study.trials]
+
+
+@pytest.mark.parametrize("kind", ["random", "tpe"])
+def test_a_raised_budget_trains_configurations_the_study_has_not_tried(stores, write, kind):
+    sweep = _sweep(write, kind)
+    runner = curve_runner()
+    for budget in (3, 6, 9):  # each run builds its sampler afresh, as a new process does
+        study = run_sweep(sweep, RunOptions(n_trials=budget, quiet=True, plots=False), runner=runner)
+
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 9
+    assert not [t.number for t in study.trials if "duplicate_of" in t.user_attrs]
+    assert len(set(_configurations(study))) == 9
+    assert len(runner.calls) == 9  # every trial trained, none reused an earlier result
+
+
+def test_a_seeded_sweep_samples_the_same_trials_at_once_or_continued(stores, write):
+    """Two fresh stores: one study run to 6 trials at once, one run to 3, then continued to 6."""
+    sweep = _sweep(write)
+    at_once = run_sweep(
+        sweep,
+        RunOptions(n_trials=6, storage="a.journal", study_name="a", quiet=True, plots=False),
+        runner=curve_runner(),
+    )
+    for budget in (3, 6):
+        continued = run_sweep(
+            sweep,
+            RunOptions(n_trials=budget, storage="b.journal", study_name="b", quiet=True, plots=False),
+            runner=curve_runner(),
+        )
+    assert _configurations(continued) == _configurations(at_once)
+    assert len(set(_configurations(at_once))) == 6
+
+
+def test_an_exhausted_space_says_so_once_and_stops_cleanly(stores, write, capsys):
+    sweep = _sweep(write, ranks="2, 4, 8", extra="")
+    run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=curve_runner())
+    runner = curve_runner()
+    study = run_sweep(sweep, RunOptions(n_trials=5, plots=False), runner=runner)
+
+    assert runner.calls == [] and len(study.trials) == 3
+    assert sorted(t.params["lora_r"] for t in study.trials) == [2, 4, 8]
+    said = [line for line in capsys.readouterr().out.splitlines() if "exhausted" in line]
+    assert said == [
+        (
+            "the search space is exhausted: each of its 3 configurations has run or is running; "
+            "stopping at 3/5 finished trials"
+        )
+    ]
+    parent = MlflowClient("sqlite:///mlruns/mlflow.db").get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_new_trial_avoids_the_configurations_of_finished_and_running_trials(write, seed):
+    """What a second `lorasweep run` or a joined worker meets: other trials of the study hold
+    configurations, one of them still running. Its sampler, made afresh, must draw around them."""
+    text = SPACE.format(name="cont", kind="random", ranks="2, 4, 8", extra="")
+    sweep = load_sweep(write(text.replace("seed: 0", f"seed: {seed}")))
+    study = optuna.create_study(sampler=make_sampler(sweep))
+    dist = sweep.space.distributions["lora_r"]
+    study.add_trial(optuna.trial.create_trial(params={"lora_r": 2}, distributions={"lora_r": dist}, value=1))
+    study.enqueue_trial({"lora_r": 4})
+    running = study.ask()
+    assert sweep.space.sample(running) == {"lora_r": 4}  # and it runs on
+
+    study.sampler = make_sampler(sweep)  # another process's
+    assert sweep.space.sample(study.ask()) == {"lora_r": 8}
