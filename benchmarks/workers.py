@@ -57,7 +57,17 @@ def run(workers: int) -> tuple[float, float, int]:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-P", "-m", "lorasweep.search", "-q", "run", "bench.yaml", "--workers", str(workers)],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "lorasweep.search",
+                "-q",
+                "run",
+                "bench.yaml",
+                "--workers",
+                str(workers),
+            ],
             cwd=folder,
             env=env,
             check=True,

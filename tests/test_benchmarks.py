@@ -67,4 +67,3 @@ def test_the_refusals_table_runs_its_cases_as_a_user_would():
     outcome = refusals.run(case)
     assert outcome.code == 2 and outcome.lines == 1 and outcome.peak_mib > 0
     assert outcome.said.startswith("s.yaml:1: the sampler must be one of") and "'tpe' here" in outcome.said
-

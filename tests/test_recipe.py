@@ -260,7 +260,7 @@ def test_a_trials_peak_memory_is_its_own_not_the_process_high_water_mark():
     watch = MemoryWatch(cuda=False)
     watch.start()
     block = bytearray(400 * 2**20)  # 400 MiB, touched: resident
-    block[:: 4096] = b"x" * len(block[:: 4096])
+    block[::4096] = b"x" * len(block[::4096])
     big = watch.peak().rss_mb
     del block
     watch.start()  # the next trial: the 400 MiB are gone and must not count
