@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-memory bench-workers \
-	bench-mlflow bench-refusals bench-cli bench-system-metrics clean
+	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults clean
 
 setup: $(STAMP)
 
@@ -88,6 +88,11 @@ bench-cli: $(STAMP)
 # A trial's wall time with MLflow's system metrics sampled every 2 s against none, alternating (about 5 min).
 bench-system-metrics: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/system_metrics.py
+
+# The README's "When things go wrong" table: each fault done to a real sweep (kills, cut or removed
+# stores, a full disk on a tmpfs, which needs root), then the same command again (about 10 min).
+bench-faults: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/faults.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
