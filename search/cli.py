@@ -381,17 +381,13 @@ def _worker(args: argparse.Namespace) -> int:
     from .storage import load_study
 
     die_with_pool()  # first: a pool killed from here on takes this worker with it
-    study = load_study(args.study, args.storage)
-    study = join_sweep(
-        study,
-        args.storage,
-        RunOptions(
-            tracking_uri=args.tracking_uri,
-            quiet=args.quiet,
-            max_failures=args.max_failures,
-            system_metrics=args.system_metrics,
-        ),
+    options = RunOptions(  # checks the flags before the storage is opened
+        tracking_uri=args.tracking_uri,
+        quiet=args.quiet,
+        max_failures=args.max_failures,
+        system_metrics=args.system_metrics,
     )
+    study = join_sweep(load_study(args.study, args.storage), args.storage, options)
     require_a_complete_trial(study)
     _print_result(study)
     return 0
