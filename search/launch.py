@@ -108,7 +108,12 @@ def run_sweep(
         log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
     record.save_study(study, sweep, budget, uri, reported_metric(sweep))
     parent_id = tracker.parent_run(
-        name, StudyRecord.of(study).parent_run_id, parent.study_params(sweep), sweep.text
+        name,
+        StudyRecord.of(study).parent_run_id,
+        parent.study_params(sweep),
+        sweep.text,
+        study_id=record.study_id(study),
+        warn=log,
     )
     record.save_parent_run(study, parent_id)
     recovered = session.recovery.recover(study)
