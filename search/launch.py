@@ -25,7 +25,7 @@ from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._urls import redact, tracking_uri
 from ._workers import FINISHED, run_pool, work
-from .errors import UserError
+from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool
 from .objective import Objective, reported_metric
 from .record import StudyRecord
@@ -142,7 +142,11 @@ def run_sweep(
         else:
             session.run_trials(parent_id, failures, done, budget, options)
     except BaseException as e:
-        tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        try:
+            tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        except Exception as cleanup:
+            if store_error(cleanup, "") is None:
+                raise
         raise
     status = "FAILED" if failures.tripped else "FINISHED"
     parent.finish(study, tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
@@ -296,12 +300,14 @@ class _Session:
                 budget=lambda: StudyRecord.of(study).budget,
                 callbacks=[progress, failures],
                 recover=self.recovery.fail_dead,
-                stop=lambda: failures.tripped,
+                stop=lambda: failures.tripped or objective.fault is not None,
                 timeout=sweep.study.timeout,
                 log=progress.note,
             )
         finally:
             progress.close()
+        if objective.fault is not None:
+            raise objective.fault
 
 
 def _run_pool(

@@ -7,6 +7,7 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -15,7 +16,7 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
 from ._urls import redact
-from .errors import UserError
+from .errors import UserError, store_error
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
 # Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
@@ -66,7 +67,21 @@ def open_storage(
                     ) from None
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(_Journal(str(path)))
+
+
+class _Journal(JournalFileBackend):
+    """The journal file, whose write faults (a full disk, a permission) raise one StoreError that
+    names it, instead of a traceback from inside Optuna."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except Exception as e:
+            fault = store_error(e, f"the study storage {self._file_path}")
+            if fault is None:
+                raise
+            raise fault from e
 
 
 def require(storage: str | None) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lorasweep.objectives import TrialResult
 
 from ._urls import absolute, redact
-from .errors import UserError
+from .errors import UserError, store_error
 from .record import (
     DUPLICATE_OF_TAG,
     DUPLICATE_RUN_TAG,
@@ -120,6 +120,30 @@ def _forget_store(uri: str) -> None:
         cached.cache_clear()
 
 
+class _Guarded:
+    """An MlflowClient whose store faults (a full disk, a permission, a database gone) raise one
+    StoreError naming the store, instead of MLflow's and SQLAlchemy's tracebacks."""
+
+    def __init__(self, client: MlflowClient, store: str) -> None:
+        self._client, self._store = client, store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as e:
+                fault = store_error(e, self._store)
+                if fault is None:
+                    raise
+                raise fault from e
+
+        return guarded
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         uri = absolute(uri)
@@ -131,7 +155,7 @@ class Tracker:
         # sweep prints its own line per trial.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
-        self.client = client(uri)
+        self.client = _Guarded(client(uri), f"the MLflow store {redact(uri)}")
         self._curves: dict[str, list[Metric]] = {}  # run id -> curve points not sent yet
         self._sent_at: dict[str, float] = {}  # run id -> time.monotonic() of its last curve batch
         found = self.client.get_experiment_by_name(experiment)
@@ -345,8 +369,10 @@ class Tracker:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         tags = {ERROR_TAG: f"{type(error).__name__}: {error}"[:5000], STATE_TAG: "FAIL"}
         self._send(run_id, tags=tags)
-        self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
-        self.client.set_terminated(run_id, status=status)
+        try:  # the traceback is a nicety; the run must not stay RUNNING for want of it (a full disk)
+            self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+        finally:
+            self.client.set_terminated(run_id, status=status)
 
     def kill_trial(self, run_id: str, reason: str) -> None:
         """Close the run of a trial whose worker died, if it is still RUNNING."""

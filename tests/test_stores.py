@@ -4,12 +4,15 @@ Stub trial runners: no training."""
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import textwrap
 
 import optuna
+import pytest
 from mlflow import MlflowClient
+from optuna.storages.journal import JournalFileBackend
 
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 from lorasweep.search.cli import main
@@ -129,6 +132,7 @@ def test_two_processes_creating_fresh_stores_at_once_both_work(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(tmp_path), str(i)],
+            cwd=tmp_path,  # mlruns/artifacts lands beside the store, not in the repository
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -141,3 +145,104 @@ def test_two_processes_creating_fresh_stores_at_once_both_work(tmp_path):
         assert out.strip()
     experiment = _client(tmp_path).get_experiment_by_name("shared")
     assert len(_client(tmp_path).search_runs([experiment.experiment_id])) == 2
+
+
+# -- a store that fails under a running sweep (issue 17, item 3) ---------------------------------
+def _full_disk_once(monkeypatch, cls, method: str, when) -> list[int]:
+    """`cls.method` raises ENOSPC the first time `when(args)` holds, as a disk that filled up at
+    that write would; every other call goes through. Returns the list that counts the faults."""
+    original, raised = getattr(cls, method), []
+
+    def faulty(self, *args, **kwargs):
+        if not raised and when(args, kwargs):
+            raised.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, faulty)
+    return raised
+
+
+def _completes(args, kwargs) -> bool:
+    """The log_batch that closes a trial's run COMPLETE (Tracker.finish_trial)."""
+    tags = kwargs.get("tags") or []
+    return any(t.key == "lorasweep.state" and t.value == "COMPLETE" for t in tags)
+
+
+def _scores(args, kwargs) -> bool:
+    """The journal append that stores a trial's final metrics (record.scored)."""
+    return any(log.get("user_attr", {}).get("metrics") for log in args[0])
+
+
+@pytest.mark.parametrize(
+    ("cls", "method", "when", "store"),
+    [
+        (MlflowClient, "log_batch", _completes, "the MLflow store sqlite:///"),
+        (JournalFileBackend, "append_logs", _scores, "the study storage "),
+    ],
+    ids=["mlflow-finish-trial", "journal-append"],
+)
+def test_a_full_disk_stops_the_sweep_with_one_message_and_the_rerun_continues(
+    stores, write, capsys, monkeypatch, cls, method, when, store
+):
+    monkeypatch.setattr("lorasweep.objectives.Recipe", lambda *a, **k: runner())
+    path = str(write(SWEEP))
+    original = getattr(cls, method)
+    raised = _full_disk_once(monkeypatch, cls, method, when)
+
+    assert main(["-q", "run", path]) == 1
+
+    assert raised == [1]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert store in err and "No space left on device" in err and "Free space" in err
+    study = _study()
+    trial = study.trials[-1]
+    assert len(study.trials) == 1 and trial.state.name == "FAIL"  # stopped at once, not trial after trial
+    client = _client(stores)
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["lorasweep.state"] == "FAIL"
+    assert client.get_run(study.user_attrs[PARENT_ATTR]).info.status == "FAILED"
+
+    monkeypatch.setattr(cls, method, original)  # the disk has room again
+    assert main(["-q", "run", path]) == 0
+    assert [t.state.name for t in _study().trials][1:] == ["COMPLETE", "COMPLETE"]  # the grid's rest
+
+
+def test_a_disk_that_stays_full_is_still_one_message_not_a_cleanup_error(stores, write, capsys, monkeypatch):
+    """Once the trial's closing write fails, every later MLflow write fails too (closing the trial's
+    run, then the parent's in fail_study): the user still reads the first cause, and the rerun on a
+    disk with room closes the trial's run FAIL."""
+    monkeypatch.setattr("lorasweep.objectives.Recipe", lambda *a, **k: runner())
+    path = str(write(SWEEP))
+    full: list[int] = []
+    originals = {
+        m: getattr(MlflowClient, m) for m in ("log_batch", "set_terminated", "log_text", "update_run")
+    }
+
+    def patched(name):
+        def call(self, *args, **kwargs):
+            if full or (name == "log_batch" and _completes(args, kwargs)):
+                full.append(1)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return originals[name](self, *args, **kwargs)
+
+        return call
+
+    for name in originals:
+        monkeypatch.setattr(MlflowClient, name, patched(name))
+
+    assert main(["-q", "run", path]) == 1
+
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "the MLflow store" in err and "No space left on device" in err
+    trial = _study().trials[-1]
+    assert len(_study().trials) == 1 and trial.state.name == "FAIL"
+
+    for name, original in originals.items():  # room again
+        monkeypatch.setattr(MlflowClient, name, original)
+    assert main(["-q", "run", path]) == 0
+    run = _client(stores).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status != "RUNNING" and run.data.tags["lorasweep.state"] == "FAIL"
+    assert [t.state.name for t in _study().trials][1:] == ["COMPLETE", "COMPLETE"]  # the grid's rest
