@@ -25,7 +25,7 @@ from lorasweep.objectives import InputError, quiet_libraries
 
 from ._choices import DEFAULT_MAX_FAILURES, PRECISIONS, STATES
 from ._urls import STORAGE_ENV, redact, tracking_uri
-from .errors import ExportFailed, SweepError, SweepStopped, UserError
+from .errors import ExportFailed, StoreError, SweepError, SweepStopped, UserError
 
 if TYPE_CHECKING:
     from .sweep import Sweep
@@ -140,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    except StoreError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except (SweepStopped, ExportFailed) as e:
         if args.debug:
             raise

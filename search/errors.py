@@ -6,6 +6,7 @@ of one file are collected and raised together, so a user fixes a sweep file in o
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -71,3 +72,63 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             raise SweepError(sorted(self.items, key=lambda p: p.line or 0), list(self.notes))
+
+
+class StoreError(Exception):
+    """The Optuna storage or the MLflow store failed under a sweep (a full disk, a permission, a
+    database gone or damaged). The sweep stops at once rather than fail trial after trial; the message
+    names the store, the cause and the fix, and `exit_code` is 2 where the user must change something
+    (a permission, a damaged file), 1 otherwise. Finished trials are kept: the same command continues
+    once the store is fixed."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# errno -> (what happened, the fix, exit code)
+_OS_FAULTS = {
+    errno.ENOSPC: ("the disk is full", "Free space on that disk", 1),
+    errno.EDQUOT: ("the disk quota is used up", "Free space or raise the quota", 1),
+    errno.EIO: ("the disk reported an I/O error", "Check the disk", 1),
+    errno.EACCES: ("permission denied", "Give this user write access to it", 2),
+    errno.EPERM: ("permission denied", "Give this user write access to it", 2),
+    errno.EROFS: ("the file system is read-only", "Put the store on a writable disk", 2),
+}
+# SQLite's words (through SQLAlchemy and MLflow) -> the same
+_SQLITE_FAULTS = {
+    "database or disk is full": _OS_FAULTS[errno.ENOSPC],
+    "disk i/o error": _OS_FAULTS[errno.EIO],
+    "readonly database": ("it cannot be written (read-only, or deleted while in use)", "Check it", 2),
+    "unable to open database file": ("it cannot be opened", "Check that it exists and may be written", 2),
+    "no such table": ("it was deleted or replaced while in use", "Restore it, or move it aside", 2),
+    "malformed": ("the database is damaged", "Restore it from a backup, or move it aside", 2),
+    "file is not a database": ("it is not a database", "Restore it from a backup, or move it aside", 2),
+}
+
+
+def store_error(error: BaseException, store: str) -> StoreError | None:
+    """`error` as a StoreError naming `store` ("the MLflow store sqlite:///...", "the study storage
+    mlruns/optuna.journal"), if a store fault is what it is (also when MLflow or SQLAlchemy wrapped it);
+    None for anything else."""
+    if isinstance(error, StoreError):
+        return error
+    seen: BaseException | None = error
+    while seen is not None:
+        fault = None
+        if isinstance(seen, OSError) and seen.errno in _OS_FAULTS:
+            fault = _OS_FAULTS[seen.errno]
+        else:
+            text = str(seen).lower()
+            fault = next((v for k, v in _SQLITE_FAULTS.items() if k in text), None)
+        if fault is not None:
+            what, fix, code = fault
+            cause = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+            return StoreError(
+                f"{store} must be writable for the sweep to go on, but got {type(seen).__name__}: {cause} "
+                f"({what}). {fix}, then run the same command again: finished trials are kept, and the "
+                "trial that was running is recorded as failed.",
+                exit_code=code,
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

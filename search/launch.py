@@ -25,7 +25,7 @@ from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._urls import redact, tracking_uri
 from ._workers import FINISHED, exhausted, run_pool, work
-from .errors import UserError
+from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool
 from .objective import Objective, reported_metric
 from .record import StudyRecord
@@ -108,7 +108,12 @@ def run_sweep(
         log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
     record.save_study(study, sweep, budget, uri, reported_metric(sweep))
     parent_id = tracker.parent_run(
-        name, StudyRecord.of(study).parent_run_id, parent.study_params(sweep), sweep.text
+        name,
+        StudyRecord.of(study).parent_run_id,
+        parent.study_params(sweep),
+        sweep.text,
+        study_id=record.study_id(study),
+        warn=log,
     )
     record.save_parent_run(study, parent_id)
     recovered = session.recovery.recover(study)
@@ -137,7 +142,11 @@ def run_sweep(
         else:
             session.run_trials(parent_id, failures, done, budget, options)
     except BaseException as e:
-        tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        try:
+            tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        except Exception as cleanup:
+            if store_error(cleanup, "") is None:
+                raise
         raise
     _say_if_exhausted(study, sweep, budget, log)
     status = "FAILED" if failures.tripped else "FINISHED"
@@ -304,12 +313,14 @@ class _Session:
                 budget=lambda: StudyRecord.of(study).budget,
                 callbacks=[progress, failures],
                 recover=self.recovery.fail_dead,
-                stop=lambda: failures.tripped,
+                stop=lambda: failures.tripped or objective.fault is not None,
                 timeout=sweep.study.timeout,
                 log=progress.note,
             )
         finally:
             progress.close()
+        if objective.fault is not None:
+            raise objective.fault
 
 
 def _run_pool(

@@ -10,6 +10,7 @@ FAIL, the one place that decides a trial's state.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from . import record
 from ._fresh import configuration
 from ._recovery import worker_id
 from ._workers import FINISHED
+from .errors import StoreError
 from .parent import setup_params
 from .record import TrialRecord
 from .sweep import Sweep
@@ -48,8 +50,16 @@ class Objective:
         self.on_step = on_step  # (trial number, step, max_steps, latest loss): a trial's progress
         self.system_metrics = system_metrics  # MLflow's CPU/memory/GPU samples on each trial's run
         self.worker = worker_id()
+        self.fault: StoreError | None = None  # a store failed under a trial: the sweep stops
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        try:
+            return self._run(trial)
+        except StoreError as e:  # e.g. from opening the trial's run: the sweep stops all the same
+            self.fault = self.fault or e
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         record.claim(trial, self.worker)  # first: a kill from here on is detectable
         sampled = self.sweep.space.sample(trial)
         params = self.sweep.space.resolve(sampled, self.sweep.fixed)
@@ -85,11 +95,24 @@ class Objective:
             record.pruned(trial, hook.last, hook.step)
             self.tracker.prune_trial(run_id, hook.step, time.monotonic() - started)
             raise
+        except StoreError as e:
+            self._store_fault(trial, run_id, e)
+            raise
         except BaseException as e:
             record.failed(trial, e)  # an interrupt is marked: it runs again on resume
             self.tracker.fail_trial(run_id, e)
             raise
         return self._values(result.metrics)
+
+    def _store_fault(self, trial: optuna.Trial, run_id: str, fault: StoreError) -> None:
+        """A store failed under the trial: record the failure in both stores as far as they still
+        take writes (the store that failed may refuse this too: the fault, not a second error from
+        here, is what the user sees), and stop the sweep after this trial (`fault`)."""
+        self.fault = fault
+        with contextlib.suppress(Exception):
+            record.failed(trial, fault)
+        with contextlib.suppress(Exception):
+            self.tracker.fail_trial(run_id, fault)
 
     def _reuse(self, trial: optuna.Trial, twin: FrozenTrial, run_id: str) -> float | tuple[float, ...]:
         """The configuration was already evaluated: take its result rather than train it again."""

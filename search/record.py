@@ -9,6 +9,7 @@ never changes its spelling.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,10 @@ SWEEP_PATH = "sweep_path"
 BUDGET = "n_trials"  # finished trials the study ends with
 TRACKING = "tracking_uri"  # where its MLflow runs are (password masked)
 PARENT_RUN = "mlflow_parent_run_id"
+# A uuid made when the study is first run, also tagged on its parent run: a parent run of an earlier
+# study of the same name (its storage deleted and the study made again) is never taken for its own.
+# Studies made before 0.2 have none until their next run.
+STUDY_ID = "study_id"
 BASE_METRICS = "base_metrics"
 REPORTED = "reported_metric"  # {metric, sign}: what trials report to Optuna while they train
 CUSTOM_METRICS = "custom_metrics"  # names of metrics the user's Python functions compute
@@ -50,6 +55,7 @@ RETRY_HISTORY = "retry_history"
 
 # -- MLflow tags: runs ---------------------------------------------------------------------------
 STUDY_TAG = "lorasweep.study"
+STUDY_ID_TAG = "lorasweep.study_id"  # on the parent run: the study's STUDY_ID
 ROLE_TAG = "lorasweep.role"  # study (the parent run) | trial
 TRIAL_TAG = "lorasweep.trial_number"
 STATE_TAG = "lorasweep.state"  # the Optuna trial's state: COMPLETE, PRUNED or FAIL
@@ -79,6 +85,7 @@ class StudyRecord:
     """What lorasweep stored on a study (None where it stored nothing, e.g. a study it did not make)."""
 
     name: str
+    study_id: str | None = None
     sweep_text: str | None = None
     sweep_path: str | None = None
     budget: int | None = None
@@ -94,6 +101,7 @@ class StudyRecord:
         reported = attrs.get(REPORTED)
         return cls(
             name=study.study_name,
+            study_id=attrs.get(STUDY_ID),
             sweep_text=attrs.get(SWEEP),
             sweep_path=attrs.get(SWEEP_PATH),
             budget=attrs.get(BUDGET),
@@ -119,6 +127,16 @@ def save_study(
         (CUSTOM_METRICS, list(sweep.custom_metrics)),
     ):
         study.set_user_attr(key, value)
+
+
+def study_id(study: optuna.Study) -> str:
+    """The study's id, made and stored the first time it is asked for (a new study, or one made by
+    an earlier version)."""
+    known = StudyRecord.of(study).study_id
+    if known is None:
+        known = uuid.uuid4().hex
+        study.set_user_attr(STUDY_ID, known)
+    return known
 
 
 def save_parent_run(study: optuna.Study, run_id: str) -> None:

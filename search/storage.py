@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
 from ._urls import redact
-from .errors import UserError
+from .errors import UserError, store_error
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
 # Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
@@ -70,7 +71,7 @@ def open_storage(
                     ) from None
         return url
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=_RepairingLock(path)))
+    return JournalStorage(_Journal(str(path), lock_obj=_RepairingLock(path)))
 
 
 class _RepairingLock(JournalFileSymlinkLock):
@@ -141,6 +142,20 @@ def _after_last_newline(f, size: int, chunk: int = 1 << 16) -> int:
             return start + found + 1
         end = start
     return 0
+
+
+class _Journal(JournalFileBackend):
+    """The journal file, whose write faults (a full disk, a permission) raise one StoreError that
+    names it, instead of a traceback from inside Optuna."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except Exception as e:
+            fault = store_error(e, f"the study storage {self._file_path}")
+            if fault is None:
+                raise
+            raise fault from e
 
 
 def require(storage: str | None) -> None:

@@ -24,15 +24,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID
+from sqlalchemy.exc import SQLAlchemyError
 
 from lorasweep.objectives import TrialResult
 
 from ._urls import absolute, redact
-from .errors import UserError
+from .errors import UserError, store_error
 from .record import (
     DUPLICATE_OF_TAG,
     DUPLICATE_RUN_TAG,
@@ -41,6 +43,7 @@ from .record import (
     ROLE_TAG,
     SAMPLED_TAG,
     STATE_TAG,
+    STUDY_ID_TAG,
     STUDY_TAG,
     TRIAL_TAG,
 )
@@ -76,7 +79,69 @@ def client(uri: str) -> MlflowClient:
                 f"the MLflow tracking URI must name a server that answers, but got {redact(uri)}: "
                 f"{reason}. Start the server, or check the host, the port and the URI."
             ) from None
+    if uri.startswith("sqlite:///"):
+        return _local_client(uri, Path(uri.removeprefix("sqlite:///")))
     return MlflowClient(tracking_uri=uri)
+
+
+def _local_client(uri: str, db: Path) -> MlflowClient:
+    """A client of a local SQLite store. MLflow creates the schema on first use with alembic
+    migrations, which two processes starting on one new file at once would both run (one then dies
+    with "table already exists"): a file lock beside the database lets one create it while the other
+    waits. A file that is not an MLflow database is said in one line, with the fix."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if not db.exists():
+        _forget_store(uri)  # deleted since this process last used it
+    try:
+        with FileLock(f"{db}.lock"):
+            return MlflowClient(tracking_uri=uri)
+    except SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise UserError(
+            f"the MLflow store must be an MLflow database this process can read, but got {db}: "
+            f"{reason}. Move it aside (mv {db} {db}.broken) and run again to start a new MLflow record "
+            "(the study's trials are kept in the Optuna storage), or restore it from a backup."
+        ) from e
+
+
+def _forget_store(uri: str) -> None:
+    """MLflow keeps a store and its database connections per URI for the life of the process; a
+    database file deleted since must be opened anew, not written through connections to the gone
+    file ("attempt to write a readonly database")."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking._tracking_service import utils
+
+    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+    registry = getattr(utils, "_tracking_store_registry", None)
+    cached = getattr(registry, "_get_store_with_resolved_uri", None)
+    if hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+
+
+class _Guarded:
+    """An MlflowClient whose store faults (a full disk, a permission, a database gone) raise one
+    StoreError naming the store, instead of MLflow's and SQLAlchemy's tracebacks."""
+
+    def __init__(self, client: MlflowClient, store: str) -> None:
+        self._client, self._store = client, store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as e:
+                fault = store_error(e, self._store)
+                if fault is None:
+                    raise
+                raise fault from e
+
+        return guarded
 
 
 class Tracker:
@@ -90,7 +155,7 @@ class Tracker:
         # sweep prints its own line per trial.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
-        self.client = client(uri)
+        self.client = _Guarded(client(uri), f"the MLflow store {redact(uri)}")
         self._curves: dict[str, list[Metric]] = {}  # run id -> curve points not sent yet
         self._sent_at: dict[str, float] = {}  # run id -> time.monotonic() of its last curve batch
         found = self.client.get_experiment_by_name(experiment)
@@ -99,35 +164,78 @@ class Tracker:
         else:
             # A local store keeps artifacts under mlruns/artifacts; a server decides for itself.
             location = (ARTIFACT_ROOT.resolve() / experiment).as_uri() if uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except MlflowException:  # another process created it meanwhile
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
 
     # -- the study's parent run ------------------------------------------------------------------
     def parent_run(
-        self, study_name: str, known_run_id: str | None, params: dict[str, Any], sweep_text: str
+        self,
+        study_name: str,
+        known_run_id: str | None,
+        params: dict[str, Any],
+        sweep_text: str,
+        *,
+        study_id: str | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> str:
-        """Re-attach to the study's parent run if it exists, else create it. Never duplicates.
+        """Re-attach to the study's parent run if this store has it, else create it. Never
+        duplicates, and never re-attaches the parent of another study.
 
-        The id stored on the study comes first; a search by tag finds the parent when the study
-        lost it, and a stored id from another tracking store is skipped."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            max_results=1,
-            filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'study'",
-        )
-        for run_id in (known_run_id, found[0].info.run_id if found else None):
-            if run_id is None:
-                continue
-            try:
-                self.client.update_run(run_id, status="RUNNING")
-                return run_id
-            except MlflowException:  # not in this store (another --tracking-uri), or deleted
-                continue
-        return self._new_parent(study_name, params, sweep_text)
+        The id stored on the study comes first. Without one, the parent tagged with `study_id` (made
+        by a process that stopped before it stored the id) is found by that tag. A parent with the
+        study's name but another study id belongs to an earlier study of that name and is left
+        alone. A stored id that this store does not have (the store was deleted or replaced, or the
+        run deleted) is one `warn` line, then a new parent run."""
+        if known_run_id is not None:
+            lost = self._foreign_parent(known_run_id, study_id)
+            if lost is None:
+                self.client.update_run(known_run_id, status="RUNNING")
+                return known_run_id
+            if warn is not None:
+                warn(
+                    f"warning: study {study_name!r} lost its MLflow parent run {known_run_id}: {lost}. "
+                    "The MLflow runs of its earlier trials went with it (their results stay in the "
+                    "study); starting a new parent run."
+                )
+        elif study_id is not None:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                max_results=1,
+                filter_string=f"tags.`{STUDY_ID_TAG}` = '{study_id}' and tags.`{ROLE_TAG}` = 'study'",
+            )
+            if found:
+                self.client.update_run(found[0].info.run_id, status="RUNNING")
+                return found[0].info.run_id
+        return self._new_parent(study_name, params, sweep_text, study_id)
 
-    def _new_parent(self, study_name: str, params: dict[str, Any], sweep_text: str) -> str:
-        run = self.client.create_run(
-            self.experiment_id, run_name=study_name, tags={STUDY_TAG: study_name, ROLE_TAG: "study"}
-        )
+    def _foreign_parent(self, run_id: str, study_id: str | None) -> str | None:
+        """Why run `run_id` cannot be this study's parent run, or None when it is (tagged with the
+        study's id now if it was made before studies had ids)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return f"the MLflow store {redact(self.uri)} does not have it (a new or replaced store)"
+        if run.info.lifecycle_stage == "deleted":
+            return f"it was deleted from {redact(self.uri)}"
+        owner = run.data.tags.get(STUDY_ID_TAG)
+        if owner is not None and study_id is not None and owner != study_id:
+            return f"it belongs to another study of the same name ({STUDY_ID_TAG}={owner})"
+        if owner is None and study_id is not None:
+            self.client.set_tag(run_id, STUDY_ID_TAG, study_id)
+        return None
+
+    def _new_parent(
+        self, study_name: str, params: dict[str, Any], sweep_text: str, study_id: str | None
+    ) -> str:
+        tags = {STUDY_TAG: study_name, ROLE_TAG: "study"}
+        if study_id is not None:
+            tags[STUDY_ID_TAG] = study_id
+        run = self.client.create_run(self.experiment_id, run_name=study_name, tags=tags)
         self._log_params(run.info.run_id, params)
         self.client.log_text(run.info.run_id, sweep_text, "sweep.yaml")
         return run.info.run_id
@@ -261,8 +369,10 @@ class Tracker:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         tags = {ERROR_TAG: f"{type(error).__name__}: {error}"[:5000], STATE_TAG: "FAIL"}
         self._send(run_id, tags=tags)
-        self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
-        self.client.set_terminated(run_id, status=status)
+        try:  # the traceback is a nicety; the run must not stay RUNNING for want of it (a full disk)
+            self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+        finally:
+            self.client.set_terminated(run_id, status=status)
 
     def kill_trial(self, run_id: str, reason: str) -> None:
         """Close the run of a trial whose worker died, if it is still RUNNING."""

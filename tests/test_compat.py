@@ -154,6 +154,11 @@ def test_resume_adds_a_trial_under_the_old_parent_run(old_study):
     assert new.params == {"lora_r": 2, "learning_rate": 0.01}
     assert new.state == optuna.trial.TrialState.COMPLETE and new.value < 6.4
     assert study.user_attrs[PARENT_ATTR] == parent  # re-attached, not replaced
+    # A 0.1 study had no id: it gets one now, and its old parent run is tagged with it.
+    assert (
+        MlflowClient(_uri(old_study)).get_run(parent).data.tags["lorasweep.study_id"]
+        == (study.user_attrs["study_id"])
+    )
     assert study.best_trial.number in (0, 3)
 
     client = MlflowClient(_uri(old_study))
