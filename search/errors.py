@@ -127,7 +127,7 @@ def store_error(error: BaseException, store: str) -> StoreError | None:
             return StoreError(
                 f"{store} must be writable for the sweep to go on, but got {type(seen).__name__}: {cause} "
                 f"({what}). {fix}, then run the same command again: finished trials are kept, and the "
-                "trial that was running is recorded as failed.",
+                "trial that was running is recorded as failed and runs again.",
                 exit_code=code,
             )
         seen = seen.__cause__ or seen.__context__

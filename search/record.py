@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ._urls import absolute, redact, tracking_uri
-from .errors import UserError
+from .errors import StoreError, UserError
 
 if TYPE_CHECKING:
     from ._parity import Parity
@@ -45,7 +45,9 @@ SEED = "seed"
 METRICS = "metrics"
 PRUNED_STEP = "pruned_step"
 ERROR = "error"
-INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM: run again on resume, like a dead worker's trial
+# Ctrl-C, SIGTERM or a store fault (not the trial's own failure): run again on resume, like a dead
+# worker's trial
+INTERRUPTED = "interrupted"
 DUPLICATE_OF = "duplicate_of"  # the earlier trial with these parameters, whose result it reuses
 RETRY_OF = "retry_of"  # the trial it runs again
 DIED = "worker died mid-trial"  # the error of a trial failed for its dead worker
@@ -219,7 +221,7 @@ def pruned(trial: optuna.Trial, metrics: dict[str, float], step: int | None) -> 
 
 def failed(trial: optuna.Trial, error: BaseException) -> None:
     trial.set_user_attr(ERROR, f"{type(error).__name__}: {error}"[:2000])
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, (KeyboardInterrupt, StoreError)):
         trial.set_user_attr(INTERRUPTED, True)
 
 

@@ -206,7 +206,10 @@ def test_a_full_disk_stops_the_sweep_with_one_message_and_the_rerun_continues(
 
     monkeypatch.setattr(cls, method, original)  # the disk has room again
     assert main(["-q", "run", path]) == 0
-    assert [t.state.name for t in _study().trials][1:] == ["COMPLETE", "COMPLETE"]  # the grid's rest
+    after = _study().trials
+    assert [t.state.name for t in after][1:] == ["COMPLETE"] * 3  # the whole grid: none skipped
+    retried = [t for t in after if t.user_attrs.get("retry_of") == 0]
+    assert len(retried) == 1 and retried[0].params == trial.params  # the faulted trial ran again
 
 
 def test_a_disk_that_stays_full_is_still_one_message_not_a_cleanup_error(stores, write, capsys, monkeypatch):
@@ -245,4 +248,6 @@ def test_a_disk_that_stays_full_is_still_one_message_not_a_cleanup_error(stores,
     assert main(["-q", "run", path]) == 0
     run = _client(stores).get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status != "RUNNING" and run.data.tags["lorasweep.state"] == "FAIL"
-    assert [t.state.name for t in _study().trials][1:] == ["COMPLETE", "COMPLETE"]  # the grid's rest
+    after = _study().trials
+    assert [t.state.name for t in after][1:] == ["COMPLETE"] * 3  # the faulted trial ran again
+    assert [t.user_attrs.get("retry_of") for t in after].count(0) == 1
