@@ -130,5 +130,6 @@ def store_error(error: BaseException, store: str) -> StoreError | None:
                 "trial that was running is recorded as failed and runs again.",
                 exit_code=code,
             )
-        seen = seen.__cause__ or seen.__context__
+        # what the error was raised from; not its context where `raise ... from None` hid it
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None

@@ -35,7 +35,7 @@ def test_the_readmes_python_example_runs_as_printed_with_its_own_metric(stores, 
     assert max(hits) == study.best_value == chosen.metrics["tone_hit"]  # it is the objective
     table = lorasweep.trials(study)
     assert list(table.index) == [0, 1, 2] and table["tone_hit"].max() == max(hits)
-    run = MlflowClient("sqlite:///mlruns/mlflow.db").get_run(chosen.run_id)
+    run = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(chosen.run_id)
     assert run.data.metrics["tone_hit"] == chosen.metrics["tone_hit"]  # logged beside f1 and ROUGE
     assert {"f1", "rougeL"} <= set(run.data.metrics)
     base = study.user_attrs["base_metrics"]

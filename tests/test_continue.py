@@ -75,7 +75,7 @@ def test_an_exhausted_space_says_so_once_and_stops_cleanly(stores, write, capsys
             "stopping at 3/5 finished trials"
         )
     ]
-    parent = MlflowClient("sqlite:///mlruns/mlflow.db").get_run(study.user_attrs["mlflow_parent_run_id"])
+    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
 
 
