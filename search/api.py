@@ -156,8 +156,8 @@ def _optuna_quiet(quiet: bool) -> Iterator[None]:
     import optuna
 
     before = optuna.logging.get_verbosity()
-    if quiet:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if quiet:  # never louder than the caller had it (the CLI keeps Optuna at ERROR)
+        optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
     try:
         yield
     finally:

@@ -686,6 +686,8 @@ def _quiet_libraries(debug: bool) -> None:
         warnings.filterwarnings("ignore", category=category)
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # MLflow logs each database error it then raises; lorasweep says it once, with the fix.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     quiet_libraries()
 
 
