@@ -62,7 +62,8 @@ class Done:
         said = [line for line in self.out if line.startswith(("warning:", "note:"))]
         lines = said + [line for line in self.err if line.strip() and not line.startswith(("[", " "))]
         printed = len([line for line in self.err if line.strip()])
-        return f"exit {self.code}, {printed} line(s) on stderr" + (f': "{lines[0][:150]}"' if lines else "")
+        said = f"exit {self.code}, {printed} line{'' if printed == 1 else 's'} on stderr"
+        return said + (f': "{lines[0][:150]}"' if lines else "")
 
 
 def lorasweep(folder: Path, *args: str, script: str | None = None) -> Done:
