@@ -23,9 +23,9 @@ from mlflow import MlflowClient
 import lorasweep
 from lorasweep.search.cli import _quiet_libraries
 
-ROUNDS = 4
+ROUNDS = 6
 SWEEP = {
-    "study": {"name": "sysmetrics", "metric": "f1", "sampler": {"type": "random", "seed": 0}, "n_trials": 3},
+    "study": {"name": "sysmetrics", "metric": "f1", "sampler": {"type": "random", "seed": 0}, "n_trials": 4},
     "data": {"train_split": "train[:400]"},
     "train": {"max_steps": 40, "logging_steps": 10, "eval_steps": 20},
     "eval": {"max_samples": 32, "max_new_tokens": 8},
