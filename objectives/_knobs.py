@@ -21,7 +21,6 @@ import types
 import typing
 from collections.abc import Callable
 from functools import cache
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +34,8 @@ def cache_root() -> Path:
 
 
 def _stem() -> str:
+    from importlib.metadata import version  # 15 ms to import: not for `lorasweep --help`
+
     return f"knobs{FORMAT}-transformers-{version('transformers')}-peft-{version('peft')}"
 
 
