@@ -74,7 +74,16 @@ def run(
     else:
         loaded = load_sweep(sweep, custom_metrics=custom)
     return _sweep(
-        loaded, study, trials, storage, tracking_uri, workers, quiet, max_failures, metrics, system_metrics
+        loaded,
+        study=study,
+        trials=trials,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        workers=workers,
+        quiet=quiet,
+        max_failures=max_failures,
+        metrics=metrics,
+        system_metrics=system_metrics,
     )
 
 
@@ -104,20 +113,21 @@ def resume(
     sweep = dataclasses.replace(sweep, custom_metrics=custom)
     return _sweep(
         sweep,
-        found.study_name,
-        trials if trials is not None else kept.budget,
-        storage or str(DEFAULT_STORAGE),  # where the study was found, whatever the stored file says
-        study_tracking_uri(found, tracking_uri),
-        workers,
-        quiet,
-        max_failures,
-        metrics,
-        system_metrics,
+        study=found.study_name,
+        trials=trials if trials is not None else kept.budget,
+        storage=storage or str(DEFAULT_STORAGE),  # where the study was found, whatever its file says
+        tracking_uri=study_tracking_uri(found, tracking_uri),
+        workers=workers,
+        quiet=quiet,
+        max_failures=max_failures,
+        metrics=metrics,
+        system_metrics=system_metrics,
     )
 
 
 def _sweep(
     sweep: Sweep,
+    *,
     study: str | None,
     trials: int | None,
     storage: str | None,
