@@ -148,7 +148,7 @@ def measure(reps: int = REPS, log=print) -> TrialFigures:
         path = Path(folder) / "overhead.yaml"
         path.write_text(SWEEP.format(trials=reps + 1), encoding="utf-8")
         sweep = load_sweep(path)
-        resolve_base(sweep.model)  # on a fresh machine, builds the tiny base (once, cached) first
+        resolve_base(sweep.model)  # checks the shipped tiny base (once per process) before timing
         setting_up = time.perf_counter()
         worker = Recipe(sweep.model, sweep.data, sweep.eval)
         setup_seconds = time.perf_counter() - setting_up

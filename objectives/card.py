@@ -13,7 +13,7 @@ from .config import TINY_BASE_NAME, DataSpec, ModelSpec, TrialSpec
 
 
 def describe_adapter(folder: Path, model: ModelSpec, data: DataSpec, trial: TrialSpec, metrics: dict) -> None:
-    """Rewrite the base peft recorded (for the tiny base, an absolute path into this user's cache)
+    """Rewrite the base peft recorded (for the tiny base, an absolute path into this install)
     as the sweep file names it, and write the model card."""
     config_path = folder / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -26,11 +26,11 @@ def describe_adapter(folder: Path, model: ModelSpec, data: DataSpec, trial: Tria
 def _card(model: ModelSpec, data: DataSpec, trial: TrialSpec, metrics: dict[str, Any]) -> str:
     base = model.base + (f" (revision {model.revision})" if model.revision else "")
     if model.base == TINY_BASE_NAME:
-        from .tiny import tiny_base_folder
+        from .tiny import SHIPPED_SHA256
 
         base += (
-            f": lorasweep's embedded base, built the same on any machine by lorasweep "
-            f"(lorasweep.objectives.tiny.ensure_tiny_base; recipe {tiny_base_folder().name})"
+            ": lorasweep's embedded base, shipped with lorasweep as the same bytes on every machine "
+            f"(lorasweep.objectives.tiny; weights sha256 {SHIPPED_SHA256['model.safetensors'][:12]})"
         )
     rows = [
         *(

@@ -57,13 +57,13 @@ def place(spec: ModelSpec) -> Placement:
     return Placement(device, precision)
 
 
-def resolve_base(spec: ModelSpec, log: Callable[[str], None] | None = None) -> str:
-    """The built-in tiny model is built (or read from its cache) here; anything else passes through."""
+def resolve_base(spec: ModelSpec) -> str:
+    """The built-in tiny model is the shipped folder, once checked; anything else passes through."""
     if spec.base != TINY_BASE_NAME:
         return spec.base
     from .tiny import ensure_tiny_base
 
-    return str(ensure_tiny_base(log=log))
+    return str(ensure_tiny_base())
 
 
 def tokenizer_at_hand(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
@@ -84,7 +84,7 @@ def load_base(
     spec: ModelSpec, placement: Placement, log: Callable[[str], None] | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the base model and its tokenizer. Remote code runs only when the sweep file allows it."""
-    source = resolve_base(spec, log)
+    source = resolve_base(spec)
     common: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     try:  # no such folder or hub id, or offline: said once, either way
         remote_code = sorted(_remote_code_files(source, spec.revision))

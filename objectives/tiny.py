@@ -1,8 +1,15 @@
-"""The embedded tiny base model: a ~1M-parameter Llama that lorasweep builds itself, offline.
+"""The embedded tiny base model: a ~1M-parameter Llama that ships with lorasweep as a 3.8 MB asset.
 
 No model hub is reachable in CI and many users try a tool offline first, so the demo needs a base of
 a real architecture that the project can make from nothing: a byte-level BPE tokenizer and a
 4-layer Llama, pretrained for about a minute on the CPU on text from ``objectives._corpus``.
+
+It ships built (``objectives/assets/tiny``, checked against ``SHIPPED_SHA256`` before use) rather than
+being built on each machine: the build is deterministic on one machine, but pretraining's floats round
+differently on another CPU or torch build, so a base built per machine made every machine's demo
+figures a little different, and cost each fresh machine a minute. ``python -m
+lorasweep.objectives.tiny`` (``make tiny-base``) rebuilds the asset from the recipe below and prints
+the hashes to record here.
 
 Why the pretraining text looks the way it does (BRIEF section 5, measured): a base that never saw an
 eos token gives a LoRA that never learns to stop, so every document ends with eos; a base that saw
@@ -11,33 +18,36 @@ uses the tone words for what they mean, in sentences unlike the task's ``Phrase:
 the base does not solve the task before tuning. Topics need the same care (measured here): used
 alike, their embeddings collapsed (cosine 0.94) and neither the base nor LoRA could copy the topic
 into the answer, so each topic has a fact of its own and some documents repeat a list of topics.
-
-The build is deterministic (fixed seeds, fixed data order) and cached under a folder named after a
-hash of the recipe, so changing a constant here or the corpus version rebuilds it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import math
-import os
-import shutil
-import tempfile
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from . import _corpus
-from ._knobs import cache_root
-from .config import TINY_BASE_NAME
+from .config import InputError
 
-# The recipe. Every value here goes into the cache key.
+SHIPPED = Path(__file__).parent / "assets" / "tiny"
+# What `python -m lorasweep.objectives.tiny` printed when it built the shipped files.
+SHIPPED_SHA256 = {
+    "config.json": "502b032db721264302cf76e7fb4b82be2dbad082f7bc90c954eae8196ed372f6",
+    "generation_config.json": "b3774c2596ef62cd2f3a08561715f3c8b423448d4f03f89fc62181c461218360",
+    "model.safetensors": "a7a190d1cb38bf35e6f746f5366e4fdb5fbb6e92796c70632db41204dd27740d",
+    "tokenizer.json": "597370d0eb5249b26e9d7069ed813588f59296fa43c7503fdbd3dc88ab1c89fc",
+    "tokenizer_config.json": "83f9010345c3fb219eb02aac38bc476c2b6cf73cbd84c4b1b77790ae587e5fd3",
+}
+
+# The recipe the shipped files were built from.
 RECIPE = {
     "corpus_version": _corpus.CORPUS_VERSION,
     "vocab_size": 1024,  # a cap: this small corpus runs out of merges near 830 tokens
@@ -57,36 +67,40 @@ RECIPE = {
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 
-def tiny_base_folder(cache_dir: Path | None = None) -> Path:
-    """Where the tiny base is (or will be) built: named after a hash of the recipe."""
-    root = Path(cache_dir or cache_root())
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:10]
-    return root / f"{TINY_BASE_NAME}-{key}"
+def tiny_base_folder() -> Path:
+    """The folder ``from_pretrained`` loads as the tiny base: the shipped asset."""
+    return SHIPPED
 
 
-def ensure_tiny_base(cache_dir: Path | None = None, *, log: Callable[[str], None] | None = None) -> Path:
-    """Return a folder that ``from_pretrained`` loads as the tiny base, building it on first use."""
-    log = log or (lambda _msg: None)
-    target = tiny_base_folder(cache_dir)
-    root = target.parent
-    # The folder only appears by an atomic rename of a finished build, so existing means complete.
-    if target.is_dir():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{target.name}.lock")):  # a second builder waits, then finds it built
-        if target.is_dir():
-            return target
-        for stale in root.glob(f".{target.name}-*"):  # left by a killed build; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
-        try:
-            _build(tmp, log)
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
+def ensure_tiny_base() -> Path:
+    """The tiny base's folder, once its files are checked to be the bytes that were shipped."""
+    _check(SHIPPED)
+    return SHIPPED
+
+
+@functools.cache  # once per process: hashing 3.8 MB takes about 10 ms
+def _check(folder: Path) -> None:
+    differ = [name for name, digest in SHIPPED_SHA256.items() if file_sha256(folder / name) != digest]
+    if differ:
+        raise InputError(
+            f"The built-in tiny base at {folder} is not the one lorasweep shipped: {', '.join(differ)} "
+            "differ from objectives.tiny.SHIPPED_SHA256. Reinstall lorasweep (pip install "
+            "--force-reinstall), or set model.base to another model."
+        )
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def build(out: Path, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Build the tiny base from ``RECIPE`` into ``out``; returns each file's SHA-256."""
+    out.mkdir(parents=True, exist_ok=True)
+    _build(out, log)
+    return {path.name: file_sha256(path) for path in sorted(out.iterdir()) if path.is_file()}
 
 
 def _build(out: Path, log: Callable[[str], None]) -> None:
@@ -190,3 +204,9 @@ def _pretrain(model: LlamaForCausalLM, rows: torch.Tensor, pad_id: int, log: Cal
             log(f"tiny base: step {step + 1}/{steps} loss {loss.item():.3f}")
             last_log = time.monotonic()
     model.eval()
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else SHIPPED
+    hashes = build(target)
+    print(f"built {target}; record in objectives/tiny.py:\nSHIPPED_SHA256 = {hashes!r}")

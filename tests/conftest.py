@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests never reach a hub: the tiny base is built locally and data is shipped."""
+"""Shared fixtures. Tests never reach a hub: the tiny base and the data ship with the package."""
 
 from __future__ import annotations
 

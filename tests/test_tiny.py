@@ -1,0 +1,55 @@
+"""The embedded tiny base ships as fixed bytes, so the demo's figures are the same on every machine."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lorasweep.objectives import tiny
+from lorasweep.objectives.config import InputError
+
+
+def test_the_shipped_files_are_the_recorded_bytes_and_load_as_a_llama() -> None:
+    folder = tiny.ensure_tiny_base()
+    assert {p.name for p in folder.iterdir()} == set(tiny.SHIPPED_SHA256)
+    assert all(tiny.file_sha256(folder / n) == h for n, h in tiny.SHIPPED_SHA256.items())
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert model.config.model_type == "llama"
+    assert model.config.hidden_size == tiny.RECIPE["hidden_size"]
+    assert tokenizer.eos_token == tiny.EOS and len(tokenizer) == model.config.vocab_size
+
+
+def test_a_damaged_copy_is_refused_naming_the_file_and_the_fix(tmp_path) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny.SHIPPED, copy)
+    weights = bytearray((copy / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (copy / "model.safetensors").write_bytes(weights)
+    with pytest.raises(InputError, match=r"model\.safetensors differ.*Reinstall lorasweep"):
+        tiny._check(copy)
+
+
+@pytest.mark.slow
+def test_the_recipe_rebuilds_the_shipped_base(tmp_path) -> None:
+    """`python -m lorasweep.objectives.tiny` remakes the asset: the same tokenizer and config bytes, and
+    weights as good as the shipped ones (bit-equal only where the floats round as they did here)."""
+    torch.set_num_threads(2)
+    hashes = tiny.build(tmp_path, log=lambda _line: None)
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        assert hashes[name] == tiny.SHIPPED_SHA256[name], name
+    tokenizer = AutoTokenizer.from_pretrained(tiny.SHIPPED)
+    text = tokenizer(["the battery is great, i love it", "the delivery was late again"], padding=True)
+    ids, mask = torch.tensor(text["input_ids"]), torch.tensor(text["attention_mask"])
+
+    def loss(folder) -> float:
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        with torch.no_grad():
+            return model(
+                input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)
+            ).loss.item()
+
+    assert loss(tmp_path) == pytest.approx(loss(tiny.SHIPPED), rel=0.05)
