@@ -429,7 +429,9 @@ def _validate(args: argparse.Namespace) -> int:
     lines = [
         f"{args.sweep_file}: OK",
         f"study      {s.name}: {', '.join(f'{m} ({d})' for m, d in zip(s.metrics, s.directions))}",
-        f"sampler    {s.sampler} (seed {s.seed}), {s.n_trials} trials"
+        f"sampler    {s.sampler} (seed {s.seed}"
+        + "".join(f", {k}={v!r}" for k, v in s.sampler_options.items())
+        + f"), {s.n_trials} trials"
         + (f", timeout {s.timeout:g} s" if s.timeout else ""),
         f"pruner     {_pruner_text(s.pruner)}; retries {s.retries}",
         f"storage    {redact(s.storage) if s.storage else 'mlruns/optuna.journal'}",

@@ -2,12 +2,14 @@
 that stops trials whose learning curves lag.
 
 `study.sampler` (or the Olive format's `search_strategy.type`) names a sampler, seeded by
-`study.sampler.seed`. `study.pruner` is a name, or a mapping of a name and the Optuna pruner's own
+`study.sampler.seed`, with the Optuna sampler's own options beside them
+(`sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}`). `study.pruner` is a name, or a mapping of a name and the Optuna pruner's own
 options:
 
     pruner: median
     pruner: {type: median, n_startup_trials: 3, n_warmup_steps: 20}
     pruner: {type: patient, patience: 2, wrapped: {type: median, n_startup_trials: 3}}
+    pruner: {type: curve, k: 1, n_startup_trials: 3}     (lorasweep's learning-curve pruner, _curve)
 
 The options are the pruner classes' constructor arguments, checked against their signatures, and
 the pruner is built once while the file is checked, so Optuna's own validation speaks then too.
@@ -25,6 +27,7 @@ from optuna.pruners import BasePruner
 
 from lorasweep.objectives import did_you_mean
 
+from ._curve import CurvePruner
 from ._fresh import FreshSampler
 from ._typed import unknown_key
 from .errors import Problems
@@ -49,6 +52,7 @@ PRUNERS: dict[str, type[BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "threshold": optuna.pruners.ThresholdPruner,
     "patient": optuna.pruners.PatientPruner,
+    "curve": CurvePruner,  # lorasweep's own: extrapolates each learning curve (_curve)
 }
 _WRAPPED = "wrapped"  # PatientPruner's wrapped_pruner, itself a pruner spec
 
@@ -57,10 +61,63 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
     """The sweep's sampler. The grid sampler as it is: it hands out grid points by trial number and
     skips those finished or running. Any other draws each trial from its own seeded stream and
     avoids configurations the study holds (_fresh: a continued study would replay its past)."""
-    seed, kind = sweep.study.seed, sweep.study.sampler
+    seed, kind, options = sweep.study.seed, sweep.study.sampler, sweep.study.sampler_options
     if kind == "grid":
         return optuna.samplers.GridSampler(sweep.space.grid(), seed=seed)
-    return FreshSampler(lambda trial_seed: SAMPLERS[kind](seed=trial_seed), sweep.space, seed)
+    return FreshSampler(lambda trial_seed: _sampler(kind, options, trial_seed), sweep.space, seed)
+
+
+def _sampler(kind: str, options: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # multivariate TPE and the like are "experimental": fine by us
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SAMPLERS[kind](seed=seed, **options)
+
+
+def parse_sampler_options(kind: str, options: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """The Optuna sampler's own options (`study.sampler: {type: tpe, n_startup_trials: 4}`), checked
+    against its constructor's signature and then by Optuna itself; problems are collected."""
+    where = ("study", "sampler")
+    # What lorasweep sets itself: the seed (its own key), the grid's points, the objectives' count.
+    # What a sweep file can say: options of plain types (not the functions and samplers some take,
+    # such as gamma or constraints_func), and not the seed, which is a key of its own.
+    accepted = {
+        name: types
+        for name, p in inspect.signature(SAMPLERS[kind]).parameters.items()
+        if name != "seed" and (types := _plain_types(p.annotation))
+    }
+    before = len(problems.items)
+    for key, value in options.items():
+        if key not in accepted:
+            problems.add(
+                where + (key,),
+                f"the {kind} sampler takes {', '.join(['type', 'seed', *accepted])}, but got {key}="
+                f"{value!r}.{did_you_mean(key, list(accepted))}",
+            )
+        elif not _is_a(value, accepted[key]):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in accepted[key])
+            problems.add(where + (key,), f"study.sampler.{key} must be {names}, but got {key}={value!r}.")
+    if len(problems.items) > before or not options:
+        return {}
+    try:
+        _sampler(kind, options, 0)
+    except (TypeError, ValueError) as e:  # Optuna's own checks: n_startup_trials >= 0, and so on
+        problems.add(where, f"the {kind} sampler's options must be valid, but Optuna said: {e}")
+        return {}
+    return options
+
+
+def _plain_types(annotation: Any) -> tuple[type, ...]:
+    """The types of an annotation such as 'int | None' (Optuna's are strings); () if any part of it
+    is not a plain YAML type."""
+    plain = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
+    parts = [part.strip() for part in str(annotation).split("|")]
+    return tuple(plain[p] for p in parts) if all(p in plain for p in parts) else ()
+
+
+def _is_a(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # YAML's true is no count
+        return bool in types
+    return isinstance(value, types) or (isinstance(value, int) and float in types)
 
 
 def build_pruner(spec: dict[str, Any] | None) -> BasePruner:

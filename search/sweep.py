@@ -36,7 +36,7 @@ from ._urls import redact
 from ._yaml import load_yaml
 from .errors import Problems, UserError
 from .record import StudyRecord
-from .strategy import SAMPLERS, parse_pruner
+from .strategy import SAMPLERS, parse_pruner, parse_sampler_options
 
 SECTIONS = (
     "search_strategy",
@@ -57,6 +57,7 @@ class StudySpec:
     metrics: tuple[str, ...] = ("eval_loss",)
     directions: tuple[Literal["minimize", "maximize"], ...] = ("minimize",)
     sampler: str = "tpe"
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # the Optuna sampler's own, checked
     seed: int | None = 0
     n_trials: int = 10
     timeout: float | None = None  # seconds for this run of the sweep
@@ -262,14 +263,13 @@ def _parse_study(
             f"metrics={list(metrics)}, directions={list(directions)}.",
         )
 
-    sampler, seed = strategy.get("type", "tpe"), 0
+    sampler, seed, sampler_options = strategy.get("type", "tpe"), 0, {}
     raw_sampler = study.get("sampler")
     if isinstance(raw_sampler, dict):
-        for key in set(raw_sampler) - {"type", "seed"}:
-            problems.add(
-                ("study", "sampler", key), unknown_key("a key of study.sampler", key, ["type", "seed"])
-            )
         sampler, seed = raw_sampler.get("type", sampler), raw_sampler.get("seed", seed)
+        sampler_options = {k: v for k, v in raw_sampler.items() if k not in ("type", "seed")}
+        if sampler in SAMPLERS:
+            sampler_options = parse_sampler_options(sampler, sampler_options, problems)
     elif raw_sampler is not None:
         sampler = raw_sampler
     if "sampler" in study and "type" in strategy and sampler != strategy["type"]:
@@ -344,6 +344,7 @@ def _parse_study(
         metrics=metrics,
         directions=directions,
         sampler=str(sampler),
+        sampler_options=sampler_options,
         seed=seed,
         n_trials=n_trials,
         timeout=timeout,
