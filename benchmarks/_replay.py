@@ -1,16 +1,22 @@
-"""Item (c) of benchmarks/bench.py: search efficiency on the demo task, as a tabular (replay) benchmark.
+"""Item (c) of benchmarks/bench.py: search efficiency, replayed on two recorded tasks.
 
-benchmarks/demo_grid.json holds every configuration of the demo's search space on a grid (the learning
-rate cut into 8 log-spaced cells), each trained once for real by benchmarks/record_grid.py. Here every
-search method runs SEEDS seeded studies against a replay objective: a trial samples through lorasweep's
-own search space and sampler (search.strategy.make_sampler) and the demo's pruner, its learning rate falls
-into a cell, and the recorded curve of that configuration is reported evaluation by evaluation through
-Optuna's trial.report / should_prune, as lorasweep's reporter does. A pruned trial has cost the steps up
-to its pruning, a complete one all of them, and returns the recorded final eval perplexity. Compute is
-counted in training steps, so these figures do not depend on the machine or its load.
+Each table holds every configuration of a sweep's search space on a grid (the learning rate cut into
+8 log-spaced cells), each trained once for real by benchmarks/record_grid.py:
 
-Studies live in Optuna's in-memory storage: the samplers and pruners decide the same on any storage,
-and the storage's own cost is item (e)'s business.
+- demo_grid.json: spaces/demo.yaml, the tone label task (100 steps, an evaluation every 20);
+- phrase_grid.json: spaces/phrase.yaml, free-text generation on the same rows (60 steps, every 10).
+
+Every search method runs SEEDS seeded studies against a replay objective: a trial samples through
+lorasweep's own search space and sampler (search.strategy.make_sampler), its learning rate falls into
+a cell, and the recorded curve of that configuration is reported evaluation by evaluation through
+Optuna's trial.report / should_prune, as lorasweep's reporter does. A pruned trial has cost the steps
+up to its pruning, a complete one all of them, and returns the recorded final eval perplexity.
+Compute is counted in training steps, so these figures do not depend on the machine or its load.
+
+The "recommended" method is what the task's own sweep file says (its sampler, seed aside, and its
+pruner): the setup lorasweep recommends. The others are built for each table from its evaluation
+steps. Studies live in Optuna's in-memory storage: the samplers and pruners decide the same on any
+storage, and the storage's own cost is item (e)'s business.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import dataclasses
 import json
 import statistics
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,24 +36,22 @@ from optuna.distributions import CategoricalDistribution
 from lorasweep.search import Sweep, load_sweep
 from lorasweep.search.strategy import build_pruner, make_sampler
 
-GRID = Path(__file__).with_name("demo_grid.json")
-SEEDS = 20
-BUDGET = 2400  # training steps: 24 trials of 100 steps, three times the demo's 8-trial sweep
-RUN_TO = 2 * BUDGET  # every study runs on to here, so slower methods' compute to the target shows
-CHECKPOINTS = (400, 800, 1600, 2400)
-# name: (sampler, prune with the demo's pruner)
-METHODS = {
-    "TPE + median pruning": ("tpe", True),
-    "random": ("random", False),
-    "grid": ("grid", False),
-    "random + median pruning": ("random", True),
-    "TPE, no pruning": ("tpe", False),
+ROOT = Path(__file__).resolve().parent.parent
+GRIDS = {
+    "demo": Path(__file__).with_name("demo_grid.json"),
+    "phrase": Path(__file__).with_name("phrase_grid.json"),
 }
+SEEDS = 20
+BUDGET_TRIALS = 24  # random search's budget: 24 full trials
+CHECKPOINTS = (1 / 6, 1 / 3, 2 / 3, 1)  # of the budget: where the best-so-far is shown
+RECOMMENDED = "recommended (the sweep file's own)"
+ORACLE = "random + an oracle pruner (the floor of pruning)"
 
 
 @dataclass(frozen=True)
 class Table:
-    sweep: Sweep  # the demo's sweep file, as recorded
+    name: str
+    sweep: Sweep  # the task's sweep file as it is now (what is recommended); trains as recorded
     edges: list[float]  # upper edges of the learning-rate cells
     centres: list[float]
     entries: dict[tuple, dict]  # (cell, r, k, batch) -> recorded entry
@@ -60,16 +65,82 @@ class Table:
     def best(self) -> float:
         return min(e["metrics"]["eval_perplexity"] for e in self.entries.values() if "metrics" in e)
 
+    @property
+    def steps(self) -> int:  # a full trial
+        return max(e["steps"] for e in self.entries.values())
 
-def load_table(path: Path | None = None) -> Table:
-    raw = json.loads((path or GRID).read_text(encoding="utf-8"))
-    sweep = load_sweep(Path(__file__).parent.parent / "spaces" / "demo.yaml", text=raw["sweep"])
+    @property
+    def first_evaluation(self) -> int:
+        return min(min(e["curve"]) for e in self.entries.values() if e["curve"])
+
+    @property
+    def budget(self) -> int:
+        return BUDGET_TRIALS * self.steps
+
+    @property
+    def run_to(self) -> int:  # every study runs on to here, so slower methods' compute to the target shows
+        return 2 * self.budget
+
+    @property
+    def checkpoints(self) -> list[int]:
+        return [round(self.budget * c) for c in CHECKPOINTS]
+
+
+def load_table(name: str = "demo") -> Table:
+    raw = json.loads(GRIDS[name].read_text(encoding="utf-8"))
+    sweep = load_sweep(ROOT / raw.get("sweep_file", "spaces/demo.yaml"))
     entries = {}
     for e in raw["entries"]:
         e["curve"] = {int(step): value for step, value in e["curve"].items()}
         entries[(e["lr_cell"], e["lora_r"], e["lora_alpha_per_rank"], e["batch_size"])] = e
     cells = raw["lr_cells"]
-    return Table(sweep, [c[2] for c in cells], [c[1] for c in cells], entries, raw["recorded"])
+    return Table(name, sweep, [c[2] for c in cells], [c[1] for c in cells], entries, raw["recorded"])
+
+
+def recorded_sweep(name: str) -> Sweep:
+    """The sweep file as it was when its table was recorded: tests check it trains as today's."""
+    raw = json.loads(GRIDS[name].read_text(encoding="utf-8"))
+    return load_sweep(ROOT / raw.get("sweep_file", "spaces/demo.yaml"), text=raw["sweep"])
+
+
+# name: (sampler or None for the sweep file's, the pruner spec for a table, or the sweep file's)
+Method = tuple[str | None, Callable[[Table], dict | None]]
+METHODS: dict[str, Method] = {
+    RECOMMENDED: (None, lambda t: t.sweep.study.pruner),
+    "random": ("random", lambda t: None),
+    "grid": ("grid", lambda t: None),
+    "TPE, no pruning": ("tpe", lambda t: None),
+    "TPE + median pruning": ("tpe", lambda t: {"type": "median", "n_startup_trials": 3}),
+    "TPE + ASHA (successive halving, x3)": (
+        "tpe",
+        lambda t: {"type": "successive_halving", "min_resource": t.first_evaluation, "reduction_factor": 3},
+    ),
+    "TPE + Hyperband (x3)": (
+        "tpe",
+        lambda t: {
+            "type": "hyperband",
+            "min_resource": t.first_evaluation,
+            "max_resource": t.steps,
+            "reduction_factor": 3,
+        },
+    ),
+    "TPE + curve (lorasweep's)": ("tpe", lambda t: {"type": "curve"}),
+    "random + curve (lorasweep's)": ("random", lambda t: {"type": "curve"}),
+    ORACLE: ("random", lambda t: None),  # its pruner knows the table: see OraclePruner
+}
+
+
+class OraclePruner(optuna.pruners.BasePruner):
+    """Not a method: the floor of pruning. It knows every configuration's final value and stops, at
+    its first evaluation, each trial that will not reach the target; no pruner can spend less on the
+    trials a sampler proposes."""
+
+    def __init__(self, table: Table, target: float) -> None:
+        self.table, self.target = table, target
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        final = self.table.lookup(trial.params).get("metrics", {}).get("eval_perplexity", float("inf"))
+        return final > self.target
 
 
 class Replay:
@@ -99,37 +170,43 @@ class Replay:
         return value
 
 
-def method_sweep(table: Table, sampler: str, prune: bool, seed: int) -> Sweep:
-    """The demo's sweep with this method's sampler, seed and pruner, minimising eval perplexity. The
+def method_sweep(table: Table, method: Method, seed: int) -> Sweep:
+    """The task's sweep with this method's sampler, seed and pruner, minimising eval perplexity. The
     grid searches the learning-rate cells' centres (a grid needs a finite space)."""
-    demo = table.sweep
+    sampler, pruner = method
+    task = table.sweep
     study = dataclasses.replace(
-        demo.study,
+        task.study,
         metrics=("eval_perplexity",),
         directions=("minimize",),
-        sampler=sampler,
+        sampler=sampler or task.study.sampler,
+        sampler_options=task.study.sampler_options if sampler is None else {},  # else Optuna's defaults
         seed=seed,
-        pruner=demo.study.pruner if prune else None,
+        pruner=pruner(table),
     )
-    space = demo.space
-    if sampler == "grid":
+    space = task.space
+    if study.sampler == "grid":
         grid = {**space.distributions, "learning_rate": CategoricalDistribution(table.centres)}
         space = dataclasses.replace(space, distributions=grid)
-    return dataclasses.replace(demo, study=study, space=space)
+    return dataclasses.replace(task, study=study, space=space)
 
 
-def run_study(table: Table, sampler: str, prune: bool, seed: int) -> list[tuple[int, float | None]]:
-    sweep = method_sweep(table, sampler, prune, seed)
+def run_study(
+    table: Table, method: Method, seed: int, pruner: optuna.pruners.BasePruner | None = None
+) -> list[tuple[int, float | None]]:
+    sweep = method_sweep(table, method, seed)
     replay = Replay(table, sweep)
 
     def stop_at_budget(study: optuna.Study, trial) -> None:
-        if replay.spent >= RUN_TO:
+        if replay.spent >= table.run_to:
             study.stop()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the grid sampler's "all grids evaluated" and the like
         study = optuna.create_study(
-            sampler=make_sampler(sweep), pruner=build_pruner(sweep.study.pruner), direction="minimize"
+            sampler=make_sampler(sweep),
+            pruner=pruner or build_pruner(sweep.study.pruner),
+            direction="minimize",
         )
         study.optimize(replay, callbacks=[stop_at_budget], catch=(FloatingPointError,))
     return replay.log
@@ -150,38 +227,49 @@ class MethodFigures:
     name: str
     best: dict[int, float]  # checkpoint -> median over seeds of the best eval perplexity
     steps_to_target: float  # median over seeds
-    reached: int  # seeds that reached the target within RUN_TO
-    trials: float  # median trials within BUDGET
-    pruned_share: float  # of the trials within BUDGET, over all seeds
+    reached: int  # seeds that reached the target within the table's run_to
+    trials: float  # median trials within the budget
+    pruned_share: float  # of the trials within the budget, over all seeds
+
+    def share(self, table: Table) -> float:
+        """Compute to reach random's median final best, as a share of random's budget."""
+        return self.steps_to_target / table.budget
 
 
 @dataclass(frozen=True)
 class SearchFigures:
+    table: Table
     methods: list[MethodFigures]
-    target: float  # random search's final best at BUDGET, median over seeds
-    grid_best: float  # the best configuration in the table
-    configurations: int
+    target: float  # random search's final best at the budget, median over seeds
     seeds: int
 
+    def method(self, name: str) -> MethodFigures:
+        return next(m for m in self.methods if m.name == name)
 
-def measure(seeds: int = SEEDS, table: Table | None = None) -> SearchFigures:
-    table = table or load_table()
-    logs = {
-        name: [run_study(table, sampler, prune, seed) for seed in range(seeds)]
-        for name, (sampler, prune) in METHODS.items()
-    }
-    target = statistics.median(best_at(log, BUDGET) for log in logs["random"])
-    methods = []
-    for name, runs in logs.items():
-        within = [[v for spent, v in log if spent <= BUDGET] for log in runs]
-        methods.append(
+
+def measure(
+    name: str = "demo", seeds: int = SEEDS, methods: dict[str, Method] | None = None
+) -> SearchFigures:
+    table = load_table(name)
+    methods = methods or METHODS
+    logs = {"random": [run_study(table, methods["random"], seed) for seed in range(seeds)]}
+    target = statistics.median(best_at(log, table.budget) for log in logs["random"])
+    for label, method in methods.items():
+        if label not in logs:
+            oracle = OraclePruner(table, target) if label == ORACLE else None
+            logs[label] = [run_study(table, method, seed, oracle) for seed in range(seeds)]
+    figures = []
+    for label in methods:
+        runs = logs[label]
+        within = [[v for spent, v in log if spent <= table.budget] for log in runs]
+        figures.append(
             MethodFigures(
-                name=name,
-                best={c: statistics.median(best_at(log, c) for log in runs) for c in CHECKPOINTS},
+                name=label,
+                best={c: statistics.median(best_at(log, c) for log in runs) for c in table.checkpoints},
                 steps_to_target=statistics.median(steps_to_reach(log, target) for log in runs),
-                reached=sum(steps_to_reach(log, target) <= RUN_TO for log in runs),
+                reached=sum(steps_to_reach(log, target) <= table.run_to for log in runs),
                 trials=statistics.median(len(w) for w in within),
                 pruned_share=sum(v is None for w in within for v in w) / max(1, sum(len(w) for w in within)),
             )
         )
-    return SearchFigures(methods, target, table.best, len(table.entries), seeds)
+    return SearchFigures(table, figures, target, seeds)

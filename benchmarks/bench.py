@@ -6,7 +6,7 @@ grid search, its evaluation and its study overhead: one run, one table.
 (a) overhead: a demo trial through lorasweep (sampling, tracking, metrics) over the same trial as a
     bare Trainer script, interleaved in one process, median of the per-trial ratios (_trials.py);
 (b) training throughput of those trials against a bare PyTorch + peft loop on the same batches;
-(c) search efficiency on the demo task, replayed from a recorded grid of real trials (_replay.py);
+(c) search efficiency on two tasks, each replayed from a recorded grid of real trials (_replay.py);
 (d) what generation for ROUGE and F1 costs, and what the cheap-first policy saves;
 (e) a 1,000-trial sweep of a stub objective through the real storage and tracking (_scale.py).
 Timings are medians of interleaved runs in this one process, so a busy machine slows both sides of
@@ -38,8 +38,8 @@ def main() -> int:
     def step(what: str) -> None:
         print(f"[{(time.monotonic() - started) / 60:4.1f} min] {what}", file=sys.stderr, flush=True)
 
-    step("(c) replaying the recorded grid")
-    search = _replay.measure()
+    step("(c) replaying the recorded grids")
+    searches = [_replay.measure(name) for name in _replay.GRIDS]
     step("(a, b, d) trials through lorasweep beside bare ones")
     trials = _trials.measure()
     step(f"(e) {_scale.TRIALS} stub trials through the real stores")
@@ -54,7 +54,8 @@ def main() -> int:
     )
     print("| item | measured | target | verdict |")
     print("| --- | --- | --- | --- |")
-    for line in (*_overhead(trials), *_search(search), _evaluation(trials, search), _scale_row(scale)):
+    rows = (*_overhead(trials), *(r for s in searches for r in _search(s)), _evaluation(trials, searches[0]))
+    for line in (*rows, _scale_row(scale)):
         print(line)
     return 0
 
@@ -93,47 +94,49 @@ def _overhead(t: _trials.TrialFigures) -> list[str]:
 
 
 def _search(s: _replay.SearchFigures) -> list[str]:
-    budget = _replay.BUDGET
-    checkpoints = "/".join(str(c) for c in _replay.CHECKPOINTS)
+    table = s.table
+    checkpoints = "/".join(str(c) for c in table.checkpoints)
     rows = []
     for m in s.methods:
-        best = " / ".join(f"{m.best[c]:.3f}" for c in _replay.CHECKPOINTS)
+        best = " / ".join(f"{m.best[c]:.3f}" for c in table.checkpoints)
         if m.name == "random":
-            reach = f"{budget} steps (its budget: the target is its median final best)"
+            reach = f"{table.budget} steps (its budget: the target is its median final best)"
         elif m.steps_to_target == float("inf"):
-            reach = f"not within {_replay.RUN_TO} steps ({m.reached}/{s.seeds} seeds reached it)"
+            reach = f"not within {table.run_to} steps ({m.reached}/{s.seeds} seeds reached it)"
         else:
-            share = m.steps_to_target / budget
             reach = (
-                f"**{m.steps_to_target:.0f} steps = {share:.0%} of random's** ({m.reached}/{s.seeds} seeds)"
+                f"**{m.steps_to_target:.0f} steps = {m.share(table):.0%} of random's** "
+                f"({m.reached}/{s.seeds} seeds)"
             )
-        main = m.name == "TPE + median pruning"
+        main = m.name == _replay.RECOMMENDED
         rows.append(
             _row(
-                f"(c) {m.name}: best eval perplexity at {checkpoints} steps; steps to reach random's "
-                f"final best ({s.target:.3f})",
-                f"{best}; {reach}; {m.trials:.0f} trials in {budget} steps, {m.pruned_share:.0%} pruned",
-                "<= 50% of random's" if main else "-",
-                _verdict(m.steps_to_target / budget, 0.5) if main else "-",
+                f"(c) {table.name}: {m.name}: best eval perplexity at {checkpoints} steps; steps to reach "
+                f"random's final best ({s.target:.3f})",
+                f"{best}; {reach}; {m.trials:.0f} trials in {table.budget} steps, {m.pruned_share:.0%} pruned",
+                "<= 25% of random's" if main else "-",
+                _verdict(m.share(table), 0.25) if main else "-",
             )
         )
+    study = table.sweep.study
     rows.append(
         _row(
-            "(c) the table replayed",
-            f"{s.configurations} configurations (best {s.grid_best:.3f}), {s.seeds} sampler seeds per "
-            "method, median over seeds; compute in training steps",
+            f"(c) {table.name}: the table replayed",
+            f"{len(table.entries)} configurations of spaces/{table.sweep.path.name} (best {table.best:.3f}), "
+            f"{s.seeds} sampler seeds per method, median over seeds; compute in training steps; recommended: "
+            f"{study.sampler} {study.sampler_options}, pruner {study.pruner}",
         )
     )
     return rows
 
 
 def _evaluation(t: _trials.TrialFigures, s: _replay.SearchFigures) -> str:
-    """What generating costs, and what the cheap-first policy saves on the TPE + median sweep of (c):
+    """What generating costs, and what the cheap-first policy saves on the recommended demo sweep of (c):
     its pruned trials do not generate, and complete ones generate for eval.max_samples prompts only.
     The sweep's time is modelled from the figures measured in (a) and the trial counts of (c)."""
-    tpe = next(m for m in s.methods if m.name == "TPE + median pruning")
+    tpe = s.method(_replay.RECOMMENDED)
     pruned, complete = tpe.trials * tpe.pruned_share, tpe.trials * (1 - tpe.pruned_share)
-    training = _replay.BUDGET * t.seconds_per_step
+    training = s.table.budget * t.seconds_per_step
     all_prompts = t.generate_seconds * t.all_prompts_seconds / t.capped_seconds  # per trial, typical
     policy = training + complete * t.generate_seconds
     everything = training + (pruned + complete) * all_prompts
@@ -142,7 +145,7 @@ def _evaluation(t: _trials.TrialFigures, s: _replay.SearchFigures) -> str:
         "(no generation for pruned trials, eval.max_samples prompts) saves",
         f"{t.generate_share:.1%} of the trial ({t.generate_seconds:.2f} s); {t.eval_prompts} prompts "
         f"instead of {t.max_samples}: {t.all_prompts_seconds:.2f} s instead of {t.capped_seconds:.2f} s; "
-        f"on the TPE + median sweep of (c) ({pruned:.0f} pruned, {complete:.0f} complete trials) "
+        f"on the recommended demo sweep of (c) ({pruned:.0f} pruned, {complete:.0f} complete trials) "
         f"the policy saves **{1 - policy / everything:.0%}** of its time",
     )
 

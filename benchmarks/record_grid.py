@@ -1,12 +1,14 @@
 """Record the demo's search space on a grid, each configuration trained once for real: the table that
 the search-efficiency benchmark (item c of benchmarks/bench.py) replays.
 
-    .venv/bin/python benchmarks/record_grid.py      (or: make bench-grid; see GRID_SECONDS below)
+    .venv/bin/python benchmarks/record_grid.py [SWEEP GRID]   (make bench-grid; about 90 min on 2 cores)
 
-spaces/demo.yaml searches learning_rate (log-uniform over [1e-5, 3e-2]), lora_r, the alpha-per-rank
-factor and batch_size. The learning rate is cut into LR_CELLS cells of equal width in log space; each
+With no arguments it records spaces/demo.yaml into benchmarks/demo_grid.json; `make bench-grid-phrase`
+records the second table, spaces/phrase.yaml into benchmarks/phrase_grid.json (about 30 min).
+
+Both sweeps search learning_rate (log-uniform), lora_r, the alpha-per-rank factor and batch_size. The learning rate is cut into LR_CELLS cells of equal width in log space; each
 configuration is (cell, r, k, batch) and trains at the cell's centre through objectives.Recipe with the
-demo's settings (100 steps, an evaluation every 20) and one seed. For each, the table keeps the eval
+sweep's own settings (the demo: 100 steps, an evaluation every 20) and one seed. For each, the table keeps the eval
 perplexity the Trainer reported at every evaluation (what the pruner sees), the final exact eval
 perplexity and generation metrics (what the trial returns), and the seconds and tokens it took.
 
@@ -50,10 +52,10 @@ def lr_cells(low: float, high: float, cells: int = LR_CELLS) -> list[tuple[float
     ]
 
 
-def configurations() -> list[dict]:
+def configurations(sweep_path: Path) -> list[dict]:
     from lorasweep.search import load_sweep
 
-    space = load_sweep(SWEEP).space.distributions
+    space = load_sweep(sweep_path).space.distributions
     lr = space["learning_rate"]
     return [
         {"lr_cell": i, "learning_rate": centre, "lora_r": r, "lora_alpha_per_rank": k, "batch_size": b}
@@ -66,7 +68,7 @@ def configurations() -> list[dict]:
     ]
 
 
-def _start() -> None:
+def _start(sweep_path: Path) -> None:
     import torch
 
     from lorasweep.objectives import Recipe
@@ -76,7 +78,7 @@ def _start() -> None:
     global _worker
     torch.set_num_threads(1)
     _quiet_libraries(debug=False)
-    sweep = load_sweep(SWEEP)
+    sweep = load_sweep(sweep_path)
     _worker = (Recipe(sweep.model, sweep.data, sweep.eval), sweep)
 
 
@@ -107,17 +109,21 @@ def _record(config: dict) -> dict:
     }
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     import peft
     import torch
     import transformers
 
-    configs = configurations()
-    print(f"recording {len(configs)} configurations into {GRID} ({PROCESSES} processes)", flush=True)
+    sweep_path, grid = (Path(argv[0]).resolve(), Path(argv[1])) if argv else (SWEEP, GRID)
+    configs = configurations(sweep_path)
+    print(f"recording {len(configs)} configurations into {grid} ({PROCESSES} processes)", flush=True)
     started = time.monotonic()
     entries = []
     with ProcessPoolExecutor(
-        PROCESSES, mp_context=__import__("multiprocessing").get_context("spawn"), initializer=_start
+        PROCESSES,
+        mp_context=__import__("multiprocessing").get_context("spawn"),
+        initializer=_start,
+        initargs=(sweep_path,),
     ) as pool:
         for n, entry in enumerate(pool.map(_record, configs), start=1):
             entries.append(entry)
@@ -129,10 +135,11 @@ def main() -> int:
             )
     seconds = time.monotonic() - started
     table = {
-        "about": "benchmarks/record_grid.py: the demo's search space on a grid, each configuration "
-        "trained once (objectives.Recipe); replayed by benchmarks/bench.py, item (c)",
-        "sweep": SWEEP.read_text(encoding="utf-8"),
-        "lr_cells": [list(cell) for cell in lr_cells(*_lr_range())],
+        "about": f"benchmarks/record_grid.py: {sweep_path.relative_to(ROOT)}'s search space on a grid, "
+        "each configuration trained once (objectives.Recipe); replayed by benchmarks/bench.py, item (c)",
+        "sweep_file": str(sweep_path.relative_to(ROOT)),
+        "sweep": sweep_path.read_text(encoding="utf-8"),
+        "lr_cells": [list(cell) for cell in lr_cells(*_lr_range(sweep_path))],
         "seed": SEED,
         "recorded": {
             "seconds": round(seconds),
@@ -147,17 +154,17 @@ def main() -> int:
         },
         "entries": entries,
     }
-    GRID.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {GRID}: {len(entries)} configurations in {seconds / 60:.1f} min")
+    grid.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {grid}: {len(entries)} configurations in {seconds / 60:.1f} min")
     return 0
 
 
-def _lr_range() -> tuple[float, float]:
+def _lr_range(sweep_path: Path) -> tuple[float, float]:
     from lorasweep.search import load_sweep
 
-    lr = load_sweep(SWEEP).space.distributions["learning_rate"]
+    lr = load_sweep(sweep_path).space.distributions["learning_rate"]
     return lr.low, lr.high
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

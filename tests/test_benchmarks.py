@@ -8,8 +8,6 @@ import sys
 
 import pytest
 
-from lorasweep.search import load_sweep
-
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -18,41 +16,51 @@ import record_grid
 import refusals
 
 
-@pytest.fixture(scope="module")
-def table() -> _replay.Table:
-    return _replay.load_table()
+@pytest.fixture(scope="module", params=sorted(_replay.GRIDS))
+def table(request) -> _replay.Table:
+    return _replay.load_table(request.param)
 
 
-def test_the_recorded_grid_is_the_demo_sweep_as_it_is_now(table):
-    """Edit spaces/demo.yaml and this fails: re-record the table with `make bench-grid`."""
-    demo = load_sweep(ROOT / "spaces" / "demo.yaml")
-    recorded = table.sweep
-    assert recorded.space == demo.space and recorded.fixed == demo.fixed
-    assert (recorded.model, recorded.data, recorded.eval) == (demo.model, demo.data, demo.eval)
-    assert recorded.study.pruner == demo.study.pruner
+def test_each_recorded_grid_trains_as_its_sweep_file_does_now(table):
+    """Edit what a trial of spaces/demo.yaml or phrase.yaml trains and this fails: re-record the table
+    (`make bench-grid`, `make bench-grid-phrase`). The study settings may change: they are replayed."""
+    recorded, now = _replay.recorded_sweep(table.name), table.sweep
+    assert recorded.space == now.space and recorded.fixed == now.fixed
+    assert (recorded.model, recorded.data, recorded.eval) == (now.model, now.data, now.eval)
     keys = {
         (c["lr_cell"], c["lora_r"], c["lora_alpha_per_rank"], c["batch_size"])
-        for c in record_grid.configurations()
+        for c in record_grid.configurations(now.path)
     }
     assert set(table.entries) == keys
 
 
 def test_every_recorded_trial_has_its_curve_and_result(table):
+    every = table.sweep.fixed["eval_steps"]
+    steps = list(range(every, table.steps + 1, every))
     for entry in table.entries.values():
-        assert sorted(entry["curve"]) == [20, 40, 60, 80, 100] or "failed" in entry
+        assert sorted(entry["curve"]) == steps or "failed" in entry
         assert "failed" in entry or entry["metrics"]["eval_perplexity"] > 1.0
 
 
 def test_replay_charges_each_trial_the_steps_it_trained(table, monkeypatch):
-    monkeypatch.setattr(_replay, "RUN_TO", 1500)
-    pruned = _replay.run_study(table, "tpe", True, seed=0)
+    monkeypatch.setattr(_replay, "BUDGET_TRIALS", 7.5)  # every study runs to 15 full trials' steps
+    pruned = _replay.run_study(table, _replay.METHODS["TPE + median pruning"], seed=0)
     costs = [b[0] - a[0] for a, b in zip([(0, None), *pruned], pruned)]
-    assert all(c == 100 for c, (_, v) in zip(costs, pruned) if v is not None)  # complete: every step
+    assert all(c == table.steps for c, (_, v) in zip(costs, pruned) if v is not None)  # every step
     stopped = [c for c, (_, v) in zip(costs, pruned) if v is None]
-    assert stopped and all(c in (20, 40, 60, 80) for c in stopped)  # pruned: up to the evaluation
-    assert pruned[-1][0] >= 1500 > pruned[-2][0]  # it stops once the budget is spent
-    unpruned = _replay.run_study(table, "random", False, seed=0)
+    evaluations = set(range(table.first_evaluation, table.steps, table.first_evaluation))
+    assert stopped and set(stopped) <= evaluations  # pruned: up to the evaluation that stopped it
+    assert pruned[-1][0] >= table.run_to > pruned[-2][0]  # it stops once the budget is spent
+    unpruned = _replay.run_study(table, _replay.METHODS["random"], seed=0)
     assert all(v is not None for _, v in unpruned)
+
+
+def test_the_oracle_row_is_a_floor_no_sampler_pruned_alike_can_beat():
+    methods = {k: _replay.METHODS[k] for k in ("random", _replay.ORACLE, "random + curve (lorasweep's)")}
+    figures = _replay.measure("phrase", seeds=3, methods=methods)
+    oracle = figures.method(_replay.ORACLE)
+    assert oracle.steps_to_target <= figures.method("random + curve (lorasweep's)").steps_to_target
+    assert oracle.pruned_share > 0.9 and oracle.reached == 3
 
 
 def test_best_and_steps_to_target_read_the_log_in_order():

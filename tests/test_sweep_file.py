@@ -134,7 +134,9 @@ def test_every_shipped_sweep_file_validates(path, capsys):
 
 def test_validate_shows_the_pruner(capsys):
     assert main(["validate", str(ROOT / "spaces" / "demo.yaml")]) == 0
-    assert "pruner     median(n_startup_trials=3); retries 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pruner     successive_halving(min_resource=20, reduction_factor=4); retries 1" in out
+    assert "sampler    tpe (seed 21, n_startup_trials=4), 8 trials" in out
 
 
 def test_shipped_sweep_files_start_with_their_command():
