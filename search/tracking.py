@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 import traceback
 import urllib.error
@@ -28,6 +29,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -50,8 +52,9 @@ from .record import (
 
 ARTIFACT_ROOT = Path("mlruns/artifacts")
 GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow table
-# Curve points wait at most this long before they are sent. Short trials then cost one call for their
-# whole curve; long ones still show it live in the UI. A worker killed with -9 loses at most this much.
+# A trial's parameters and curve points wait at most this long before they are sent. Short trials then
+# cost one call for all of them; long ones still show them live in the UI. A worker killed with -9
+# loses at most this much of its trial's run (the Optuna trial keeps the parameters).
 CURVE_FLUSH_S = 10.0
 HEALTH_TIMEOUT_S = 10  # a tracking server's first answer
 # MLflow's system metrics (CPU, memory, disk, network; GPU where pynvml finds one) on each trial's run:
@@ -121,11 +124,11 @@ def _forget_store(uri: str) -> None:
 
 
 class _Guarded:
-    """An MlflowClient whose store faults (a full disk, a permission, a database gone) raise one
+    """An MlflowClient (or artifact repository) whose store faults (a full disk, a permission, a database gone) raise one
     StoreError naming the store, instead of MLflow's and SQLAlchemy's tracebacks."""
 
-    def __init__(self, client: MlflowClient, store: str) -> None:
-        self._client, self._store = client, store
+    def __init__(self, client: Any, store: str) -> None:
+        self._client, self.store = client, store
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
@@ -136,7 +139,7 @@ class _Guarded:
             try:
                 return method(*args, **kwargs)
             except Exception as e:
-                fault = store_error(e, self._store)
+                fault = store_error(e, self.store)
                 if fault is None:
                     raise
                 raise fault from e
@@ -158,6 +161,8 @@ class Tracker:
         self.client = _Guarded(client(uri), f"the MLflow store {redact(uri)}")
         self._curves: dict[str, list[Metric]] = {}  # run id -> curve points not sent yet
         self._sent_at: dict[str, float] = {}  # run id -> time.monotonic() of its last curve batch
+        self._params: dict[str, list[Param]] = {}  # run id -> parameters not sent yet
+        self._artifacts: dict[str, _Guarded] = {}  # run id -> its artifact repository, while it runs
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -286,8 +291,16 @@ class Tracker:
                 **(tags or {}),
             },
         )
-        self._log_params(run.info.run_id, params)
-        return run.info.run_id
+        run_id = run.info.run_id
+        # The parameters go with the first batch of curve points (or the trial's end): a log_batch
+        # of their own cost each trial four database transactions, a tenth of a stub trial's time
+        # at 1,000 trials (make bench, item e). The UI shows them CURVE_FLUSH_S later.
+        self._params[run_id] = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        # Where its artifacts go, known now: MLflow would read the whole run again to find out.
+        self._artifacts[run_id] = _Guarded(
+            get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri), self.client.store
+        )
+        return run_id
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, enabled: bool = True) -> Iterator[None]:
@@ -316,13 +329,17 @@ class Tracker:
     def finish_trial(self, run_id: str, result: TrialResult, wall_seconds: float) -> None:
         """Final metrics, costs, samples and the adapter; then the run is closed FINISHED."""
         tags = {STATE_TAG: "COMPLETE"}
+        artifacts = self._artifacts.pop(run_id)
         if result.samples:
             # What client.log_table writes (pandas' "split" JSON) and the tag by which MLflow finds
             # the run's tables, without log_table's three reads of the run to append to a table that
             # already exists: a trial writes its table once.
             columns = ("prompt", "reference", "output")
             table = {"columns": list(columns), "data": [[s[c] for c in columns] for s in result.samples]}
-            self.client.log_dict(run_id, table, GENERATIONS)
+            with tempfile.TemporaryDirectory(prefix="lorasweep-generations-") as folder:
+                path = Path(folder) / GENERATIONS
+                path.write_text(json.dumps(table), encoding="utf-8")
+                artifacts.log_artifact(str(path))
             tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": GENERATIONS, "type": "table"}])
         self._send(
             run_id,
@@ -344,12 +361,13 @@ class Tracker:
             tags,
         )
         if result.adapter_dir is not None:
-            self.client.log_artifacts(run_id, str(result.adapter_dir), artifact_path="adapter")
+            artifacts.log_artifacts(str(result.adapter_dir), "adapter")
         self.client.set_terminated(run_id, status="FINISHED")
 
     def prune_trial(self, run_id: str, step: int, wall_seconds: float) -> None:
         """A pruned trial keeps the curve it logged; no generation metrics, no adapter."""
         tags = {STATE_TAG: "PRUNED", PRUNED_STEP_TAG: str(step)}
+        self._artifacts.pop(run_id, None)
         self._send(run_id, {"wall_seconds": wall_seconds}, step, tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
@@ -357,17 +375,18 @@ class Tracker:
         self, run_id: str, twin: int, twin_run_id: str | None, metrics: dict[str, float], state: str
     ) -> None:
         """A duplicate configuration: the earlier trial's metrics, and where its adapter is."""
-        self._log_metrics(run_id, metrics, step=0)
-        tags = [RunTag(STATE_TAG, state), RunTag(DUPLICATE_OF_TAG, str(twin))]
+        tags = {STATE_TAG: state, DUPLICATE_OF_TAG: str(twin)}
         if twin_run_id:
-            tags.append(RunTag(DUPLICATE_RUN_TAG, twin_run_id))
-        self.client.log_batch(run_id, tags=tags)
+            tags[DUPLICATE_RUN_TAG] = twin_run_id
+        self._artifacts.pop(run_id, None)
+        self._send(run_id, metrics, 0, tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
     def fail_trial(self, run_id: str, error: BaseException) -> None:
         """Close a trial's run that raised: KILLED for an interrupt, FAILED otherwise, with the reason."""
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         tags = {ERROR_TAG: f"{type(error).__name__}: {error}"[:5000], STATE_TAG: "FAIL"}
+        self._artifacts.pop(run_id, None)
         self._send(run_id, tags=tags)
         try:  # the traceback is a nicety; the run must not stay RUNNING for want of it (a full disk)
             self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
@@ -419,9 +438,10 @@ class Tracker:
         tags: dict[str, str] | None = None,
         last: bool = True,
     ) -> None:
-        """The run's pending curve points, with these metrics and tags, in one log_batch. `last`: the
-        trial has ended, nothing more will come for this run."""
+        """The run's pending parameters and curve points, with these metrics and tags, in one
+        log_batch. `last`: the trial has ended, nothing more will come for this run."""
         now = int(time.time() * 1000)
+        params = self._params.pop(run_id, [])
         items = self._curves.pop(run_id, []) + [
             Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
         ]
@@ -430,5 +450,5 @@ class Tracker:
         else:
             self._sent_at[run_id] = time.monotonic()
         tag_items = [RunTag(k, v) for k, v in (tags or {}).items()]
-        if items or tag_items:  # MlflowClient.log_batch splits what is over the store's per-call limits
-            self.client.log_batch(run_id, metrics=items, tags=tag_items)
+        if items or params or tag_items:  # log_batch splits what is over the store's per-call limits
+            self.client.log_batch(run_id, metrics=items, params=params, tags=tag_items)
