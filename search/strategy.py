@@ -3,8 +3,8 @@ that stops trials whose learning curves lag.
 
 `study.sampler` (or the Olive format's `search_strategy.type`) names a sampler, seeded by
 `study.sampler.seed`, with the Optuna sampler's own options beside them
-(`sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}`). `study.pruner` is a name, or a mapping of a name and the Optuna pruner's own
-options:
+(`sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}`). `study.pruner` is a
+name, or a mapping of a name and the Optuna pruner's own options:
 
     pruner: median
     pruner: {type: median, n_startup_trials: 3, n_warmup_steps: 20}
@@ -77,7 +77,6 @@ def parse_sampler_options(kind: str, options: dict[str, Any], problems: Problems
     """The Optuna sampler's own options (`study.sampler: {type: tpe, n_startup_trials: 4}`), checked
     against its constructor's signature and then by Optuna itself; problems are collected."""
     where = ("study", "sampler")
-    # What lorasweep sets itself: the seed (its own key), the grid's points, the objectives' count.
     # What a sweep file can say: options of plain types (not the functions and samplers some take,
     # such as gamma or constraints_func), and not the seed, which is a key of its own.
     accepted = {

@@ -124,8 +124,9 @@ def _forget_store(uri: str) -> None:
 
 
 class _Guarded:
-    """An MlflowClient (or artifact repository) whose store faults (a full disk, a permission, a database gone) raise one
-    StoreError naming the store, instead of MLflow's and SQLAlchemy's tracebacks."""
+    """An MlflowClient (or an artifact repository) whose store faults (a full disk, a permission, a
+    database gone) raise one StoreError naming the store, instead of MLflow's and SQLAlchemy's
+    tracebacks."""
 
     def __init__(self, client: Any, store: str) -> None:
         self._client, self.store = client, store
@@ -297,10 +298,11 @@ class Tracker:
         # at 1,000 trials (make bench, item e). The UI shows them CURVE_FLUSH_S later.
         self._params[run_id] = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         # Where its artifacts go, known now: MLflow would read the whole run again to find out.
-        self._artifacts[run_id] = _Guarded(
-            get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri), self.client.store
-        )
+        self._artifacts[run_id] = self._repository(run.info.artifact_uri)
         return run_id
+
+    def _repository(self, artifact_uri: str) -> _Guarded:
+        return _Guarded(get_artifact_repository(artifact_uri, tracking_uri=self.uri), self.client.store)
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, enabled: bool = True) -> Iterator[None]:
@@ -329,7 +331,9 @@ class Tracker:
     def finish_trial(self, run_id: str, result: TrialResult, wall_seconds: float) -> None:
         """Final metrics, costs, samples and the adapter; then the run is closed FINISHED."""
         tags = {STATE_TAG: "COMPLETE"}
-        artifacts = self._artifacts.pop(run_id)
+        artifacts = self._artifacts.pop(run_id, None) or self._repository(
+            self.client.get_run(run_id).info.artifact_uri  # a run this process did not start
+        )
         if result.samples:
             # What client.log_table writes (pandas' "split" JSON) and the tag by which MLflow finds
             # the run's tables, without log_table's three reads of the run to append to a table that
