@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-grid-phrase bench-memory bench-workers \
-	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults tiny-base clean
+	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults bench-peer tiny-base clean
 
 setup: $(STAMP)
 
@@ -96,6 +96,11 @@ bench-system-metrics: $(STAMP)
 # stores, a full disk on a tmpfs, which needs root), then the same command again (about 10 min).
 bench-faults: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/faults.py
+
+# The peer race: `lorasweep run` against transformers' Trainer.hyperparameter_search (Optuna) doing
+# the same 4-trial search, whole processes, alternating (about 11 min on 2 cores).
+bench-peer: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/peer_race.py
 
 # Rebuild the shipped tiny base (objectives/assets/tiny) from objectives/tiny.py's recipe, about a
 # minute; it prints the hashes to record in objectives.tiny.SHIPPED_SHA256.
