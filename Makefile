@@ -51,8 +51,8 @@ test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
 
 # The README's performance table: lorasweep's trials against bare training, its search against random
-# and grid search (replayed from benchmarks/demo_grid.json), evaluation cost, study overhead at 1,000
-# trials. 8-10 min on 2 cores. OpenMP threads wait passively: while this was written, on a machine
+# search, grid search and the pruners (replayed from benchmarks/demo_grid.json and phrase_grid.json),
+# evaluation cost, study overhead at 1,000 trials. 8-10 min on 2 cores. OpenMP threads wait passively: while this was written, on a machine
 # shared with other jobs, spinning threads made the same training several times slower from one run
 # to the next; `make bench OMP_WAIT_POLICY=` measures with OpenMP's default instead.
 OMP_WAIT_POLICY ?= PASSIVE

@@ -159,6 +159,8 @@ def _scale_row(e: _scale.ScaleFigures) -> str:
         f"start {e.setup:.1f} s (new stores), end {e.teardown:.1f} s; TPE's own sampling at "
         f"{e.trials:,} trials: +{e.tpe_ms:.0f} ms per trial; so {e.trials:,} trials cost "
         f"{with_tpe:.0f} min beyond training (with TPE)",
+        "<= 0.05 s",
+        _verdict(e.per_trial, 0.05),
     )
 
 
