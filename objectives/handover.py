@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +25,17 @@ from .model import Placement, load_base
 class TrialModel:
     model: PeftModel  # base + adapter, unmerged, in eval mode
     tokenizer: PreTrainedTokenizerBase
-    files: dict[str, Path]  # base/ and adapter/: the folders it loads from
+    files: dict[str, Path]  # "base" and each adapter's name: the folders it loads from
     size_bytes: int  # of those folders
     load_seconds: float  # from disk, as a user would load it
 
 
-def load_trial_model(spec: ModelSpec, adapter: Path, scratch: Path) -> TrialModel:
+def load_trial_model(spec: ModelSpec, adapter: Path | Mapping[str, Path], scratch: Path) -> TrialModel:
     """The base as the sweep loaded it (tiny, a hub id or a folder), saved under scratch/base, with
     the trial's adapter on it: the handed-over model carries its own copy of the base, and its load
-    time is measured from disk like an export's."""
+    time is measured from disk like an export's. Several adapters (name -> folder, for a bundle)
+    are loaded on the one base under their names, the first active (peft's set_adapter switches)."""
+    adapters = {"adapter": adapter} if isinstance(adapter, Path) else dict(adapter)
     base, tokenizer = load_base(dataclasses.replace(spec, method="lora"), Placement("cpu", "fp32"))
     base.config.use_cache = True  # load_base turns the cache off for training; generation wants it
     base.save_pretrained(scratch / "base")
@@ -40,9 +43,14 @@ def load_trial_model(spec: ModelSpec, adapter: Path, scratch: Path) -> TrialMode
     del base
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(scratch / "base")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(scratch / "base"), adapter).eval()
+    (first, folder), *others = adapters.items()
+    base = AutoModelForCausalLM.from_pretrained(scratch / "base")
+    model = PeftModel.from_pretrained(base, folder, adapter_name=first)
+    for name, folder in others:
+        model.load_adapter(folder, adapter_name=name)
+    model.eval()
     loaded = time.monotonic() - started
-    files = {"base": scratch / "base", "adapter": adapter}
+    files = {"base": scratch / "base", **adapters}
     size = sum(f.stat().st_size for folder in files.values() for f in folder.rglob("*") if f.is_file())
     return TrialModel(model, tokenizer, files, size, loaded)
 

@@ -65,33 +65,37 @@ def export_fp32(
         merged.save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
         try:
-            _model_builder(merged_dir, out, Path(merging) / "cache")
+            model_builder(merged_dir, out, Path(merging) / "cache")
             return Exported(
                 "fp32", out, "genai", "onnxruntime-genai Model Builder", time.monotonic() - started
             )
-        except _Unsupported as e:
+        except ModelBuilderUnsupported as e:
             log(f"export: {e}; using torch.onnx.export(dynamo=True) instead")
     shutil.rmtree(out, ignore_errors=True)
     _dynamo(merged, tokenizer, out)
     return Exported("fp32", out, "logits", "torch.onnx.export (dynamo)", time.monotonic() - started)
 
 
-class _Unsupported(Exception):
+class ModelBuilderUnsupported(Exception):
     """Model Builder does not know this architecture."""
 
 
-def _model_builder(merged: Path, out: Path, cache: Path) -> None:
+def model_builder(model: Path, out: Path, cache: Path, adapter: Path | None = None) -> None:
+    """An fp32 onnxruntime-genai folder at out/ from the transformers folder `model`; with `adapter`
+    (a peft folder), its LoRA matrices stay separate MatMuls beside the base's."""
     # A subprocess: the builder prints progress bars, loads the model once more in its own memory,
     # and has no stable Python API (its module-level entry point is the documented one).
     command = [sys.executable, "-m", "onnxruntime_genai.models.builder"]
-    command += ["-i", str(merged), "-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(cache)]
+    command += ["-i", str(model), "-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(cache)]
+    if adapter is not None:
+        command += ["--extra_options", f"adapter_path={adapter}"]
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     if done.returncode == 0:
         return
     said = (done.stderr or done.stdout).strip()
     if "is not currently supported" in said:
-        architecture = json.loads((merged / "config.json").read_text())["architectures"][0]
-        raise _Unsupported(f"Model Builder does not support {architecture}")
+        architecture = json.loads((model / "config.json").read_text())["architectures"][0]
+        raise ModelBuilderUnsupported(f"Model Builder does not support {architecture}")
     raise ExportFailed("Model Builder failed: " + "\n".join(said.splitlines()[-8:]))
 
 
@@ -155,8 +159,7 @@ def quantize(fp32: Exported, precision: str, root: Path, scratch: Path) -> Expor
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     from olive.workflows import run as olive_run  # 10+ s to import: only when quantizing
 
-    # Olive turns its logger up to INFO to print its run history, whatever the configured level.
-    logging.getLogger("olive.engine.engine").addFilter(_warnings_only)
+    quiet_olive()
 
     with tempfile.TemporaryDirectory(prefix="olive-", dir=scratch) as cache:
         absolute = {
@@ -176,6 +179,11 @@ def quantize(fp32: Exported, precision: str, root: Path, scratch: Path) -> Expor
         if not item.name.startswith("model.onnx") and not (folder / item.name).exists():
             shutil.copy2(item, folder / item.name)
     return Exported(precision, folder, fp32.kind, f"Olive {quant_pass['type']}", time.monotonic() - started)
+
+
+def quiet_olive() -> None:
+    """Olive turns its logger up to INFO to print its run history, whatever the configured level."""
+    logging.getLogger("olive.engine.engine").addFilter(_warnings_only)
 
 
 def _warnings_only(record: logging.LogRecord) -> bool:

@@ -17,6 +17,8 @@ little (single timed runs once read 21x here and, on a loaded machine, 224x).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import statistics
 import time
@@ -61,7 +63,9 @@ class Measured:
     size_bytes: int
     load_seconds: float
     ms_per_token: float = 0.0  # median over the speed runs
-    speedup: float = 1.0  # PyTorch's ms/token over this model's, the median over the speed runs
+    speedup: float = (
+        1.0  # the reference's ms/token over this model's (PyTorch's, or a bundle's merged export)
+    )
     perplexity: float = 0.0
     perplexity_change: float = 0.0  # relative to PyTorch's
     max_logit_diff: float = 0.0
@@ -73,6 +77,12 @@ class Measured:
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Measured:
+        """What asdict wrote (and the `passed` a report adds)."""
+        checks = [Check(**c) for c in data["checks"]]
+        return cls(**{k: v for k, v in data.items() if k not in ("passed", "checks")}, checks=checks)
 
 
 @dataclass
@@ -103,52 +113,66 @@ class Parity:
     def load(cls, path: Path) -> Parity:
         """What `save` wrote (a promote that completes a killed one reads the gate's findings back)."""
         data = json.loads(path.read_text())
-        models = [
-            Measured(
-                **{k: v for k, v in m.items() if k not in ("passed", "checks")},
-                checks=[Check(**c) for c in m["checks"]],
-            )
-            for m in data["models"]
-        ]
+        models = [Measured.from_dict(m) for m in data["models"]]
         speed = {k: data[k] for k in ("speed_runs", "speed_prompts") if k in data}
         return cls(data["prompts"], data["eval_rows"], models, **speed)
 
 
 class TorchLM:
-    """The reference: the PeftModel on the CPU in fp32."""
+    """The reference: the PeftModel on the CPU in fp32 (with one adapter, or several: `using`)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self._adapter: str | None = ""  # "": as the model is; None: the base alone; else that adapter
+
+    def using(self, adapter: str | None) -> TorchLM:
+        """This model with one of its named adapters active, or with none (None)."""
+        view = copy.copy(self)
+        view._adapter = adapter
+        return view
+
+    def _active(self) -> contextlib.AbstractContextManager:
+        if self._adapter is None:
+            return self.model.disable_adapter()
+        if self._adapter:
+            self.model.set_adapter(self._adapter)
+        return contextlib.nullcontext()
 
     @torch.no_grad()
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        out = self.model(
-            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
-        )
+        with self._active():
+            out = self.model(
+                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+            )
         return out.logits.float().numpy()
 
     @torch.no_grad()
     def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
         prompt = torch.tensor([ids])
-        generated = self.model.generate(
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=self.eos_id,
-            pad_token_id=self.pad_id,
-        )
+        with self._active():
+            generated = self.model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+            )
         return _until_eos(generated[0, len(ids) :].tolist(), self.eos_id)
 
 
 class OnnxLM:
     """An export run by ONNX Runtime: logits through an InferenceSession (with an empty KV cache for
     a genai model), generation through onnxruntime-genai's Generator or, for a logits model, a greedy
-    loop that reruns the whole sequence (no cache)."""
+    loop that reruns the whole sequence (no cache). A bundle's adapter is made active by `using`."""
 
     def __init__(self, export: Exported, eos_id: int) -> None:
         self.export, self.eos_id = export, eos_id
+        self._run_options: ort.RunOptions | None = None  # with the active LoraAdapter, if any
+        self._adapters = None  # onnxruntime-genai's Adapters of the model, once one is loaded
+        self._active: str | None = None
+        self.switch_seconds: list[float] = []  # each Generator's set_active_adapter
         options = ort.SessionOptions()
         options.log_severity_level = 3  # "some nodes were not assigned to the preferred provider"
         started = time.monotonic()
@@ -169,11 +193,34 @@ class OnnxLM:
                 if i.name.startswith("past_key_values."):
                     self._empty_cache[i.name] = shape
 
+    @property
+    def adapter(self) -> str:
+        return self._active or "no adapter"
+
+    def using(self, name: str, adapter: Path) -> OnnxLM:
+        """A view of this model (a bundle's base) with the .onnx_adapter `adapter` active, sharing its
+        sessions; the view's adapter_load_seconds is onnxruntime-genai's load of the file."""
+        view = copy.copy(self)
+        lora = ort.LoraAdapter()
+        lora.Load(str(adapter))
+        view._run_options = ort.RunOptions()
+        view._run_options.add_active_adapter(lora)
+        # RunOptions keeps a pointer to the adapter, not a reference: without this one the Python
+        # object is collected and a later run reads freed memory (onnxruntime 1.32: bad_alloc).
+        view._lora = lora
+        if self._adapters is None:
+            self._adapters = self._og.Adapters(self.generator_model)
+        started = time.perf_counter()
+        self._adapters.load(str(adapter), name)
+        view.adapter_load_seconds = time.perf_counter() - started
+        view._adapters, view._active, view.switch_seconds = self._adapters, name, []
+        return view
+
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
         for name, (heads, size) in self._empty_cache.items():
             feeds[name] = np.zeros((input_ids.shape[0], heads, 0, size), np.float32)
-        return self.session.run(["logits"], feeds)[0]
+        return self.session.run(["logits"], feeds, self._run_options)[0]
 
     def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
         if self.export.kind == "logits":
@@ -186,6 +233,10 @@ class OnnxLM:
         params = og.GeneratorParams(self.generator_model)
         params.set_search_options(max_length=min(len(ids) + max_new_tokens, self.context), do_sample=False)
         generator = og.Generator(self.generator_model, params)
+        if self._active is not None:
+            started = time.perf_counter()
+            generator.set_active_adapter(self._adapters, self._active)
+            self.switch_seconds.append(time.perf_counter() - started)
         generator.append_tokens(ids)
         out = []
         while not generator.is_done():
@@ -214,50 +265,71 @@ def measure(
         Measured(p, lm.export.how, lm.export.size_bytes, lm.load_seconds) for p, lm in onnx.items()
     ]
     by_name = {m.name: m for m in measured}
-
-    # Perplexity and logits over the eval rows, right-padded (Model Builder's attention wants that).
-    nll = {m.name: 0.0 for m in measured}
-    count = 0
-    for start in range(0, len(rows), batch_size):
-        ids, mask, labels = _pad(rows[start : start + batch_size], reference.pad_id)
-        expected = reference.logits(ids, mask)
-        summed, tokens = _nll(expected, labels)
-        nll["pytorch"] += summed
-        for name, lm in onnx.items():
-            got = lm.logits(ids, mask)
-            nll[name] += _nll(got, labels)[0]
-            attended = mask.astype(bool)
-            diff = float(np.abs(got - expected)[attended].max())
-            by_name[name].max_logit_diff = max(by_name[name].max_logit_diff, diff)
-        count += tokens
-    for m in measured:
-        m.perplexity = perplexity(nll[m.name] / max(count, 1))
-        m.perplexity_change = m.perplexity / measured[0].perplexity - 1.0
-
-    # Greedy generation, batch 1, on every eval prompt.
-    expected_tokens = [reference.greedy(p, max_new_tokens) for p in prompts]
-    for name, lm in onnx.items():
-        got_tokens = [lm.greedy(p, max_new_tokens) for p in prompts]
-        for prompt, want, got in zip(prompts, expected_tokens, got_tokens):
-            verdict = _compare(reference, prompt, want, got, 2 * limits.max_logit_diff)
-            if verdict == "identical":
-                by_name[name].identical += 1
-            elif verdict == "tie":
-                by_name[name].ties += 1
-            elif len(by_name[name].mismatches) < 5:
-                text = reference.tokenizer.decode
-                by_name[name].mismatches.append(
-                    {"prompt": text(prompt), "pytorch": text(want), "onnx": text(got)}
-                )
-
-    _speed({"pytorch": reference, **onnx}, by_name, prompts[:SPEED_PROMPTS], max_new_tokens)
+    reference_measured.perplexity = score(
+        reference,
+        {name: (lm, by_name[name]) for name, lm in onnx.items()},
+        prompts,
+        rows,
+        max_new_tokens,
+        batch_size,
+        2 * limits.max_logit_diff,
+    )
+    speed({"pytorch": reference, **onnx}, by_name, prompts[:SPEED_PROMPTS], max_new_tokens)
     for name in onnx:
-        _gate(by_name[name], len(prompts), limits)
+        gate(by_name[name], len(prompts), limits, name)
     return Parity(len(prompts), len(rows), measured, SPEED_RUNS, min(len(prompts), SPEED_PROMPTS))
 
 
-def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
-    allowed = limits.max_perplexity_change[m.name]
+def score(
+    reference: TorchLM,
+    runs: dict[str, tuple[OnnxLM, Measured]],
+    prompts: list[list[int]],
+    rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    tie: float,
+) -> float:
+    """Each run's perplexity (and its change from the reference's), largest logit difference and
+    greedy agreement, on the eval rows and prompts; returns the reference's perplexity. A greedy
+    divergence where the reference's two candidates are within `tie` is counted as a tie."""
+    # Perplexity and logits over the eval rows, right-padded (Model Builder's attention wants that).
+    nll = {name: 0.0 for name in ["pytorch", *runs]}
+    count = 0
+    for start in range(0, len(rows), batch_size):
+        ids, mask, labels = pad_rows(rows[start : start + batch_size], reference.pad_id)
+        expected = reference.logits(ids, mask)
+        summed, tokens = _nll(expected, labels)
+        nll["pytorch"] += summed
+        for name, (lm, m) in runs.items():
+            got = lm.logits(ids, mask)
+            nll[name] += _nll(got, labels)[0]
+            attended = mask.astype(bool)
+            m.max_logit_diff = max(m.max_logit_diff, float(np.abs(got - expected)[attended].max()))
+        count += tokens
+    reference_perplexity = perplexity(nll["pytorch"] / max(count, 1))
+    for name, (_, m) in runs.items():
+        m.perplexity = perplexity(nll[name] / max(count, 1))
+        m.perplexity_change = m.perplexity / reference_perplexity - 1.0
+
+    # Greedy generation, batch 1, on every eval prompt.
+    expected_tokens = [reference.greedy(p, max_new_tokens) for p in prompts]
+    for lm, m in runs.values():
+        got_tokens = [lm.greedy(p, max_new_tokens) for p in prompts]
+        for prompt, want, got in zip(prompts, expected_tokens, got_tokens):
+            verdict = _compare(reference, prompt, want, got, tie)
+            if verdict == "identical":
+                m.identical += 1
+            elif verdict == "tie":
+                m.ties += 1
+            elif len(m.mismatches) < 5:
+                text = reference.tokenizer.decode
+                m.mismatches.append({"prompt": text(prompt), "pytorch": text(want), "onnx": text(got)})
+    return reference_perplexity
+
+
+def gate(m: Measured, n_prompts: int, limits: Limits, precision: str) -> None:
+    """The checks of an export of this precision: perplexity always; tokens and logits for fp32."""
+    allowed = limits.max_perplexity_change[precision]
     m.checks.append(
         Check(
             "eval perplexity",
@@ -266,7 +338,7 @@ def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
             f"within {allowed:.1%}",
         )
     )
-    if m.name != "fp32":  # quantized weights change tokens and logits by design: measured only
+    if precision != "fp32":  # quantized weights change tokens and logits by design: measured only
         return
     wrong = n_prompts - m.identical - m.ties
     m.checks.append(
@@ -284,10 +356,16 @@ def _gate(m: Measured, n_prompts: int, limits: Limits) -> None:
     )
 
 
-def _speed(lms: dict, by_name: dict[str, Measured], prompts: list[list[int]], max_new_tokens: int) -> None:
-    """ms/token of each runtime and its ratio to PyTorch's: medians over SPEED_RUNS rounds in which
-    every runtime generates from the same prompts, one after another, so that a ratio compares runs
-    made under the same load. The runtimes are warm: they have just generated from every prompt."""
+def speed(
+    lms: dict,
+    by_name: dict[str, Measured],
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    reference: str = "pytorch",
+) -> None:
+    """ms/token of each runtime and its ratio to the reference's: medians over SPEED_RUNS rounds in
+    which every runtime generates from the same prompts, one after another, so that a ratio compares
+    runs made under the same load. The runtimes are warm: they have just generated from every prompt."""
     rounds: dict[str, list[float]] = {name: [] for name in lms}
     for _ in range(SPEED_RUNS if prompts else 0):
         for name, lm in lms.items():
@@ -297,7 +375,7 @@ def _speed(lms: dict, by_name: dict[str, Measured], prompts: list[list[int]], ma
     for name, ms in rounds.items():
         if ms:
             by_name[name].ms_per_token = statistics.median(ms)
-            by_name[name].speedup = statistics.median(t / max(m, 1e-9) for t, m in zip(rounds["pytorch"], ms))
+            by_name[name].speedup = statistics.median(t / max(m, 1e-9) for t, m in zip(rounds[reference], ms))
 
 
 def _compare(reference: TorchLM, prompt: list[int], want: list[int], got: list[int], tie: float) -> str:
@@ -311,7 +389,7 @@ def _compare(reference: TorchLM, prompt: list[int], want: list[int], got: list[i
     return "tie" if last[want[k]] - last[got[k]] <= tie else "mismatch"
 
 
-def _pad(rows: list[dict], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pad_rows(rows: list[dict], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     width = max(len(r["input_ids"]) for r in rows)
     ids = np.full((len(rows), width), pad_id, np.int64)
     mask = np.zeros((len(rows), width), np.int64)

@@ -63,16 +63,23 @@ def register(
     max_new_tokens: int,
     scratch: Path,
     promoter: str,
+    adapters: tuple[str, ...] = (),
 ) -> tuple[LoggedModel, ModelVersion]:
     """Log the pyfunc (artifacts: model_files) and the ONNX folder as one LoggedModel of the trial's
     run, and make it a new version of the registered model `name`. The LoggedModel stays "started"
-    until `finish`."""
+    until `finish`. A bundle names its `adapters` (model_files' keys): the pyfunc takes the one to
+    generate with as its `adapter` param, the first by default."""
     experiment_id = client.get_run(run_id).info.experiment_id
+    choice = [ParamSpec("adapter", "string", adapters[0])] if adapters else []
     signature = ModelSignature(
         inputs=Schema([ColSpec("string")]),  # prompts
         outputs=Schema([ColSpec("string")]),  # their greedy continuations
         params=ParamSchema(
-            [ParamSpec("max_new_tokens", "long", max_new_tokens), ParamSpec("batch_size", "long", 16)]
+            [
+                ParamSpec("max_new_tokens", "long", max_new_tokens),
+                ParamSpec("batch_size", "long", 16),
+                *choice,
+            ]
         ),
     )
     try:

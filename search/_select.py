@@ -52,9 +52,40 @@ def choose(study: optuna.Study, rule: tuple[Criterion, ...]) -> tuple[FrozenTria
     if len(study.directions) == 1:
         return study.best_trial, [study.best_trial]
     front = sorted(study.best_trials, key=lambda t: t.number)
+    return _by_rule(study, rule, front), front
+
+
+def top(study: optuna.Study, rule: tuple[Criterion, ...], k: int) -> list[FrozenTrial]:
+    """The k trials an adapter bundle hands over, best first: with one objective the best complete
+    trials, with several the Pareto front in the order the rule picks from it. A duplicate
+    configuration stands for the trial it copied, which is counted once."""
+    if len(study.directions) == 1:
+        sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ranked = sorted(complete, key=lambda t: (sign * t.value, t.number))
+    else:
+        remaining, ranked = sorted(study.best_trials, key=lambda t: t.number), []
+        while remaining:
+            ranked.append(_by_rule(study, rule, remaining))
+            remaining = [t for t in remaining if t.number != ranked[-1].number]
+    distinct: list[FrozenTrial] = []
+    for trial in ranked:
+        twin = TrialRecord.of(trial).duplicate_of
+        trial = study.trials[twin] if twin is not None else trial
+        if all(t.number != trial.number for t in distinct):
+            distinct.append(trial)
+    where = "complete trials" if len(study.directions) == 1 else "trials on its Pareto front"
+    if not 1 <= k <= len(distinct):
+        raise UserError(
+            f"--top must be between 1 and the {len(distinct)} distinct {where} of study "
+            f"{study.study_name!r}, but got top={k}."
+        )
+    return distinct[:k]
+
+
+def _by_rule(study: optuna.Study, rule: tuple[Criterion, ...], candidates: list[FrozenTrial]) -> FrozenTrial:
     names = list(study.metric_names or [])
     rule = rule or tuple(Criterion(m) for m in names)
-    candidates = front
     for criterion in rule:
         maximize = _maximize(study, names, criterion.metric)
         scored = [t for t in candidates if criterion.metric in _metrics(t)]
@@ -67,7 +98,7 @@ def choose(study: optuna.Study, rule: tuple[Criterion, ...]) -> tuple[FrozenTria
     if last is not None and all(last in _metrics(t) for t in candidates):
         sign = -1.0 if _maximize(study, names, last) else 1.0
         candidates = sorted(candidates, key=lambda t: (sign * _metrics(t)[last], t.number))
-    return candidates[0], front
+    return candidates[0]
 
 
 def describe(rule: tuple[Criterion, ...], names: list[str]) -> str:

@@ -7,6 +7,10 @@ transformers and peft are installed, whatever happens to this package later.
     model = mlflow.pyfunc.load_model("models:/NAME@champion")
     model.predict(["Phrase: what a great seat\\nTone:"], params={"max_new_tokens": 12})
     -> ["positive, about the seat"]
+
+A version of several trials (an adapter bundle) holds each trial's adapter under its name
+(trial-3, ...) and takes the one to generate with as a param: params={"adapter": "trial-3"} (or
+just 3); the first, the best, is the default.
 """
 
 import mlflow
@@ -15,7 +19,8 @@ from mlflow.pyfunc import PythonModel
 
 
 class AdapterGenerator(PythonModel):
-    """Prompts in, greedy generations out (the continuation only, stripped)."""
+    """Prompts in, greedy generations out (the continuation only, stripped), from the adapter the
+    `adapter` param names."""
 
     def load_context(self, context) -> None:
         import torch
@@ -28,13 +33,28 @@ class AdapterGenerator(PythonModel):
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         base = AutoModelForCausalLM.from_pretrained(context.artifacts["base"])
-        self.model = PeftModel.from_pretrained(base, context.artifacts["adapter"]).to(self.device).eval()
+        adapters = {name: path for name, path in context.artifacts.items() if name != "base"}
+        (self.default, first), *others = adapters.items()
+        self.model = PeftModel.from_pretrained(base, first, adapter_name=self.default)
+        for name, path in others:
+            self.model.load_adapter(path, adapter_name=name)
+        self.model.to(self.device).eval()
+
+    def _use(self, adapter) -> None:
+        name = self.default if adapter in (None, "") else str(adapter)
+        name = f"trial-{name}" if name.isdigit() else name
+        if name not in self.model.peft_config:
+            raise ValueError(
+                f"params.adapter must be one of {', '.join(self.model.peft_config)}, but got adapter={adapter!r}"
+            )
+        self.model.set_adapter(name)
 
     # model_input: MLflow turns a list of prompts into a one-column DataFrame (the signature's input)
     # before it gets here. The DataFrame hint tells MLflow to keep that signature, not infer one.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[str]:
         prompts = [str(p) for p in model_input.iloc[:, 0]]
         params = params or {}
+        self._use(params.get("adapter"))
         outputs: list[str] = []
         batch = int(params.get("batch_size", 16))
         for start in range(0, len(prompts), batch):

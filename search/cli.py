@@ -74,7 +74,7 @@ _ABOUT = {
         "export a trial to ONNX and check it against PyTorch, without the registry",
         "The same exports and parity checks as promote, into a folder of yours, with parity.json; nothing is"
         " registered.",
-        "lorasweep export --trial 3 --out exports/t3 --precision int8",
+        "lorasweep export --trial 3 --out exports/t3 --precision int8\n  lorasweep export --top 3 --out exports/top3",
     ),
     "report": (
         "write the study's plots as an HTML report and PNGs",
@@ -237,7 +237,14 @@ def _parser() -> argparse.ArgumentParser:
     promote = command("promote")
     study_flags(promote, tracking=True)
     promote.add_argument(
-        "--trial", type=int, metavar="N", help="the trial to promote (default: lorasweep best's)"
+        "--trial",
+        type=int,
+        action="append",
+        metavar="N",
+        help="the trial to promote (default: lorasweep best's); repeat for an adapter bundle of several",
+    )
+    promote.add_argument(
+        "--top", type=int, metavar="K", help="promote the K best trials as one adapter bundle"
     )
     promote.add_argument(
         "--out", type=Path, metavar="DIR", help="where the ONNX exports go (default: exports/MODEL/vVERSION)"
@@ -247,7 +254,17 @@ def _parser() -> argparse.ArgumentParser:
     export = command("export")
     study_flags(export, tracking=True)
     export.add_argument(
-        "--trial", type=int, metavar="N", help="the trial to export (default: lorasweep best's)"
+        "--trial",
+        type=int,
+        action="append",
+        metavar="N",
+        help="the trial to export (default: lorasweep best's); repeat for an adapter bundle of several",
+    )
+    export.add_argument("--top", type=int, metavar="K", help="export the K best trials as one adapter bundle")
+    export.add_argument(
+        "--adapters",
+        action="store_true",
+        help="write one ONNX base with LoRA inputs and an .onnx_adapter per trial (implied by several trials)",
     )
     export.add_argument("--out", type=Path, metavar="DIR", required=True, help="a new or empty folder")
     export.add_argument(
@@ -578,11 +595,16 @@ def _promote(args: argparse.Namespace) -> int:
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
-    done = promote(study, args.trial, args.tracking_uri, args.out, log=_say(args))
+    done = promote(study, args.trial, args.tracking_uri, args.out, log=_say(args), top=args.top)
     name = done.name
     if done.parity is None:
         return 0
-    print(f"registered: {name} version {done.version} (trial {done.trial.number}); exports in {done.folder}/")
+    what = (
+        f"trials {', '.join(map(str, done.bundle))} as an adapter bundle"
+        if done.bundle
+        else f"trial {done.trial.number}"
+    )
+    print(f"registered: {name} version {done.version} ({what}); exports in {done.folder}/")
     if not done.parity.passed:
         where = (
             f"models:/{name}@champion stays on version {done.previous}"
@@ -597,14 +619,30 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ._parity import Parity
     from .promote import export
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
-    trial, parity = export(
-        study, args.out, args.trial, tuple(args.precision or ["fp32"]), args.tracking_uri, log=_say(args)
+    trials, parity = export(
+        study,
+        args.out,
+        args.trial,
+        tuple(args.precision or ["fp32"]),
+        args.tracking_uri,
+        log=_say(args),
+        top=args.top,
+        adapters=args.adapters,
     )
-    print(f"exported trial {trial.number} to {args.out}/ ({', '.join(m.name for m in parity.models[1:])})")
+    if isinstance(parity, Parity):
+        print(
+            f"exported trial {trials[0].number} to {args.out}/ ({', '.join(m.name for m in parity.models[1:])})"
+        )
+    else:
+        files = ", ".join(f"{a.name}.onnx_adapter" for a in parity.adapters)
+        print(
+            f"exported trials {', '.join(str(t.number) for t in trials)} to {args.out}/ as one base and {files}"
+        )
     if not parity.passed:
         print(f"the parity gate failed: see {args.out / 'parity.json'}", file=sys.stderr)
         return 1

@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import json
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +37,24 @@ from optuna.trial import FrozenTrial
 from lorasweep.objectives import TrialModel, eval_inputs, load_trial_model
 
 from . import _registry, tracking
+from ._bundle import adapter_name, build_bundle, check_adapters
+from ._bundle_parity import BundleParity, measure_bundle
 from ._export import export_fp32, quantize
 from ._parity import Limits, Measured, Parity, TorchLM, measure
+from ._parity_table import format_bundle, format_parity, mb
 from ._progress import format_params, format_value
 from ._recovery import died_here, worker_id
 from ._select import PRECISIONS, pick
+from ._select import top as top_trials
 from .errors import UserError
-from .record import REGISTERED_TAG, TrialRecord, study_tracking_uri, version_tags
+from .record import (
+    BUNDLE_TAG,
+    REGISTERED_TAG,
+    TrialRecord,
+    bundle_version_tags,
+    study_tracking_uri,
+    version_tags,
+)
 from .sweep import Sweep, stored_sweep
 
 Log = Callable[[str], None]
@@ -51,38 +63,68 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class Promotion:
     name: str  # the registered model
-    trial: FrozenTrial
-    parity: Parity | None  # None: the trial already was the champion, nothing was redone
+    trial: FrozenTrial  # a bundle's best trial
+    parity: Parity | BundleParity | None  # None: it already was the champion, nothing was redone
     version: str
     previous: str | None  # the champion's version before, if any
     folder: Path | None  # the local copy of the exports
+    bundle: tuple[int, ...] = ()  # an adapter bundle's trials, best first
+
+
+@dataclass(frozen=True)
+class _Handover:
+    """What a promote or an export hands over: one trial, or several as an adapter bundle."""
+
+    trials: list[FrozenTrial]
+    bundle: bool
+
+    @property
+    def lead(self) -> FrozenTrial:
+        return self.trials[0]
+
+    @property
+    def label(self) -> str:
+        numbers = ", ".join(str(t.number) for t in self.trials)
+        return f"trials {numbers} (an adapter bundle)" if self.bundle else f"trial {numbers}"
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        return tuple(t.number for t in self.trials) if self.bundle else ()
 
 
 def promote(
     study: optuna.Study,
-    trial_number: int | None = None,
+    trial_number: int | Sequence[int] | None = None,
     tracking_uri: str | None = None,
     out: Path | None = None,
     log: Log = print,
+    top: int | None = None,
 ) -> Promotion:
     """Register the chosen trial as a new version and make it the champion if its exports pass the
-    gate. A failed gate still registers the version (tagged lorasweep.gate=failed, with the reasons),
-    so the evidence is kept; the alias stays where it was. A promote of this trial that was killed
+    gate. Several trials (a list, or the `top` k) are registered as one version: an adapter bundle.
+    A failed gate still registers the version (tagged lorasweep.gate=failed, with the reasons), so
+    the evidence is kept; the alias stays where it was. A promote of this trial that was killed
     after it logged its model is completed (version, exports, run tag, alias), not repeated."""
     sweep = stored_sweep(study)
     name = sweep.promote.model_name or study.study_name
-    trial = pick(study, sweep.promote.select, trial_number)
-    run_id = _run_of(trial)
+    handover = _handed_over(study, sweep, trial_number, top)
+    trial, run_id = handover.lead, _run_of(handover.lead)
     client = tracking.client(study_tracking_uri(study, tracking_uri))
     with _interruptible():
         current = _registry.champion(client, name)
         resumed = _registry.unfinished(client, name, run_id, log)
-        if resumed is None and current is not None and current.run_id == run_id:
+        if resumed is not None and resumed.tags.get(BUNDLE_TAG) != _bundle_tag(handover):
+            resumed = None  # another hand-over from the same run: not this one's to complete
+        if (
+            resumed is None
+            and current is not None
+            and current.run_id == run_id
+            and current.tags.get(BUNDLE_TAG) == _bundle_tag(handover)
+        ):
             log(
-                f"trial {trial.number} already is the champion: models:/{name}@champion "
-                f"(version {current.version})"
+                f"{handover.label} already is the champion: models:/{name}@champion (version {current.version})"
             )
-            return Promotion(name, trial, None, current.version, current.version, None)
+            return Promotion(name, trial, None, current.version, current.version, None, handover.numbers)
 
         _check_new(out)
         destination = out or Path("exports") / name / "next"
@@ -92,29 +134,30 @@ def promote(
         ):
             if resumed is not None:
                 log(
-                    f"completing the promotion of trial {trial.number} that an earlier promote left "
+                    f"completing the promotion of {handover.label} that an earlier promote left "
                     f"half-done (logged model {resumed.model_id})"
                 )
                 _registry.download_exports(client, resumed, build, scratch)
-                parity = Parity.load(build / "parity.json")
-                log(format_parity(parity))
+                parity = (BundleParity if handover.bundle else Parity).load(build / "parity.json")
+                log(_table(parity))
                 logged = resumed
-                version = _registry.version_of(client, name, logged, _description(study, trial, parity))
+                version = _registry.version_of(client, name, logged, _description(study, handover, parity))
             else:
-                parity, files = _export_and_measure(sweep, client, trial, run_id, build, scratch, log)
-                log(f"registering trial {trial.number} as a new version of {name!r}")
+                parity, files = _measured(sweep, client, handover, build, scratch, log)
+                log(f"registering {handover.label} as a new version of {name!r}")
                 logged, version = _registry.register(
                     client,
                     name,
                     run_id,
                     files,
                     build,
-                    tags=version_tags(study, trial, parity),
-                    params={k: str(v) for k, v in trial.params.items()},
-                    description=_description(study, trial, parity),
+                    tags=_tags(study, handover, parity),
+                    params=_params(handover),
+                    description=_description(study, handover, parity),
                     max_new_tokens=sweep.eval.max_new_tokens,
                     scratch=scratch,
                     promoter=worker_id(),
+                    adapters=tuple(adapter_name(n) for n in handover.numbers),
                 )
             # exports/NAME/vK is this registry's version K: a folder left by an older registry of the
             # same name (the store was reset since) is replaced.
@@ -125,32 +168,62 @@ def promote(
             client.set_registered_model_alias(name, _registry.CHAMPION, version.version)
         _registry.finish(client, logged)  # last: until here, a rerun completes this promotion
     previous = current.version if current is not None and current.version != version.version else None
-    return Promotion(name, trial, parity, version.version, previous, folder)
+    return Promotion(name, trial, parity, version.version, previous, folder, handover.numbers)
 
 
 def export(
     study: optuna.Study,
     out: Path,
-    trial_number: int | None = None,
+    trial_number: int | Sequence[int] | None = None,
     precisions: tuple[str, ...] = ("fp32",),
     tracking_uri: str | None = None,
     log: Log = print,
-) -> tuple[FrozenTrial, Parity]:
-    """The chosen trial's exports and their parity report, written to `out`."""
+    top: int | None = None,
+    adapters: bool = False,
+) -> tuple[list[FrozenTrial], Parity | BundleParity]:
+    """The chosen trial's exports and their parity report, written to `out`. Several trials (or
+    `adapters`) make an adapter bundle: one fp32 base and an .onnx_adapter per trial."""
     _check_new(out)
     sweep = stored_sweep(study)
+    handover = _handed_over(study, sweep, trial_number, top, adapters)
+    if handover.bundle and set(precisions) - {"fp32"}:
+        raise UserError(
+            f"an adapter bundle must be fp32, but got precision={','.join(precisions)}: lorasweep does not "
+            "quantize a base with LoRA inputs. Drop --precision, or export the trials one by one."
+        )
     precisions = tuple(p for p in PRECISIONS if p == "fp32" or p in precisions)  # fp32: the reference
     sweep = dataclasses.replace(sweep, promote=dataclasses.replace(sweep.promote, precisions=precisions))
-    trial = pick(study, sweep.promote.select, trial_number)
     client = tracking.client(study_tracking_uri(study, tracking_uri))
     with (
         _interruptible(),
         _scratch(Path(tempfile.gettempdir()), "lorasweep-export-") as scratch,
         _building(out) as build,
     ):
-        parity, _ = _export_and_measure(sweep, client, trial, _run_of(trial), build, scratch, log)
+        parity, _ = _measured(sweep, client, handover, build, scratch, log)
         _replace(out, build)
-    return trial, parity
+    return handover.trials, parity
+
+
+def _handed_over(
+    study: optuna.Study,
+    sweep: Sweep,
+    trial_number: int | Sequence[int] | None,
+    top: int | None,
+    adapters: bool = False,
+) -> _Handover:
+    numbers = [trial_number] if isinstance(trial_number, int) else list(trial_number or [])
+    if top is not None and numbers:
+        raise UserError(f"--top and --trial must not both be given, but got top={top} and trial={numbers}.")
+    if top is not None:
+        return _Handover(top_trials(study, sweep.promote.select, top), bundle=True)
+    if len(numbers) <= 1:
+        return _Handover([pick(study, sweep.promote.select, numbers[0] if numbers else None)], adapters)
+    trials: list[FrozenTrial] = []
+    for number in numbers:  # a duplicate stands for the trial it copied: counted once
+        trial = pick(study, sweep.promote.select, number)
+        if all(t.number != trial.number for t in trials):
+            trials.append(trial)
+    return _Handover(trials, bundle=True)
 
 
 def _check_new(out: Path | None) -> None:
@@ -216,6 +289,14 @@ def _run_of(trial: FrozenTrial) -> str:
     return run_id
 
 
+def _measured(
+    sweep: Sweep, client: MlflowClient, handover: _Handover, out: Path, scratch: Path, log: Log
+) -> tuple[Parity | BundleParity, dict[str, Path]]:
+    if handover.bundle:
+        return _bundle_and_measure(sweep, client, handover.trials, out, scratch, log)
+    return _export_and_measure(sweep, client, handover.lead, _run_of(handover.lead), out, scratch, log)
+
+
 def _export_and_measure(
     sweep: Sweep, client: MlflowClient, trial: FrozenTrial, run_id: str, out: Path, scratch: Path, log: Log
 ) -> tuple[Parity, dict[str, Path]]:
@@ -232,7 +313,7 @@ def _export_and_measure(
     for precision in sweep.promote.precisions[1:]:
         exports.append(quantize(exports[0], precision, out, scratch))
     for e in exports:
-        log(f"export: {e.precision} by {e.how} ({e.seconds:.1f} s, {_mb(e.size_bytes)})")
+        log(f"export: {e.precision} by {e.how} ({e.seconds:.1f} s, {mb(e.size_bytes)})")
 
     log(f"parity: {len(prompts)} eval prompts, {len(rows)} eval rows")
     parity = measure(
@@ -247,6 +328,52 @@ def _export_and_measure(
     )
     parity.save(out / "parity.json")
     log(format_parity(parity))
+    return parity, handed.files
+
+
+def _bundle_and_measure(
+    sweep: Sweep, client: MlflowClient, trials: list[FrozenTrial], out: Path, scratch: Path, log: Log
+) -> tuple[BundleParity, dict[str, Path]]:
+    """An adapter bundle of `trials` under out/ with out/parity.json; returns the parity report and
+    the PyTorch model's files (base/ and each trial's adapter) for the registry."""
+    adapters = {}
+    for trial in trials:
+        log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {_run_of(trial)})")
+        name = adapter_name(trial.number)
+        adapters[name] = _adapter(client, trial, _run_of(trial), scratch / name)
+    check_adapters(adapters)
+    handed = load_trial_model(sweep.model, adapters, scratch)
+    model, tokenizer = handed.model, handed.tokenizer
+    prompts, rows = eval_inputs(
+        sweep.data, sweep.eval, tokenizer
+    )  # before the exports: moved data fails fast
+
+    bundle = build_bundle(handed.files["base"], adapters, out, scratch)
+    log(
+        f"export: the bundle by Model Builder + Olive ExtractAdapters ({bundle.seconds:.1f} s, {mb(bundle.size_bytes)})"
+    )
+    merged = {}
+    for name in adapters:  # what the bundle replaces, to compare sizes and speeds with
+        model.set_adapter(name)
+        merged[name] = export_fp32(model, tokenizer, scratch / f"merged-{name}", scratch, log)
+    log(f"parity: {len(adapters)} adapters, {len(prompts)} eval prompts, {len(rows)} eval rows")
+    parity = measure_bundle(
+        TorchLM(model, tokenizer),
+        bundle,
+        {adapter_name(t.number): t.number for t in trials},
+        {
+            name: json.loads((folder / "adapter_config.json").read_text())["r"]
+            for name, folder in adapters.items()
+        },
+        merged,
+        prompts,
+        rows,
+        sweep.eval.max_new_tokens,
+        sweep.eval.batch_size,
+        Limits(sweep.promote.max_logit_diff, sweep.promote.max_perplexity_change),
+    )
+    parity.save(out / "parity.json")
+    log(format_bundle(parity))
     return parity, handed.files
 
 
@@ -268,66 +395,39 @@ def _reference(handed: TrialModel) -> Measured:
     return Measured("pytorch", "transformers + peft", handed.size_bytes, handed.load_seconds)
 
 
-# The gated columns and the check (_parity._gate) behind each: a figure decides the champion only
-# where its model carries that check (int8's logits and tokens, for one, are measured, not gated).
-_GATED = (
-    ("change", "eval perplexity"),
-    ("max |dlogit|", "largest logit difference"),
-    ("greedy same", "greedy generation"),
-)
+def _table(parity: Parity | BundleParity) -> str:
+    return format_bundle(parity) if isinstance(parity, BundleParity) else format_parity(parity)
 
 
-def format_parity(parity: Parity) -> str:
-    """The gate's findings as a table: the reported columns, then the gated ones; a gated column's
-    figure in parentheses is measured on that model but not gated."""
-    reported = f"{'':<9}{'by':<36}{'size':>9}{'load s':>8}{'ms/token':>10}{'speed':>7}{'perplexity':>12}"
-    gated = f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>14}"
-    lines = [
-        f"{'reported':<{len(reported)}} | gated",
-        f"{reported} |{gated}",
-    ]
-    for m in parity.models:
-        lines.append(
-            f"{m.name:<9}{m.how:<36}{_mb(m.size_bytes):>9}{m.load_seconds:>8.2f}{m.ms_per_token:>10.2f}"
-            f"{m.speedup:>6.1f}x{m.perplexity:>12.5g} |"
-            + ("" if m.name == "pytorch" else _gated_cells(m, parity.prompts))
-        )
-    where = {
-        column: [m.name for m in parity.models if check in {c.name for c in m.checks}]
-        for column, check in _GATED
-    }
-    lines.append(
-        "gated (decide the champion): "
-        + ", ".join(f"{column} ({', '.join(names)})" for column, names in where.items() if names)
-        + "; in ( ): measured, not gated"
-    )
-    lines.append(
-        f"ms/token, speed: medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts "
-        "(greedy, batch 1); speed is PyTorch's ms/token over the model's in the same run"
-    )
-    verdict = (
-        "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
-    )
-    return "\n".join(lines + [verdict])
+def _bundle_tag(handover: _Handover) -> str | None:
+    return ",".join(map(str, handover.numbers)) or None
 
 
-def _gated_cells(m: Measured, prompts: int) -> str:
-    tokens = f"{m.identical}/{prompts}" + (f" +{m.ties} tie" if m.ties else "")
-    cells = (f"{m.perplexity_change:+.2%}", f"{m.max_logit_diff:.2g}", tokens)
-    checked = {c.name for c in m.checks}
-    shown = [cell if check in checked else f"({cell})" for cell, (_, check) in zip(cells, _GATED)]
-    return f"{shown[0]:>9}{shown[1]:>14}{shown[2]:>14}"
+def _tags(study: optuna.Study, handover: _Handover, parity: Parity | BundleParity) -> dict[str, str]:
+    if isinstance(parity, BundleParity):
+        return bundle_version_tags(study, handover.trials, parity)
+    return version_tags(study, handover.lead, parity)
 
 
-def _mb(size: int) -> str:
-    return f"{size / 2**20:.1f} MB"
+def _params(handover: _Handover) -> dict[str, str]:
+    if not handover.bundle:
+        return {k: str(v) for k, v in handover.lead.params.items()}
+    return {f"{adapter_name(t.number)}.{k}": str(v) for t in handover.trials for k, v in t.params.items()}
 
 
-def _description(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> str:
-    metrics = TrialRecord.of(trial).metrics
-    scores = " ".join(f"{k}={format_value(v)}" for k, v in metrics.items())
+def _description(study: optuna.Study, handover: _Handover, parity: Parity | BundleParity) -> str:
     gate = "passed" if parity.passed else "FAILED: " + "; ".join(parity.failures)
-    return (
-        f"Trial {trial.number} of study {study.study_name}: {format_params(trial.params)}. {scores}. "
-        f"ONNX exports ({', '.join(m.name for m in parity.models[1:])}) under onnx/; parity gate {gate}."
-    )
+    trials = []
+    for trial in handover.trials:
+        scores = " ".join(f"{k}={format_value(v)}" for k, v in TrialRecord.of(trial).metrics.items())
+        trials.append(
+            f"Trial {trial.number} of study {study.study_name}: {format_params(trial.params)}. {scores}."
+        )
+    if isinstance(parity, BundleParity):
+        what = (
+            f"An adapter bundle under onnx/: one ONNX base and {', '.join(a.name for a in parity.adapters)}"
+            ".onnx_adapter; the pyfunc's adapter param picks the trial"
+        )
+    else:
+        what = f"ONNX exports ({', '.join(m.name for m in parity.models[1:])}) under onnx/"
+    return " ".join(trials) + f" {what}; parity gate {gate}."

@@ -21,7 +21,8 @@ from ._urls import absolute, redact, tracking_uri
 from .errors import StoreError, UserError
 
 if TYPE_CHECKING:
-    from ._parity import Parity
+    from ._bundle_parity import BundleParity
+    from ._parity import Measured, Parity
     from .sweep import Sweep
 
 # -- the study's user attributes -----------------------------------------------------------------
@@ -69,6 +70,7 @@ DUPLICATE_OF_TAG = "lorasweep.duplicate_of"
 DUPLICATE_RUN_TAG = "lorasweep.duplicate_run_id"  # the run that holds a reused result's adapter
 BEST_RUN_TAG = "lorasweep.best_run_id"  # on the parent run
 PARETO_TAG = "lorasweep.pareto_trials"  # on the parent run
+BUNDLE_TAG = "lorasweep.bundle"  # on an adapter bundle's version: its trials, best first: 3,5,7
 REGISTERED_TAG = "lorasweep.registered_as"  # on a promoted trial's run: MODEL/VERSION
 # -- MLflow tags: model versions -----------------------------------------------------------------
 GATE_TAG = "lorasweep.gate"  # passed | failed
@@ -260,27 +262,54 @@ def promotion_tags(name: str, promoter: str) -> dict[str, str]:
 
 def version_tags(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> dict[str, str]:
     """A registered model version's tags: where it came from, the gate's verdict, its evidence."""
-    tags = {
-        STUDY_TAG: study.study_name,
-        TRIAL_TAG: str(trial.number),
-        GATE_TAG: "passed" if parity.passed else "failed",
-    }
-    if not parity.passed:
-        tags[GATE_FAILURES_TAG] = "; ".join(parity.failures)[:5000]
+    tags = {STUDY_TAG: study.study_name, TRIAL_TAG: str(trial.number), **_gate_tags(parity)}
     tags.update({f"param.{k}": str(v) for k, v in trial.params.items()})
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in TrialRecord.of(trial).metrics.items()})
     for m in parity.models:
-        tags.update(
-            {
-                f"{m.name}.size_mb": f"{m.size_bytes / 2**20:.2f}",
-                f"{m.name}.load_seconds": f"{m.load_seconds:.3f}",
-                f"{m.name}.ms_per_token": f"{m.ms_per_token:.3f}",
-                f"{m.name}.eval_perplexity": f"{m.perplexity:.6g}",
-            }
-        )
-        if m.name != "pytorch":
-            tags[f"{m.name}.exporter"] = m.how
-            tags[f"{m.name}.perplexity_change"] = f"{m.perplexity_change:+.4%}"
-            tags[f"{m.name}.max_logit_diff"] = f"{m.max_logit_diff:.3g}"
-            tags[f"{m.name}.greedy_identical"] = f"{m.identical}/{parity.prompts}"
+        tags.update(_figure_tags(m, parity.prompts))
+    return tags
+
+
+def bundle_version_tags(
+    study: optuna.Study, trials: list[FrozenTrial], parity: BundleParity
+) -> dict[str, str]:
+    """An adapter bundle's version: the same, per adapter (trial-N.*), and the bundle's own figures."""
+    tags = {
+        STUDY_TAG: study.study_name,
+        TRIAL_TAG: str(trials[0].number),  # the best: the adapter the version generates with by default
+        BUNDLE_TAG: ",".join(str(t.number) for t in trials),
+        **_gate_tags(parity),
+        "bundle.size_mb": f"{parity.size_bytes / 2**20:.2f}",
+        "bundle.merged_size_mb": f"{parity.merged_bytes / 2**20:.2f}",
+    }
+    tags.update(_figure_tags(parity.base, parity.prompts))
+    for trial, a in zip(trials, parity.adapters):
+        tags.update({f"{a.name}.param.{k}": str(v) for k, v in trial.params.items()})
+        tags.update({f"{a.name}.metric.{k}": f"{v:.6g}" for k, v in TrialRecord.of(trial).metrics.items()})
+        tags.update(_figure_tags(a.measured, parity.prompts))
+        tags[f"{a.name}.file"] = f"onnx/{a.name}.onnx_adapter"
+        tags[f"{a.name}.rank"] = str(a.rank)
+        tags[f"{a.name}.merged_ms_per_token"] = f"{a.merged_ms_per_token:.3f}"
+    return tags
+
+
+def _gate_tags(parity: Parity | BundleParity) -> dict[str, str]:
+    tags = {GATE_TAG: "passed" if parity.passed else "failed"}
+    if not parity.passed:
+        tags[GATE_FAILURES_TAG] = "; ".join(parity.failures)[:5000]
+    return tags
+
+
+def _figure_tags(m: Measured, prompts: int) -> dict[str, str]:
+    tags = {
+        f"{m.name}.size_mb": f"{m.size_bytes / 2**20:.2f}",
+        f"{m.name}.load_seconds": f"{m.load_seconds:.3f}",
+        f"{m.name}.ms_per_token": f"{m.ms_per_token:.3f}",
+        f"{m.name}.eval_perplexity": f"{m.perplexity:.6g}",
+    }
+    if m.name != "pytorch":
+        tags[f"{m.name}.exporter"] = m.how
+        tags[f"{m.name}.perplexity_change"] = f"{m.perplexity_change:+.4%}"
+        tags[f"{m.name}.max_logit_diff"] = f"{m.max_logit_diff:.3g}"
+        tags[f"{m.name}.greedy_identical"] = f"{m.identical}/{prompts}"
     return tags
