@@ -93,7 +93,7 @@ def build_bundle(base: Path, adapters: dict[str, Path], out: Path, scratch: Path
             architecture = json.loads((base / "config.json").read_text())["architectures"][0]
             raise UserError(
                 f"an adapter bundle must have a base Model Builder exports, but {architecture} is not one "
-                f"({e}); trials {', '.join(adapters)} cannot share one ONNX base. Export them one by one "
+                f"({e}): {', '.join(adapters)} cannot share one ONNX base. Export the trials one by one "
                 "(lorasweep export --trial N) instead."
             ) from e
         inputs = _extract(work / "built-slots", work / "extracted-slots", work)

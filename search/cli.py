@@ -67,13 +67,15 @@ _ABOUT = {
         "register the best trial, export it to ONNX, check parity, then move the champion alias",
         "Register the chosen trial in the MLflow Model Registry with its ONNX exports (fp32 by Model "
         "Builder, int8 and int4 by Olive), each checked against PyTorch on the eval data; the champion alias"
-        " moves only if every check passed.",
+        " moves only if every check passed. --top K (or --trial repeated) registers several trials as one"
+        " version: an adapter bundle whose pyfunc takes an `adapter` param.",
         "lorasweep promote --study demo",
     ),
     "export": (
         "export a trial to ONNX and check it against PyTorch, without the registry",
         "The same exports and parity checks as promote, into a folder of yours, with parity.json; nothing is"
-        " registered.",
+        " registered. --top K (or --trial repeated, or --adapters) writes an adapter bundle: one ONNX base "
+        "with LoRA inputs and an .onnx_adapter per trial, each adapter gated through it.",
         "lorasweep export --trial 3 --out exports/t3 --precision int8\n  lorasweep export --top 3 --out exports/top3",
     ),
     "report": (

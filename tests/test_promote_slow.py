@@ -147,3 +147,9 @@ def test_an_architecture_model_builder_lacks_takes_the_dynamo_path(in_tmp, capsy
     # and refuses to write into a folder that holds files
     assert main(["export", "--out", "onnx"]) == 2
     assert "--out must be a new or empty folder" in capsys.readouterr().err
+    # an adapter bundle needs Model Builder's LoRA inputs: refused, naming the trial, nothing written
+    assert main(["export", "--adapters", "--out", "bundle"]) == 2
+    err = capsys.readouterr().err
+    assert "an adapter bundle must have a base Model Builder exports, but GPT2LMHeadModel is not one" in err
+    assert "trial-0 cannot share one ONNX base" in err
+    assert not (in_tmp / "bundle").exists() and not list(in_tmp.glob(".bundle-build-*"))
