@@ -150,7 +150,7 @@ def measure_bundle(
                 ranks[name],
                 file.stat().st_size,
                 1000 * view.adapter_load_seconds,
-                1000 * statistics.median(view.switch_seconds),
+                1000 * statistics.median(view.switch_seconds or [0.0]),
                 single_m.size_bytes,
                 single_m.ms_per_token,
                 m,

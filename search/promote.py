@@ -5,6 +5,10 @@
               -> move the `champion` alias, only if every check passed
     export:   the same exports and checks, into a folder of the user's, without the registry
 
+Several trials (--top K, --trial repeated) are handed over as an adapter bundle instead: one fp32
+ONNX base with LoRA inputs and an .onnx_adapter per trial (_bundle), each adapter gated through the
+bundle (_bundle_parity), registered as one version whose pyfunc takes an `adapter` param.
+
 Everything runs on the CPU in fp32, whatever the sweep trained on: the adapter is merged into an
 fp32 copy of the base for export, and the parity reference is that base with the adapter unmerged.
 
