@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lorasweep.objectives.tiny import ensure_tiny_base
 from lorasweep.search._bundle import check_adapters
+from lorasweep.search._select import Criterion, top
 from lorasweep.search.cli import main
 from lorasweep.search.errors import UserError
 
@@ -269,3 +270,29 @@ def test_adapters_the_tools_cannot_take_are_refused_naming_the_trial(tmp_path):
     text = str(refused.value)
     assert "trial-2: it uses DoRA" in text and "trial-2: it trains whole modules (lm_head)" in text
     assert "trial-1" not in text.split("but:")[1]
+
+
+def _finished(study: optuna.Study, values, metrics: dict[str, float], twin: int | None = None) -> None:
+    attrs = {"metrics": metrics, **({"duplicate_of": twin} if twin is not None else {})}
+    study.add_trial(optuna.trial.create_trial(values=values, user_attrs=attrs))
+
+
+def test_top_ranks_by_the_objective_and_counts_a_duplicate_once():
+    study = optuna.create_study(direction="maximize")
+    for f1 in (0.5, 0.9, 0.7):
+        _finished(study, [f1], {"f1": f1})
+    _finished(study, [0.9], {"f1": 0.9}, twin=1)  # trial 3 reused trial 1's result
+    assert [t.number for t in top(study, (), 3)] == [1, 2, 0]
+    with pytest.raises(UserError, match="between 1 and the 3 distinct complete trials"):
+        top(study, (), 4)
+
+
+def test_top_of_several_objectives_takes_the_pareto_front_in_the_rules_order():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["f1", "eval_loss"])
+    for f1, loss in ((0.9, 0.5), (0.8, 0.3), (0.5, 0.9), (0.85, 0.4)):  # trial 2 is dominated
+        _finished(study, [f1, loss], {"f1": f1, "eval_loss": loss})
+    assert [t.number for t in top(study, (Criterion("eval_loss"),), 3)] == [1, 3, 0]
+    assert [t.number for t in top(study, (), 3)] == [0, 3, 1]  # the default rule: f1 first
+    with pytest.raises(UserError, match="3 distinct trials on its Pareto front"):
+        top(study, (), 4)
