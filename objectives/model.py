@@ -16,13 +16,12 @@ from transformers.utils import cached_file
 
 from .config import TINY_BASE_NAME, InputError, ModelSpec
 
-# Target-module presets. "all-linear" is peft's own; "attention" names the projections that the
-# Llama family (Llama, Qwen2, Mistral, Phi-3, SmolLM, Gemma) calls q/k/v/o_proj.
-TARGET_PRESETS: dict[str, str | list[str]] = {
-    "all-linear": "all-linear",
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mlp": ["gate_proj", "up_proj", "down_proj"],
-}
+# Target-module presets. "all-linear" is peft's own; "attention" and "mlp" are found on the base
+# itself (_preset_targets): every projection of its attention blocks, or of its MLP. Names differ
+# by architecture: Llama/Qwen/Mistral/Gemma q/k/v/o_proj and gate/up/down_proj, Phi-3 qkv_proj and
+# gate_up_proj, GPT-NeoX query_key_value and dense, OPT out_proj and fc1/fc2 (beside the attention,
+# in the layer itself), GPT-2 c_attn and a c_proj in both blocks.
+TARGET_PRESETS = ("all-linear", "attention", "mlp")
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,7 @@ def _remote_code_files(source: str, revision: str | None) -> set[str]:
 def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any]) -> PeftModel:
     """Put a fresh LoRA adapter on the base. `target_modules` may be a preset, a list, or searched."""
     args = dict(lora_args)
-    targets = _peft_targets(args.pop("target_modules", spec.target_modules))
+    targets = _peft_targets(args.pop("target_modules", spec.target_modules), base)
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, target_modules=targets, **args)
     return get_peft_model(base, config)
 
@@ -173,16 +172,22 @@ def add_adapter(base: PreTrainedModel, spec: ModelSpec, lora_args: dict[str, Any
 def check_targets(base: PreTrainedModel, spec: ModelSpec) -> None:
     """model.target_modules must name modules the base has (as peft matches them): otherwise every
     trial would fail the same way. Said once, before any trial, with the names the base offers."""
-    targets = _peft_targets(spec.target_modules)
+    targets = _peft_targets(spec.target_modules, base)
     if targets == "all-linear":
         return
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in base.named_modules() if _is_linear(m)})
+    if spec.target_modules in TARGET_PRESETS and not targets:
+        raise InputError(
+            f"model.target_modules={spec.target_modules} must find {spec.target_modules} projections in the "
+            f"base model, but base={spec.base!r} ({type(base).__name__}) has none that lorasweep recognizes. "
+            f"Its linear layers are {', '.join(linear)}. Name some of these, or use all-linear."
+        )
     names = [name for name, _ in base.named_modules() if name]
     if isinstance(targets, str):  # a regular expression over full module paths
         found = any(re.fullmatch(targets, name) for name in names)
     else:
         found = any(name == t or name.endswith("." + t) for name in names for t in targets)
     if not found:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in base.named_modules() if _is_linear(m)})
         raise InputError(
             f"model.target_modules must name modules of the base model, but got "
             f"target_modules={spec.target_modules!r}, which matches none of base={spec.base!r}'s. Its "
@@ -190,16 +195,39 @@ def check_targets(base: PreTrainedModel, spec: ModelSpec) -> None:
         )
 
 
-def _peft_targets(targets: str | tuple[str, ...] | list[str]) -> str | list[str]:
+def _peft_targets(targets: str | tuple[str, ...] | list[str], base: torch.nn.Module) -> str | list[str]:
     """A preset, plain names or a regular expression, as peft's LoraConfig takes them."""
+    if targets in ("attention", "mlp"):
+        return _preset_targets(base, targets)
     if isinstance(targets, str):
         # Searched values are strings, so "q_proj" or "q_proj,v_proj" name modules here; peft
         # would read any string as a regex over full module paths, which "q_proj" never matches.
         plain_names = re.fullmatch(r"[\w.]+(\s*,\s*[\w.]+)*", targets) and targets not in TARGET_PRESETS
-        return (
-            [t.strip() for t in targets.split(",")] if plain_names else TARGET_PRESETS.get(targets, targets)
-        )
+        return [t.strip() for t in targets.split(",")] if plain_names else targets
     return list(targets)
+
+
+def _preset_targets(base: torch.nn.Module, preset: str) -> list[str]:
+    """The linear layers of the base's attention blocks (or MLPs), told apart by the class of the
+    module that holds them (LlamaAttention, GPT2MLP, ...), as peft suffixes: "attn.c_proj", not
+    "c_proj", which GPT-2's MLP has too. OPT and its kin keep fc1/fc2 in the layer itself."""
+    found = set()
+    for name, module in base.named_modules():
+        if not _is_linear(module) or "." not in name:
+            continue
+        holder_name, leaf = name.rsplit(".", 1)
+        holder = type(base.get_submodule(holder_name)).__name__
+        if "Attention" in holder or holder.endswith("Attn"):
+            kind, suffix = "attention", f"{holder_name.rsplit('.', 1)[-1]}.{leaf}"
+        elif "MLP" in holder or "FeedForward" in holder:
+            kind, suffix = "mlp", f"{holder_name.rsplit('.', 1)[-1]}.{leaf}"
+        elif leaf in ("fc1", "fc2"):
+            kind, suffix = "mlp", leaf
+        else:
+            continue
+        if kind == preset:
+            found.add(suffix)
+    return sorted(found)
 
 
 def _is_linear(module: torch.nn.Module) -> bool:
