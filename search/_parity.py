@@ -163,35 +163,34 @@ class TorchLM:
 
 
 class OnnxLM:
-    """An export run by ONNX Runtime: logits through an InferenceSession (with an empty KV cache for
-    a genai model), generation through onnxruntime-genai's Generator or, for a logits model, a greedy
-    loop that reruns the whole sequence (no cache). A bundle's adapter is made active by `using`."""
+    """An export run as a user runs it. A genai folder runs in onnxruntime-genai: generation through
+    its Generator, and logits too, row by row (its own KV cache: a plain session fed an empty cache
+    fails on sliding-window attention, Gemma 2's, in GroupQueryAttention). A logits model runs in an
+    ONNX Runtime session, generating by a greedy loop that reruns the whole sequence (no cache). A
+    bundle's adapter is made active by `using`."""
 
     def __init__(self, export: Exported, eos_id: int) -> None:
         self.export, self.eos_id = export, eos_id
-        self._run_options: ort.RunOptions | None = None  # with the active LoraAdapter, if any
         self._adapters = None  # onnxruntime-genai's Adapters of the model, once one is loaded
         self._active: str | None = None
         self.switch_seconds: list[float] = []  # each Generator's set_active_adapter
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # "some nodes were not assigned to the preferred provider"
         started = time.monotonic()
-        self.session = ort.InferenceSession(str(export.folder / "model.onnx"), options)
-        self.load_seconds = time.monotonic() - started  # what a user loads to generate
-        self._empty_cache: dict[str, tuple[int, int]] = {}  # past_key_values input -> (heads, size)
-        if export.kind == "genai":
+        if export.kind == "logits":
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # "some nodes were not assigned to the preferred provider"
+            self.session = ort.InferenceSession(str(export.folder / "model.onnx"), options)
+        else:
             import onnxruntime_genai as og
 
             self._og = og
-            started = time.monotonic()
             self.generator_model = og.Model(str(export.folder))
-            self.load_seconds = time.monotonic() - started
             config = json.loads((export.folder / "genai_config.json").read_text())["model"]
             self.context = config["context_length"]  # generation may not run past it
-            shape = (config["decoder"]["num_key_value_heads"], config["decoder"]["head_size"])
-            for i in self.session.get_inputs():
-                if i.name.startswith("past_key_values."):
-                    self._empty_cache[i.name] = shape
+            # A generator's KV cache holds max_length tokens, and sliding-window attention wants at
+            # least a window's worth (GroupQueryAttention: "KV cache capacity must be at least
+            # local_window_size").
+            self.min_length = (config["decoder"].get("sliding_window") or {}).get("window_size", 0)
+        self.load_seconds = time.monotonic() - started  # what a user loads to generate
 
     @property
     def adapter(self) -> str:
@@ -199,15 +198,8 @@ class OnnxLM:
 
     def using(self, name: str, adapter: Path) -> OnnxLM:
         """A view of this model (a bundle's base) with the .onnx_adapter `adapter` active, sharing its
-        sessions; the view's adapter_load_seconds is onnxruntime-genai's load of the file."""
+        model; the view's adapter_load_seconds is onnxruntime-genai's load of the file."""
         view = copy.copy(self)
-        lora = ort.LoraAdapter()
-        lora.Load(str(adapter))
-        view._run_options = ort.RunOptions()
-        view._run_options.add_active_adapter(lora)
-        # RunOptions keeps a pointer to the adapter, not a reference: without this one the Python
-        # object is collected and a later run reads freed memory (onnxruntime 1.32: bad_alloc).
-        view._lora = lora
         if self._adapters is None:
             self._adapters = self._og.Adapters(self.generator_model)
         started = time.perf_counter()
@@ -217,10 +209,23 @@ class OnnxLM:
         return view
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-        for name, (heads, size) in self._empty_cache.items():
-            feeds[name] = np.zeros((input_ids.shape[0], heads, 0, size), np.float32)
-        return self.session.run(["logits"], feeds, self._run_options)[0]
+        """Logits of right-padded rows; a padded position's are zero."""
+        if self.export.kind == "logits":
+            feeds = {
+                "input_ids": input_ids.astype(np.int64),
+                "attention_mask": attention_mask.astype(np.int64),
+            }
+            return self.session.run(["logits"], feeds)[0]
+        rows = []
+        for ids, mask in zip(input_ids, attention_mask):
+            n = int(mask.sum())
+            generator = self._generator(n + 1)
+            generator.append_tokens(ids[:n].astype(np.int32))
+            rows.append(generator.get_output("logits")[0, :n])
+        out = np.zeros((*input_ids.shape, rows[0].shape[-1]), np.float32)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = row
+        return out
 
     def greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
         if self.export.kind == "logits":
@@ -229,20 +234,26 @@ class OnnxLM:
                 sequence = np.array([ids + out])
                 out.append(int(self.logits(sequence, np.ones_like(sequence))[0, -1].argmax()))
             return out
+        generator = self._generator(len(ids) + max_new_tokens)
+        generator.append_tokens(ids)
+        out = []
+        while not generator.is_done() and len(out) < max_new_tokens:  # max_length may hold a window more
+            generator.generate_next_token()
+            out.append(int(generator.get_next_tokens()[0]))
+        return _until_eos(out, self.eos_id)
+
+    def _generator(self, max_length: int):
         og = self._og
         params = og.GeneratorParams(self.generator_model)
-        params.set_search_options(max_length=min(len(ids) + max_new_tokens, self.context), do_sample=False)
+        params.set_search_options(
+            max_length=min(max(max_length, self.min_length), self.context), do_sample=False
+        )
         generator = og.Generator(self.generator_model, params)
         if self._active is not None:
             started = time.perf_counter()
             generator.set_active_adapter(self._adapters, self._active)
             self.switch_seconds.append(time.perf_counter() - started)
-        generator.append_tokens(ids)
-        out = []
-        while not generator.is_done():
-            generator.generate_next_token()
-            out.append(int(generator.get_next_tokens()[0]))
-        return _until_eos(out, self.eos_id)
+        return generator
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
