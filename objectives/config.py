@@ -22,10 +22,12 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
     "rougeL": "maximize",
     "f1": "maximize",
     "exact_match": "maximize",
+    "bleu": "maximize",
+    "accuracy": "maximize",
 }
 
 # Metrics that need greedy generation on the eval prompts (the expensive part of a trial).
-GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "f1", "exact_match")
+GENERATION_METRICS = ("rouge1", "rouge2", "rougeL", "f1", "exact_match", "bleu", "accuracy")
 # Metrics a trial reports at every evaluation while it trains: the learning curve a pruner reads.
 # The first one is in every evaluation's report.
 CURVE_METRICS = ("eval_loss", "eval_perplexity")

@@ -1,4 +1,5 @@
-"""Scores for generated text: ROUGE (rouge-score), F1 (scikit-learn or token overlap), exact match.
+"""Scores for generated text: ROUGE (rouge-score), BLEU (sacrebleu), F1 and accuracy (scikit-learn,
+or token overlap and exact match for free text).
 
 `evaluate.load("rouge")` needs the hub and fails offline; rouge-score is the implementation it
 wraps, so it is called directly. Perplexity is computed in the recipe, where the logits are.
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from rouge_score import rouge_scorer
-from sklearn.metrics import f1_score
+from sacrebleu.metrics import BLEU
+from sklearn.metrics import accuracy_score, f1_score
 
 # Responses form a "small closed set" (a classification task) when they take at most this many
 # distinct values: then F1 is macro-F1 over those labels, otherwise token-overlap F1.
@@ -35,6 +37,12 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
             totals[name] += score.fmeasure
     n = max(len(predictions), 1)
     return {name: totals[name] / n for name in ("rouge1", "rouge2", "rougeL")}
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (0-100) as sacrebleu reports it: its 13a tokenizer, one reference per example. Like
+    any BLEU it is 0 for a corpus without a matching 4-gram (one-word labels, for one)."""
+    return float(BLEU().corpus_score(list(predictions), [list(references)]).score)
 
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -100,6 +108,7 @@ def generation_metrics(
     """All generation metrics at once. `labels` is the gold label per example, when a label column
     is named; without one, label F1 treats each whole reference as its label."""
     metrics = rouge(predictions, references)
+    metrics["bleu"] = bleu(predictions, references)
     metrics["exact_match"] = exact_match(predictions, references)
     if f1_mode(mode, labels is not None, references) == "label":
         gold = list(labels) if labels is not None else [normalize(r) for r in references]
@@ -107,4 +116,10 @@ def generation_metrics(
         metrics["f1"] = label_f1(predicted, gold)
     else:
         metrics["f1"] = token_f1(predictions, references)
+    # accuracy: of the label over label_column where one is named, else exact match
+    if labels is not None:
+        predicted = [find_label(p, sorted(set(labels))) or "<none>" for p in predictions]
+        metrics["accuracy"] = float(accuracy_score(list(labels), predicted))
+    else:
+        metrics["accuracy"] = metrics["exact_match"]
     return metrics

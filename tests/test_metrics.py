@@ -3,6 +3,7 @@
 import pytest
 
 from lorasweep.objectives.metrics import (
+    bleu,
     exact_match,
     f1_mode,
     find_label,
@@ -60,3 +61,25 @@ def test_generation_metrics_uses_the_label_column():
     # positive: P=1 R=1 F=1; negative: never predicted -> F=0.
     assert metrics["f1"] == pytest.approx(0.5)
     assert 0.5 < metrics["rouge1"] < 1.0
+
+
+def test_bleu_is_sacrebleus_corpus_score():
+    # one sentence, brevity penalty 1: the geometric mean of 1-4-gram precisions 5/6, 3/5, 2/4, 1/3
+    hypothesis, reference = "the cat sat on a mat", "the cat sat on the mat"
+    expected = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    assert bleu([hypothesis], [reference]) == pytest.approx(expected, rel=1e-6)
+    assert bleu([reference, reference], [reference, reference]) == pytest.approx(100.0)
+
+
+def test_accuracy_is_label_accuracy_with_a_label_column_and_exact_match_without():
+    outputs = ["positive, about the seat", "it is negative", "no idea", "neutral."]
+    references = [
+        "positive, about the seat",
+        "negative, about the app",
+        "neutral, about x",
+        "neutral, about y",
+    ]
+    labelled = generation_metrics(outputs, references, ["positive", "negative", "neutral", "neutral"], "auto")
+    assert labelled["accuracy"] == pytest.approx(3 / 4)  # "no idea" names no label
+    unlabelled = generation_metrics(outputs, references, None, "token")
+    assert unlabelled["accuracy"] == unlabelled["exact_match"] == pytest.approx(1 / 4)
