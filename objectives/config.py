@@ -80,7 +80,9 @@ class DataSpec:
     max_eval_rows: int = 2000
     prompt_template: str | None = "Phrase: {phrase}\nTone:"
     response_template: str | None = " {tone}, about the {topic}"
-    text_template: str | None = None  # Olive's single template: loss on every token, no generation
+    # Olive's single template: loss on every token; generation from the text before its last field
+    # when that field ends it (text_split)
+    text_template: str | None = None
     label_column: str | None = "tone"  # macro-F1 and stratified split over this column
     max_length: int = 128  # tokens per example, prompt and response together
     seed: int = 0  # the eval split carve-out and the sample of max_eval_rows
@@ -93,7 +95,12 @@ class DataSpec:
     @property
     def has_prompts(self) -> bool:
         """Whether examples split into prompt and response (needed for generation metrics)."""
-        return self.text_template is None
+        return self.text_template is None or self.text_split is not None
+
+    @property
+    def text_split(self) -> TextSplit | None:
+        """How a text_template splits for generation, if it does (split_text_template)."""
+        return split_text_template(self.text_template) if self.text_template is not None else None
 
     def problems(self) -> list[tuple[str | None, str]]:
         """(field, what is wrong) for each value that cannot work; None: the section as a whole."""
@@ -114,7 +121,7 @@ class DataSpec:
                 template_fields(getattr(self, key) or "", f"data.{key}")
             except InputError as e:
                 found.append((key, str(e)))
-        if self.has_prompts and not (self.prompt_template and self.response_template):
+        if self.text_template is None and not (self.prompt_template and self.response_template):
             given = [k for k in ("prompt_template", "response_template") if getattr(self, k)]
             found.append(
                 (
@@ -163,6 +170,46 @@ class TrialSpec:
     early_stopping: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     generate: bool = True  # compute the generation metrics after training
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """A text_template read as prompt + response: the model is asked to generate `field` from the
+    rendered text before it, and may write `end` (an end-of-turn marker) after it."""
+
+    prompt_template: str
+    field: str
+    end: str
+
+
+# What may follow a text_template's last field and still leave it at the end: whitespace and
+# special-token markers such as <|eot_id|>, <|im_end|>, </s>, <end_of_turn>.
+_END_MARKERS = re.compile(r"(\s|<\|?/?[\w.-]+\|?>)*")
+
+
+def split_text_template(template: str) -> TextSplit | None:
+    """The prompt is the template before its last field, the response that field; None (loss only)
+    when the template has a single field, or text other than end markers after the last one."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    fields = [(i, name) for i, (_, name, _, _) in enumerate(parts) if name]
+    if len(fields) < 2:
+        return None
+    last, name = fields[-1]
+    end = "".join(literal for literal, *_ in parts[last + 1 :])
+    if not _END_MARKERS.fullmatch(end):
+        return None
+    prompt = (
+        "".join(
+            literal
+            + ("{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}" if f else "")
+            for literal, f, spec, conv in parts[:last]
+        )
+        + parts[last][0]
+    )
+    return TextSplit(prompt, name, end.strip())
 
 
 def template_fields(template: str, where: str = "template") -> list[str]:

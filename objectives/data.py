@@ -38,6 +38,7 @@ class TaskData:
     eval_prompts: list[str]
     eval_references: list[str]
     eval_labels: list[str] | None  # from data.label_column, when named
+    eval_stop: str | None = None  # an end marker a text_template puts after the response
     # Rows whose prompt alone fills data.max_length, so truncation cut off their whole response:
     # they teach nothing and score nothing. Counted per split.
     lost_responses: dict[str, int] = field(default_factory=dict)
@@ -291,13 +292,19 @@ def tokenize(
                 f"which the prompts alone fill in all {len(split)} {name} rows. Raise data.max_length, "
                 "or shorten the prompts."
             )
+    split = spec.text_split
+    if split is not None:  # the text before the template's last field, and that field
+        prompt_template, response_template = split.prompt_template, "{" + split.field + "}"
+    else:
+        prompt_template, response_template = spec.prompt_template, spec.response_template
     if spec.has_prompts:
         # Generation keeps a prompt's last max_length tokens (where the cue to answer is): its end.
-        prompts = [render(spec.prompt_template, row)[-longest:] for row in eval_rows]
-        references = [render(spec.response_template, row).strip() for row in eval_rows]
+        prompts = [render(prompt_template, row)[-longest:] for row in eval_rows]
+        references = [render(response_template, row).strip() for row in eval_rows]
     else:
         prompts, references = [], []
     labels = (
         [str(v) for v in eval_rows[spec.label_column]] if spec.label_column and spec.has_prompts else None
     )
-    return TaskData(train, eval_, prompts, references, labels, lost)
+    stop = split.end if split is not None and split.end else None
+    return TaskData(train, eval_, prompts, references, labels, lost_responses=lost, eval_stop=stop)

@@ -234,7 +234,9 @@ class Recipe:
                 eos_token_id=self.tokenizer.eos_token_id,
             )
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
-            outputs += [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            stop = self.data.eval_stop  # a text_template's end marker ends the response
+            outputs += [(t.split(stop)[0] if stop else t).strip() for t in texts]
         references = self.data.eval_references[:n]
         labels = self.data.eval_labels[:n] if self.data.eval_labels is not None else None
         metrics = generation_metrics(outputs, references, labels, self.eval_spec.f1)

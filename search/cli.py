@@ -458,6 +458,7 @@ def _validate(args: argparse.Namespace) -> int:
         f"model      {_fields(sweep.model)}",
         f"data       {_fields(sweep.data)}",
         f"           {data_note}",
+        *_text_template_note(sweep),
         f"eval       {_fields(sweep.eval)}",
         "fixed      "
         + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.searched()),
@@ -468,6 +469,23 @@ def _validate(args: argparse.Namespace) -> int:
         lines.append(f"  lora_alpha: {sweep.space.alpha_per_rank:g} x r")
     print("\n".join(lines))
     return 0
+
+
+def _text_template_note(sweep: Sweep) -> list[str]:
+    """What a text_template gives: generation metrics when its last field ends it, else loss only."""
+    if sweep.data.text_template is None:
+        return []
+    split = sweep.data.text_split
+    if split is None:
+        return [
+            "           text_template: loss only (eval_loss, eval_perplexity): it has one field, or text "
+            "after its last one. End it with the response's field (an end marker such as <|eot_id|> may "
+            "follow) for ROUGE and F1."
+        ]
+    return [
+        f"           text_template: generation from the text before {{{split.field}}}, scored against "
+        f"{{{split.field}}}" + (f" (up to {split.end})" if split.end else "")
+    ]
 
 
 def _check_data(sweep: Sweep) -> str:

@@ -421,6 +421,7 @@ def _check_consistency(
                 problems.add(
                     ("study",),
                     f"metric {m} needs prompts to generate from, but got "
-                    f"data.text_template={data.text_template!r}. Use prompt_template and "
-                    f"response_template, or optimise eval_loss.",
+                    f"data.text_template={data.text_template!r}, which has one field or text after its "
+                    "last one. End the template with the response's field (an end marker such as "
+                    "<|eot_id|> may follow), use prompt_template and response_template, or optimise eval_loss.",
                 )
