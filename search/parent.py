@@ -21,6 +21,8 @@ def setup_params(sweep: Sweep) -> dict[str, Any]:
     """The fixed setup every trial shares, recorded on each run so a run stands on its own."""
     return {
         "model.base": sweep.model.base,
+        "model.revision": sweep.model.revision,  # None: the folder as it is, or the hub's main
+        "model.trust_remote_code": sweep.model.trust_remote_code,
         "model.method": sweep.model.method,
         "model.target_modules": sweep.model.target_modules,
         "data.path": sweep.data.path,

@@ -115,6 +115,12 @@ def _matrix(kind: str, folder: Path) -> None:
     )
 
     client = mlflow.MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+    params = client.get_run(trials["all-linear"].user_attrs["mlflow_run_id"]).data.params
+    assert (params["model.base"], params["model.revision"], params["model.trust_remote_code"]) == (
+        str(base),
+        "None",
+        "False",
+    )
     _, attention, mlp = ARCHITECTURES[kind]
     for preset, expected in (("attention", attention), ("mlp", mlp), ("all-linear", attention | mlp)):
         run_id = trials[preset].user_attrs["mlflow_run_id"]
