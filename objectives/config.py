@@ -98,6 +98,12 @@ class DataSpec:
         return self.text_template is None or self.text_split is not None
 
     @property
+    def conversational(self) -> bool:
+        """No template at all: the rows carry their own turns (a `messages` column, or `prompt` and
+        `completion`), which the tokenizer's chat template renders."""
+        return self.text_template is None and self.prompt_template is None and self.response_template is None
+
+    @property
     def text_split(self) -> TextSplit | None:
         """How a text_template splits for generation, if it does (split_text_template)."""
         return split_text_template(self.text_template) if self.text_template is not None else None
@@ -121,13 +127,13 @@ class DataSpec:
                 template_fields(getattr(self, key) or "", f"data.{key}")
             except InputError as e:
                 found.append((key, str(e)))
-        if self.text_template is None and not (self.prompt_template and self.response_template):
+        if self.text_template is None and bool(self.prompt_template) != bool(self.response_template):
             given = [k for k in ("prompt_template", "response_template") if getattr(self, k)]
             found.append(
                 (
                     None,
-                    "data must give prompt_template and response_template together, or "
-                    f"text_template alone, but got {' and '.join(given) or 'none of them'}.",
+                    "data must give prompt_template and response_template together, text_template "
+                    f"alone, or neither (rows of messages, or prompt/completion), but got {given[0]} alone.",
                 )
             )
         if not 0 < self.eval_fraction < 1:

@@ -18,6 +18,7 @@ import datasets
 from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
+from . import chat
 from .config import BUILTIN_DATA_PREFIX, WRONG_KIND_OF_FILE, DataSpec, InputError, ModelSpec, template_fields
 from .metrics import is_closed_set
 from .model import tokenizer_at_hand
@@ -237,6 +238,8 @@ def render(template: str, row: dict) -> str:
 
 def _check_fields(spec: DataSpec, rows: datasets.Dataset) -> None:
     columns = rows.column_names
+    if spec.conversational:
+        chat.require_format(columns)
     for key in ("prompt_template", "response_template", "text_template"):
         for column in template_fields(getattr(spec, key) or "", f"data.{key}"):
             if column not in columns:
@@ -266,7 +269,13 @@ def tokenize(
     # a long one.
     longest = spec.max_length * MAX_CHARS_PER_TOKEN
 
+    if spec.conversational and len(train_rows) + len(eval_rows):
+        sample = train_rows[0] if len(train_rows) else eval_rows[0]
+        chat.require_chat_template(tokenizer, chat.require_format(train_rows.column_names), sample)
+
     def encode(row: dict) -> dict:
+        if spec.conversational:
+            return chat.encode(row, tokenizer, spec.max_length)
         if spec.text_template is not None:
             ids = tokenizer(render(spec.text_template, row)[:longest])["input_ids"] + [eos]
             ids = ids[: spec.max_length]
@@ -297,7 +306,10 @@ def tokenize(
         prompt_template, response_template = split.prompt_template, "{" + split.field + "}"
     else:
         prompt_template, response_template = spec.prompt_template, spec.response_template
-    if spec.has_prompts:
+    if spec.conversational:
+        pairs = [chat.prompt_and_reference(row, tokenizer) for row in eval_rows]
+        prompts, references = [p[-longest:] for p, _ in pairs], [r for _, r in pairs]
+    elif spec.has_prompts:
         # Generation keeps a prompt's last max_length tokens (where the cue to answer is): its end.
         prompts = [render(prompt_template, row)[-longest:] for row in eval_rows]
         references = [render(response_template, row).strip() for row in eval_rows]

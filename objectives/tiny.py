@@ -40,6 +40,7 @@ from .config import InputError
 SHIPPED = Path(__file__).parent / "assets" / "tiny"
 # What `python -m lorasweep.objectives.tiny` printed when it built the shipped files.
 SHIPPED_SHA256 = {
+    "chat_template.jinja": "e7b4f74f7c524e00e89e801ff0412329194c943423d0949a33be7072cc76f571",
     "config.json": "502b032db721264302cf76e7fb4b82be2dbad082f7bc90c954eae8196ed372f6",
     "generation_config.json": "b3774c2596ef62cd2f3a08561715f3c8b423448d4f03f89fc62181c461218360",
     "model.safetensors": "a7a190d1cb38bf35e6f746f5366e4fdb5fbb6e92796c70632db41204dd27740d",
@@ -65,6 +66,17 @@ RECIPE = {
     "seed": 0,
 }
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+# The chat template (for rows of messages, data.conversational): the base knows no "user" or
+# "assistant", only its pretraining text's "Phrase: ...\nTone: ...", so a user turn is rendered as a
+# phrase and an assistant turn as its tone line. A system turn is its content on a line of its own.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{{ 'Phrase: ' + message['content'] + '\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ 'Tone: ' + message['content'] + eos_token + '\n' }}"
+    "{%- else -%}{{ message['content'] + '\n' }}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'Tone:' }}{%- endif -%}"
+)
 
 
 def tiny_base_folder() -> Path:
@@ -114,6 +126,7 @@ def _build(out: Path, log: Callable[[str], None]) -> None:
     log(f"tiny base: pretraining {n_params / 1e6:.2f}M parameters on {len(rows)} rows")
     _pretrain(model, rows, tokenizer.pad_token_id, log)
     model.save_pretrained(out)
+    tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(out)
     log(f"tiny base: built in {time.monotonic() - start:.0f}s")
 

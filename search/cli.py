@@ -458,7 +458,7 @@ def _validate(args: argparse.Namespace) -> int:
         f"model      {_fields(sweep.model)}",
         f"data       {_fields(sweep.data)}",
         f"           {data_note}",
-        *_text_template_note(sweep),
+        *_template_note(sweep),
         f"eval       {_fields(sweep.eval)}",
         "fixed      "
         + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.searched()),
@@ -471,8 +471,14 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text_template_note(sweep: Sweep) -> list[str]:
-    """What a text_template gives: generation metrics when its last field ends it, else loss only."""
+def _template_note(sweep: Sweep) -> list[str]:
+    """How rows become text: the tokenizer's chat template, or what a text_template gives
+    (generation metrics when its last field ends it, else loss only)."""
+    if sweep.data.conversational:
+        return [
+            "           no template: rows of messages or prompt/completion, rendered by the tokenizer's chat "
+            "template; loss on the assistant turns, generation of the last one"
+        ]
     if sweep.data.text_template is None:
         return []
     split = sweep.data.text_split

@@ -18,7 +18,6 @@ import optuna
 
 from lorasweep import objectives
 from lorasweep.objectives import (
-    BUILTIN_DATA_PREFIX,
     DATA_SUFFIXES,
     GENERATION_METRICS,
     METRICS,
@@ -382,9 +381,9 @@ def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:
 def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     """The data section; a file path in it is taken relative to the sweep file's folder."""
     given = raw.get("data")
-    own = isinstance(given, dict) and not str(given.get("path", BUILTIN_DATA_PREFIX)).startswith(
-        BUILTIN_DATA_PREFIX
-    )
+    # The built-in templates are the built-in tone data's: any other data, builtin:tone_chat included,
+    # starts from none.
+    own = isinstance(given, dict) and str(given.get("path", DataSpec().path)) != DataSpec().path
     data = parse_section(raw, "data", DataSpec, problems, base=USER_DATA if own else DataSpec())
     if own and not data.path:
         problems.add(
