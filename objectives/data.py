@@ -19,7 +19,15 @@ from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
 from . import chat
-from .config import BUILTIN_DATA_PREFIX, WRONG_KIND_OF_FILE, DataSpec, InputError, ModelSpec, template_fields
+from .config import (
+    BUILTIN_DATA_PREFIX,
+    TINY_BASE_NAME,
+    WRONG_KIND_OF_FILE,
+    DataSpec,
+    InputError,
+    ModelSpec,
+    template_fields,
+)
 from .metrics import is_closed_set
 from .model import tokenizer_at_hand
 
@@ -81,6 +89,7 @@ class DataShape:
     columns: list[str]
     truncation: str | None  # the note on rows that lose their response; None: none do, or unknown
     tokenized: bool  # whether the base's tokenizer was at hand to count them
+    fit: str | None = None  # the note on data the built-in tiny base cannot learn
 
 
 def check_data(spec: DataSpec, model: ModelSpec) -> DataShape | None:
@@ -91,8 +100,15 @@ def check_data(spec: DataSpec, model: ModelSpec) -> DataShape | None:
         return None
     train, eval_ = load_rows(spec)
     tokenizer = tokenizer_at_hand(model)
-    note = tokenize(spec, train, eval_, tokenizer).lost_note(spec.max_length) if tokenizer else None
-    return DataShape(len(train), len(eval_), list(train.column_names), note, tokenizer is not None)
+    note = fit = None
+    if tokenizer is not None:
+        tokenized = tokenize(spec, train, eval_, tokenizer)
+        note = tokenized.lost_note(spec.max_length)
+        if model.base == TINY_BASE_NAME:
+            from .tiny import fit_note
+
+            fit = fit_note(tokenized.eval["input_ids"], tokenizer)
+    return DataShape(len(train), len(eval_), list(train.column_names), note, tokenizer is not None, fit)
 
 
 def load_rows(spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:

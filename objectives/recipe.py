@@ -28,13 +28,14 @@ from transformers import (
 
 from . import data as data_lib
 from .card import describe_adapter
-from .config import CURVE_METRICS, DataSpec, EvalSpec, ModelSpec, TrialSpec
+from .config import CURVE_METRICS, TINY_BASE_NAME, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
 from .model import add_adapter, check_targets, load_base, place, remove_adapter
 from .params import training_settings
 from .resources import MemoryWatch
 from .runner import CurveHook, MetricFn, TrialResult
 from .scoring import perplexity, summed_nll
+from .tiny import fit_note
 
 
 class Recipe:
@@ -56,6 +57,9 @@ class Recipe:
         check_targets(self.base, model)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
         if log is not None and (note := self.data.lost_note(data.max_length)):
+            log(note)
+        tiny = model.base == TINY_BASE_NAME
+        if log is not None and tiny and (note := fit_note(self.data.eval["input_ids"], self.tokenizer)):
             log(note)
         # Generation prompts keep their last data.max_length tokens, where the cue to answer is: an
         # eval row of megabytes must not become a prompt of megabytes.

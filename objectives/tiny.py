@@ -27,12 +27,12 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from . import _corpus
 from .config import InputError
@@ -77,6 +77,29 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ 'Tone:' }}{%- endif -%}"
 )
+
+
+# Tokens per word of the built-in tone data under the tiny base's tokenizer (1.95, measured on its
+# rendered rows); text far above it is text the base never saw, split almost into characters.
+DEMO_TOKENS_PER_WORD = 1.95
+TOKENS_PER_WORD_LIMIT = 2.5
+
+
+def fit_note(rows: Sequence[Sequence[int]], tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """A note when the tokenized rows are not text the tiny base can learn: its ~830-token
+    vocabulary was trained on the tone data alone, so other text splits almost into characters and
+    every trial ends up predicting one label. None when they are."""
+    sample = list(rows[:200])
+    words = sum(len(tokenizer.decode(ids, skip_special_tokens=True).split()) for ids in sample)
+    tokens = sum(len(ids) for ids in sample)
+    if not words or tokens / words <= TOKENS_PER_WORD_LIMIT:
+        return None
+    return (
+        f"note: the built-in tiny base splits this data into {tokens / words:.1f} tokens per word (its own "
+        f"tone data: {DEMO_TOKENS_PER_WORD}): it knows the tone data's words and little else, and will "
+        "not learn this text. It is for trying lorasweep out; name a real base, for example "
+        "model.base: HuggingFaceTB/SmolLM2-135M."
+    )
 
 
 def tiny_base_folder() -> Path:

@@ -505,7 +505,8 @@ def _check_data(sweep: Sweep) -> str:
     text = f"{shape.train_rows} train rows, {shape.eval_rows} eval rows; columns {', '.join(shape.columns)}"
     if not shape.tokenized:
         text += "\n           (the base's tokenizer is not at hand yet: truncation is checked when it runs)"
-    return text + (f"\n           {shape.truncation}" if shape.truncation else "")
+    notes = [n for n in (shape.truncation, shape.fit) if n]
+    return text + "".join(f"\n           {n}" for n in notes)
 
 
 def _pruner_text(spec: dict | None) -> str:

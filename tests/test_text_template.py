@@ -3,6 +3,8 @@ prompt, that field the response."""
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 
@@ -76,3 +78,25 @@ def test_a_template_that_cannot_split_stays_loss_only_and_says_so(in_tmp, capsys
     (in_tmp / "s.yaml").write_text(text.replace("metric: eval_loss", "metric: f1"), encoding="utf-8")
     assert main(["validate", "s.yaml"]) == 2
     assert "metric f1 needs prompts to generate from" in capsys.readouterr().err
+
+
+def test_text_the_tiny_base_cannot_learn_gets_a_note_pointing_to_a_real_base(in_tmp, capsys):
+    """The seed material's Llama-3 header splits into characters under the tiny base's tokenizer."""
+    (in_tmp / "s.yaml").write_text(
+        "study: {name: tt, metric: f1, n_trials: 1}\n"
+        f"data: {{text_template: {json.dumps(LLAMA3)}}}\n"  # a JSON string is a YAML string
+        "search_space:\n  learning_rate: {type: choice, values: [0.005]}\n",
+        encoding="utf-8",
+    )
+    assert main(["validate", "s.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the built-in tiny base splits this data into" in out
+    assert "model.base: HuggingFaceTB/SmolLM2-135M" in out
+    assert "text_template: generation from the text before {tone}" in out
+    (in_tmp / "s.yaml").write_text(
+        'data: {text_template: "Phrase: {phrase}\\nTone: {tone}"}\n'
+        "search_space:\n  learning_rate: {type: choice, values: [0.005]}\n",
+        encoding="utf-8",
+    )
+    assert main(["validate", "s.yaml"]) == 0
+    assert "tokens per word" not in capsys.readouterr().out  # the tone data: what the base knows
