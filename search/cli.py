@@ -74,9 +74,10 @@ _ABOUT = {
     "export": (
         "export a trial to ONNX and check it against PyTorch, without the registry",
         "The same exports and parity checks as promote, into a folder of yours, with parity.json; nothing is"
-        " registered. --top K (or --trial repeated, or --adapters) writes an adapter bundle: one ONNX base "
-        "with LoRA inputs and an .onnx_adapter per trial, each adapter gated through it.",
-        "lorasweep export --trial 3 --out exports/t3 --precision int8\n  lorasweep export --top 3 --out exports/top3",
+        " registered. --top K (or --trial repeated, or --adapters) writes an adapter bundle instead: one ONNX"
+        " base with LoRA inputs and an .onnx_adapter per trial, each adapter gated through it (lorasweep "
+        "export --top 3 --out exports/top3).",
+        "lorasweep export --trial 3 --out exports/t3 --precision int8",
     ),
     "report": (
         "write the study's plots as an HTML report and PNGs",
