@@ -30,6 +30,7 @@ from .config import (
 )
 from .metrics import is_closed_set
 from .model import tokenizer_at_hand
+from .tiny import fit_note
 
 # Tokens of real text are rarely longer than this many characters, so a text cut at max_length *
 # MAX_CHARS_PER_TOKEN characters still holds the max_length tokens that are kept of it (and a text
@@ -105,8 +106,6 @@ def check_data(spec: DataSpec, model: ModelSpec) -> DataShape | None:
         tokenized = tokenize(spec, train, eval_, tokenizer)
         note = tokenized.lost_note(spec.max_length)
         if model.base == TINY_BASE_NAME:
-            from .tiny import fit_note
-
             fit = fit_note(tokenized.eval["input_ids"], tokenizer)
     return DataShape(len(train), len(eval_), list(train.column_names), note, tokenizer is not None, fit)
 
