@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -81,6 +82,8 @@ def test_trial_trains_only_lora_weights_and_saves_the_adapter(worker, tmp_path):
         "rougeL",
         "f1",
         "exact_match",
+        "bleu",
+        "accuracy",
     }
     assert result.metrics["eval_perplexity"] == pytest.approx(
         torch.tensor(result.metrics["eval_loss"]).exp().item()
@@ -163,7 +166,13 @@ def test_olive_text_template_trains_on_every_token(worker):
     rows = load_rows(DataSpec(train_split="train[:20]"))[0]
     task = tokenize(spec, rows, rows, worker.tokenizer)
     assert task.train[0]["labels"] == task.train[0]["input_ids"]
-    assert task.eval_prompts == []  # nothing to generate from: loss metrics only
+    # generation from the text before the last field, scored against that field
+    assert task.eval_prompts[0] == f"Phrase: {rows[0]['phrase']} Tone: "
+    assert task.eval_references == [str(t) for t in rows["tone"]]
+    one_field = tokenize(
+        dataclasses.replace(spec, text_template="Phrase: {phrase}"), rows, rows, worker.tokenizer
+    )
+    assert one_field.eval_prompts == []  # nothing to generate from: loss metrics only
 
 
 def test_local_csv_with_a_split_expression(tmp_path):
