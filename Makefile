@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-grid-phrase bench-memory bench-workers \
-	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults bench-peer tiny-base clean
+	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults bench-peer bench-scale tiny-base clean
 
 setup: $(STAMP)
 
@@ -101,6 +101,11 @@ bench-faults: $(STAMP)
 # the same 4-trial search, whole processes, alternating (about 11 min on 2 cores).
 bench-peer: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/peer_race.py
+
+# Real sizes: random-init models of SmolLM2-135M's and Qwen2.5-0.5B's shapes, a lorasweep trial beside a
+# bare peft loop, lorasweep's share, the exports and the gate (about 15 min on 2 cores, 10 GB of RAM).
+bench-scale: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/scale_models.py
 
 # Rebuild the shipped tiny base (objectives/assets/tiny) from objectives/tiny.py's recipe, about a
 # minute; it prints the hashes to record in objectives.tiny.SHIPPED_SHA256.
