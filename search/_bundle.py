@@ -92,7 +92,7 @@ def build_bundle(base: Path, adapters: dict[str, Path], out: Path, scratch: Path
         except ModelBuilderUnsupported as e:
             architecture = json.loads((base / "config.json").read_text())["architectures"][0]
             raise UserError(
-                f"an adapter bundle must have a base Model Builder exports, but {architecture} is not one "
+                f"an adapter bundle must have a base that Model Builder exports, but {architecture} is not one "
                 f"({e}): {', '.join(adapters)} cannot share one ONNX base. Export the trials one by one "
                 "(lorasweep export --trial N) instead."
             ) from e
@@ -112,7 +112,8 @@ def build_bundle(base: Path, adapters: dict[str, Path], out: Path, scratch: Path
             _check_fits(name, adapter, weights, inputs)
             files[name] = out / f"{name}{ADAPTER_SUFFIX}"
             shutil.move(work / f"extracted-{name}" / f"adapter_weights{ADAPTER_SUFFIX}", files[name])
-            shutil.rmtree(work / f"built-{name}")  # a whole base each: keep one at a time on disk
+            for copy_of_base in (work / f"built-{name}", work / f"extracted-{name}"):
+                shutil.rmtree(copy_of_base)  # keep one copy of the base at a time on disk
     return Bundle(out, files, time.monotonic() - started)
 
 

@@ -150,6 +150,8 @@ def test_an_architecture_model_builder_lacks_takes_the_dynamo_path(in_tmp, capsy
     # an adapter bundle needs Model Builder's LoRA inputs: refused, naming the trial, nothing written
     assert main(["export", "--adapters", "--out", "bundle"]) == 2
     err = capsys.readouterr().err
-    assert "an adapter bundle must have a base Model Builder exports, but GPT2LMHeadModel is not one" in err
+    assert (
+        "an adapter bundle must have a base that Model Builder exports, but GPT2LMHeadModel is not one" in err
+    )
     assert "trial-0 cannot share one ONNX base" in err
     assert not (in_tmp / "bundle").exists() and not list(in_tmp.glob(".bundle-build-*"))
