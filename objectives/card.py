@@ -39,11 +39,12 @@ def _card(model: ModelSpec, data: DataSpec, trial: TrialSpec, metrics: dict[str,
         ),
         f"| seed | {trial.seed} |",
     ]
-    templates = (
-        f"text_template `{data.text_template}`"
-        if data.text_template
-        else f"prompt `{data.prompt_template!r}`, response `{data.response_template!r}`"
-    )
+    if data.conversational:
+        templates = "rows of turns, rendered by the tokenizer's chat template (loss on the assistant turns)"
+    elif data.text_template:
+        templates = f"text_template `{data.text_template}`"
+    else:
+        templates = f"prompt `{data.prompt_template!r}`, response `{data.response_template!r}`"
     evaluated = data.eval_split or f"{data.eval_fraction:.0%} of train"
     scores = "\n".join(f"| {k} | {v:.6g} |" for k, v in metrics.items())
     return f"""---
