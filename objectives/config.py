@@ -207,14 +207,15 @@ def split_text_template(template: str) -> TextSplit | None:
     end = "".join(literal for literal, *_ in parts[last + 1 :])
     if not _END_MARKERS.fullmatch(end):
         return None
-    prompt = (
-        "".join(
-            literal
-            + ("{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}" if f else "")
-            for literal, f, spec, conv in parts[:last]
-        )
-        + parts[last][0]
-    )
+
+    def escaped(literal: str) -> str:  # parse() unescapes {{ and }}; the prompt is a template again
+        return literal.replace("{", "{{").replace("}", "}}")
+
+    prompt = "".join(
+        escaped(literal)
+        + ("{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}" if f else "")
+        for literal, f, spec, conv in parts[:last]
+    ) + escaped(parts[last][0])
     return TextSplit(prompt, name, end.strip())
 
 

@@ -34,6 +34,10 @@ LLAMA3 = (
             TextSplit("### Text: {phrase}\n### The tone is:\n", "tone", ""),
         ),
         ("{phrase!r:>10} -> {tone}</s>\n", TextSplit("{phrase!r:>10} -> ", "tone", "</s>")),
+        (
+            "{{JSON}} {phrase} -> {tone}",
+            TextSplit("{{JSON}} {phrase} -> ", "tone", ""),
+        ),  # braces kept escaped
         ("{phrase} is {tone}. Really.", None),  # text after the last field: it is not the response
         ("Just {phrase}", None),  # one field: nothing to generate from
     ],
