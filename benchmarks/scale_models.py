@@ -118,8 +118,8 @@ def measure_shape(name: str, root: Path) -> dict[str, object]:
     options = RunOptions(quiet=True, plots=False, storage=f"journal:///{journal}", tracking_uri=tracking)
     run_sweep(sweep, options, log=lambda _line: None, runner=paired)
     pairs = paired.pairs[1:]  # the first is the warm-up
-    figures["ratio"] = median(p.result.tokens_per_second / (p.loop.tokens / p.loop.seconds) for p in pairs)
     figures["ratios"] = [p.result.tokens_per_second / (p.loop.tokens / p.loop.seconds) for p in pairs]
+    figures["ratio"] = median(figures["ratios"])
     figures["trial_tps"] = median(p.result.tokens_per_second for p in pairs)
     figures["loop_tps"] = median(p.loop.tokens / p.loop.seconds for p in pairs)
     figures["trial_seconds"] = median(p.lorasweep_seconds for p in pairs)

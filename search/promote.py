@@ -309,9 +309,8 @@ def _export_and_measure(
     log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {run_id})")
     handed = load_trial_model(sweep.model, _adapter(client, trial, run_id, scratch), scratch)
     model, tokenizer = handed.model, handed.tokenizer
-    prompts, rows = eval_inputs(
-        sweep.data, sweep.eval, tokenizer
-    )  # before the exports: moved data fails fast
+    # before the exports: data that moved fails fast
+    prompts, rows = eval_inputs(sweep.data, sweep.eval, tokenizer)
 
     exports = [export_fp32(model, tokenizer, out / "fp32", scratch, log)]
     for precision in sweep.promote.precisions[1:]:
@@ -348,9 +347,8 @@ def _bundle_and_measure(
     check_adapters(adapters)
     handed = load_trial_model(sweep.model, adapters, scratch)
     model, tokenizer = handed.model, handed.tokenizer
-    prompts, rows = eval_inputs(
-        sweep.data, sweep.eval, tokenizer
-    )  # before the exports: moved data fails fast
+    # before the exports: data that moved fails fast
+    prompts, rows = eval_inputs(sweep.data, sweep.eval, tokenizer)
 
     bundle = build_bundle(handed.files["base"], adapters, out, scratch)
     log(

@@ -21,27 +21,31 @@ from lorasweep.search.cli import main
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 
+# The Llama family's names (Llama, Qwen2/3, Mistral, Gemma 2)
+LLAMA_ATTENTION = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}
+LLAMA_MLP = {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+
 # model_type -> (config beyond SMALL, the attention preset's modules, the MLP preset's modules)
 ARCHITECTURES = {
     "llama": (
         {"num_key_value_heads": 2},
-        {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
-        {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
+        LLAMA_ATTENTION,
+        LLAMA_MLP,
     ),
     "qwen2": (
         {"num_key_value_heads": 2},
-        {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
-        {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
+        LLAMA_ATTENTION,
+        LLAMA_MLP,
     ),
     "qwen3": (
         {"num_key_value_heads": 2, "head_dim": 16},
-        {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
-        {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
+        LLAMA_ATTENTION,
+        LLAMA_MLP,
     ),
     "mistral": (
         {"num_key_value_heads": 2},
-        {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
-        {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
+        LLAMA_ATTENTION,
+        LLAMA_MLP,
     ),
     "phi3": (
         {"num_key_value_heads": 2},
@@ -50,8 +54,8 @@ ARCHITECTURES = {
     ),
     "gemma2": (
         {"num_key_value_heads": 2, "head_dim": 16, "sliding_window": 128},
-        {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
-        {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"},
+        LLAMA_ATTENTION,
+        LLAMA_MLP,
     ),
     "gpt2": (
         {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256},
