@@ -93,6 +93,15 @@ def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     return trial.suggest_categorical(name, dist.choices)
 
 
+def describe(dist: BaseDistribution) -> str:
+    """A distribution as a sweep file's reader knows it: "one of 8, 16", "int [4, 16]"."""
+    if isinstance(dist, CategoricalDistribution):
+        return "one of " + ", ".join(map(str, dist.choices))
+    kind = "int" if isinstance(dist, IntDistribution) else "float"
+    extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
+    return f"{kind} [{dist.low}, {dist.high}]{extra}"
+
+
 def grid_points(dist: BaseDistribution) -> list[Any] | None:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)

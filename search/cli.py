@@ -524,13 +524,9 @@ def _fields(spec) -> str:
 
 
 def _describe(dist) -> str:
-    from optuna.distributions import CategoricalDistribution
+    from ._space import describe
 
-    if isinstance(dist, CategoricalDistribution):
-        return "one of " + ", ".join(map(str, dist.choices))
-    kind = "int" if type(dist).__name__.startswith("Int") else "float"
-    extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
-    return f"{kind} [{dist.low}, {dist.high}]{extra}"
+    return describe(dist)
 
 
 def _trials(args: argparse.Namespace) -> int:

@@ -8,12 +8,14 @@ trials whose worker died are failed, their MLflow runs closed, and run again (`s
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from optuna.distributions import BaseDistribution
 import optuna
 from optuna.trial import TrialState
 
@@ -22,6 +24,7 @@ from lorasweep.objectives import METRICS, MetricFn, TrialRunner
 from . import parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._progress import Progress, best_text
+from ._space import describe
 from ._recovery import Recovery, worker_id
 from ._urls import redact, tracking_uri
 from ._workers import FINISHED, exhausted, run_pool, work
@@ -368,5 +371,34 @@ def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.
             f"metrics={list(stored)}, directions={list(directions)} and the file says "
             f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
             "Use another study name (--study) for a new objective."
+    _check_space(study, sweep)
+        )
+
+
+def _check_space(study: optuna.Study, sweep: Sweep) -> None:
+    """A continued study must sample what its trials sampled. Optuna refuses another kind of
+    distribution (or other choices) under a name only when a trial asks for it, failing trial after
+    trial at once; a changed range it would take, yet the study's sampler, its duplicate check and
+    its results would then mix two spaces. So every change is refused here, before anything is
+    written. The old ranges: those the study's trials were sampled from (the sweep stored with the
+    study, before any trial)."""
+    old: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, dist in trial.distributions.items():
+            old.setdefault(name, dist)
+    if not old and StudyRecord.of(study).sweep_text is not None:
+        with contextlib.suppress(UserError):  # a stored file that no longer loads: no ranges to keep
+            old = dict(stored_sweep(study).space.distributions)
+    changed = [
+        f"{name}: {describe(old[name])} -> {describe(new)}"
+        for name, new in sweep.space.distributions.items()
+        if name in old and old[name] != new
+    ]
+    if changed:
+        name = study.study_name
+        raise UserError(
+            f"a continued study must keep its search space, but study {name!r} has trials sampled from "
+            f"other ranges: {'; '.join(changed)}. Run the new space as a new study (--study "
+            f"{name}-2), or put the old ranges back in the sweep file to continue this one."
         )
     return study

@@ -9,6 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search.errors import UserError
+from lorasweep.search.storage import open_storage
 from lorasweep.search.strategy import make_sampler
 
 from .test_resilience import curve_runner
@@ -94,3 +96,35 @@ def test_a_new_trial_avoids_the_configurations_of_finished_and_running_trials(wr
 
     study.sampler = make_sampler(sweep)  # another process's
     assert sweep.space.sample(study.ask()) == {"lora_r": 8}
+
+
+def test_a_changed_search_space_is_refused_before_any_trial_naming_each_change(stores, write):
+    """Optuna would fail each new trial at once ("Cannot set different distribution kind"); a
+    changed range it would take, mixing two spaces in one study. Both are refused, nothing written."""
+    run_sweep(_sweep(write), RunOptions(quiet=True, plots=False), runner=curve_runner())
+    storage = open_storage(None)
+    before = [(t.number, t.state, dict(t.user_attrs)) for t in optuna.load_study(study_name="cont", storage=storage).trials]
+    attrs = dict(optuna.load_study(study_name="cont", storage=storage).user_attrs)
+    edited = "  lora_r: {type: int, low: 2, high: 16}\n  learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}\n"
+    changed = load_sweep(write(f"study: {{name: cont, metric: f1, n_trials: 3}}\nsearch_space:\n{edited}"))
+    runner = curve_runner()
+    with pytest.raises(UserError) as raised:
+        run_sweep(changed, RunOptions(n_trials=5, quiet=True, plots=False), runner=runner)
+
+    assert str(raised.value) == (
+        "a continued study must keep its search space, but study 'cont' has trials sampled from other "
+        "ranges: lora_r: one of 2, 4, 8, 16 -> int [2, 16]; learning_rate: float [0.0001, 0.01] log -> "
+        "float [0.0001, 0.1] log. Run the new space as a new study (--study cont-2), or put the old "
+        "ranges back in the sweep file to continue this one."
+    )
+    study = optuna.load_study(study_name="cont", storage=open_storage(None))
+    assert [(t.number, t.state, dict(t.user_attrs)) for t in study.trials] == before
+    assert dict(study.user_attrs) == attrs and runner.calls == []
+
+
+def test_the_same_space_in_an_edited_file_continues_with_a_note(stores, write, capsys):
+    run_sweep(_sweep(write), RunOptions(quiet=True, plots=False), runner=curve_runner())
+    text = SPACE.format(name="cont", kind="random", ranks="2, 4, 8, 16", extra=LR) + "# edited\n"
+    study = run_sweep(load_sweep(write(text)), RunOptions(n_trials=4, plots=False), runner=curve_runner())
+    assert len(study.trials) == 4
+    assert "was started from a different sweep file; continuing" in capsys.readouterr().out
