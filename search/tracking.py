@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -36,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lorasweep.objectives import TrialResult
 
+from ._relocate import artifact_folder, relocate
 from ._urls import absolute, redact
 from .errors import UserError, store_error
 from .record import (
@@ -51,7 +53,6 @@ from .record import (
     TRIAL_TAG,
 )
 
-ARTIFACT_ROOT = Path("mlruns/artifacts")
 GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow table
 # A trial's parameters and curve points wait at most this long before they are sent. Short trials then
 # cost one call for all of them; long ones still show them live in the UI. A worker killed with -9
@@ -92,13 +93,22 @@ def _local_client(uri: str, db: Path) -> MlflowClient:
     """A client of a local SQLite store. MLflow creates the schema on first use with alembic
     migrations, which two processes starting on one new file at once would both run (one then dies
     with "table already exists"): a file lock beside the database lets one create it while the other
-    waits. A file that is not an MLflow database is said in one line, with the fix."""
+    waits. A file that is not an MLflow database is said in one line, with the fix. A store moved or
+    copied with its project folder is pointed at the artifacts beside it (_relocate.py), once per
+    process, with one line on stderr."""
     db.parent.mkdir(parents=True, exist_ok=True)
     if not db.exists():
         _forget_store(uri)  # deleted since this process last used it
+        _relocated.discard(db)
     try:
         with FileLock(f"{db}.lock"):
-            return MlflowClient(tracking_uri=uri)
+            found = MlflowClient(tracking_uri=uri)
+            if db not in _relocated:
+                _relocated.add(db)
+                note = relocate(db)
+                if note is not None:
+                    print(note, file=sys.stderr, flush=True)
+            return found
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
         raise UserError(
@@ -106,6 +116,9 @@ def _local_client(uri: str, db: Path) -> MlflowClient:
             f"{reason}. Move it aside (mv {db} {db}.broken) and run again to start a new MLflow record "
             "(the study's trials are kept in the Optuna storage), or restore it from a backup."
         ) from e
+
+
+_relocated: set[Path] = set()  # local stores whose artifact locations this process has checked
 
 
 def _forget_store(uri: str) -> None:
@@ -169,8 +182,13 @@ class Tracker:
         if found is not None:
             self.experiment_id = found.experiment_id
         else:
-            # A local store keeps artifacts under mlruns/artifacts; a server decides for itself.
-            location = (ARTIFACT_ROOT.resolve() / experiment).as_uri() if uri.startswith("sqlite:") else None
+            # A local store keeps artifacts beside it (mlruns/artifacts for the default store), so
+            # that the folder holding both moves as one; a server decides for itself.
+            location = (
+                (artifact_folder(Path(uri.removeprefix("sqlite:///"))) / experiment).as_uri()
+                if uri.startswith("sqlite:///")
+                else None
+            )
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             except MlflowException:  # another process created it meanwhile

@@ -1,0 +1,98 @@
+"""A project folder moved or copied keeps working: its MLflow store reads and writes the artifacts
+beside it, not in the folder it was made in (issue 26, item 4)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lorasweep.objectives import TrialResult
+from lorasweep.search import tracking
+from lorasweep.search._relocate import relocate
+from lorasweep.search.tracking import Tracker
+
+URI = "sqlite:///mlruns/mlflow.db"
+
+
+def _trial_with_adapter(folder: Path) -> tuple[str, str]:
+    """In `folder`: a parent run and one finished trial whose adapter is logged. (parent id, run id)"""
+    tracker = Tracker(f"sqlite:///{folder}/mlruns/mlflow.db", "demo")
+    parent = tracker.parent_run("demo", None, {}, "study: {name: demo}\n")
+    run_id = tracker.start_trial(parent, "demo", 0, {"lora_r": 4}, ["lora_r"])
+    adapter = _adapter(folder / "adapter-out", "weights")
+    tracker.finish_trial(run_id, TrialResult(metrics={"eval_loss": 1.0}, adapter_dir=adapter), 1.0)
+    shutil.rmtree(adapter)
+    return parent, run_id
+
+
+def _adapter(folder: Path, weights: str) -> Path:
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (folder / "adapter_model.safetensors").write_text(weights, encoding="utf-8")
+    return folder
+
+
+def _store(tmp_path: Path, _empty_mlflow_db: Path) -> Path:
+    proj = tmp_path / "proj"
+    (proj / "mlruns").mkdir(parents=True)
+    shutil.copy(_empty_mlflow_db, proj / "mlruns" / "mlflow.db")
+    return proj
+
+
+def test_a_moved_folder_reads_and_writes_its_own_artifacts(tmp_path, monkeypatch, capsys, _empty_mlflow_db):
+    proj = _store(tmp_path, _empty_mlflow_db)
+    parent, run_id = _trial_with_adapter(proj)
+    capsys.readouterr()
+    moved = tmp_path / "proj2"
+    proj.rename(moved)
+    monkeypatch.chdir(moved)
+
+    client = tracking.client(tracking.absolute(URI))
+    note = capsys.readouterr().err
+    assert note.strip() == (
+        f"note: the MLflow store {moved / 'mlruns' / 'mlflow.db'} was made in another folder; its artifact "
+        f"locations under {proj / 'mlruns' / 'artifacts'} now point to {moved / 'mlruns' / 'artifacts'} "
+        "(2 runs)."
+    )
+    got = Path(client.download_artifacts(run_id, "adapter", str(tmp_path)))
+    assert (got / "adapter_model.safetensors").read_text(encoding="utf-8") == "weights"
+    assert client.get_run(run_id).info.artifact_uri.startswith(moved.as_uri() + "/mlruns/artifacts/demo/")
+
+    # A resumed sweep's new trial writes beside the store, and the old folder is not re-created.
+    tracker = Tracker(URI, "demo")
+    new = tracker.start_trial(parent, "demo", 1, {"lora_r": 8}, ["lora_r"])
+    adapter = _adapter(tmp_path / "adapter-1", "more")
+    tracker.finish_trial(new, TrialResult(metrics={"eval_loss": 0.5}, adapter_dir=adapter), 1.0)
+    assert (moved / "mlruns" / "artifacts" / "demo" / new / "artifacts" / "adapter").is_dir()
+    assert not proj.exists()
+    assert relocate(moved / "mlruns" / "mlflow.db") is None  # it points where it is now
+
+
+def test_a_copy_writes_into_the_copy_and_leaves_the_original_alone(
+    tmp_path, monkeypatch, capsys, _empty_mlflow_db
+):
+    proj = _store(tmp_path, _empty_mlflow_db)
+    _, run_id = _trial_with_adapter(proj)
+    copy = tmp_path / "copy"
+    shutil.copytree(proj, copy)
+    monkeypatch.chdir(copy)
+    client = tracking.client(tracking.absolute(URI))
+    assert "now point to" in capsys.readouterr().err
+    assert client.get_run(run_id).info.artifact_uri.startswith(copy.as_uri() + "/")
+
+    assert relocate(proj / "mlruns" / "mlflow.db") is None  # the original points into its own folder
+    original = tracking.client(f"sqlite:///{proj}/mlruns/mlflow.db")
+    assert original.get_run(run_id).info.artifact_uri.startswith(proj.as_uri() + "/")
+
+
+def test_artifacts_kept_elsewhere_on_purpose_are_left_alone(tmp_path, monkeypatch, capsys, _empty_mlflow_db):
+    """A store whose experiment points into a folder that still exists, with nothing beside the
+    store, was laid out that way (a database kept apart from its artifacts)."""
+    proj = _store(tmp_path, _empty_mlflow_db)
+    _, run_id = _trial_with_adapter(proj)
+    apart = tmp_path / "db-only"
+    apart.mkdir()
+    shutil.copy(proj / "mlruns" / "mlflow.db", apart / "mlflow.db")
+    assert relocate(apart / "mlflow.db") is None
+    client = tracking.client(f"sqlite:///{apart}/mlflow.db")
+    assert client.get_run(run_id).info.artifact_uri.startswith(proj.as_uri() + "/")
