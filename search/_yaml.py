@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,15 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
     where = str(path)
     try:
         if text is None:
+            _check_regular(path)
             text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SweepError(f"{where}: sweep file must exist, but got path={where}. Check the path.") from None
+    except OSError as e:  # a permission, an I/O error: the reason, not a traceback
+        raise SweepError(
+            f"{where}: sweep file must be readable, but got path={where}: {e.strerror or e}. "
+            "Check its permissions."
+        ) from None
     except UnicodeDecodeError as e:
         line = e.object[: e.start].count(b"\n") + 1
         raise SweepError(
@@ -93,6 +100,17 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
     if duplicates:  # YAML would silently keep the last one
         raise SweepError(duplicates)
     return data, lines, text
+
+
+def _check_regular(path: Path) -> None:
+    """A sweep file is a plain file. A folder would fail with IsADirectoryError, and a FIFO or a
+    device would block the read until something writes to it (or forever)."""
+    mode = path.stat().st_mode  # FileNotFoundError: said by the caller
+    if stat.S_ISREG(mode):
+        return
+    kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a plain file"
+    fix = "Name the YAML file in it" if stat.S_ISDIR(mode) else "Save the sweep as a file and name that"
+    raise SweepError(f"{path}: sweep file must be a YAML file, but got path={path}, {kind}. {fix}.")
 
 
 def _check_expansion(node: yaml.Node | None, where: str) -> None:

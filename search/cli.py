@@ -138,10 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, InputError) as e:
         if args.debug:
             raise
-        print(
-            f"error: the sweep cannot run:\n{e}" if isinstance(e, SweepError) else f"error: {e}",
-            file=sys.stderr,
-        )
+        # A list of a file's problems goes under a heading; a file that cannot be read at all (not
+        # there, a folder, a FIFO) is one line.
+        listed = isinstance(e, SweepError) and (len(e.problems) > 1 or e.problems[0].line is not None)
+        print(f"error: the sweep cannot run:\n{e}" if listed else f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except StoreError as e:
         if args.debug:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from .objective import Objective, reported_metric
 from .record import StudyRecord
 from .storage import DEFAULT_STORAGE, find_study, open_storage
 from .strategy import build_pruner, make_sampler
-from .sweep import Sweep, stored_sweep
+from .sweep import Sweep, name_problem, stored_sweep
 from .tracking import Tracker
 
 
@@ -205,12 +204,12 @@ def _say_if_exhausted(study: optuna.Study, sweep: Sweep, budget: int, log: Calla
         )
 
 
-def check_study_name(name: str) -> None:
-    # The name lands in MLflow filter strings and file names: keep it to a safe alphabet.
-    if not re.fullmatch(r"[\w.-]+", name):
-        raise UserError(
-            f"a study name must use only letters, digits, '.', '-' and '_', but got name={name!r}."
-        )
+def check_study_name(name: str, what: str = "a study name") -> None:
+    """The name lands in MLflow filter strings and file names: a safe alphabet, one folder's name,
+    short enough for a file name (the sweep file's study.name and tracking.experiment obey the same)."""
+    wrong = name_problem(what, name)
+    if wrong is not None:
+        raise UserError(wrong)
 
 
 def check_custom_metrics(sweep: Sweep, options: RunOptions, name: str) -> None:

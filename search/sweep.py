@@ -149,6 +149,8 @@ def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequen
             f"strings, but got tracking={tracking!r}.",
         )
         tracking = {}
+    if "experiment" in tracking and (wrong := name_problem("tracking.experiment", tracking["experiment"])):
+        problems.add(("tracking", "experiment"), wrong)
     urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))
     for where, url in (*urls, (("data", "path"), data.path)):
         if url and redact(url) != url:  # the file is stored with the study and logged to MLflow
@@ -187,6 +189,26 @@ def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequen
         lines=lines,
         custom_metrics=custom_metrics,
     )
+
+
+# A study's and an experiment's names become folder and file names (mlruns/artifacts/<experiment>,
+# reports/<study>, an export's folder): one path segment, never `.` or `..`, and short enough that
+# the names built from them stay under the file systems' 255 bytes.
+MAX_NAME_BYTES = 100
+
+
+def name_problem(what: str, name: Any) -> str | None:
+    """Why `name` cannot be a study's or an MLflow experiment's name (`what` says which), or None."""
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+        return f"{what} must use only letters, digits, '.', '-' and '_', but got name={name!r}."
+    if name in (".", ".."):
+        return f"{what} must name a folder of its own, but got name={name!r}, a path. Use a word (e.g. demo)."
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return (
+            f"{what} must be at most {MAX_NAME_BYTES} characters (bytes in UTF-8), as it names files, "
+            f"but got name={name[:20]!r}... ({len(name.encode())} bytes). Use a shorter name."
+        )
+    return None
 
 
 def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
@@ -322,11 +344,9 @@ def _parse_study(
             f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.",
         )
     name = study.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
-        problems.add(
-            ("study", "name"),
-            f"study.name must use only letters, digits, '.', '-' and '_', but got name={name!r}.",
-        )
+    wrong = name_problem("study.name", name)
+    if wrong is not None:
+        problems.add(("study", "name") if "name" in study else ("study",), wrong)
     storage = study.get("storage")
     if storage is not None and not isinstance(storage, str):
         problems.add(

@@ -198,3 +198,51 @@ def test_a_yaml_bomb_is_refused_before_it_expands(write):
     assert "sweep.yaml:1:" in str(error.value) and peak < 100 * 2**20
     with pytest.raises(SweepError, match="nest its values"):
         load_sweep(write("a: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+@pytest.mark.parametrize(
+    "section, name, expected",
+    [
+        ("study", "..", "study.name must name a folder of its own, but got name='..', a path."),
+        ("study", "x" * 300, "study.name must be at most 100 characters (bytes in UTF-8), as it names files"),
+        ("tracking", "/tmp/x", "tracking.experiment must use only letters, digits, '.', '-' and '_', but got"),
+        ("tracking", "../../../x", "tracking.experiment must use only letters, digits"),
+        ("tracking", ".", "tracking.experiment must name a folder of its own, but got name='.'"),
+    ],
+)
+def test_names_that_become_folders_are_refused_at_their_line(write, section, name, expected):
+    """A study's and an experiment's names become folders (mlruns/artifacts/<experiment>,
+    reports/<study>): a path, `..` or a name too long for a file name is refused at validate."""
+    key = "name" if section == "study" else "experiment"
+    path = write(f"train: {{max_steps: 2}}\n{section}:\n  {key}: '{name}'\n")
+    with pytest.raises(SweepError) as error:
+        load_sweep(path)
+    assert str(error.value).startswith(f"{path}:3: ") and expected in str(error.value)
+
+
+def test_study_flag_names_obey_the_same_rules(write, in_tmp, capsys):
+    path = write("study: {name: ok}\n")
+    for name, expected in (
+        ("..", "a study name must name a folder of its own, but got name='..'"),
+        ("y" * 300, "a study name must be at most 100 characters"),
+    ):
+        assert main(["run", str(path), "--study", name]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {expected}") and len(err.strip().splitlines()) == 1, err
+    assert not (in_tmp / "mlruns").exists()
+
+
+def test_a_sweep_file_that_is_a_folder_or_a_fifo_is_one_line(tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "sweep.yaml"
+    folder.mkdir()
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)  # nothing ever writes to it: a read would block forever
+    for path, kind in ((folder, "a directory. Name the YAML file in it."), (fifo, "a FIFO.")):
+        for command in ("validate", "run"):
+            assert main([command, str(path)]) == 2
+            err = capsys.readouterr().err
+            assert err.strip() == f"error: {path}: sweep file must be a YAML file, but got path={path}, " + (
+                kind if kind.startswith("a directory") else "a FIFO. Save the sweep as a file and name that."
+            ), err
