@@ -62,8 +62,7 @@ class Recovery:
         failed = []
         unnamed_dead = not is_heartbeat_enabled(study._storage)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = TrialRecord.of(trial).worker
-            if not (died_here(worker) if worker else unnamed_dead and _unnamed_and_old(trial)):
+            if not _dead_here(trial, unnamed_dead):
                 continue
             # Through the storage, as Optuna's own fail_stale_trials does: study.tell would run
             # the sampler's after_trial hook outside optimize (the grid sampler's study.stop raises).
@@ -82,6 +81,28 @@ class Recovery:
         if len(record.retried_numbers(trial)) + 1 > self.retries:
             return
         study.add_trial(record.retry(trial))
+
+
+def live_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The RUNNING trials whose worker may still run them: all but those of a process of this
+    machine that has exited, those that never named a worker and are old (no heartbeat), and those
+    whose heartbeat went stale (database storages). A worker on another machine without a heartbeat
+    cannot be asked, so its trial counts as live."""
+    storage = study._storage
+    heartbeat = is_heartbeat_enabled(storage)
+    stale = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat else set()  # type: ignore
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not _dead_here(t, unnamed_dead=not heartbeat) and t._trial_id not in stale
+    ]
+
+
+def _dead_here(trial: FrozenTrial, unnamed_dead: bool) -> bool:
+    """Whether a RUNNING trial's worker is known dead on this machine (`unnamed_dead`: a trial that
+    never named its worker counts, once old, where no heartbeat would ever fail it)."""
+    worker = TrialRecord.of(trial).worker
+    return died_here(worker) if worker else unnamed_dead and _unnamed_and_old(trial)
 
 
 def _unnamed_and_old(trial: FrozenTrial) -> bool:

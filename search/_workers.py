@@ -36,6 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ._urls import STORAGE_ENV
+from .storage import require_stored
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (*FINISHED, TrialState.FAIL)
@@ -84,6 +85,7 @@ def work(
         return objective(trial)
 
     while not stop():
+        require_stored(study)  # deleted under the sweep (delete --force): said in one line
         recover(study)
         with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -291,12 +291,15 @@ def studies(storage: str | None = None) -> pandas.DataFrame:
     return pandas.DataFrame(rows, columns=columns)
 
 
-def delete(study: StudyRef, *, storage: str | None = None, tracking_uri: str | None = None) -> int:
+def delete(
+    study: StudyRef, *, storage: str | None = None, tracking_uri: str | None = None, force: bool = False
+) -> int:
     """`lorasweep delete STUDY --yes`: remove the study from its storage and delete its MLflow runs
-    (restorable until `mlflow gc`). Returns the number of runs deleted."""
+    (restorable until `mlflow gc`). Returns the number of runs deleted. A study with a live trial is
+    refused unless `force` (its sweep then stops)."""
     from .catalog import delete_study
 
-    return delete_study(_load(study, storage), _storage(storage), tracking_uri)
+    return delete_study(_load(study, storage), _storage(storage), tracking_uri, force=force)
 
 
 def _load(study: StudyRef, storage: str | None) -> optuna.Study:

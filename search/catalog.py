@@ -17,11 +17,13 @@ from optuna.trial import TrialState
 from . import tracking
 from ._workers import FINISHED
 from .errors import UserError
-from .record import STUDY_TAG, StudyRecord, study_tracking_uri
+from ._recovery import live_trials
+from .record import STUDY_ID_TAG, StudyRecord, TrialRecord, study_tracking_uri
 from .storage import open_storage, require
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 
 @dataclass(frozen=True)
@@ -83,33 +85,60 @@ def _parent_status(study: optuna.Study) -> str:
         return "not in the MLflow store"
 
 
-def delete_study(study: optuna.Study, storage: str | None, tracking_uri: str | None) -> int:
-    """Delete the study's MLflow runs (its parent run and its trials' runs, in the parent's
-    experiment), then the study itself. Returns how many runs were deleted. The runs go first: a
-    delete stopped half-way leaves a study that can be deleted again."""
+def delete_study(
+    study: optuna.Study, storage: str | None, tracking_uri: str | None, force: bool = False
+) -> int:
+    """Delete the study's MLflow runs, then the study itself. Returns how many runs were deleted.
+
+    The study is this one, by its id, never another study of the same name (one in another storage,
+    or an earlier one whose storage was moved aside): its runs are its parent run, the runs tagged
+    with its id and the parent's children. A study with a live trial is refused unless `force`; runs
+    still RUNNING are closed KILLED first, so a sweep stopped by the deletion leaves none open. The
+    runs go before the study: a delete stopped half-way leaves a study that can be deleted again."""
+    live = live_trials(study)
+    if live and not force:
+        workers = ", ".join(
+            f"trial {t.number} (worker {TrialRecord.of(t).worker or 'unnamed'})" for t in live
+        )
+        raise UserError(
+            f"a study to delete must have no live trial, but study {study.study_name!r} has {workers} "
+            "running. Wait for its sweep to end or stop it (Ctrl-C), or add --force to delete the study "
+            "under it (the sweep then stops, its runs closed)."
+        )
+    client = _client(study, tracking_uri)
+    runs = [] if client is None else _runs(study, client)
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
+    optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
+    return len(runs)
+
+
+def _runs(study: optuna.Study, client: MlflowClient) -> list[Run]:
+    """The study's active MLflow runs: its parent run, and in the parent's experiment the runs tagged
+    with the study's id and the parent's children (trial runs made before they carried the id)."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    client = _client(study, tracking_uri)
-    parent_id = StudyRecord.of(study).parent_run_id
-    deleted = 0
-    if client is not None and parent_id is not None:
-        try:
-            experiment = client.get_run(parent_id).info.experiment_id
-        except MlflowException:  # the parent run is gone already: nothing of this study to find
-            experiment = None
-        if experiment is not None:
-            runs = client.search_runs(
-                [experiment],
-                filter_string=f"tags.`{STUDY_TAG}` = '{study.study_name}'",
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=50_000,
-            )
-            for run in runs:
-                client.delete_run(run.info.run_id)
-            deleted = len(runs)
-    optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
-    return deleted
+    kept = StudyRecord.of(study)
+    if kept.parent_run_id is None:
+        return []
+    try:
+        parent = client.get_run(kept.parent_run_id)
+    except MlflowException:  # the parent run is gone already: nothing of this study to find
+        return []
+    filters = [f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'"]
+    if kept.study_id is not None:
+        filters.append(f"tags.`{STUDY_ID_TAG}` = '{kept.study_id}'")
+    found = {parent.info.run_id: parent} if parent.info.lifecycle_stage == "active" else {}
+    for where in filters:
+        for run in client.search_runs(
+            [parent.info.experiment_id], where, run_view_type=ViewType.ACTIVE_ONLY, max_results=50_000
+        ):
+            found[run.info.run_id] = run
+    return list(found.values())
 
 
 def _client(study: optuna.Study, flag: str | None) -> MlflowClient | None:

@@ -323,6 +323,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)"
     )
     delete.add_argument("--yes", action="store_true", help="delete without asking")
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even while a trial of the study runs (its sweep stops, its runs closed)",
+    )
     delete.set_defaults(command=_delete)
 
     resume = command("resume")
@@ -609,7 +614,7 @@ def _delete(args: argparse.Namespace) -> int:
         if input(f"delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    runs = delete_study(study, args.storage, args.tracking_uri)
+    runs = delete_study(study, args.storage, args.tracking_uri, force=args.force)
     print(f"deleted {what}: {runs} runs, restorable until mlflow gc")
     return 0
 

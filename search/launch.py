@@ -14,8 +14,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from optuna.distributions import BaseDistribution
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from lorasweep.objectives import METRICS, MetricFn, TrialRunner
@@ -23,15 +23,15 @@ from lorasweep.objectives import METRICS, MetricFn, TrialRunner
 from . import parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._progress import Progress, best_text
-from ._space import describe
 from ._recovery import Recovery, worker_id
+from ._space import describe
 from ._urls import redact, tracking_uri
 from ._workers import FINISHED, exhausted, run_pool, work
 from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool
 from .objective import Objective, reported_metric
 from .record import StudyRecord
-from .storage import DEFAULT_STORAGE, find_study, open_storage
+from .storage import DEFAULT_STORAGE, find_study, open_storage, require_stored, still_stored
 from .strategy import build_pruner, make_sampler
 from .sweep import Sweep, name_problem, stored_sweep
 from .tracking import Tracker
@@ -144,6 +144,7 @@ def run_sweep(
         else:
             session.run_trials(parent_id, failures, done, budget, options)
     except BaseException as e:
+        _stop_if_deleted(study, tracker, parent_id)
         try:
             tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         except Exception as cleanup:
@@ -188,9 +189,25 @@ def join_sweep(
     if not options.quiet:
         log(f"worker {worker_id()} joins study {name!r}: {done}/{budget} trials done")
     failures = FailureLimit(options.max_failures)
-    session.run_trials(parent_id, failures, done, budget, options)
+    try:
+        session.run_trials(parent_id, failures, done, budget, options)
+    except BaseException:
+        _stop_if_deleted(study, session.tracker, parent_id)
+        raise
     failures.raise_if_tripped(study, budget)
     return study
+
+
+def _stop_if_deleted(study: optuna.Study, tracker: Tracker, parent_id: str) -> None:
+    """A study deleted under the sweep: that is what the user is told, in one line, rather than the
+    error its storage or MLflow raised at the next write. Its runs are closed (delete --force closed
+    them already; a deletion by other means did not)."""
+    if still_stored(study):
+        return
+    with contextlib.suppress(Exception):
+        if tracker.run_status(parent_id) == "RUNNING":
+            tracker.fail_study(parent_id, "KILLED")
+    require_stored(study)
 
 
 def _say_if_exhausted(study: optuna.Study, sweep: Sweep, budget: int, log: Callable[[str], None]) -> None:
@@ -307,6 +324,7 @@ class _Session:
             study.study_name,
             on_step=progress.trial_step,
             system_metrics=options.system_metrics,
+            study_id=StudyRecord.of(study).study_id,
         )
         try:
             work(
@@ -370,8 +388,9 @@ def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.
             f"metrics={list(stored)}, directions={list(directions)} and the file says "
             f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
             "Use another study name (--study) for a new objective."
-    _check_space(study, sweep)
         )
+    _check_space(study, sweep)
+    return study
 
 
 def _check_space(study: optuna.Study, sweep: Sweep) -> None:
@@ -400,4 +419,3 @@ def _check_space(study: optuna.Study, sweep: Sweep) -> None:
             f"other ranges: {'; '.join(changed)}. Run the new space as a new study (--study "
             f"{name}-2), or put the old ranges back in the sweep file to continue this one."
         )
-    return study

@@ -44,9 +44,11 @@ class Objective:
         study_name: str,
         on_step: Callable[[int, int, int | None, float | None], None] | None = None,
         system_metrics: bool = True,
+        study_id: str | None = None,
     ) -> None:
         self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
+        self.study_id = study_id  # on each trial's run too: `delete` finds a study's runs by it
         self.on_step = on_step  # (trial number, step, max_steps, latest loss): a trial's progress
         self.system_metrics = system_metrics  # MLflow's CPU/memory/GPU samples on each trial's run
         self.worker = worker_id()
@@ -67,7 +69,11 @@ class Objective:
         # Recorded, so a trial can be replayed alone; a retry trains exactly as its original would.
         seed = (self.sweep.study.seed or 0) + (trial.number if original is None else original)
         twin = _evaluated_twin(trial)
-        tags = {record.RETRY_OF_TAG: original, record.DUPLICATE_OF_TAG: twin and twin.number}
+        tags = {
+            record.STUDY_ID_TAG: self.study_id,
+            record.RETRY_OF_TAG: original,
+            record.DUPLICATE_OF_TAG: twin and twin.number,
+        }
         run_id = self.tracker.start_trial(
             self.parent_id,
             self.study_name,
@@ -99,8 +105,10 @@ class Objective:
             self._store_fault(trial, run_id, e)
             raise
         except BaseException as e:
-            record.failed(trial, e)  # an interrupt is marked: it runs again on resume
-            self.tracker.fail_trial(run_id, e)
+            try:
+                record.failed(trial, e)  # an interrupt is marked: it runs again on resume
+            finally:  # the run is closed even when the study's storage refuses (a deleted study)
+                self.tracker.fail_trial(run_id, e)
             raise
         return self._values(result.metrics)
 

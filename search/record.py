@@ -58,7 +58,7 @@ RETRY_HISTORY = "retry_history"
 
 # -- MLflow tags: runs ---------------------------------------------------------------------------
 STUDY_TAG = "lorasweep.study"
-STUDY_ID_TAG = "lorasweep.study_id"  # on the parent run: the study's STUDY_ID
+STUDY_ID_TAG = "lorasweep.study_id"  # on the parent run and each trial's run: the study's STUDY_ID
 ROLE_TAG = "lorasweep.role"  # study (the parent run) | trial
 TRIAL_TAG = "lorasweep.trial_number"
 STATE_TAG = "lorasweep.state"  # the Optuna trial's state: COMPLETE, PRUNED or FAIL

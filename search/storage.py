@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
 from ._urls import redact
-from .errors import UserError, store_error
+from .errors import SweepStopped, UserError, store_error
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
 # Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.
@@ -198,3 +198,28 @@ def find_study(name: str, storage: str | None) -> optuna.Study | None:
     if name not in optuna.get_all_study_names(opened):
         return None
     return optuna.load_study(study_name=name, storage=opened)
+
+
+class StudyDeleted(SweepStopped):
+    """The study was deleted from its storage while a sweep ran it (`lorasweep delete --force`)."""
+
+
+def require_stored(study: optuna.Study) -> None:
+    """Raise StudyDeleted, in one line, if the study is no longer in its storage."""
+    if not still_stored(study):
+        raise StudyDeleted(
+            f"the sweep stopped: study {study.study_name!r} was deleted while it ran (lorasweep delete "
+            "--force). Its MLflow runs are closed; run the same command again to start the study anew."
+        )
+
+
+def still_stored(study: optuna.Study) -> bool:
+    """Whether the storage still holds this study: by its storage id, so a study deleted and made
+    again under the same name (a new id) is not taken for it."""
+    try:
+        study._storage.get_study_name_from_id(study._study_id)
+    except KeyError:  # every Optuna storage's answer for a study id it does not have
+        return False
+    except Exception:  # noqa: BLE001 - a storage that does not answer: not known to be deleted
+        return True
+    return True

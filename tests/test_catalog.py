@@ -59,3 +59,89 @@ def test_studies_of_a_storage_that_does_not_exist_writes_nothing(in_tmp, capsys)
     assert main(["studies"]) == 2
     assert "the study storage must exist" in capsys.readouterr().err
     assert not (in_tmp / "mlruns").exists()
+
+
+def _runs_by_status(folder, view=ViewType.ALL) -> dict[str, list[str]]:
+    """Every run of the store by its lifecycle: {"active": [status...], "deleted": [status...]}."""
+    client = MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found: dict[str, list[str]] = {"active": [], "deleted": []}
+    for run in client.search_runs(experiments, run_view_type=view):
+        found[run.info.lifecycle_stage].append(run.info.status)
+    return found
+
+
+def test_delete_acts_on_its_study_only_never_on_an_earlier_one_of_the_same_name(stores, write, capsys):
+    """The issue's case: a study's storage moved aside, the same sweep run again (a new study of
+    the same name in a new journal, the same MLflow store); delete removes the new one's runs only."""
+    sweep = load_sweep(write(SWEEP.replace("name: cmp", "name: tiny")))
+    for journal in ("old.journal", "new.journal"):
+        options = RunOptions(quiet=True, plots=False, n_trials=3, storage=journal)
+        run_sweep(sweep, options, runner=scored_runner())
+    assert _runs_by_status(stores)["active"] == ["FINISHED"] * 8
+
+    assert main(["delete", "tiny", "--storage", "new.journal", "--yes"]) == 0
+    assert "deleted study 'tiny' (3 trials) and its MLflow runs: 4 runs" in capsys.readouterr().out
+    old = optuna.load_study(study_name="tiny", storage=open_storage("old.journal"))
+    client = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db")
+    kept = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in old.trials]
+    kept.append(client.get_run(old.user_attrs["mlflow_parent_run_id"]))
+    assert [r.info.lifecycle_stage for r in kept] == ["active"] * 4
+    assert all(r.data.tags["lorasweep.study_id"] == old.user_attrs["study_id"] for r in kept)
+    assert len(_runs_by_status(stores)["deleted"]) == 4
+
+
+def _live_trial(name: str) -> optuna.trial.Trial:
+    """A RUNNING trial of the study claimed by this process (alive), as a sweep training it has."""
+    from lorasweep.search import record
+    from lorasweep.search._recovery import worker_id
+
+    study = optuna.load_study(study_name=name, storage=open_storage(None))
+    trial = study.ask()
+    record.claim(trial, worker_id())
+    return trial
+
+
+def test_delete_refuses_a_study_with_a_live_trial_unless_forced(stores, write, capsys):
+    _two_studies(write)
+    trial = _live_trial("first")
+    assert main(["delete", "first", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "error: a study to delete must have no live trial, but study 'first' has "
+        f"trial {trial.number} (worker "
+    )
+    assert "add --force to delete the study under it" in err and len(err.strip().splitlines()) == 1
+    assert "first" in optuna.get_all_study_names(open_storage(None))
+
+    assert main(["delete", "first", "--yes", "--force"]) == 0
+    assert optuna.get_all_study_names(open_storage(None)) == ["second"]
+
+
+def test_a_sweep_whose_study_is_deleted_under_it_stops_in_one_line_with_its_runs_closed(stores, write):
+    """`delete --force` while trial 2 trains: the sweep stops with one line, not the storage's
+    KeyError or MLflow's "must be in the 'active' state", and no run is left RUNNING."""
+    import lorasweep
+
+    from lorasweep.search.storage import StudyDeleted
+
+    runner = scored_runner()
+    script = runner.script
+
+    def deleting(r: int):
+        if len(runner.calls) == 3:  # the third trial: delete the study while it "trains"
+            lorasweep.delete("gone", force=True)
+        return script(r)
+
+    runner.script = deleting
+    sweep = load_sweep(write(SWEEP.replace("name: cmp", "name: gone")))
+    try:
+        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
+    except StudyDeleted as e:
+        said = str(e)
+    assert said == (
+        "the sweep stopped: study 'gone' was deleted while it ran (lorasweep delete --force). Its MLflow "
+        "runs are closed; run the same command again to start the study anew."
+    )
+    runs = _runs_by_status(stores)
+    assert runs["active"] == [] and "RUNNING" not in runs["deleted"] and len(runs["deleted"]) == 4
