@@ -103,9 +103,13 @@ def test_a_changed_search_space_is_refused_before_any_trial_naming_each_change(s
     changed range it would take, mixing two spaces in one study. Both are refused, nothing written."""
     run_sweep(_sweep(write), RunOptions(quiet=True, plots=False), runner=curve_runner())
     storage = open_storage(None)
-    before = [(t.number, t.state, dict(t.user_attrs)) for t in optuna.load_study(study_name="cont", storage=storage).trials]
-    attrs = dict(optuna.load_study(study_name="cont", storage=storage).user_attrs)
-    edited = "  lora_r: {type: int, low: 2, high: 16}\n  learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}\n"
+    stored = optuna.load_study(study_name="cont", storage=storage)
+    before = [(t.number, t.state, dict(t.user_attrs)) for t in stored.trials]
+    attrs = dict(stored.user_attrs)
+    edited = (
+        "  lora_r: {type: int, low: 2, high: 16}\n"
+        "  learning_rate: {type: float, low: 1e-4, high: 1e-1, log: true}\n"
+    )
     changed = load_sweep(write(f"study: {{name: cont, metric: f1, n_trials: 3}}\nsearch_space:\n{edited}"))
     runner = curve_runner()
     with pytest.raises(UserError) as raised:
