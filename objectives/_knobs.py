@@ -6,7 +6,8 @@ need transformers and peft, whose import brings torch: about 5 CPU-seconds on 2 
 `lorasweep validate` and every `run` before its first line of output. What the installed versions
 answer does not change until they do, so it is kept as JSON in the cache folder, keyed by those
 versions: the field names and their type hints once per version, and the libraries' verdict on
-each set of fixed values once per set. A cache that cannot be read or written is recomputed.
+each set of fixed values once per set. A cache that cannot be read or written, or that holds
+JSON of another shape (written by hand, or by another program), is recomputed.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def table(read_libraries: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     versions: from the cache, else from `read_libraries()` (which imports them), then cached."""
     path = cache_root() / f"{_stem()}.json"
     stored = _read(path)
-    if stored is not None:
+    if _is_table(stored):
         return stored
     fresh = read_libraries()
     _write(path, fresh)
@@ -56,7 +57,9 @@ def verdict(values: dict[str, Any], judge: Callable[[], list[str]]) -> list[str]
     """What `judge()` (the libraries, asked about `values`) says, remembered per set of values."""
     path = cache_root() / f"{_stem()}-verdicts.json"
     key = hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()
-    known = _read(path) or {}
+    known = _read(path)
+    if not _is_verdicts(known):
+        known = {}
     if key in known:
         return known[key]
     problems = judge()
@@ -90,6 +93,24 @@ def decode(encoded: Any) -> Any:
         return functools.reduce(operator.or_, (decode(a) for a in encoded["union"]))
     simple = {"none": type(None), "strings": tuple[str, ...], "bool": bool, "int": int, "float": float}
     return {**simple, "str": str}.get(encoded, Any)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_table(stored: Any) -> bool:
+    """What `table` writes: three lists of field names and a mapping of hints."""
+    return (
+        isinstance(stored, dict)
+        and all(_strings(stored.get(k)) for k in ("training", "lora", "early"))
+        and isinstance(stored.get("hints"), dict)
+    )
+
+
+def _is_verdicts(stored: Any) -> bool:
+    """What `verdict` writes: a key per set of values -> the problems the libraries found."""
+    return isinstance(stored, dict) and all(_strings(v) for v in stored.values())
 
 
 def _read(path: Path) -> Any:

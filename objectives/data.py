@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -160,7 +161,10 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
                 empty = not f.read(4096).strip()
             if empty:  # the json loader would die on a bare StopIteration
                 raise InputError(f"data.path must hold rows, but got an empty file: path={path!r}.")
-            return datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
+            rows = datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
+            if builder == "csv":
+                _check_header(rows.column_names, path)
+            return rows
         return datasets.load_dataset(path, spec.name, split=split)
     except InputError:
         raise
@@ -187,6 +191,24 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
             f"data must load from path={path!r} with split={split!r}, but got: {reason}. Split "
             "expressions look like train, train[:80%] or train[100:200]."
         ) from None
+
+
+# What a CSV header's column names look like (pandas names a header's empty cell "Unnamed: N").
+_COLUMN_NAME = re.compile(r"[\w][\w .,()\[\]/%#&+?'-]{0,63}|Unnamed: \d+")
+
+
+def _check_header(columns: list[str], path: str) -> None:
+    """A .csv file's first line must name its columns. Any text file reads as a CSV of one column
+    (a password file, a key, a log), whose "column name" is its first line: such a file is refused
+    without quoting that line, which may be a secret."""
+    odd = [c for c in columns if not _COLUMN_NAME.fullmatch(str(c))]
+    if odd:
+        raise InputError(
+            f"data.path must be a CSV file whose first line names its columns, but got path={path!r}, "
+            f"whose first line holds {len(odd)} of {len(columns)} fields that are not column names (too "
+            "long, or with characters such as ':' or '$'). Check that data.path names the data file, "
+            "and that its first line is a header such as question,answer."
+        )
 
 
 def _first_bad_json_line(path: Path) -> str | None:

@@ -236,3 +236,27 @@ def test_the_valid_parameter_names_are_listed_once_however_many_are_wrong(in_tmp
     assert "Did you mean 'max_steps'" in err and err.rstrip().splitlines()[-1].startswith(
         "Valid parameter names"
     )
+
+
+def test_a_csv_that_is_not_one_is_refused_without_quoting_it(in_tmp, write, capsys):
+    """A symlink named .csv to a password file reads as a CSV of one column whose name is the file's
+    first line: refused, and that line (a password hash) is never printed."""
+    secret = "root:$6$s3cretsalt$hashhashhash:19000:0:99999:7:::"
+    (in_tmp / "shadow").write_text(secret + "\ndaemon:*:19000:0:99999:7:::\n", encoding="utf-8")
+    (in_tmp / "rows.csv").symlink_to(in_tmp / "shadow")
+    path = write("data: {path: rows.csv, prompt_template: 'Q: {question}', response_template: ' {answer}'}\n")
+    for command in ("validate", "run"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            f"error: data.path must be a CSV file whose first line names its columns, but got "
+            f"path='{in_tmp / 'rows.csv'}', whose first line holds 1 of 1 fields that are not column names "
+            "(too long, or with characters such as ':' or '$'). Check that data.path names the data file, "
+            "and that its first line is a header such as question,answer."
+        ), err
+        assert "s3cret" not in err and "hashhash" not in err and "daemon" not in err
+    assert not (in_tmp / "mlruns").exists()
+
+    (in_tmp / "good.csv").write_text("question,answer,Unnamed: 2\n" + "q,a,x\n" * 40, encoding="utf-8")
+    good = write("data: {path: good.csv, prompt_template: 'Q: {question}', response_template: ' {answer}'}\n")
+    assert main(["validate", str(good)]) == 0

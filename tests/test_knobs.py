@@ -83,3 +83,20 @@ def test_a_known_file_is_checked_without_torch_and_bad_values_are_still_refused(
     assert _check(tmp_path, tmp_path / "cache", bad_value) == first_look.replace(
         "['peft', 'torch', 'transformers']", "[]"
     )
+
+
+def test_a_cache_file_of_another_shape_is_rebuilt(tmp_path, monkeypatch):
+    """Valid JSON that is not what lorasweep wrote (`{}`, a list, a field list of numbers) is
+    recomputed and written anew, as truncated JSON is."""
+    import json
+
+    monkeypatch.setenv("LORASWEEP_CACHE", str(tmp_path))
+    fresh = {"training": ["max_steps"], "lora": ["r"], "early": [], "hints": {"max_steps": "int"}}
+    table, verdicts = tmp_path / f"{_knobs._stem()}.json", tmp_path / f"{_knobs._stem()}-verdicts.json"
+    for stored in ({}, [], {"training": 3, "lora": [], "early": [], "hints": {}}, "x", None):
+        table.write_text(json.dumps(stored), encoding="utf-8")
+        assert _knobs.table(lambda: dict(fresh)) == fresh  # a new function: not @cache's answer
+        assert json.loads(table.read_text(encoding="utf-8")) == fresh
+        verdicts.write_text(json.dumps(stored if stored != {} else {"k": 1}), encoding="utf-8")
+        assert _knobs.verdict({"r": 4}, lambda: ["no"]) == ["no"]
+        assert list(json.loads(verdicts.read_text(encoding="utf-8")).values()) == [["no"]]
