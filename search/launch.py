@@ -22,6 +22,7 @@ from lorasweep.objectives import METRICS, MetricFn, TrialRunner
 
 from . import parent, record
 from ._choices import DEFAULT_MAX_FAILURES
+from ._interrupts import first_only
 from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._space import describe
@@ -64,6 +65,7 @@ class RunOptions:
                 )
 
 
+@first_only()
 def run_sweep(
     sweep: Sweep,
     options: RunOptions = RunOptions(),
@@ -158,6 +160,7 @@ def run_sweep(
     return study
 
 
+@first_only()
 def join_sweep(
     study: optuna.Study,
     storage: str | None,

@@ -116,6 +116,28 @@ def test_sigterm_closes_the_trial_and_resume_runs_it_again(tmp_path):
     assert retry.params == stopped.params
 
 
+def test_three_sigints_within_60_ms_close_every_run_and_leave_no_scratch_folder(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the trial's scratch folder lands here
+    (tmp_path / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
+    proc = spawn_lorasweep(tmp_path, "run", "sweep.yaml", "--trials", "1")
+    _wait_for_training(tmp_path, proc, number=0)
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted: finished trials are kept" in proc.stderr.read()
+
+    study, client = _study(tmp_path), _client(tmp_path)
+    stopped = study.trials[0]
+    assert stopped.state.name == "FAIL" and stopped.user_attrs["interrupted"]
+    run = client.get_run(stopped.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["lorasweep.state"] == "FAIL"
+    assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("lorasweep-trial")]
+
+
 def _children(pid: int) -> set[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:

@@ -277,3 +277,46 @@ def test_a_met_budget_still_closes_a_dead_workers_trial(stores, write):
     study = optuna.load_study(study_name="stub", storage=open_storage(None))
     assert study.trials[orphan.number].state.name == "FAIL"
     assert len(study.trials) == 2  # and nothing was retried: the budget is met
+
+
+def test_three_quick_interrupts_still_close_the_trial_its_runs_and_its_scratch_folder(
+    stores, write, monkeypatch, tmp_path
+):
+    """Ctrl-C three times: the first stops the trial; the others land while it closes (its scratch
+    folder's removal, its MLflow run, the parent run) and must not cut that short."""
+    import os
+    import signal
+    import tempfile
+
+    def interrupt() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler before the next line
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    trained: list[int] = []
+    closing = ((tempfile.TemporaryDirectory, "cleanup"), (Tracker, "fail_trial"), (Tracker, "fail_study"))
+    for cls, name in closing:
+        original = getattr(cls, name)
+
+        def interrupted_first(*args, _original=original, **kwargs):
+            if trained:  # once the first Ctrl-C has stopped the trial
+                interrupt()
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, interrupted_first)
+    runner = curve_runner()
+    runner.script = lambda r: trained.append(r) or interrupt()
+
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
+
+    study = optuna.load_study(study_name="stub", storage=open_storage(None))
+    stopped = study.trials[0]
+    assert stopped.state.name == "FAIL" and stopped.user_attrs["interrupted"]
+    run = _run(stores, stopped)
+    assert run.info.status == "KILLED" and run.data.tags["lorasweep.state"] == "FAIL"
+    assert _client(stores).get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+    assert list(scratch.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
