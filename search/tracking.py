@@ -84,9 +84,110 @@ def client(uri: str) -> MlflowClient:
                 f"the MLflow tracking URI must name a server that answers, but got {redact(uri)}: "
                 f"{reason}. Start the server, or check the host, the port and the URI."
             ) from None
+        _OUTAGES.watch(parts.hostname, redact(uri))
     if uri.startswith("sqlite:///"):
         return _local_client(uri, Path(uri.removeprefix("sqlite:///")))
     return MlflowClient(tracking_uri=uri)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _Outages(logging.Filter):
+    """A tracking server that stops answering under a sweep: one `warning:` line when it stops and
+    one when it answers again, instead of urllib3's raw "Retrying (Retry(total=6, ...)) after
+    connection broken by NewConnectionError(...)" line for each of MLflow's retries.
+
+    MLflow's HTTP client retries a call with urllib3 (MLFLOW_HTTP_REQUEST_MAX_RETRIES times, with
+    exponential backoff: about 4 minutes by default), and urllib3 logs each retry of a broken
+    connection as a WARNING on its connection-pool logger. This filter on that logger turns the first
+    one for a watched server into the line, and drops the rest. While a server is down it lowers the
+    logger to DEBUG, where urllib3 logs every response it receives: the first one from that server
+    ends the outage (from any thread, any client: a trial's log_batch, MLflow's system-metrics
+    monitor), and the logger goes back to the level it had."""
+
+    LOGGER = "urllib3.connectionpool"
+
+    def __init__(self, say: Callable[[str], None] = _say) -> None:
+        super().__init__()
+        self.say = say
+        self._servers: dict[str, str] = {}  # host -> the URI to show (masked)
+        self._down: dict[str, float] = {}  # host -> time.monotonic() when it stopped answering
+        self._level: int | None = None  # the logger's own level before an outage lowered it
+        self._lock = threading.Lock()
+
+    def watch(self, host: str, shown: str) -> None:
+        logger = logging.getLogger(self.LOGGER)
+        with self._lock:
+            self._servers[host] = shown
+            if self not in logger.filters:
+                logger.addFilter(self)
+                if not logger.isEnabledFor(logging.WARNING):  # the first retry must reach the filter
+                    logger.setLevel(logging.WARNING)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        retry = getattr(record, "__urllib3-retry-warning", None)
+        if retry is not None:
+            return self._retrying(retry.get("host"), record)
+        response = isinstance(record.args, tuple) and len(record.args) == 8
+        if record.levelno == logging.DEBUG and self._down and response:
+            return self._answered(record)
+        return True
+
+    def _retrying(self, host: str | None, record: logging.LogRecord) -> bool:
+        with self._lock:
+            shown = self._servers.get(host or "")
+            if shown is None:
+                return True  # another server's (a hub, a data URL): not ours to reword
+            if host in self._down:
+                return False
+            self._down[host] = time.monotonic()
+            logger = logging.getLogger(self.LOGGER)
+            if self._level is None and not logger.isEnabledFor(logging.DEBUG):
+                self._level = logger.level
+                logger.setLevel(logging.DEBUG)
+        error = record.args[1] if isinstance(record.args, tuple) and len(record.args) > 1 else None
+        reason = str(error).rsplit(": ", 1)[-1] if error is not None else "no connection"
+        self.say(
+            f"warning: the MLflow tracking server {shown} is not answering ({reason}); MLflow retries "
+            f"each call for up to {_retry_budget_s() / 60:.0f} min (MLFLOW_HTTP_REQUEST_MAX_RETRIES) "
+            "while lorasweep waits."
+        )
+        return False
+
+    def _answered(self, record: logging.LogRecord) -> bool:
+        """urllib3's line for a response: '%s://%s:%s "%s %s %s" %s %s' (scheme, host, port,
+        method, url, version, status, length). A response from a watched server that was down ends
+        its outage (a 5xx is a proxy's answer, not the server's)."""
+        host, status = record.args[1], record.args[6]
+        raised = self._level is not None
+        with self._lock:
+            if host not in self._down or not isinstance(status, int) or status >= 500:
+                return not raised
+            down = time.monotonic() - self._down.pop(host)
+            if not self._down and self._level is not None:
+                logging.getLogger(self.LOGGER).setLevel(self._level)
+                self._level = None
+        self.say(
+            f"warning: the MLflow tracking server {self._servers[host]} answers again after {down:.0f} s."
+        )
+        return not raised
+
+
+def _retry_budget_s() -> float:
+    """How long MLflow's client retries one call at most (urllib3's backoff: none before the first
+    retry, then factor * 2**n seconds, each at most 120)."""
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    )
+
+    factor, retries = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    return sum(min(120.0, factor * 2.0 ** (n - 1)) for n in range(2, retries + 1))
+
+
+_OUTAGES = _Outages()
 
 
 def _local_client(uri: str, db: Path) -> MlflowClient:

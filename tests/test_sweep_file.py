@@ -205,7 +205,7 @@ def test_a_yaml_bomb_is_refused_before_it_expands(write):
     [
         ("study", "..", "study.name must name a folder of its own, but got name='..', a path."),
         ("study", "x" * 300, "study.name must be at most 100 characters (bytes in UTF-8), as it names files"),
-        ("tracking", "/tmp/x", "tracking.experiment must use only letters, digits, '.', '-' and '_', but got"),
+        ("tracking", "/tmp/x", "tracking.experiment must use only letters, digits, '.', '-' and '_'"),
         ("tracking", "../../../x", "tracking.experiment must use only letters, digits"),
         ("tracking", ".", "tracking.experiment must name a folder of its own, but got name='.'"),
     ],

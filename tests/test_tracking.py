@@ -70,3 +70,60 @@ def test_a_curve_longer_than_one_mlflow_batch_arrives_whole_with_the_trials_end(
     tracker.finish_trial(run_id, result, 1.0)
     assert _steps(tracker, run_id, "loss") == list(range(1, 1001))
     assert MlflowClient(tracker.uri).get_run(run_id).data.tags["lorasweep.state"] == "COMPLETE"
+
+
+def test_a_tracking_server_outage_is_one_line_when_it_starts_and_one_when_it_ends(monkeypatch, caplog):
+    """MLflow's client retries a server that stopped answering; urllib3 logs each retry. The user
+    sees one warning when it stops and one when it answers again, from a call that then succeeds."""
+    import http.server
+    import re
+    import threading
+    import time
+
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+    from .services import free_port
+
+    port, said = free_port(), []
+    monkeypatch.setattr(tracking._OUTAGES, "say", said.append)
+    tracking._OUTAGES.watch("127.0.0.1", f"http://127.0.0.1:{port}")
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    def come_back() -> None:  # the server is down for the call's first tries, then answers
+        time.sleep(1.0)
+        server = http.server.HTTPServer(("127.0.0.1", port), Ok)
+        servers.append(server)
+        server.serve_forever()
+
+    servers: list[http.server.HTTPServer] = []
+    threading.Thread(target=come_back, daemon=True).start()
+    try:
+        response = http_request(
+            MlflowHostCreds(f"http://127.0.0.1:{port}"),
+            "/health",
+            "GET",
+            max_retries=5,
+            backoff_factor=1,
+            backoff_jitter=0,
+        )
+    finally:
+        while not servers:
+            time.sleep(0.05)
+        servers[0].shutdown()
+    assert response.status_code == 200
+    assert len(said) == 2, said
+    server = f"warning: the MLflow tracking server http://127.0.0.1:{port}"
+    assert said[0].startswith(f"{server} is not answering ([Errno 111] Connection refused); MLflow retries ")
+    assert said[0].endswith(" min (MLFLOW_HTTP_REQUEST_MAX_RETRIES) while lorasweep waits.")
+    assert re.fullmatch(rf"{re.escape(server)} answers again after \d+ s\.", said[1]), said[1]
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # urllib3's lines are gone
+    assert not tracking._OUTAGES._down and tracking._OUTAGES._level is None
