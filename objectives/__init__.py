@@ -46,6 +46,7 @@ from .runner import CurveHook, MetricFn, TrialResult, TrialRunner
 if TYPE_CHECKING:
     from .data import DataShape, check_data
     from .handover import TrialModel, eval_inputs, load_trial_model
+    from .model import adapter_base_identity, base_identity
     from .recipe import Recipe
     from .scoring import perplexity, summed_nll
 
@@ -54,6 +55,8 @@ _HEAVY = {
     "Recipe": "recipe",
     "DataShape": "data",
     "check_data": "data",
+    "base_identity": "model",
+    "adapter_base_identity": "model",
     "TrialModel": "handover",
     "eval_inputs": "handover",
     "load_trial_model": "handover",
@@ -90,6 +93,8 @@ __all__ = [
     "TrialResult",
     "TrialRunner",
     "TrialSpec",
+    "adapter_base_identity",
+    "base_identity",
     "canonical",
     "check_data",
     "check_type",

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from .config import DataSpec, EvalSpec, ModelSpec
 from .data import load_rows, tokenize
-from .model import Placement, load_base
+from .model import Placement, base_identity, load_base
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class TrialModel:
     files: dict[str, Path]  # "base" and each adapter's name: the folders it loads from
     size_bytes: int  # of those folders
     load_seconds: float  # from disk, as a user would load it
+    base_identity: str  # of the base loaded (objectives.base_identity), to compare with the trial's
 
 
 def load_trial_model(spec: ModelSpec, adapter: Path | Mapping[str, Path], scratch: Path) -> TrialModel:
@@ -37,6 +38,7 @@ def load_trial_model(spec: ModelSpec, adapter: Path | Mapping[str, Path], scratc
     are loaded on the one base under their names, the first active (peft's set_adapter switches)."""
     adapters = {"adapter": adapter} if isinstance(adapter, Path) else dict(adapter)
     base, tokenizer = load_base(dataclasses.replace(spec, method="lora"), Placement("cpu", "fp32"))
+    identity = base_identity(spec.base, spec.revision)  # after the load: the cache is up to date
     base.config.use_cache = True  # load_base turns the cache off for training; generation wants it
     base.save_pretrained(scratch / "base")
     tokenizer.save_pretrained(scratch / "base")  # with the pad token load_base gave it
@@ -52,7 +54,7 @@ def load_trial_model(spec: ModelSpec, adapter: Path | Mapping[str, Path], scratc
     loaded = time.monotonic() - started
     files = {"base": scratch / "base", **adapters}
     size = sum(f.stat().st_size for folder in files.values() for f in folder.rglob("*") if f.is_file())
-    return TrialModel(model, tokenizer, files, size, loaded)
+    return TrialModel(model, tokenizer, files, size, loaded, identity)
 
 
 def eval_inputs(

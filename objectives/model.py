@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -63,6 +65,60 @@ def resolve_base(spec: ModelSpec) -> str:
     from .tiny import ensure_tiny_base
 
     return str(ensure_tiny_base())
+
+
+def base_identity(base: str, revision: str | None = None) -> str:
+    """What pins the bytes of the base `base` (as a sweep file names it) at `revision`: the built-in
+    tiny base's shipped file hashes, a local folder's weights and config (SHA-256), a hub model's
+    commit as the local cache resolves the revision (which a load has just brought up to date). Two
+    equal identities load the same model; a trial's goes on its run, and a hand-over compares it with
+    the base it loads."""
+    if base == TINY_BASE_NAME:
+        from .tiny import SHIPPED_SHA256  # the bytes ensure_tiny_base checks before every load
+
+        shipped = json.dumps(SHIPPED_SHA256, sort_keys=True).encode()
+        return f"tiny sha256:{hashlib.sha256(shipped).hexdigest()}"
+    folder = Path(base)
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.is_file() and _is_weights(p.name))
+        stats = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+        return f"folder sha256:{_folder_sha256(folder.resolve(), stats)}"
+    return f"hub {base}@{_hub_commit(base, revision) or revision or 'main'}"
+
+
+def adapter_base_identity(adapter: Path) -> str | None:
+    """The identity of the base a trial's adapter folder names (adapter_config.json, as the sweep
+    file named it); None when the folder names none."""
+    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    return base_identity(base, config.get("revision")) if base else None
+
+
+def _is_weights(name: str) -> bool:
+    return name == "config.json" or name.endswith((".safetensors", ".bin"))
+
+
+@functools.lru_cache(maxsize=8)  # per (folder, names, sizes, times): a worker hashes its base once
+def _folder_sha256(folder: Path, stats: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        file_digest = hashlib.sha256()
+        with open(folder / name, "rb") as f:
+            while chunk := f.read(1 << 22):
+                file_digest.update(chunk)
+        digest.update(f"{name} {file_digest.hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _hub_commit(base: str, revision: str | None) -> str | None:
+    """The commit the local cache holds for the hub model at `revision` (refs/main by default)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(base, "config.json", revision=revision)
+    except ValueError:  # not a hub id at all (a folder that is gone): no commit to name
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def tokenizer_at_hand(spec: ModelSpec) -> PreTrainedTokenizerBase | None:

@@ -16,7 +16,7 @@ LoraAdapter). How it is built, with the pinned tools (onnxruntime-genai 0.18, ol
 
 What the tools cannot take is refused before anything is exported (`check_adapters`): adapters
 other than plain LoRA (DoRA, trained biases, modules_to_save), and architectures Model Builder
-lacks (the dynamo exporter writes no LoRA inputs).
+lacks or writes a base of that ONNX Runtime refuses to run (the dynamo exporter writes no LoRA inputs).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._export import ModelBuilderUnsupported, model_builder, quiet_olive
+from ._export import ModelBuilderUnsupported, architecture, model_builder, quiet_olive, runtime_refusal
 from .errors import ExportFailed, UserError
 
 ADAPTER_SUFFIX = ".onnx_adapter"
@@ -90,12 +90,18 @@ def build_bundle(base: Path, adapters: dict[str, Path], out: Path, scratch: Path
         try:
             model_builder(base, work / "built-slots", work / "cache", adapter=slots)
         except ModelBuilderUnsupported as e:
-            architecture = json.loads((base / "config.json").read_text())["architectures"][0]
             raise UserError(
-                f"an adapter bundle must have a base that Model Builder exports, but {architecture} is not one "
-                f"({e}): {', '.join(adapters)} cannot share one ONNX base. Export the trials one by one "
-                "(lorasweep export --trial N) instead."
+                f"an adapter bundle must have a base that Model Builder exports, but {architecture(base)} is "
+                f"not one ({e}): {', '.join(adapters)} cannot share one ONNX base. Export the trials one by "
+                "one (lorasweep export --trial N) instead."
             ) from e
+        refused = runtime_refusal(work / "built-slots")
+        if refused is not None:  # the dynamo exporter writes no LoRA inputs: no other way to a bundle
+            raise UserError(
+                f"an adapter bundle must have a base that ONNX Runtime runs, but onnxruntime-genai refuses "
+                f"Model Builder's {architecture(base)}: {refused}. Export the trials one by one (lorasweep "
+                "export --trial N) instead: each then falls back to torch.onnx.export."
+            )
         inputs = _extract(work / "built-slots", work / "extracted-slots", work)
         out.mkdir(parents=True, exist_ok=True)
         for item in (work / "extracted-slots").iterdir():

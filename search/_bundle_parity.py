@@ -6,7 +6,8 @@ Gated, on the sweep's eval data:
   counted as in _parity), logits within promote.max_logit_diff, perplexity within fp32's limit;
 - with no adapter active, the bundle against PyTorch's base, by the same three checks;
 - switching: the first adapter, then every other, then the first again gives the first's logits
-  and tokens again (a runtime that kept a previous adapter's weights would fail it).
+  and tokens again (a runtime that kept a previous adapter's weights would fail it);
+- PyTorch's base + adapter N gives trial N's recorded eval loss, within max_eval_loss_change.
 Reported: the size of the bundle against the merged exports it replaces, each adapter's load and
 switch time, and its ms/token against the merged export of the same trial, measured in turns in
 the same run (_parity.speed).
@@ -33,6 +34,7 @@ from ._parity import (
     TorchLM,
     gate,
     pad_rows,
+    reproduces,
     score,
     speed,
 )
@@ -65,6 +67,7 @@ class BundleParity:
     switch: Check
     speed_runs: int = SPEED_RUNS
     speed_prompts: int = SPEED_PROMPTS
+    max_eval_loss_change: float | None = None  # each trial's PyTorch eval loss from its recorded one
 
     @property
     def passed(self) -> bool:
@@ -117,10 +120,13 @@ def measure_bundle(
     max_new_tokens: int,
     batch_size: int,
     limits: Limits,
+    trial_eval_losses: dict[str, float] | None = None,
 ) -> BundleParity:
     """Gate every adapter of `bundle` (name -> trial number in `trials`) against `reference`, a
     PeftModel holding the same adapters under the same names; `merged` holds each trial's merged
-    fp32 export, for the sizes and speeds the bundle is compared with."""
+    fp32 export, for the sizes and speeds the bundle is compared with. With an adapter, PyTorch must
+    give the eval loss its trial recorded (`trial_eval_losses`, by name)."""
+    losses = trial_eval_losses or {}
     tie = 2 * limits.max_logit_diff
     lm = OnnxLM(Exported("fp32", bundle.folder, "genai", BUNDLE_HOW, bundle.seconds), reference.eos_id)
     base = Measured("base", f"{BUNDLE_HOW}, no adapter", bundle.base_bytes, lm.load_seconds)
@@ -131,8 +137,12 @@ def measure_bundle(
     for name, file in bundle.adapters.items():
         views[name] = view = lm.using(name, file)
         m = Measured(name, f"bundle + {file.name}", bundle.base_bytes + file.stat().st_size, lm.load_seconds)
-        score(reference.using(name), {name: (view, m)}, prompts, rows, max_new_tokens, batch_size, tie)
+        torch_perplexity = score(
+            reference.using(name), {name: (view, m)}, prompts, rows, max_new_tokens, batch_size, tie
+        )
         gate(m, len(prompts), limits, "fp32")
+        if name in losses:
+            m.checks.append(reproduces(torch_perplexity, losses[name], limits))
         single = OnnxLM(merged[name], reference.eos_id)
         single_m = Measured(f"{name} merged", merged[name].how, merged[name].size_bytes, single.load_seconds)
         speed(
@@ -168,6 +178,7 @@ def measure_bundle(
         switch,
         SPEED_RUNS,
         min(len(prompts), SPEED_PROMPTS),
+        limits.max_eval_loss_change if losses else None,
     )
 
 

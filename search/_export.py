@@ -4,7 +4,11 @@ fp32, with the adapter merged into the base:
 - onnxruntime-genai's Model Builder where it knows the architecture (Llama, Qwen, Phi, Mistral,
   Gemma, ...): a folder that onnxruntime-genai generates from, with a KV cache ("genai").
 - torch.onnx.export(dynamo=True) otherwise (GPT-2-style models, for example): a model from
-  (input_ids, attention_mask) to logits, without a cache ("logits").
+  (input_ids, attention_mask) to logits, without a cache ("logits"). Also where Model Builder writes
+  a model that ONNX Runtime then refuses to run: its fused kernels have shape rules of their own
+  (GroupQueryAttention wants a rotary size that is a multiple of 16, which a small Phi-2 lacks), and
+  Model Builder does not check them. Each export is run on two tokens before it is handed on, so a
+  refusal is one line that names the architecture and ONNX Runtime's reason, not a traceback in the gate.
 int8 and int4: an Olive workflow over the fp32 model, saved beside the export as
 olive_<precision>.json so that `cd EXPORT && olive run --config olive_int8.json` redoes it.
 
@@ -14,16 +18,18 @@ Olive's own exporters do not work with transformers 5 (BRIEF section 5, checked 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -66,14 +72,69 @@ def export_fp32(
         tokenizer.save_pretrained(merged_dir)
         try:
             model_builder(merged_dir, out, Path(merging) / "cache")
-            return Exported(
-                "fp32", out, "genai", "onnxruntime-genai Model Builder", time.monotonic() - started
+            refused = runtime_refusal(out)
+            if refused is None:
+                return Exported(
+                    "fp32", out, "genai", "onnxruntime-genai Model Builder", time.monotonic() - started
+                )
+            log(
+                f"export: onnxruntime-genai refuses to run Model Builder's {architecture(merged_dir)}: "
+                f"{refused}; using torch.onnx.export(dynamo=True) instead"
             )
         except ModelBuilderUnsupported as e:
             log(f"export: {e}; using torch.onnx.export(dynamo=True) instead")
     shutil.rmtree(out, ignore_errors=True)
     _dynamo(merged, tokenizer, out)
     return Exported("fp32", out, "logits", "torch.onnx.export (dynamo)", time.monotonic() - started)
+
+
+def architecture(model: Path) -> str:
+    """The architecture a transformers folder's config names (PhiForCausalLM)."""
+    config = json.loads((model / "config.json").read_text())
+    return (config.get("architectures") or [config.get("model_type", "unknown")])[0]
+
+
+def runtime_refusal(folder: Path) -> str | None:
+    """Why onnxruntime-genai will not run the model in `folder` (ONNX Runtime's reason, one line),
+    or None when it generates from two tokens."""
+    import onnxruntime_genai as og
+
+    try:
+        with _native_stderr_muted():  # ONNX Runtime logs the error itself too, in colour: said once
+            model = og.Model(str(folder))
+            params = og.GeneratorParams(model)
+            params.set_search_options(max_length=3, do_sample=False)
+            generator = og.Generator(model, params)
+            generator.append_tokens([0, 1])
+            generator.generate_next_token()
+    except RuntimeError as e:  # what a kernel's shape check raises
+        return ort_reason(e)
+    return None
+
+
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block: what native code (ONNX Runtime's logger) writes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def ort_reason(error: Exception) -> str:
+    """ONNX Runtime's own words from an error, without its source paths or a final period:
+    "GroupQueryAttention: cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8"."""
+    text = " ".join(str(error).split())
+    node = re.search(r"running (\w+) node", text)
+    said = text.split("Status Message:", 1)[-1].strip()
+    said = re.sub(r"^\S+\.(h|cc|cpp):\d+ ", "", said)  # the source file and line, where it names them
+    said = said.rstrip(".")  # the caller's sentence goes on after it
+    return f"{node.group(1)}: {said}" if node else said
 
 
 class ModelBuilderUnsupported(Exception):
@@ -94,8 +155,7 @@ def model_builder(model: Path, out: Path, cache: Path, adapter: Path | None = No
         return
     said = (done.stderr or done.stdout).strip()
     if "is not currently supported" in said:
-        architecture = json.loads((model / "config.json").read_text())["architectures"][0]
-        raise ModelBuilderUnsupported(f"Model Builder does not support {architecture}")
+        raise ModelBuilderUnsupported(f"Model Builder does not support {architecture(model)}")
     raise ExportFailed("Model Builder failed: " + "\n".join(said.splitlines()[-8:]))
 
 
@@ -129,6 +189,16 @@ def _dynamo(merged: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Pa
     out.mkdir(parents=True)
     program.save(str(out / "model.onnx"))  # external data only past protobuf's 2 GB limit
     tokenizer.save_pretrained(out)
+    try:  # ONNX Runtime's kernels have rules the exporter does not check: run it once here
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out / "model.onnx"))
+        session.run(["logits"], {k: v.numpy() for k, v in example.items() if k in shapes})
+    except Exception as e:  # ONNX Runtime's errors share no base class (Fail, InvalidGraph, ...)
+        name = getattr(merged.config, "architectures", None) or [type(merged).__name__]
+        raise ExportFailed(
+            f"ONNX Runtime refuses to run the {name[0]} export of torch.onnx.export: {ort_reason(e)}"
+        ) from e
 
 
 # Olive passes that work with the pinned versions. HQQ (OnnxHqqQuantization) exits cleanly with an

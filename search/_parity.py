@@ -7,7 +7,10 @@ with the adapter, unmerged: the model the trial scored):
   runtime may break either way; it is counted as a tie, not a mismatch;
 - the logits of every eval row: fp32's largest absolute difference must stay within the tolerance;
 - the eval perplexity (per response token, as the sweep computes it) recomputed with ONNX Runtime:
-  within max_perplexity_change of PyTorch's, relative, for each precision (1% for fp32).
+  within max_perplexity_change of PyTorch's, relative, for each precision (1% for fp32);
+- the PyTorch model itself: its eval loss (the log of its eval perplexity) within
+  max_eval_loss_change of the loss its trial recorded, relative. A model rebuilt from files that
+  changed since the trial is not the trial's, however well ONNX matches it.
 Size, load time and generation speed are measured on the way and reported, not gated. Speed is
 ms per new token, greedy at batch 1, on the first SPEED_PROMPTS prompts: every runtime runs them in
 turn, SPEED_RUNS times, and each figure (ms/token, and the ratio to PyTorch's of the same round) is
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +38,7 @@ from lorasweep.objectives import perplexity, summed_nll
 from ._export import Exported
 
 SPEED_RUNS = 5
+REPRODUCED = "PyTorch eval loss"  # the check that the rebuilt model gives its trial's eval loss
 SPEED_PROMPTS = 8
 
 
@@ -41,6 +46,7 @@ SPEED_PROMPTS = 8
 class Limits:
     max_logit_diff: float
     max_perplexity_change: dict[str, float]  # precision -> relative change allowed
+    max_eval_loss_change: float = 0.01  # the PyTorch model's eval loss from its trial's, relative
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class Parity:
     models: list[Measured]
     speed_runs: int = SPEED_RUNS
     speed_prompts: int = SPEED_PROMPTS
+    trial_eval_loss: float | None = None  # what the trial recorded; None: nothing to compare with
+    max_eval_loss_change: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -106,6 +114,7 @@ class Parity:
     def save(self, path: Path) -> None:
         data = {"passed": self.passed, "prompts": self.prompts, "eval_rows": self.rows}
         data |= {"speed_runs": self.speed_runs, "speed_prompts": self.speed_prompts}
+        data |= {"trial_eval_loss": self.trial_eval_loss, "max_eval_loss_change": self.max_eval_loss_change}
         data["models"] = [{**asdict(m), "passed": m.passed} for m in self.models]
         path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -114,7 +123,8 @@ class Parity:
         """What `save` wrote (a promote that completes a killed one reads the gate's findings back)."""
         data = json.loads(path.read_text())
         models = [Measured.from_dict(m) for m in data["models"]]
-        speed = {k: data[k] for k in ("speed_runs", "speed_prompts") if k in data}
+        keys = ("speed_runs", "speed_prompts", "trial_eval_loss", "max_eval_loss_change")
+        speed = {k: data[k] for k in keys if k in data}  # a report from before a key has none
         return cls(data["prompts"], data["eval_rows"], models, **speed)
 
 
@@ -269,8 +279,10 @@ def measure(
     max_new_tokens: int,
     batch_size: int,
     limits: Limits,
+    trial_eval_loss: float | None = None,
 ) -> Parity:
-    """Run every export beside the reference and apply the gate."""
+    """Run every export beside the reference and apply the gate; the reference itself must give
+    `trial_eval_loss`, the trial's own, within the limits."""
     onnx = {e.precision: OnnxLM(e, reference.eos_id) for e in exports}
     measured = [reference_measured] + [
         Measured(p, lm.export.how, lm.export.size_bytes, lm.load_seconds) for p, lm in onnx.items()
@@ -288,7 +300,31 @@ def measure(
     speed({"pytorch": reference, **onnx}, by_name, prompts[:SPEED_PROMPTS], max_new_tokens)
     for name in onnx:
         gate(by_name[name], len(prompts), limits, name)
-    return Parity(len(prompts), len(rows), measured, SPEED_RUNS, min(len(prompts), SPEED_PROMPTS))
+    if trial_eval_loss is not None:
+        reference_measured.checks.append(reproduces(reference_measured.perplexity, trial_eval_loss, limits))
+    return Parity(
+        len(prompts),
+        len(rows),
+        measured,
+        SPEED_RUNS,
+        min(len(prompts), SPEED_PROMPTS),
+        trial_eval_loss,
+        limits.max_eval_loss_change if trial_eval_loss is not None else None,
+    )
+
+
+def reproduces(reference_perplexity: float, trial_eval_loss: float, limits: Limits) -> Check:
+    """The rebuilt PyTorch model's eval loss against the one its trial recorded (the perplexity is
+    exp of the same mean NLL, capped far above any trained model's)."""
+    loss = math.log(reference_perplexity)
+    change = loss / trial_eval_loss - 1.0 if trial_eval_loss else (0.0 if loss == 0 else math.inf)
+    allowed = limits.max_eval_loss_change
+    return Check(
+        REPRODUCED,
+        abs(change) <= allowed,
+        f"{loss:.5g} ({change:+.2%})",
+        f"within {allowed:.1%} of its trial's {trial_eval_loss:.5g}",
+    )
 
 
 def score(

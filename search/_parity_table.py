@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._parity import Measured, Parity
+from ._parity import REPRODUCED, Measured, Parity
 
 if TYPE_CHECKING:
     from ._bundle_parity import BundleParity
@@ -46,6 +46,7 @@ def format_parity(parity: Parity) -> str:
         f"ms/token, speed: medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts "
         "(greedy, batch 1); speed is PyTorch's ms/token over the model's in the same run"
     )
+    lines += reproduced(parity.models[0])
     verdict = (
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )
@@ -59,6 +60,11 @@ def gated_cells(m: Measured, prompts: int) -> str:
     checked = {c.name for c in m.checks}
     shown = [cell if check in checked else f"({cell})" for cell, (_, check) in zip(cells, _GATED)]
     return f"{shown[0]:>9}{shown[1]:>14}{shown[2]:>14}"
+
+
+def reproduced(m: Measured, who: str = "") -> list[str]:
+    """The gate's check that the rebuilt PyTorch model gives its trial's eval loss, as a line."""
+    return [f"gated: {who}{c.name} {c.measured}, {c.limit}" for c in m.checks if c.name == REPRODUCED]
 
 
 def mb(size: int) -> str:
@@ -94,6 +100,8 @@ def format_bundle(parity: BundleParity) -> str:
         f"bundle, medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts (greedy, batch 1)",
         "gated (decide the champion): every row's change, max |dlogit| and greedy same, and the switch",
     ]
+    for a in parity.adapters:
+        lines += reproduced(a.measured, f"{a.name}: ")
     verdict = (
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )

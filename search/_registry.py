@@ -8,8 +8,8 @@ new version only when its gate passed, and the version it leaves stays as it was
 A promotion is several writes (LoggedModel, its artifacts, the version, the alias) that no store
 makes atomic, so the LoggedModel carries its progress (record.promotion_tags): a promote killed
 half-way leaves it "started", and the next promote of the same run finds it (`unfinished`) and
-completes it instead of registering another version. Two promotes of one trial at the same time
-are not guarded against.
+completes it instead of registering another version. Two promotes to one registered model at the
+same time take turns (promote._turn holds a lock), and the second finds what the first registered.
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ class PromoteSpec:
     max_perplexity_change: dict[str, float] = field(
         default_factory=lambda: {"fp32": 0.01, "int8": 0.05, "int4": 0.15}
     )
+    # How far the rebuilt PyTorch model's eval loss may move from the one its trial recorded,
+    # relative: a model that does not reproduce its own trial is not handed over. A CPU fp32 trial
+    # reproduces to about 1e-6; a trial scored in bf16 or fp16 on a GPU moves more.
+    max_eval_loss_change: float = 0.01
 
 
 def choose(study: optuna.Study, rule: tuple[Criterion, ...]) -> tuple[FrozenTrial | None, list[FrozenTrial]]:
@@ -153,7 +157,14 @@ def parse_promote(raw: Any, problems: Problems) -> PromoteSpec:
         problems.add(("promote",), f"promote must be a mapping, but got {raw!r}.")
         return PromoteSpec()
     defaults, values = PromoteSpec(), {}
-    keys = ("select", "model_name", "precisions", "max_logit_diff", "max_perplexity_change")
+    keys = (
+        "select",
+        "model_name",
+        "precisions",
+        "max_logit_diff",
+        "max_perplexity_change",
+        "max_eval_loss_change",
+    )
     for key in raw:
         if key not in keys:
             problems.add(("promote", key), unknown_key("a key of promote", key, keys))
@@ -193,6 +204,15 @@ def parse_promote(raw: Any, problems: Problems) -> PromoteSpec:
         )
         changes = {}
     values["max_perplexity_change"] = {**defaults.max_perplexity_change, **changes}
+    loss_change = raw.get("max_eval_loss_change", defaults.max_eval_loss_change)
+    if not _number(loss_change) or loss_change < 0:
+        problems.add(
+            ("promote", "max_eval_loss_change"),
+            "promote.max_eval_loss_change must be a relative change >= 0, but got "
+            f"max_eval_loss_change={loss_change!r}. Example: 0.01 (1%); raise it for trials scored in bf16.",
+        )
+        loss_change = defaults.max_eval_loss_change
+    values["max_eval_loss_change"] = float(loss_change)
     return PromoteSpec(**values)
 
 

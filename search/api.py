@@ -251,14 +251,16 @@ def promote(
     tracking_uri: str | None = None,
     out: str | os.PathLike | None = None,
     quiet: bool = False,
+    force: bool = False,
 ) -> Promotion:
     """`lorasweep promote`: register the trial (default: best's) with its ONNX exports, and move the
     champion alias if every parity check passed. A failed gate is not an exception: the version is
-    registered with its evidence and `.parity.passed` is False, the alias unmoved."""
+    registered with its evidence and `.parity.passed` is False, the alias unmoved. A champion that
+    another study promoted under the same name is moved only with `force`."""
     from .promote import promote as hand_over
 
     found = _load(study, storage)
-    return hand_over(found, trial, tracking_uri, Path(out) if out else None, log=_log(quiet))
+    return hand_over(found, trial, tracking_uri, Path(out) if out else None, log=_log(quiet), force=force)
 
 
 def export(

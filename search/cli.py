@@ -252,6 +252,11 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument(
         "--out", type=Path, metavar="DIR", help="where the ONNX exports go (default: exports/MODEL/vVERSION)"
     )
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="move the champion even when another study promoted it (same promote.model_name)",
+    )
     promote.set_defaults(command=_promote)
 
     export = command("export")
@@ -624,7 +629,9 @@ def _promote(args: argparse.Namespace) -> int:
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
-    done = promote(study, args.trial, args.tracking_uri, args.out, log=_say(args), top=args.top)
+    done = promote(
+        study, args.trial, args.tracking_uri, args.out, log=_say(args), top=args.top, force=args.force
+    )
     name = done.name
     if done.parity is None:
         return 0

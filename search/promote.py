@@ -12,6 +12,17 @@ bundle (_bundle_parity), registered as one version whose pyfunc takes an `adapte
 Everything runs on the CPU in fp32, whatever the sweep trained on: the adapter is merged into an
 fp32 copy of the base for export, and the parity reference is that base with the adapter unmerged.
 
+Only what was trained is handed over: the adapter's files and the base must be the ones the
+trial's run recorded (_provenance), checked before anything is exported, and the rebuilt PyTorch
+model must give the trial's own eval loss (a gate check). Only what the study owns is moved: a
+champion promoted from another study stays unless --force, and an exports folder that exists is
+never replaced by another version's exports.
+
+Promotes to one registered model take turns: a file lock beside a local store's database (or, for
+a server store, in the system temp folder: promotes on one machine take turns, promotes from two
+machines are not serialized). One that waited and finds the same hand-over registered meanwhile
+says so and registers nothing.
+
 A promote may be killed anywhere. Its scratch folders (one in the system temp folder, one beside
 the export) carry the process's name (host:pid:start) and are removed on every exit Python sees
 (SIGTERM included); those of a process that died are removed by the next promote or export. A
@@ -24,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import json
 import shutil
 import signal
@@ -32,9 +44,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
+from filelock import FileLock, Timeout
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial
 
@@ -47,16 +62,21 @@ from ._export import export_fp32, quantize
 from ._parity import Limits, Measured, Parity, TorchLM, measure
 from ._parity_table import format_bundle, format_parity, mb
 from ._progress import format_params, format_value
+from ._provenance import check_adapter, check_base
 from ._recovery import died_here, worker_id
 from ._select import PRECISIONS, pick
 from ._select import top as top_trials
 from .errors import UserError
 from .record import (
     BUNDLE_TAG,
+    GATE_TAG,
     REGISTERED_TAG,
+    Provenance,
     TrialRecord,
     bundle_version_tags,
+    study_id,
     study_tracking_uri,
+    version_study,
     version_tags,
 )
 from .sweep import Sweep, stored_sweep
@@ -103,74 +123,85 @@ def promote(
     out: Path | None = None,
     log: Log = print,
     top: int | None = None,
+    force: bool = False,
 ) -> Promotion:
     """Register the chosen trial as a new version and make it the champion if its exports pass the
     gate. Several trials (a list, or the `top` k) are registered as one version: an adapter bundle.
     A failed gate still registers the version (tagged lorasweep.gate=failed, with the reasons), so
     the evidence is kept; the alias stays where it was. A promote of this trial that was killed
-    after it logged its model is completed (version, exports, run tag, alias), not repeated."""
+    after it logged its model is completed (version, exports, run tag, alias), not repeated. A
+    champion promoted from another study is moved only with `force`."""
     sweep = stored_sweep(study)
     name = sweep.promote.model_name or study.study_name
     handover = _handed_over(study, sweep, trial_number, top)
     trial, run_id = handover.lead, _run_of(handover.lead)
-    client = tracking.client(study_tracking_uri(study, tracking_uri))
+    uri = study_tracking_uri(study, tracking_uri)
+    client = tracking.client(uri)
     with _interruptible():
-        current = _registry.champion(client, name)
-        resumed = _registry.unfinished(client, name, run_id, log)
-        if resumed is not None and resumed.tags.get(BUNDLE_TAG) != _bundle_tag(handover):
-            resumed = None  # another hand-over from the same run: not this one's to complete
-        if (
-            resumed is None
-            and current is not None
-            and current.run_id == run_id
-            and current.tags.get(BUNDLE_TAG) == _bundle_tag(handover)
-        ):
-            log(
-                f"{handover.label} already is the champion: models:/{name}@champion (version {current.version})"
-            )
-            return Promotion(name, trial, None, current.version, current.version, None, handover.numbers)
-
-        _check_new(out)
-        destination = out or Path("exports") / name / "next"
-        with (
-            _scratch(Path(tempfile.gettempdir()), "lorasweep-promote-") as scratch,
-            _building(destination) as build,
-        ):
-            if resumed is not None:
+        earlier = _versions_of(client, name, run_id, handover)
+        with _turn(uri, name, log):
+            current = _registry.champion(client, name)
+            resumed = _registry.unfinished(client, name, run_id, log)
+            if resumed is not None and resumed.tags.get(BUNDLE_TAG) != _bundle_tag(handover):
+                resumed = None  # another hand-over from the same run: not this one's to complete
+            meanwhile = sorted(set(_versions_of(client, name, run_id, handover)) - set(earlier), key=int)
+            if resumed is None and meanwhile:
+                return _registered_meanwhile(client, name, handover, meanwhile[-1], current, log)
+            if (
+                resumed is None
+                and current is not None
+                and current.run_id == run_id
+                and current.tags.get(BUNDLE_TAG) == _bundle_tag(handover)
+            ):
                 log(
-                    f"completing the promotion of {handover.label} that an earlier promote left "
-                    f"half-done (logged model {resumed.model_id})"
+                    f"{handover.label} already is the champion: models:/{name}@champion "
+                    f"(version {current.version})"
                 )
-                _registry.download_exports(client, resumed, build, scratch)
-                parity = (BundleParity if handover.bundle else Parity).load(build / "parity.json")
-                log(_table(parity))
-                logged = resumed
-                version = _registry.version_of(client, name, logged, _description(study, handover, parity))
-            else:
-                parity, files = _measured(sweep, client, handover, build, scratch, log)
-                log(f"registering {handover.label} as a new version of {name!r}")
-                logged, version = _registry.register(
-                    client,
-                    name,
-                    run_id,
-                    files,
-                    build,
-                    tags=_tags(study, handover, parity),
-                    params=_params(handover),
-                    description=_description(study, handover, parity),
-                    max_new_tokens=sweep.eval.max_new_tokens,
-                    scratch=scratch,
-                    promoter=worker_id(),
-                    adapters=tuple(adapter_name(n) for n in handover.numbers),
-                )
-            # exports/NAME/vK is this registry's version K: a folder left by an older registry of the
-            # same name (the store was reset since) is replaced.
-            folder = out or Path("exports") / name / f"v{version.version}"
-            _replace(folder, build)
-        client.set_tag(run_id, REGISTERED_TAG, f"{name}/{version.version}")
-        if parity.passed:
-            client.set_registered_model_alias(name, _registry.CHAMPION, version.version)
-        _registry.finish(client, logged)  # last: until here, a rerun completes this promotion
+                return Promotion(name, trial, None, current.version, current.version, None, handover.numbers)
+            if resumed is None and current is not None and not force:  # a resumed one was checked
+                _check_owned(study, name, current)
+
+            _check_new(out)
+            destination = out or Path("exports") / name / "next"
+            with (
+                _scratch(Path(tempfile.gettempdir()), "lorasweep-promote-") as scratch,
+                _building(destination) as build,
+            ):
+                if resumed is not None:
+                    log(
+                        f"completing the promotion of {handover.label} that an earlier promote left "
+                        f"half-done (logged model {resumed.model_id})"
+                    )
+                    _registry.download_exports(client, resumed, build, scratch)
+                    parity = (BundleParity if handover.bundle else Parity).load(build / "parity.json")
+                    log(_table(parity))
+                    logged = resumed
+                    described = _description(study, handover, parity)
+                    version = _registry.version_of(client, name, logged, described)
+                else:
+                    provenance = _recorded(client, handover)
+                    parity, files = _measured(sweep, client, handover, provenance, build, scratch, log)
+                    log(f"registering {handover.label} as a new version of {name!r}")
+                    logged, version = _registry.register(
+                        client,
+                        name,
+                        run_id,
+                        files,
+                        build,
+                        tags=_tags(study, handover, parity, provenance),
+                        params=_params(handover),
+                        description=_description(study, handover, parity),
+                        max_new_tokens=sweep.eval.max_new_tokens,
+                        scratch=scratch,
+                        promoter=worker_id(),
+                        adapters=tuple(adapter_name(n) for n in handover.numbers),
+                    )
+                folder = out or _version_folder(name, version.version, build, log)
+                _replace(folder, build, ours=resumed is not None and out is None)
+            client.set_tag(run_id, REGISTERED_TAG, f"{name}/{version.version}")
+            if parity.passed:
+                client.set_registered_model_alias(name, _registry.CHAMPION, version.version)
+            _registry.finish(client, logged)  # last: until here, a rerun completes this promotion
     previous = current.version if current is not None and current.version != version.version else None
     return Promotion(name, trial, parity, version.version, previous, folder, handover.numbers)
 
@@ -203,7 +234,7 @@ def export(
         _scratch(Path(tempfile.gettempdir()), "lorasweep-export-") as scratch,
         _building(out) as build,
     ):
-        parity, _ = _measured(sweep, client, handover, build, scratch, log)
+        parity, _ = _measured(sweep, client, handover, _recorded(client, handover), build, scratch, log)
         _replace(out, build)
     return handover.trials, parity
 
@@ -228,6 +259,102 @@ def _handed_over(
         if all(t.number != trial.number for t in trials):
             trials.append(trial)
     return _Handover(trials, bundle=True)
+
+
+def _versions_of(client: MlflowClient, name: str, run_id: str, handover: _Handover) -> list[str]:
+    """The versions of `name` that hold this hand-over (its run, and the same bundle or none)."""
+    try:
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:  # no such model yet
+        return []
+    return [v.version for v in found if v.tags.get(BUNDLE_TAG) == _bundle_tag(handover)]
+
+
+@contextlib.contextmanager
+def _turn(uri: str, name: str, log: Log) -> Iterator[None]:
+    """Hold the lock of registered model `name` in the store `uri` for the block; say so when another
+    promote holds it and this one waits. A local store's lock sits beside its database; a server
+    store's in the system temp folder, which only the promotes of this machine share."""
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite" and uri.startswith("sqlite:///"):
+        lock = Path(uri.removeprefix("sqlite:///")).parent / f".promote-{name}.lock"
+    elif parts.scheme in ("", "file"):
+        lock = Path(parts.path) / f".promote-{name}.lock"
+    else:
+        key = hashlib.sha256(f"{uri}\n{name}".encode()).hexdigest()[:16]
+        lock = Path(tempfile.gettempdir()) / f"lorasweep-lock-promote-{key}"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    held = FileLock(str(lock))
+    try:
+        held.acquire(timeout=0)
+    except Timeout:
+        log(f"waiting: another promote to {name!r} is running (lock {lock})")
+        held.acquire()
+    try:
+        yield
+    finally:
+        held.release()
+
+
+def _registered_meanwhile(
+    client: MlflowClient, name: str, handover: _Handover, version: str, current: ModelVersion | None, log: Log
+) -> Promotion:
+    """Another promote registered this hand-over while this one waited its turn: say what it did."""
+    gate = client.get_model_version(name, version).tags.get(GATE_TAG)  # passed | failed
+    if current is not None and current.version == version:
+        log(
+            f"{handover.label} was promoted by another promote while this one waited: "
+            f"models:/{name}@champion is version {version}"
+        )
+    else:
+        stays = f"stays on version {current.version}" if current is not None else "is not set"
+        log(
+            f"{handover.label} was registered by another promote while this one waited: version {version} "
+            f"of {name!r}, whose parity gate {gate or 'is not recorded'}; the champion {stays}"
+        )
+    previous = current.version if current is not None else None
+    return Promotion(name, handover.lead, None, version, previous, None, handover.numbers)
+
+
+def _check_owned(study: optuna.Study, name: str, current: ModelVersion) -> None:
+    """The champion of `name` must have been promoted from this study (the same study id; a version
+    from before the id was recorded: the same study name) for a promote to move it."""
+    their_name, their_id = version_study(current.tags)
+    ours = their_id == study_id(study) if their_id else their_name == study.study_name
+    if not ours:
+        whose = f"study {their_name!r}" if their_name else "no lorasweep study"
+        if their_name == study.study_name:
+            whose += f" (an earlier study of that name, id {their_id})"
+        raise UserError(
+            f"a promote must not move a champion promoted from another study, but got "
+            f"models:/{name}@champion=version {current.version}, from {whose}; this is study "
+            f"{study.study_name!r}. Pass --force to move it, or give the study a promote.model_name "
+            "of its own."
+        )
+
+
+def _version_folder(name: str, version: str, build: Path, log: Log) -> Path:
+    """exports/NAME/vVERSION, unless a folder of that name holds other exports (an earlier registry's
+    version of that number: the store was reset since), which is left as it is: then vVERSION-2, ..."""
+    folder = Path("exports") / name / f"v{version}"
+    if not _holds_other(folder, build):
+        return folder
+    k = 2
+    while (other := folder.with_name(f"{folder.name}-{k}")).exists():
+        k += 1
+    log(
+        f"note: {folder} holds other exports (an earlier version {version} of {name!r}, from before the "
+        f"MLflow store was reset): left as it is; these go to {other}"
+    )
+    return other
+
+
+def _holds_other(folder: Path, build: Path) -> bool:
+    """`folder` exists and is not empty, and is not these exports (a killed promote's, completed now)."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return folder.exists() and not folder.is_dir()
+    mine, theirs = build / "parity.json", folder / "parity.json"
+    return not (mine.is_file() and theirs.is_file() and mine.read_bytes() == theirs.read_bytes())
 
 
 def _check_new(out: Path | None) -> None:
@@ -279,9 +406,17 @@ def _building(destination: Path) -> contextlib.AbstractContextManager[Path]:
     return _scratch(destination.parent, f".{destination.name}-build-")
 
 
-def _replace(destination: Path, build: Path) -> None:
-    if destination.exists():
+def _replace(destination: Path, build: Path, ours: bool = False) -> None:
+    """Move `build` to `destination`: a new or empty folder, or (`ours`) the same exports that a
+    killed promote moved there. Anything else there is someone's, and stays."""
+    if destination.is_dir() and (ours or not any(destination.iterdir())):
         shutil.rmtree(destination)
+    elif destination.exists():
+        raise UserError(
+            f"an exports folder must be new or empty when the exports are moved there, but got "
+            f"{destination}, which now holds files (written while this ran). Its files are left as they "
+            f"are; run again with another --out."
+        )
     build.rename(destination)
     destination.chmod(0o755)  # mkdtemp made it private
 
@@ -293,21 +428,48 @@ def _run_of(trial: FrozenTrial) -> str:
     return run_id
 
 
+def _recorded(client: MlflowClient, handover: _Handover) -> list[Provenance]:
+    """What each trial's run recorded of what it trained, in the hand-over's order."""
+    return [Provenance.of_run(client.get_run(_run_of(t)).data.tags) for t in handover.trials]
+
+
+def _limits(sweep: Sweep) -> Limits:
+    p = sweep.promote
+    return Limits(p.max_logit_diff, p.max_perplexity_change, p.max_eval_loss_change)
+
+
 def _measured(
-    sweep: Sweep, client: MlflowClient, handover: _Handover, out: Path, scratch: Path, log: Log
+    sweep: Sweep,
+    client: MlflowClient,
+    handover: _Handover,
+    provenance: list[Provenance],
+    out: Path,
+    scratch: Path,
+    log: Log,
 ) -> tuple[Parity | BundleParity, dict[str, Path]]:
     if handover.bundle:
-        return _bundle_and_measure(sweep, client, handover.trials, out, scratch, log)
-    return _export_and_measure(sweep, client, handover.lead, _run_of(handover.lead), out, scratch, log)
+        return _bundle_and_measure(sweep, client, handover.trials, provenance, out, scratch, log)
+    lead = handover.lead
+    return _export_and_measure(sweep, client, lead, _run_of(lead), provenance[0], out, scratch, log)
 
 
 def _export_and_measure(
-    sweep: Sweep, client: MlflowClient, trial: FrozenTrial, run_id: str, out: Path, scratch: Path, log: Log
+    sweep: Sweep,
+    client: MlflowClient,
+    trial: FrozenTrial,
+    run_id: str,
+    provenance: Provenance,
+    out: Path,
+    scratch: Path,
+    log: Log,
 ) -> tuple[Parity, dict[str, Path]]:
     """Exports under out/ (fp32/, int8/, ...) with out/parity.json; returns the parity report and the
     PyTorch model's files (base/ and adapter/ under scratch) for the registry."""
     log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {run_id})")
-    handed = load_trial_model(sweep.model, _adapter(client, trial, run_id, scratch), scratch)
+    adapter = _adapter(client, trial, run_id, scratch)
+    check_adapter(trial.number, provenance, adapter, log)  # before anything is loaded or exported
+    handed = load_trial_model(sweep.model, adapter, scratch)
+    check_base([trial.number], [provenance], handed.base_identity, log)
     model, tokenizer = handed.model, handed.tokenizer
     # before the exports: data that moved fails fast
     prompts, rows = eval_inputs(sweep.data, sweep.eval, tokenizer)
@@ -327,7 +489,8 @@ def _export_and_measure(
         rows,
         sweep.eval.max_new_tokens,
         sweep.eval.batch_size,
-        Limits(sweep.promote.max_logit_diff, sweep.promote.max_perplexity_change),
+        _limits(sweep),
+        TrialRecord.of(trial).metrics.get("eval_loss"),
     )
     parity.save(out / "parity.json")
     log(format_parity(parity))
@@ -335,17 +498,25 @@ def _export_and_measure(
 
 
 def _bundle_and_measure(
-    sweep: Sweep, client: MlflowClient, trials: list[FrozenTrial], out: Path, scratch: Path, log: Log
+    sweep: Sweep,
+    client: MlflowClient,
+    trials: list[FrozenTrial],
+    provenance: list[Provenance],
+    out: Path,
+    scratch: Path,
+    log: Log,
 ) -> tuple[BundleParity, dict[str, Path]]:
     """An adapter bundle of `trials` under out/ with out/parity.json; returns the parity report and
     the PyTorch model's files (base/ and each trial's adapter) for the registry."""
     adapters = {}
-    for trial in trials:
+    for trial, recorded in zip(trials, provenance):
         log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {_run_of(trial)})")
         name = adapter_name(trial.number)
         adapters[name] = _adapter(client, trial, _run_of(trial), scratch / name)
+        check_adapter(trial.number, recorded, adapters[name], log)
     check_adapters(adapters)
     handed = load_trial_model(sweep.model, adapters, scratch)
+    check_base([t.number for t in trials], provenance, handed.base_identity, log)
     model, tokenizer = handed.model, handed.tokenizer
     # before the exports: data that moved fails fast
     prompts, rows = eval_inputs(sweep.data, sweep.eval, tokenizer)
@@ -372,7 +543,12 @@ def _bundle_and_measure(
         rows,
         sweep.eval.max_new_tokens,
         sweep.eval.batch_size,
-        Limits(sweep.promote.max_logit_diff, sweep.promote.max_perplexity_change),
+        _limits(sweep),
+        {
+            adapter_name(t.number): TrialRecord.of(t).metrics["eval_loss"]
+            for t in trials
+            if "eval_loss" in TrialRecord.of(t).metrics
+        },
     )
     parity.save(out / "parity.json")
     log(format_bundle(parity))
@@ -405,10 +581,16 @@ def _bundle_tag(handover: _Handover) -> str | None:
     return ",".join(map(str, handover.numbers)) or None
 
 
-def _tags(study: optuna.Study, handover: _Handover, parity: Parity | BundleParity) -> dict[str, str]:
+def _tags(
+    study: optuna.Study, handover: _Handover, parity: Parity | BundleParity, provenance: list[Provenance]
+) -> dict[str, str]:
+    """The version's tags, with what each trial's run recorded of what it trained."""
     if isinstance(parity, BundleParity):
-        return bundle_version_tags(study, handover.trials, parity)
-    return version_tags(study, handover.lead, parity)
+        tags = bundle_version_tags(study, handover.trials, parity)
+        for trial, recorded in zip(handover.trials, provenance):
+            tags.update(recorded.version_tags(f"{adapter_name(trial.number)}."))
+        return tags
+    return version_tags(study, handover.lead, parity) | provenance[0].version_tags()
 
 
 def _params(handover: _Handover) -> dict[str, str]:

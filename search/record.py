@@ -72,9 +72,15 @@ BEST_RUN_TAG = "lorasweep.best_run_id"  # on the parent run
 PARETO_TAG = "lorasweep.pareto_trials"  # on the parent run
 BUNDLE_TAG = "lorasweep.bundle"  # on an adapter bundle's version: its trials, best first: 3,5,7
 REGISTERED_TAG = "lorasweep.registered_as"  # on a promoted trial's run: MODEL/VERSION
+# What a trial trained, put on its run when its adapter is logged and checked by promote and export
+# before they hand it over: one tag per file under adapter/ (PREFIX + its path: MLflow caps a tag's
+# value, not the number of tags), and the base's identity (objectives.base_identity).
+ADAPTER_SHA256_PREFIX = "lorasweep.adapter_sha256."
+BASE_TAG = "lorasweep.base"
 # -- MLflow tags: model versions -----------------------------------------------------------------
 GATE_TAG = "lorasweep.gate"  # passed | failed
 GATE_FAILURES_TAG = "lorasweep.gate_failures"
+# ...and the study's STUDY_ID_TAG: a champion of another study is not replaced without --force.
 # -- MLflow tags: the LoggedModel behind a version, while promote works on it ----------------------
 # A promote killed half-way leaves its LoggedModel "started": the next promote of that run completes
 # it (version, exports, alias) rather than registering another, or fails it if it never became READY.
@@ -255,6 +261,36 @@ def retry(trial: FrozenTrial) -> optuna.trial.FrozenTrial:
     )
 
 
+def provenance_tags(adapter_sha256: Mapping[str, str], base: str | None) -> dict[str, str]:
+    """A trial run's record of what it trained: each adapter file's SHA-256, the base's identity."""
+    tags = {ADAPTER_SHA256_PREFIX + path: digest for path, digest in adapter_sha256.items()}
+    return tags | ({BASE_TAG: base} if base else {})
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a trial's run recorded of what it trained; empty for runs logged before the record."""
+
+    adapter_sha256: dict[str, str]  # path under adapter/ -> SHA-256
+    base: str | None
+
+    @classmethod
+    def of_run(cls, tags: Mapping[str, str]) -> Provenance:
+        prefix = ADAPTER_SHA256_PREFIX
+        files = {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
+        return cls(files, tags.get(BASE_TAG))
+
+    def version_tags(self, prefix: str = "lorasweep.") -> dict[str, str]:
+        """The same record on a model version (a bundle's: per adapter, prefix trial-N.)."""
+        tags = {f"{prefix}adapter_sha256.{path}": digest for path, digest in self.adapter_sha256.items()}
+        return tags | ({f"{prefix}base": self.base} if self.base else {})
+
+
+def version_study(version_tags: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(study name, study id) of the study a model version was promoted from (None: not recorded)."""
+    return version_tags.get(STUDY_TAG), version_tags.get(STUDY_ID_TAG)
+
+
 def promotion_tags(name: str, promoter: str) -> dict[str, str]:
     """The bookkeeping tags of a LoggedModel that promote starts to make for the registered model `name`."""
     return {PROMOTED_TO_TAG: name, PROMOTION_TAG: PROMOTION_STARTED, PROMOTER_TAG: promoter}
@@ -262,7 +298,8 @@ def promotion_tags(name: str, promoter: str) -> dict[str, str]:
 
 def version_tags(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> dict[str, str]:
     """A registered model version's tags: where it came from, the gate's verdict, its evidence."""
-    tags = {STUDY_TAG: study.study_name, TRIAL_TAG: str(trial.number), **_gate_tags(parity)}
+    tags = {STUDY_TAG: study.study_name, STUDY_ID_TAG: study_id(study), TRIAL_TAG: str(trial.number)}
+    tags.update(_gate_tags(parity))
     tags.update({f"param.{k}": str(v) for k, v in trial.params.items()})
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in TrialRecord.of(trial).metrics.items()})
     for m in parity.models:
@@ -276,6 +313,7 @@ def bundle_version_tags(
     """An adapter bundle's version: the same, per adapter (trial-N.*), and the bundle's own figures."""
     tags = {
         STUDY_TAG: study.study_name,
+        STUDY_ID_TAG: study_id(study),
         TRIAL_TAG: str(trials[0].number),  # the best: the adapter the version generates with by default
         BUNDLE_TAG: ",".join(str(t.number) for t in trials),
         **_gate_tags(parity),

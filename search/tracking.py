@@ -473,6 +473,17 @@ class Tracker:
                 path.write_text(json.dumps(table), encoding="utf-8")
                 artifacts.log_artifact(str(path))
             tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": GENERATIONS, "type": "table"}])
+        if result.adapter_dir is not None:
+            # What the trial trained, on its run with its adapter: promote and export hand the
+            # adapter over only while its files and its base are still these.
+            from lorasweep.objectives import adapter_base_identity
+
+            from ._provenance import adapter_sha256
+            from .record import provenance_tags
+
+            tags.update(
+                provenance_tags(adapter_sha256(result.adapter_dir), adapter_base_identity(result.adapter_dir))
+            )
         self._send(
             run_id,
             {

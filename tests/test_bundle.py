@@ -123,6 +123,7 @@ def test_one_base_and_an_adapter_per_trial_each_gated_and_smaller_than_merged_ex
             "eval perplexity": True,
             "greedy generation": True,
             "largest logit difference": True,
+            "PyTorch eval loss": True,  # each trial's rebuilt model gave its own eval loss
         }
         assert a["measured"]["identical"] + a["measured"]["ties"] == parity["prompts"] == 6
     # one base and two adapters weigh less than two merged exports
@@ -220,6 +221,11 @@ def test_promote_top_registers_one_version_whose_pyfunc_takes_the_adapter(swept,
     for t in best_two:
         assert version.tags[f"trial-{t.number}.file"] == f"onnx/trial-{t.number}.onnx_adapter"
         assert float(version.tags[f"trial-{t.number}.metric.eval_loss"]) == pytest.approx(t.value, rel=1e-5)
+        # what each trial's run recorded of what it trained
+        run = client.get_run(t.user_attrs["mlflow_run_id"]).data.tags
+        key = "adapter_sha256.adapter_model.safetensors"
+        assert version.tags[f"trial-{t.number}.{key}"] == run[f"lorasweep.{key}"]
+        assert version.tags[f"trial-{t.number}.base"] == run["lorasweep.base"]
 
     model = mlflow.pyfunc.load_model("models:/tones@champion")
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_base())

@@ -207,7 +207,7 @@ from mlflow import MlflowClient
 from lorasweep.search import load_study, promote as promotion
 from lorasweep.search._parity import Parity
 
-def exported(sweep, client, trial, run_id, out, scratch, log):
+def exported(*args):
     return Parity(0, 0, []), {}
 promotion._export_and_measure = exported
 create = MlflowClient.create_logged_model
@@ -324,6 +324,10 @@ def test_a_promote_killed_after_its_logged_model_leaves_nothing_pending(
         ),
         ("{model_name: 'a b'}", "promote.model_name must use only letters, digits"),
         ("{alias: best}", "a key of promote must be one of select, model_name, precisions"),
+        (
+            "{max_eval_loss_change: -0.1}",
+            "promote.max_eval_loss_change must be a relative change >= 0, but got max_eval_loss_change=-0.1",
+        ),
     ],
 )
 def test_a_bad_promote_section_is_refused_with_its_line(write, promote, message):

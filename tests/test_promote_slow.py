@@ -155,3 +155,62 @@ def test_an_architecture_model_builder_lacks_takes_the_dynamo_path(in_tmp, capsy
     )
     assert "trial-0 cannot share one ONNX base" in err
     assert not (in_tmp / "bundle").exists() and not list(in_tmp.glob(".bundle-build-*"))
+
+
+PHI_SWEEP = """\
+study: {{name: phi, metric: eval_loss, sampler: {{type: random, seed: 0}}, n_trials: 1}}
+model: {{base: {base}}}
+data: {{train_split: "train[:200]", eval_split: "train[1400:1430]"}}
+train: {{max_steps: 6, eval_steps: 3, logging_steps: 3, per_device_train_batch_size: 8}}
+eval: {{max_samples: 4, max_new_tokens: 6}}
+promote: {{precisions: [fp32]}}
+search_space:
+  learning_rate: {{type: choice, values: [0.001]}}
+"""
+
+
+def test_an_export_onnx_runtime_refuses_says_why_in_one_line_and_takes_the_dynamo_path(in_tmp, capsys):
+    """A random-init Phi-2 with hidden 64 and 4 heads: Model Builder writes it, but its rotary size
+    is one GroupQueryAttention rejects. promote says so in one line and promotes the dynamo export;
+    a bundle, which has no other path, is refused in one line."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_tiny_base())
+    config = AutoConfig.for_model(
+        "phi",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(in_tmp / "phi")
+    tokenizer.save_pretrained(in_tmp / "phi")
+    (in_tmp / "sweep.yaml").write_text(PHI_SWEEP.format(base=in_tmp / "phi"), encoding="utf-8")
+    assert main(["-q", "run", "sweep.yaml"]) == 0
+
+    assert main(["promote"]) == 0
+    captured = capsys.readouterr()
+    refused = [line for line in captured.out.splitlines() if "refuses" in line]
+    assert refused == [
+        "export: onnxruntime-genai refuses to run Model Builder's PhiForCausalLM: GroupQueryAttention: "
+        "cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8; using "
+        "torch.onnx.export(dynamo=True) instead"
+    ]
+    assert "Traceback" not in captured.err and "GroupQueryAttention" not in captured.err
+    assert "champion: models:/phi@champion -> version 1" in captured.out
+    parity = json.loads((in_tmp / "exports" / "phi" / "v1" / "parity.json").read_text())
+    assert parity["models"][1]["how"] == "torch.onnx.export (dynamo)"
+
+    assert main(["export", "--adapters", "--out", "bundle"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: an adapter bundle must have a base that ONNX Runtime runs, but onnxruntime-genai refuses "
+        "Model Builder's PhiForCausalLM: GroupQueryAttention: cos_cache dimension 1 must be <= head_size / 2 "
+        "and a multiple of 8. Export the trials one by one (lorasweep export --trial N) instead: each then "
+        "falls back to torch.onnx.export."
+    )
+    assert not (in_tmp / "bundle").exists()

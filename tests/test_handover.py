@@ -1,0 +1,223 @@
+"""Hand over only what was trained, move only what the study owns: the adapter hashes and base
+identity a trial records, promote's and export's checks of them, the gate's eval-loss check, the
+champion of another study, exports folders that already exist, and promotes that take turns.
+
+Trains two short trials once per module (about 20 s); most tests stop before any export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from filelock import FileLock
+from mlflow import MlflowClient
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from safetensors.torch import load_file, save_file
+
+from lorasweep.search.cli import main
+
+SWEEP = """\
+study: {name: owned, metric: eval_loss, sampler: {type: grid, seed: 0}, n_trials: 2}
+data: {train_split: "train[:400]", eval_split: "train[1400:1460]"}
+train: {max_steps: 20, eval_steps: 10, logging_steps: 10, per_device_train_batch_size: 16, r: 8}
+eval: {max_samples: 8, max_new_tokens: 8, log_samples: 8}
+promote: {model_name: tone, precisions: [fp32]}
+search_space:
+  learning_rate: {type: choice, values: [0.005, 0.01]}
+"""
+HEX = "[0-9a-f]{64}"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("handover")
+    (folder / "sweep.yaml").write_text(SWEEP, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        assert main(["-q", "run", "sweep.yaml"]) == 0
+    return folder
+
+
+@pytest.fixture
+def client(swept, monkeypatch) -> MlflowClient:
+    monkeypatch.chdir(swept)
+    return MlflowClient(f"sqlite:///{swept}/mlruns/mlflow.db")
+
+
+def _run_id(folder: Path, trial: int) -> str:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "mlruns" / "optuna.journal"))
+    )
+    return optuna.load_study(study_name="owned", storage=storage).trials[trial].user_attrs["mlflow_run_id"]
+
+
+def _adapter_weights(client: MlflowClient, run_id: str) -> Path:
+    repository = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+    return Path(repository.artifact_dir) / "adapter" / "adapter_model.safetensors"
+
+
+@pytest.fixture
+def altered(swept, client):
+    """Trial 0's logged adapter with every lora_B negated (put back afterwards)."""
+    path = _adapter_weights(client, _run_id(swept, 0))
+    original = path.read_bytes()
+    tensors = load_file(path)
+    save_file({k: -v if ".lora_B." in k else v for k, v in tensors.items()}, path)
+    yield path
+    path.write_bytes(original)
+
+
+def test_a_trial_records_each_adapter_file_s_hash_and_its_base(swept, client):
+    from lorasweep.objectives import base_identity
+    from lorasweep.search._provenance import adapter_sha256
+
+    tags = client.get_run(_run_id(swept, 0)).data.tags
+    recorded = {k.removeprefix("lorasweep.adapter_sha256."): v for k, v in tags.items() if "sha256." in k}
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(recorded)
+    weights = _adapter_weights(client, _run_id(swept, 0))
+    assert recorded == adapter_sha256(weights.parent)
+    assert tags["lorasweep.base"] == base_identity("tiny") and re.fullmatch(f"tiny sha256:{HEX}", tags["lorasweep.base"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["promote", "--trial", "0"],
+        ["export", "--trial", "0", "--out", "single"],
+        ["export", "--trial", "0", "--trial", "1", "--out", "bundle"],
+    ],
+    ids=["promote", "export", "bundle"],
+)
+def test_an_altered_adapter_is_refused_before_anything_is_exported(swept, client, altered, capsys, command):
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1  # one line, no traceback
+    assert re.search(
+        f"trial 0's adapter/adapter_model.safetensors must have the SHA-256 its run recorded when the trial "
+        f"logged it, but got sha256=({HEX}) \\(recorded sha256=({HEX})\\): the file changed after training",
+        err,
+    ), err
+    assert client.search_registered_models() == []
+    assert not (swept / "single").exists() and not (swept / "bundle").exists()
+    assert not (swept / "exports").exists() or not any((swept / "exports").rglob("*.onnx"))
+
+
+def test_an_added_file_is_refused_too(swept, client, capsys):
+    extra = _adapter_weights(client, _run_id(swept, 1)).parent / "adapter_model.bin"
+    extra.write_bytes(b"not what the trial logged")
+    try:
+        assert main(["export", "--trial", "1", "--out", "x"]) == 2
+    finally:
+        extra.unlink()
+    assert "adapter/adapter_model.bin" in capsys.readouterr().err
+
+
+def test_a_base_that_is_not_the_one_trained_on_is_refused(swept, client, capsys):
+    run_id = _run_id(swept, 1)
+    recorded = client.get_run(run_id).data.tags["lorasweep.base"]
+    client.set_tag(run_id, "lorasweep.base", "tiny sha256:" + "0" * 64)
+    try:
+        assert main(["export", "--trial", "1", "--out", "x"]) == 2
+    finally:
+        client.set_tag(run_id, "lorasweep.base", recorded)
+    err = capsys.readouterr().err
+    assert f"the base model must be the one trial 1 was trained on, but got base={recorded!r}" in err
+    assert not (swept / "x").exists()
+
+
+def test_a_champion_of_another_study_is_not_moved_without_force(swept, client, capsys):
+    client.create_registered_model("tone")
+    theirs = client.create_model_version(
+        "tone",
+        source=str(swept),
+        tags={"lorasweep.study": "other", "lorasweep.study_id": "f" * 32, "lorasweep.trial_number": "4"},
+    )
+    client.set_registered_model_alias("tone", "champion", theirs.version)
+    (swept / "exports" / "tone" / "v2").mkdir(parents=True)  # an earlier registry's version 2
+    (swept / "exports" / "tone" / "v2" / "keep.txt").write_text("mine")
+
+    assert main(["promote", "--trial", "0"]) == 2
+    assert (
+        "error: a promote must not move a champion promoted from another study, but got "
+        "models:/tone@champion=version 1, from study 'other'; this is study 'owned'. Pass --force"
+    ) in capsys.readouterr().err
+    assert len(client.search_model_versions("name = 'tone'")) == 1
+
+    assert main(["promote", "--trial", "0", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "note: exports/tone/v2 holds other exports" in out and "these go to exports/tone/v2-2" in out
+    assert "champion: models:/tone@champion -> version 2 (was version 1)" in out
+    assert (swept / "exports" / "tone" / "v2" / "keep.txt").read_text() == "mine"
+    assert (swept / "exports" / "tone" / "v2-2" / "fp32" / "model.onnx").is_file()
+
+    version = client.get_model_version("tone", "2")
+    run_tags = client.get_run(_run_id(swept, 0)).data.tags
+    for key, value in run_tags.items():  # the version carries what the trial recorded
+        if key.startswith("lorasweep.adapter_sha256.") or key == "lorasweep.base":
+            assert version.tags[key] == value
+    assert version.tags["lorasweep.study"] == "owned" and len(version.tags["lorasweep.study_id"]) == 32
+
+    # the rebuilt PyTorch model gave the trial's own eval loss, and parity.json says within what
+    parity = json.loads((swept / "exports" / "tone" / "v2-2" / "parity.json").read_text())
+    assert parity["max_eval_loss_change"] == 0.01 and parity["trial_eval_loss"] > 0
+    check = next(c for c in parity["models"][0]["checks"] if c["name"] == "PyTorch eval loss")
+    assert check["passed"] and "within 1.0% of its trial's" in check["limit"]
+    assert "gated: PyTorch eval loss" in out
+
+
+_WAITS = """
+import sys
+from lorasweep.search.cli import main
+sys.exit(main(["promote", "--trial", "1", "--force"]))
+"""
+
+
+def test_a_promote_that_waited_its_turn_finds_the_other_one_s_version(swept, client):
+    """Another promote of the same trial holds the lock; when it has registered that trial (here:
+    by hand, its gate failed) and lets go, the waiting one says so and registers nothing."""
+    if not client.search_registered_models(filter_string="name = 'tone'"):
+        client.create_registered_model("tone")
+    lock = FileLock(str(swept / "mlruns" / ".promote-tone.lock"))
+    lock.acquire()
+    try:
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", _WAITS],
+            cwd=swept,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = waiting.stdout.readline()
+        assert line.startswith("waiting: another promote to 'tone' is running"), line
+        theirs = client.create_model_version(
+            "tone", source=str(swept), run_id=_run_id(swept, 1), tags={"lorasweep.gate": "failed"}
+        )
+    finally:
+        lock.release()
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err[-2000:]
+    assert (
+        f"trial 1 was registered by another promote while this one waited: version {theirs.version} of "
+        "'tone', whose parity gate failed; the champion "
+    ) in out
+    assert max(int(v.version) for v in client.search_model_versions("name = 'tone'")) == int(theirs.version)
+    client.delete_model_version("tone", theirs.version)
+
+
+def test_the_eval_loss_check_fails_a_model_that_does_not_reproduce_its_trial():
+    from lorasweep.search._parity import Limits, reproduces
+
+    limits = Limits(1e-3, {"fp32": 0.01}, 0.01)
+    honest = reproduces(2.0, 0.6931, limits)  # log(2.0) = 0.69315
+    assert honest.passed and honest.measured.startswith("0.69315 (+0.01%)")
+    altered = reproduces(6.0e6, 0.6918, limits)  # what the issue's altered adapter gave
+    assert not altered.passed
+    assert str(altered) == "PyTorch eval loss must be within 1.0% of its trial's 0.6918, but got 15.607 (+2156.04%)"
