@@ -49,7 +49,7 @@ class Stub:
     def evaluate_base(self) -> dict[str, float]:
         return {"eval_loss": 11.0, "eval_perplexity": 6e4, "f1": 0.06}
 
-    def run_trial(self, trial: TrialSpec, workdir: Path, on_curve=None) -> TrialResult:
+    def run_trial(self, trial: TrialSpec, workdir: Path, on_curve=None, deadline=None) -> TrialResult:
         self.entered.append(time.perf_counter())
         try:
             quality = self.rng.random()

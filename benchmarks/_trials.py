@@ -75,7 +75,7 @@ class Paired:
     def evaluate_base(self) -> dict[str, float]:
         return self.worker.evaluate_base()
 
-    def run_trial(self, spec: TrialSpec, workdir: Path, on_curve=None) -> TrialResult:
+    def run_trial(self, spec: TrialSpec, workdir: Path, on_curve=None, deadline=None) -> TrialResult:
         entered = time.perf_counter()
         pair = Pair(spec)
         self.pairs.append(pair)
@@ -90,7 +90,7 @@ class Paired:
                 on_curve(step, metrics)
 
         started = time.perf_counter()
-        pair.result = self.worker.run_trial(spec, workdir, hook)
+        pair.result = self.worker.run_trial(spec, workdir, hook, deadline)
         ended = time.perf_counter()
         pair.lorasweep_seconds = (entered - self._last_exit) + (ended - started)
         if not bare_first:

@@ -40,7 +40,7 @@ def _demo_study(folder: Path) -> None:
         def evaluate_base(self) -> dict[str, float]:
             return {"eval_loss": 3.0, "f1": 0.0}
 
-        def run_trial(self, trial, workdir, on_curve=None) -> TrialResult:
+        def run_trial(self, trial, workdir, on_curve=None, deadline=None) -> TrialResult:
             lr = trial.training_args["learning_rate"]
             return TrialResult(
                 metrics={"eval_loss": 1 + abs(lr - 3e-3) * 100, "f1": min(lr * 100, 1.0)},

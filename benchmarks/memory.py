@@ -52,9 +52,9 @@ class Measured:
     def evaluate_base(self):
         return self.worker.evaluate_base()
 
-    def run_trial(self, trial, workdir, on_curve=None):
+    def run_trial(self, trial, workdir, on_curve=None, deadline=None):
         try:
-            return self.worker.run_trial(trial, workdir, on_curve)
+            return self.worker.run_trial(trial, workdir, on_curve, deadline)
         finally:
             self.rss.append(rss_mib())
 

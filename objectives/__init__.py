@@ -41,7 +41,7 @@ from .params import (
     unknown_name_message,
     valid_names_text,
 )
-from .runner import CurveHook, MetricFn, TrialResult, TrialRunner
+from .runner import BaseFootprint, CurveHook, MetricFn, TrialResult, TrialRunner, TrialTimedOut
 
 if TYPE_CHECKING:
     from .data import DataShape, check_data
@@ -81,6 +81,7 @@ __all__ = [
     "METRICS",
     "USER_DATA",
     "WRONG_KIND_OF_FILE",
+    "BaseFootprint",
     "CurveHook",
     "DataShape",
     "DataSpec",
@@ -93,6 +94,7 @@ __all__ = [
     "TrialResult",
     "TrialRunner",
     "TrialSpec",
+    "TrialTimedOut",
     "adapter_base_identity",
     "base_identity",
     "canonical",

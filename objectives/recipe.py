@@ -33,7 +33,7 @@ from .metrics import generation_metrics
 from .model import add_adapter, check_targets, load_base, place, remove_adapter
 from .params import training_settings
 from .resources import MemoryWatch
-from .runner import CurveHook, MetricFn, TrialResult
+from .runner import BaseFootprint, CurveHook, MetricFn, TrialResult, TrialTimedOut
 from .scoring import perplexity, summed_nll
 from .tiny import fit_note
 
@@ -55,6 +55,7 @@ class Recipe:
         train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
         self.base, self.tokenizer = load_base(model, self.placement, log)
         check_targets(self.base, model)
+        self.footprint = _footprint(self.base, self.placement.device)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
         if log is not None and (note := self.data.lost_note(data.max_length)):
             log(note)
@@ -76,10 +77,16 @@ class Recipe:
         self._frozen_after_first_trial = False
 
     # -- the recipe ------------------------------------------------------------------------------
-    def run_trial(self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None = None) -> TrialResult:
+    def run_trial(
+        self,
+        trial: TrialSpec,
+        workdir: Path,
+        on_curve: CurveHook | None = None,
+        deadline: float | None = None,
+    ) -> TrialResult:
         finished = False
         try:
-            result = self._run(trial, workdir, on_curve)
+            result = self._run(trial, workdir, on_curve, deadline)
             finished = True
             return result
         finally:
@@ -97,20 +104,23 @@ class Recipe:
             if self.placement.device == "cuda":  # after an out-of-memory error above all
                 torch.cuda.empty_cache()
 
-    def _run(self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None) -> TrialResult:
+    def _run(
+        self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None, deadline: float | None
+    ) -> TrialResult:
         memory = MemoryWatch(cuda=self.placement.device == "cuda")
         memory.start()
         set_seed(trial.seed)  # the adapter's initial weights and the data order
         model = add_adapter(self.base, self.model_spec, trial.lora_args)
         try:
             trainable, total = model.get_nb_trainable_parameters()
-            trainer = self._trainer(model, trial, workdir, on_curve)
+            trainer = self._trainer(model, trial, workdir, on_curve, deadline)
             output = trainer.train()
             train_seconds = output.metrics["train_runtime"]
             eval_seconds = sum(log.get("eval_runtime", 0.0) for log in trainer.state.log_history)
             training_seconds = train_seconds - eval_seconds  # what throughput is measured over
             tokens = int(trainer.state.num_input_tokens_seen)
 
+            _check_deadline(deadline, trainer.state.global_step)  # generation can take minutes too
             metrics = self._loss_metrics(model)
             samples: list[dict[str, str]] = []
             generating = time.perf_counter()
@@ -151,7 +161,12 @@ class Recipe:
 
     # -- the steps -------------------------------------------------------------------------------
     def _trainer(
-        self, model: torch.nn.Module, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None
+        self,
+        model: torch.nn.Module,
+        trial: TrialSpec,
+        workdir: Path,
+        on_curve: CurveHook | None,
+        deadline: float | None,
     ) -> Trainer:
         settings = training_settings(trial.training_args)
         if trial.early_stopping:
@@ -178,6 +193,8 @@ class Recipe:
         )
         args = TrainingArguments(**settings)
         callbacks: list[TrainerCallback] = [_DivergenceGuard()]
+        if deadline is not None:
+            callbacks.append(_Deadline(deadline))
         if on_curve:
             callbacks.append(_CurveCallback(on_curve))
         if trial.early_stopping:
@@ -284,6 +301,36 @@ class _DivergenceGuard(TrainerCallback):
                     f"{key} became {value} at step {state.global_step}: the trial diverged. "
                     "A lower learning_rate (or max_grad_norm) usually helps."
                 )
+
+
+def _check_deadline(deadline: float | None, step: int) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TrialTimedOut(f"the study's timeout passed at step {step}: the trial was stopped there")
+
+
+class _Deadline(TrainerCallback):
+    """Stops training at the first step that ends past the deadline (runner.py: TrialTimedOut)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def on_step_end(self, args, state, control, **kwargs):
+        _check_deadline(self.deadline, state.global_step)
+
+
+def _footprint(base: torch.nn.Module, device: str) -> BaseFootprint:
+    """The loaded base's weight and shape (its config's names; GPT-2's n_embd, n_layer too, through
+    the config's attribute map)."""
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    tensors = [*base.parameters(), *base.buffers()]
+    return BaseFootprint(
+        parameters=sum(p.numel() for p in base.parameters()),
+        bytes=sum(t.numel() * t.element_size() for t in tensors),
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+        layers=int(getattr(config, "num_hidden_layers", 0) or 0),
+        vocab_size=int(getattr(config, "vocab_size", 0) or 0),
+        device=device,
+    )
 
 
 class _CurveCallback(TrainerCallback):

@@ -9,13 +9,21 @@ The lifecycle of a runner, one per process:
     train_rows     the rows of the train split (the study checks its batch sizes against them)
     evaluate_base  the base model's metrics, no adapter: what every trial has to beat (once a study)
     run_trial      one trial: fresh adapter -> train -> evaluate -> save the adapter -> TrialResult;
-                   any number of times, one at a time, each leaving the base as it found it
+                   any number of times, one at a time, each leaving the base as it found it;
+                   with a `deadline` (a time.monotonic() reading), TrialTimedOut once it passes
+    footprint      what the base model weighs (BaseFootprint), for the study's estimate of how
+                   many workers fit the machine; None where the runner cannot say
 
 While a trial trains, its curve hook receives (step, {metric: value}) at every Trainer log: the
 training loss, gradient norm and learning rate, and at each evaluation the CURVE_METRICS. Whatever
 the hook raises (optuna.TrialPruned, when the pruner says so) stops the trial at once and leaves
 run_trial unchanged. Any exception run_trial raises fails that trial alone: the runner is ready for
 the next one. Nothing here knows of Optuna, MLflow or the CLI.
+
+A deadline stops training between two steps (and before generation): the trial did not fail, it
+ran out of the study's time, so TrialTimedOut is a KeyboardInterrupt, as Ctrl-C is. Like Ctrl-C it
+passes through every `except Exception` (the Trainer's, Optuna's catch), and the study records the
+trial as interrupted, to run again on the next run.
 """
 
 from __future__ import annotations
@@ -53,13 +61,35 @@ class TrialResult:
     peak_cuda_mb: float | None = None  # torch's peak CUDA allocation; None without a GPU
 
 
+class TrialTimedOut(KeyboardInterrupt):
+    """The trial's deadline passed while it trained (the study's timeout): see the module's docstring."""
+
+
+@dataclass(frozen=True)
+class BaseFootprint:
+    """What one process's copy of the base model weighs, and the shape that sets what a training
+    batch adds: the study estimates from it how many local workers fit (search/_machine.py)."""
+
+    parameters: int
+    bytes: int  # the weights as loaded (their dtype), buffers included
+    hidden_size: int
+    layers: int
+    vocab_size: int
+    device: str  # cpu | cuda | mps: where the weights and the activations live
+
+
 class TrialRunner(Protocol):
     """What a study needs from the trial side (the lifecycle: the module's docstring)."""
 
     train_rows: int
+    footprint: BaseFootprint | None
 
     def evaluate_base(self) -> dict[str, float]: ...
 
     def run_trial(
-        self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None = None
+        self,
+        trial: TrialSpec,
+        workdir: Path,
+        on_curve: CurveHook | None = None,
+        deadline: float | None = None,
     ) -> TrialResult: ...

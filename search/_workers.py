@@ -35,6 +35,8 @@ from typing import IO, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lorasweep.objectives import TrialTimedOut
+
 from ._urls import STORAGE_ENV
 from .storage import require_stored
 
@@ -68,14 +70,16 @@ def work(
     callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = (),
     recover: Callable[[optuna.Study], object] = lambda study: None,
     stop: Callable[[], bool] = lambda: False,
-    timeout: float | None = None,
+    deadline: float | None = None,
     log: Callable[[str], None] | None = None,
-) -> None:
+) -> str:
     """Run trials of `study` until it holds `budget()` finished trials (read again before each
-    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the space is exhausted
-    (every configuration finished or running) or `timeout` seconds have passed. Each trial is one Study.optimize call, so Optuna's heartbeat,
-    catch and callbacks work as usual; `recover` fails the trials of dead workers before each one."""
-    started = time.monotonic()
+    trial: `lorasweep run --trials` may raise it meanwhile), `stop()` says so, the space is
+    exhausted (every configuration finished or running) or the `deadline` (a time.monotonic()
+    reading: the study's timeout) passes, between trials or during one (the trial side stops it:
+    TrialTimedOut). Each trial is one Study.optimize call, so Optuna's heartbeat, catch and
+    callbacks work as usual; `recover` fails the trials of dead workers before each one. Returns why
+    it ended: "budget", "exhausted", "timeout" or "stopped"."""
     waiting_for: set[int] = set()
 
     def gated(trial: optuna.Trial) -> Any:
@@ -93,10 +97,12 @@ def work(
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         running = {t.number for t in trials if t.state == TrialState.RUNNING}
-        if finished >= budget() or exhausted(study):
-            return
-        if timeout is not None and time.monotonic() - started >= timeout:
-            return
+        if finished >= budget():
+            return "budget"
+        if exhausted(study):
+            return "exhausted"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
         if finished + len(running) >= budget():
             if log is not None and running != waiting_for:
                 log(f"waiting: the budget's last slots are held by running trial(s) {_numbers(running)}")
@@ -107,6 +113,9 @@ def work(
             study.optimize(gated, n_trials=1, catch=(Exception,), callbacks=list(callbacks))
         except _NoSlot:  # another worker took the last slot first
             time.sleep(POLL_S)
+        except TrialTimedOut:  # the trial is FAIL and marked interrupted: a rerun runs it again
+            return "timeout"
+    return "stopped"
 
 
 def exhausted(study: optuna.Study) -> bool:

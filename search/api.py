@@ -57,13 +57,15 @@ def run(
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
     system_metrics: bool = True,
+    force: bool = False,
 ) -> optuna.Study:
     """`lorasweep run`: create or continue the study and run trials until it holds its budget.
 
     `sweep` is a sweep file's path or the same content as a dict (relative data paths then start at
     the current folder). Returns the Optuna study; raises SweepStopped if no trial finished or too
     many failed. `metrics` adds metrics of your own (see the module's docstring), computed in this
-    process: workers=1 only."""
+    process: workers=1 only. `workers` beyond what this machine's cores and memory fit are refused
+    (UserError, naming the most that fit) unless `force`."""
     from .sweep import load_sweep
 
     custom = tuple(metrics or ())
@@ -84,6 +86,7 @@ def run(
         max_failures=max_failures,
         metrics=metrics,
         system_metrics=system_metrics,
+        force=force,
     )
 
 
@@ -98,6 +101,7 @@ def resume(
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
     system_metrics: bool = True,
+    force: bool = False,
 ) -> optuna.Study:
     """`lorasweep resume`: continue a study with the sweep file, budget and MLflow store stored in
     it. A study run with custom metrics needs the same `metrics` again."""
@@ -122,6 +126,7 @@ def resume(
         max_failures=max_failures,
         metrics=metrics,
         system_metrics=system_metrics,
+        force=force,
     )
 
 
@@ -137,6 +142,7 @@ def _sweep(
     max_failures: int,
     metrics: Mapping[str, MetricFn] | None,
     system_metrics: bool,
+    force: bool = False,
     log: Callable[[str], None] = print,
 ) -> optuna.Study:
     from .failures import require_a_complete_trial
@@ -152,6 +158,7 @@ def _sweep(
         workers=workers,
         metrics=dict(metrics or {}),
         system_metrics=system_metrics,
+        force=force,
     )
     with _optuna_quiet(quiet):
         done = run_sweep(sweep, options, log=log)

@@ -360,6 +360,11 @@ def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
         metavar="N",
         help="worker processes on this machine, sharing its cores (or one GPU each) (default 1)",
     )
+    command.add_argument(
+        "--force",
+        action="store_true",
+        help="start --workers N even beyond what this machine's cores and memory fit",
+    )
     _system_metrics_flag(command)
 
 
@@ -403,6 +408,7 @@ def _run_options(args: argparse.Namespace) -> dict:
         "storage": args.storage,
         "tracking_uri": args.tracking_uri,
         "workers": args.workers,
+        "force": args.force,
         "quiet": args.quiet,
         "max_failures": args.max_failures,
         "system_metrics": args.system_metrics,
@@ -450,6 +456,7 @@ def _print_result(study) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from ._machine import budget_notes
     from .sweep import load_sweep
 
     sweep = load_sweep(args.sweep_file)
@@ -478,6 +485,8 @@ def _validate(args: argparse.Namespace) -> int:
     lines += [f"  {name}: {_describe(dist)}" for name, dist in sweep.space.distributions.items()]
     if sweep.space.alpha_per_rank is not None:
         lines.append(f"  lora_alpha: {sweep.space.alpha_per_rank:g} x r")
+    max_steps = sweep.space.largest("max_steps") or sweep.fixed.get("max_steps")
+    lines += [f"note: {n}" for n in budget_notes(max_steps, s.n_trials, s.timeout)]
     print("\n".join(lines))
     return 0
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from lorasweep.objectives import TrialTimedOut
+
 from ._workers import FINISHED
 from .errors import SweepStopped
 from .record import DIED, StudyRecord, TrialRecord
@@ -87,12 +89,26 @@ def check_pool(
     )
 
 
+def timed_out(trial: FrozenTrial) -> bool:
+    """Whether the study's timeout stopped the trial (the trial side's TrialTimedOut, recorded as
+    its error by record.failed)."""
+    kept = TrialRecord.of(trial)
+    return kept.interrupted and (kept.error or "").startswith(f"{TrialTimedOut.__name__}:")
+
+
 def require_a_complete_trial(study: optuna.Study) -> None:
     """A sweep that ends with no complete trial has nothing to hand over: SweepStopped, saying
     whether its trials failed or were all pruned."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.COMPLETE for t in trials):
         return
+    stopped = [t.number for t in trials if timed_out(t)]
+    if stopped:
+        raise SweepStopped(
+            f"no trial finished: the study's timeout stopped trial {', '.join(map(str, stopped))} before "
+            "it completed. Raise study.timeout or lower train.max_steps (lorasweep validate estimates "
+            "the time), then run again: a stopped trial runs again."
+        )
     if trials and all(t.state == TrialState.PRUNED for t in trials):
         raise SweepStopped(
             f"no trial finished: the pruner stopped all {len(trials)} trials early. Loosen study.pruner "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,18 +19,19 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from lorasweep.objectives import METRICS, MetricFn, TrialRunner
+from lorasweep.objectives import BATCH_SIZE, METRICS, MetricFn, TrialRunner
 
 from . import parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._interrupts import first_only
+from ._machine import largest_workers, this_machine, too_many_workers, worker_cost
 from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._space import describe
 from ._urls import redact, tracking_uri
 from ._workers import FINISHED, exhausted, run_pool, work
 from .errors import UserError, store_error
-from .failures import FailureLimit, check_pool
+from .failures import FailureLimit, check_pool, timed_out
 from .objective import Objective, reported_metric
 from .record import StudyRecord
 from .storage import DEFAULT_STORAGE, find_study, open_storage, require_stored, still_stored
@@ -54,6 +56,7 @@ class RunOptions:
     # so only with workers=1 (a function cannot be handed to another process by name).
     metrics: Mapping[str, MetricFn] = field(default_factory=dict)
     system_metrics: bool = True  # MLflow's CPU/memory/GPU samples on each trial's run
+    force: bool = False  # start `workers` even beyond what fits this machine (_machine)
 
     def __post_init__(self) -> None:
         for flag in ("n_trials", "max_failures", "workers"):
@@ -142,9 +145,9 @@ def run_sweep(
             if not options.quiet:
                 log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
         if options.workers > 1:
-            _run_pool(session, options, storage_url, failures, done, budget, log)
+            ended = _run_pool(session, options, storage_url, failures, done, budget, log)
         else:
-            session.run_trials(parent_id, failures, done, budget, options)
+            ended = session.run_trials(parent_id, failures, done, budget, options)
     except BaseException as e:
         _stop_if_deleted(study, tracker, parent_id)
         try:
@@ -154,6 +157,7 @@ def run_sweep(
                 raise
         raise
     _say_if_exhausted(study, sweep, budget, log)
+    _say_if_timed_out(study, sweep, budget, ended, log)
     status = "FAILED" if failures.tripped else "FINISHED"
     parent.finish(study, tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
     failures.raise_if_tripped(study, budget)
@@ -193,10 +197,11 @@ def join_sweep(
         log(f"worker {worker_id()} joins study {name!r}: {done}/{budget} trials done")
     failures = FailureLimit(options.max_failures)
     try:
-        session.run_trials(parent_id, failures, done, budget, options)
+        ended = session.run_trials(parent_id, failures, done, budget, options)
     except BaseException:
         _stop_if_deleted(study, session.tracker, parent_id)
         raise
+    _say_if_timed_out(study, sweep, budget, ended, log)
     failures.raise_if_tripped(study, budget)
     return study
 
@@ -222,6 +227,26 @@ def _say_if_exhausted(study: optuna.Study, sweep: Sweep, budget: int, log: Calla
             f"the search space is exhausted: each of its {sweep.space.size()} configurations has run or "
             f"is running; stopping at {finished}/{budget} finished trials"
         )
+
+
+def _say_if_timed_out(
+    study: optuna.Study, sweep: Sweep, budget: int, ended: str, log: Callable[[str], None]
+) -> None:
+    """The study's timeout ended the sweep short of its budget: one line, naming the trial it
+    stopped (recorded as interrupted: the next run runs it again)."""
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if ended != "timeout" or finished >= budget:
+        return
+    stopped = [t.number for t in study.get_trials(deepcopy=False) if timed_out(t)][-1:]
+    retried = {n for t in study.get_trials(deepcopy=False) for n in record.retried_numbers(t)}
+    again = "runs again on the next run" if sweep.study.retries else "is not retried (study.retries: 0)"
+    said = f"; trial {stopped[0]} was stopped at the deadline and {again}" if stopped else ""
+    if stopped and stopped[0] in retried:  # stopped by an earlier run's timeout: not this run's news
+        said = ""
+    log(
+        f"the study's timeout ({sweep.study.timeout:g} s) ended the sweep at {finished}/{budget} "
+        f"finished trials{said}"
+    )
 
 
 def check_study_name(name: str, what: str = "a study name") -> None:
@@ -290,6 +315,8 @@ class _Session:
                 sweep.model, sweep.data, sweep.eval, None if options.quiet else log, options.metrics
             )
         sweep.check_batch_fits(runner.train_rows)
+        if options.workers > 1:
+            _check_workers(sweep, runner, options, log)
         tracker = Tracker(uri, sweep.experiment or name)
         recovery = Recovery(tracker, sweep.study.retries)
         storage = open_storage(storage_url, on_stale=recovery)
@@ -313,11 +340,15 @@ class _Session:
 
     def run_trials(
         self, parent_id: str, failures: FailureLimit, done: int, budget: int, options: RunOptions
-    ) -> None:
+    ) -> str:
         """Trials in this process until the study holds its budget (_workers.work: exact with any
         number of workers). A trial that raises fails alone (its MLflow run is closed FAILED with the
-        error) and the sweep goes on: the study's catch, not a try/except hidden in the objective."""
+        error) and the sweep goes on: the study's catch, not a try/except hidden in the objective.
+        The study's timeout counts from here, and stops a trial that runs past it. Returns why the
+        trials ended (work's reasons)."""
         study, sweep = self.study, self.sweep
+        timeout = sweep.study.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         progress = Progress(sweep.study.metrics, budget, done, options.quiet)
         objective = Objective(
             sweep,
@@ -328,22 +359,24 @@ class _Session:
             on_step=progress.trial_step,
             system_metrics=options.system_metrics,
             study_id=StudyRecord.of(study).study_id,
+            deadline=deadline,
         )
         try:
-            work(
+            ended = work(
                 study,
                 objective,
                 budget=lambda: StudyRecord.of(study).budget,
                 callbacks=[progress, failures],
                 recover=self.recovery.fail_dead,
                 stop=lambda: failures.tripped or objective.fault is not None,
-                timeout=sweep.study.timeout,
+                deadline=deadline,
                 log=progress.note,
             )
         finally:
             progress.close()
         if objective.fault is not None:
             raise objective.fault
+        return ended
 
 
 def _run_pool(
@@ -354,8 +387,9 @@ def _run_pool(
     done: int,
     budget: int,
     log: Callable[[str], None],
-) -> None:
-    """`--workers N`: N local worker processes run the trials; this process only watches."""
+) -> str:
+    """`--workers N`: N local worker processes run the trials; this process only watches. Returns
+    why they ended ("timeout" or "budget", as work's reasons)."""
     study = session.study
     session.runner = None  # type: ignore[assignment] - each worker loads its own model
     gc.unfreeze()  # the Recipe froze what it loaded: out of the collector's sight otherwise
@@ -376,6 +410,27 @@ def _run_pool(
         progress.close()
     session.recovery.fail_dead(study)  # a worker that was killed: its trial is failed and queued
     check_pool(study, problems, failures, log)
+    # Each worker's timeout ran from its own start; short of the budget, with no failure, it ended them.
+    timed = session.sweep.study.timeout is not None and not failures.tripped and not exhausted(study)
+    return "timeout" if timed else "budget"
+
+
+def _check_workers(
+    sweep: Sweep, runner: TrialRunner, options: RunOptions, log: Callable[[str], None]
+) -> None:
+    """`--workers N` against this machine's cores and memory, before any worker starts or anything
+    is written (the estimate: _machine)."""
+    batch = sweep.space.largest(BATCH_SIZE) or sweep.fixed.get(BATCH_SIZE, 8)
+    machine, cost = this_machine(), worker_cost(runner.footprint, batch, sweep.data.max_length)
+    problem = too_many_workers(options.workers, machine, cost)
+    if problem is None:
+        return
+    if not options.force:
+        raise UserError(problem)
+    log(
+        f"warning: {options.workers} workers are more than fit this machine "
+        f"({largest_workers(machine, cost)}); starting them all, as --force asks"
+    )
 
 
 def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.Study | None:

@@ -45,10 +45,12 @@ class Objective:
         on_step: Callable[[int, int, int | None, float | None], None] | None = None,
         system_metrics: bool = True,
         study_id: str | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.sweep, self.runner, self.tracker = sweep, runner, tracker
         self.parent_id, self.study_name = parent_id, study_name
         self.study_id = study_id  # on each trial's run too: `delete` finds a study's runs by it
+        self.deadline = deadline  # the study's timeout, a time.monotonic() reading: trials stop there
         self.on_step = on_step  # (trial number, step, max_steps, latest loss): a trial's progress
         self.system_metrics = system_metrics  # MLflow's CPU/memory/GPU samples on each trial's run
         self.worker = worker_id()
@@ -94,7 +96,9 @@ class Objective:
         try:
             with tempfile.TemporaryDirectory(prefix=f"lorasweep-trial{trial.number}-") as workdir:
                 with self.tracker.system_metrics(run_id, self.system_metrics):
-                    result = self.runner.run_trial(trial_spec(params, seed), Path(workdir), on_curve=hook)
+                    result = self.runner.run_trial(
+                        trial_spec(params, seed), Path(workdir), on_curve=hook, deadline=self.deadline
+                    )
                 record.scored(trial, result.metrics)
                 self.tracker.finish_trial(run_id, result, time.monotonic() - started)
         except optuna.TrialPruned:

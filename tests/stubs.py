@@ -7,11 +7,12 @@ interrupts through the real study, storage and MLflow record, in milliseconds a 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lorasweep.objectives import CurveHook, TrialResult, TrialRunner, TrialSpec
+from lorasweep.objectives import BaseFootprint, CurveHook, TrialResult, TrialRunner, TrialSpec, TrialTimedOut
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Scripted:
     metrics: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, str]] = field(default_factory=list)
     error: BaseException | None = None  # raised before any curve point: the trial fails
+    step_seconds: float = 0.0  # how long each curve point takes to "train"
 
 
 class StubRunner(TrialRunner):
@@ -31,6 +33,7 @@ class StubRunner(TrialRunner):
         self, script: Callable[[int], Scripted], base: dict[str, float] | None = None, train_rows: int = 100
     ) -> None:
         self.script, self.base, self.train_rows = script, base or {"eval_loss": 5.0}, train_rows
+        self.footprint: BaseFootprint | None = None  # what the base weighs: unknown unless a test says
         self.calls: list[TrialSpec] = []  # every trial it was asked to run
         self.finished: list[int] = []  # the ranks of those that ran to the end (and would have generated)
 
@@ -41,13 +44,22 @@ class StubRunner(TrialRunner):
     def evaluate_base(self) -> dict[str, float]:
         return dict(self.base)
 
-    def run_trial(self, trial: TrialSpec, workdir: Path, on_curve: CurveHook | None = None) -> TrialResult:
+    def run_trial(
+        self,
+        trial: TrialSpec,
+        workdir: Path,
+        on_curve: CurveHook | None = None,
+        deadline: float | None = None,
+    ) -> TrialResult:
         self.calls.append(trial)
         r = trial.lora_args["r"]
         scripted = self.script(r)
         if scripted.error is not None:
             raise scripted.error
         for step, points in sorted(scripted.curve.items()):
+            time.sleep(scripted.step_seconds)
+            if deadline is not None and time.monotonic() >= deadline:  # as the Recipe's _Deadline
+                raise TrialTimedOut(f"the study's timeout passed at step {step}: the trial was stopped there")
             if on_curve is not None:
                 on_curve(step, points)
         self.finished.append(r)

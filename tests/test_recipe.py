@@ -275,3 +275,30 @@ def test_a_trials_peak_memory_is_its_own_not_the_process_high_water_mark():
     watch.start()  # the next trial: the 400 MiB are gone and must not count
     small = watch.peak().rss_mb
     assert big - small > 300, (big, small)
+
+
+def test_a_trial_past_its_deadline_stops_at_the_next_step_and_leaves_the_base_as_it_was(worker, tmp_path):
+    """The study's timeout reaches into a running trial: stopped between two steps, as an interrupt
+    (not a failure of the trial), the base ready for the next trial."""
+    import time
+
+    from lorasweep.objectives import TrialTimedOut
+
+    before = {k: v.clone() for k, v in worker.base.state_dict().items()}
+    curve: list[int] = []
+    spec = TrialSpec(training_args={**TRAINING, "max_steps": 10**9}, lora_args={"r": 4}, seed=1)
+    started = time.monotonic()
+    with pytest.raises(TrialTimedOut, match="the study's timeout passed at step 1:"):
+        worker.run_trial(spec, tmp_path, on_curve=lambda step, m: curve.append(step), deadline=started)
+    assert isinstance(TrialTimedOut(), KeyboardInterrupt) and curve == []
+    assert time.monotonic() - started < 30
+    assert worker.base.state_dict().keys() == before.keys()
+    assert all(torch.equal(worker.base.state_dict()[k], v) for k, v in before.items())
+
+
+def test_the_footprint_names_the_loaded_base(worker):
+    footprint = worker.footprint
+    assert footprint.parameters == sum(p.numel() for p in worker.base.parameters())
+    assert footprint.bytes >= 4 * footprint.parameters  # fp32 on the CPU
+    assert footprint.layers == worker.base.config.num_hidden_layers and footprint.hidden_size > 0
+    assert footprint.vocab_size == worker.base.config.vocab_size and footprint.device == "cpu"
