@@ -221,3 +221,39 @@ def test_the_eval_loss_check_fails_a_model_that_does_not_reproduce_its_trial():
     altered = reproduces(6.0e6, 0.6918, limits)  # what the altered adapter gave
     assert not altered.passed
     assert str(altered) == "PyTorch eval loss must be within 1.0% of its trial's 0.6918, but got 15.607 (+2156.04%)"
+
+
+@pytest.mark.slow
+def test_two_promotes_of_one_trial_at_once_end_in_one_version_and_both_tell_the_truth(swept, client):
+    if not client.search_registered_models(filter_string="name = 'tone'"):
+        client.create_registered_model("tone")
+    before = {v.version for v in client.search_model_versions("name = 'tone'")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lorasweep.search", "promote", "--trial", "1", "--force"],
+            cwd=swept,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=900) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [err[-2000:] for _, err in outs]
+    new = {v.version for v in client.search_model_versions("name = 'tone'")} - before
+    assert len(new) == 1
+    (version,) = new
+    champion = client.get_model_version_by_alias("tone", "champion").version
+    assert champion == version
+    said = sorted(out for out, _ in outs)
+    moved = [out for out in said if f"champion: models:/tone@champion -> version {version}" in out]
+    waited = [
+        out
+        for out in said
+        if f"trial 1 was promoted by another promote while this one waited: models:/tone@champion is "
+        f"version {version}" in out
+    ]
+    assert len(moved) == 1 and len(waited) == 1
+    assert "waiting: another promote to 'tone' is running" in waited[0]
