@@ -115,12 +115,15 @@ def resume(
     sweep = stored_sweep(found)
     custom = tuple(dict.fromkeys([*kept.custom_metrics, *(metrics or ())]))
     sweep = dataclasses.replace(sweep, custom_metrics=custom)
+    study_tracking_uri(found, tracking_uri)  # a stored URI whose password was masked needs the flag
     return _sweep(
         sweep,
         study=found.study_name,
         trials=trials if trials is not None else kept.budget,
         storage=storage or str(DEFAULT_STORAGE),  # where the study was found, whatever its file says
-        tracking_uri=study_tracking_uri(found, tracking_uri),
+        # The flag alone: the stored URI comes with the stored sweep, and is stored again as it was
+        # (the default store relative, so that a moved project folder uses the store it holds).
+        tracking_uri=tracking_uri,
         workers=workers,
         quiet=quiet,
         max_failures=max_failures,

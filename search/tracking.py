@@ -208,6 +208,7 @@ def _local_client(uri: str, db: Path) -> MlflowClient:
                 _relocated.add(db)
                 note = relocate(db)
                 if note is not None:
+                    _forget_artifact_repositories()
                     print(note, file=sys.stderr, flush=True)
             return found
     except SQLAlchemyError as e:
@@ -220,6 +221,16 @@ def _local_client(uri: str, db: Path) -> MlflowClient:
 
 
 _relocated: set[Path] = set()  # local stores whose artifact locations this process has checked
+
+
+def _forget_artifact_repositories() -> None:
+    """MLflow keeps each run's artifact repository for the life of the process, made from the run's
+    artifact location when first used: after a relocation those point into the old folder."""
+    from mlflow.tracking._tracking_service import utils
+
+    cached = getattr(utils, "_artifact_repos_cache", None)
+    if hasattr(cached, "clear"):
+        cached.clear()
 
 
 def _forget_store(uri: str) -> None:

@@ -96,3 +96,36 @@ def test_artifacts_kept_elsewhere_on_purpose_are_left_alone(tmp_path, monkeypatc
     assert relocate(apart / "mlflow.db") is None
     client = tracking.client(f"sqlite:///{apart}/mlflow.db")
     assert client.get_run(run_id).info.artifact_uri.startswith(proj.as_uri() + "/")
+
+
+def test_resume_after_a_move_records_into_the_moved_store(tmp_path, monkeypatch, capsys, _empty_mlflow_db):
+    """The study keeps the default store's URI relative through runs and resumes, so after `mv proj
+    proj2` it finds the store in proj2, not in a re-created proj."""
+    from lorasweep.search.cli import main
+    from lorasweep.search.record import StudyRecord
+    from lorasweep.search.storage import find_study
+
+    from .stubs import Scripted, StubRunner
+
+    monkeypatch.setattr(
+        "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
+    )
+    proj = _store(tmp_path, _empty_mlflow_db)
+    (proj / "sweep.yaml").write_text(
+        "study: {name: moving, n_trials: 1}\nsearch_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(proj)
+    assert main(["-q", "run", "sweep.yaml"]) == 0
+    assert main(["-q", "resume", "moving", "--trials", "2"]) == 0
+    moved = tmp_path / "proj2"
+    proj.rename(moved)
+    monkeypatch.chdir(moved)
+    assert main(["-q", "resume", "moving", "--trials", "3"]) == 0
+    assert not proj.exists()
+    study = find_study("moving", None)
+    assert StudyRecord.of(study).tracking_uri == "sqlite:///mlruns/mlflow.db"
+    client = tracking.client(tracking.absolute(URI))
+    runs = client.search_runs([client.get_experiment_by_name("moving").experiment_id])
+    assert len(runs) == 4  # the parent and three trials, all in the moved store
+    assert all(r.info.artifact_uri.startswith(moved.as_uri() + "/") for r in runs)
