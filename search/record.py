@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -131,12 +132,23 @@ def save_study(
     for key, value in (
         (REPORTED, {"metric": reported[0], "sign": reported[1]} if reported else None),
         (SWEEP, sweep.text),
-        (SWEEP_PATH, str(sweep.path.resolve()) if sweep.path else None),
+        (SWEEP_PATH, _portable(sweep.path) if sweep.path else None),
         (BUDGET, budget),
         (TRACKING, redact(tracking)),
         (CUSTOM_METRICS, list(sweep.custom_metrics)),
     ):
         study.set_user_attr(key, value)
+
+
+def _portable(path: Path) -> str:
+    """A path under the working folder is stored relative to it, as the default stores are
+    (mlruns/...): a project folder moved or copied then reads its own sweep file's neighbours (the
+    data beside it), not the old folder's."""
+    full = path.resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
 
 
 def study_id(study: optuna.Study) -> str:

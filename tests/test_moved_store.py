@@ -99,8 +99,9 @@ def test_artifacts_kept_elsewhere_on_purpose_are_left_alone(tmp_path, monkeypatc
 
 
 def test_resume_after_a_move_records_into_the_moved_store(tmp_path, monkeypatch, capsys, _empty_mlflow_db):
-    """The study keeps the default store's URI relative through runs and resumes, so after `mv proj
-    proj2` it finds the store in proj2, not in a re-created proj."""
+    """The study keeps the default store's URI and its sweep file's path relative through runs and
+    resumes, so after `mv proj proj2` it finds the store and the data in proj2, not in a re-created
+    proj."""
     from lorasweep.search.cli import main
     from lorasweep.search.record import StudyRecord
     from lorasweep.search.storage import find_study
@@ -111,8 +112,10 @@ def test_resume_after_a_move_records_into_the_moved_store(tmp_path, monkeypatch,
         "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
     )
     proj = _store(tmp_path, _empty_mlflow_db)
+    (proj / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n' * 20, encoding="utf-8")
     (proj / "sweep.yaml").write_text(
-        "study: {name: moving, n_trials: 1}\nsearch_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n",
+        "study: {name: moving, n_trials: 1}\nsearch_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n"
+        "data: {path: rows.jsonl, prompt_template: '{q}', response_template: '{a}'}\n",
         encoding="utf-8",
     )
     monkeypatch.chdir(proj)
@@ -124,7 +127,8 @@ def test_resume_after_a_move_records_into_the_moved_store(tmp_path, monkeypatch,
     assert main(["-q", "resume", "moving", "--trials", "3"]) == 0
     assert not proj.exists()
     study = find_study("moving", None)
-    assert StudyRecord.of(study).tracking_uri == "sqlite:///mlruns/mlflow.db"
+    stored = StudyRecord.of(study)
+    assert (stored.tracking_uri, stored.sweep_path) == ("sqlite:///mlruns/mlflow.db", "sweep.yaml")
     client = tracking.client(tracking.absolute(URI))
     runs = client.search_runs([client.get_experiment_by_name("moving").experiment_id])
     assert len(runs) == 4  # the parent and three trials, all in the moved store
