@@ -200,7 +200,10 @@ MAX_NAME_BYTES = 100
 def name_problem(what: str, name: Any) -> str | None:
     """Why `name` cannot be a study's or an MLflow experiment's name (`what` says which), or None."""
     if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
-        return f"{what} must use only letters, digits, '.', '-' and '_', but got name={name!r}."
+        return (
+            f"{what} must use only letters, digits, '.', '-' and '_', but got name={name!r}. It names a "
+            "folder under mlruns/: use a word such as demo-2, not a path."
+        )
     if name in (".", ".."):
         return f"{what} must name a folder of its own, but got name={name!r}, a path. Use a word (e.g. demo)."
     if len(name.encode()) > MAX_NAME_BYTES:
