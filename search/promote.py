@@ -14,14 +14,11 @@ fp32 copy of the base for export, and the parity reference is that base with the
 
 Only what was trained is handed over: the adapter's files and the base must be the ones the
 trial's run recorded (_provenance), checked before anything is exported, and the rebuilt PyTorch
-model must give the trial's own eval loss (a gate check). Only what the study owns is moved: a
-champion promoted from another study stays unless --force, and an exports folder that exists is
-never replaced by another version's exports.
-
-Promotes to one registered model take turns: a file lock beside a local store's database (or, for
-a server store, in the system temp folder: promotes on one machine take turns, promotes from two
-machines are not serialized). One that waited and finds the same hand-over registered meanwhile
-says so and registers nothing.
+model must give the trial's own eval loss (a gate check). Only what the study owns is moved
+(_ownership): a champion promoted from another study stays unless --force, an exports folder that
+exists is never replaced by another version's exports, and promotes to one registered model take
+turns; one that waited and finds the same hand-over registered meanwhile says so and registers
+nothing.
 
 A promote may be killed anywhere. Its scratch folders (one in the system temp folder, one beside
 the export) carry the process's name (host:pid:start) and are removed on every exit Python sees
@@ -35,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import hashlib
 import json
 import shutil
 import signal
@@ -44,10 +40,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import optuna
-from filelock import FileLock, Timeout
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -60,6 +54,7 @@ from ._bundle import adapter_name, build_bundle, check_adapters
 from ._bundle_parity import BundleParity, measure_bundle
 from ._export import export_fp32, quantize
 from ._parity import Limits, Measured, Parity, TorchLM, measure
+from ._ownership import check_owned, replace, turn, version_folder
 from ._parity_table import format_bundle, format_parity, mb
 from ._progress import format_params, format_value
 from ._provenance import check_adapter, check_base
@@ -74,9 +69,7 @@ from .record import (
     Provenance,
     TrialRecord,
     bundle_version_tags,
-    study_id,
     study_tracking_uri,
-    version_study,
     version_tags,
 )
 from .sweep import Sweep, stored_sweep
@@ -139,7 +132,7 @@ def promote(
     client = tracking.client(uri)
     with _interruptible():
         earlier = _versions_of(client, name, run_id, handover)
-        with _turn(uri, name, log):
+        with turn(uri, name, log):
             current = _registry.champion(client, name)
             resumed = _registry.unfinished(client, name, run_id, log)
             if resumed is not None and resumed.tags.get(BUNDLE_TAG) != _bundle_tag(handover):
@@ -159,7 +152,7 @@ def promote(
                 )
                 return Promotion(name, trial, None, current.version, current.version, None, handover.numbers)
             if resumed is None and current is not None and not force:  # a resumed one was checked
-                _check_owned(study, name, current)
+                check_owned(study, name, current)
 
             _check_new(out)
             destination = out or Path("exports") / name / "next"
@@ -196,8 +189,8 @@ def promote(
                         promoter=worker_id(),
                         adapters=tuple(adapter_name(n) for n in handover.numbers),
                     )
-                folder = out or _version_folder(name, version.version, build, log)
-                _replace(folder, build, ours=resumed is not None and out is None)
+                folder = out or version_folder(name, version.version, build, log)
+                replace(folder, build, ours=resumed is not None and out is None)
             client.set_tag(run_id, REGISTERED_TAG, f"{name}/{version.version}")
             if parity.passed:
                 client.set_registered_model_alias(name, _registry.CHAMPION, version.version)
@@ -235,7 +228,7 @@ def export(
         _building(out) as build,
     ):
         parity, _ = _measured(sweep, client, handover, _recorded(client, handover), build, scratch, log)
-        _replace(out, build)
+        replace(out, build)
     return handover.trials, parity
 
 
@@ -270,32 +263,6 @@ def _versions_of(client: MlflowClient, name: str, run_id: str, handover: _Handov
     return [v.version for v in found if v.tags.get(BUNDLE_TAG) == _bundle_tag(handover)]
 
 
-@contextlib.contextmanager
-def _turn(uri: str, name: str, log: Log) -> Iterator[None]:
-    """Hold the lock of registered model `name` in the store `uri` for the block; say so when another
-    promote holds it and this one waits. A local store's lock sits beside its database; a server
-    store's in the system temp folder, which only the promotes of this machine share."""
-    parts = urlsplit(uri)
-    if parts.scheme == "sqlite" and uri.startswith("sqlite:///"):
-        lock = Path(uri.removeprefix("sqlite:///")).parent / f".promote-{name}.lock"
-    elif parts.scheme in ("", "file"):
-        lock = Path(parts.path) / f".promote-{name}.lock"
-    else:
-        key = hashlib.sha256(f"{uri}\n{name}".encode()).hexdigest()[:16]
-        lock = Path(tempfile.gettempdir()) / f"lorasweep-lock-promote-{key}"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    held = FileLock(str(lock))
-    try:
-        held.acquire(timeout=0)
-    except Timeout:
-        log(f"waiting: another promote to {name!r} is running (lock {lock})")
-        held.acquire()
-    try:
-        yield
-    finally:
-        held.release()
-
-
 def _registered_meanwhile(
     client: MlflowClient, name: str, handover: _Handover, version: str, current: ModelVersion | None, log: Log
 ) -> Promotion:
@@ -314,47 +281,6 @@ def _registered_meanwhile(
         )
     previous = current.version if current is not None else None
     return Promotion(name, handover.lead, None, version, previous, None, handover.numbers)
-
-
-def _check_owned(study: optuna.Study, name: str, current: ModelVersion) -> None:
-    """The champion of `name` must have been promoted from this study (the same study id; a version
-    from before the id was recorded: the same study name) for a promote to move it."""
-    their_name, their_id = version_study(current.tags)
-    ours = their_id == study_id(study) if their_id else their_name == study.study_name
-    if not ours:
-        whose = f"study {their_name!r}" if their_name else "no lorasweep study"
-        if their_name == study.study_name:
-            whose += f" (an earlier study of that name, id {their_id})"
-        raise UserError(
-            f"a promote must not move a champion promoted from another study, but got "
-            f"models:/{name}@champion=version {current.version}, from {whose}; this is study "
-            f"{study.study_name!r}. Pass --force to move it, or give the study a promote.model_name "
-            "of its own."
-        )
-
-
-def _version_folder(name: str, version: str, build: Path, log: Log) -> Path:
-    """exports/NAME/vVERSION, unless a folder of that name holds other exports (an earlier registry's
-    version of that number: the store was reset since), which is left as it is: then vVERSION-2, ..."""
-    folder = Path("exports") / name / f"v{version}"
-    if not _holds_other(folder, build):
-        return folder
-    k = 2
-    while (other := folder.with_name(f"{folder.name}-{k}")).exists():
-        k += 1
-    log(
-        f"note: {folder} holds other exports (an earlier version {version} of {name!r}, from before the "
-        f"MLflow store was reset): left as it is; these go to {other}"
-    )
-    return other
-
-
-def _holds_other(folder: Path, build: Path) -> bool:
-    """`folder` exists and is not empty, and is not these exports (a killed promote's, completed now)."""
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return folder.exists() and not folder.is_dir()
-    mine, theirs = build / "parity.json", folder / "parity.json"
-    return not (mine.is_file() and theirs.is_file() and mine.read_bytes() == theirs.read_bytes())
 
 
 def _check_new(out: Path | None) -> None:
@@ -404,21 +330,6 @@ def _building(destination: Path) -> contextlib.AbstractContextManager[Path]:
     """A scratch folder beside `destination`, removed unless the caller moved it there: an export
     stopped half-way leaves nothing behind."""
     return _scratch(destination.parent, f".{destination.name}-build-")
-
-
-def _replace(destination: Path, build: Path, ours: bool = False) -> None:
-    """Move `build` to `destination`: a new or empty folder, or (`ours`) the same exports that a
-    killed promote moved there. Anything else there is someone's, and stays."""
-    if destination.is_dir() and (ours or not any(destination.iterdir())):
-        shutil.rmtree(destination)
-    elif destination.exists():
-        raise UserError(
-            f"an exports folder must be new or empty when the exports are moved there, but got "
-            f"{destination}, which now holds files (written while this ran). Its files are left as they "
-            f"are; run again with another --out."
-        )
-    build.rename(destination)
-    destination.chmod(0o755)  # mkdtemp made it private
 
 
 def _run_of(trial: FrozenTrial) -> str:

@@ -83,7 +83,8 @@ def test_a_trial_records_each_adapter_file_s_hash_and_its_base(swept, client):
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(recorded)
     weights = _adapter_weights(client, _run_id(swept, 0))
     assert recorded == adapter_sha256(weights.parent)
-    assert tags["lorasweep.base"] == base_identity("tiny") and re.fullmatch(f"tiny sha256:{HEX}", tags["lorasweep.base"])
+    assert tags["lorasweep.base"] == base_identity("tiny")
+    assert re.fullmatch(f"tiny sha256:{HEX}", tags["lorasweep.base"])
 
 
 @pytest.mark.parametrize(
@@ -117,6 +118,34 @@ def test_an_added_file_is_refused_too(swept, client, capsys):
     finally:
         extra.unlink()
     assert "adapter/adapter_model.bin" in capsys.readouterr().err
+
+
+def test_a_run_from_before_the_hashes_goes_on_with_a_note_and_the_gate_refuses_a_changed_model(
+    swept, client, capsys
+):
+    """No hashes to check (a run logged by an older lorasweep) and every lora_B negated: the export
+    goes on, and the gate finds that the rebuilt model does not give its trial's eval loss."""
+    run_id = _run_id(swept, 1)
+    tags = client.get_run(run_id).data.tags
+    recorded = {k: v for k, v in tags.items() if k.startswith("lorasweep.adapter_")}
+    path = _adapter_weights(client, run_id)
+    original = path.read_bytes()
+    save_file({k: -v if ".lora_B." in k else v for k, v in load_file(path).items()}, path)
+    for key in recorded:
+        client.delete_tag(run_id, key)
+    try:
+        assert main(["export", "--trial", "1", "--out", "old"]) == 1
+    finally:
+        path.write_bytes(original)
+        for key, value in recorded.items():
+            client.set_tag(run_id, key, value)
+    out = capsys.readouterr().out
+    assert "note: trial 1's run records no adapter hashes (it was logged before lorasweep kept them)" in out
+    failed = r"pytorch: PyTorch eval loss must be within 1.0% of its trial's [\d.]+, but got"
+    assert re.search(failed, out), out
+    parity = json.loads((swept / "old" / "parity.json").read_text())
+    assert not parity["passed"]
+    assert [c["passed"] for c in parity["models"][0]["checks"] if c["name"] == "PyTorch eval loss"] == [False]
 
 
 def test_a_base_that_is_not_the_one_trained_on_is_refused(swept, client, capsys):
@@ -220,7 +249,9 @@ def test_the_eval_loss_check_fails_a_model_that_does_not_reproduce_its_trial():
     assert honest.passed and honest.measured.startswith("0.69315 (+0.01%)")
     altered = reproduces(6.0e6, 0.6918, limits)  # what the issue's altered adapter gave
     assert not altered.passed
-    assert str(altered) == "PyTorch eval loss must be within 1.0% of its trial's 0.6918, but got 15.607 (+2156.04%)"
+    assert str(altered) == (
+        "PyTorch eval loss must be within 1.0% of its trial's 0.6918, but got 15.607 (+2156.04%)"
+    )
 
 
 @pytest.mark.slow
