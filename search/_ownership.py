@@ -84,8 +84,8 @@ def version_folder(name: str, version: str, build: Path, log: Log) -> Path:
     while (other := folder.with_name(f"{folder.name}-{k}")).exists():
         k += 1
     log(
-        f"note: {folder} holds other exports (an earlier version {version} of {name!r}, from before the "
-        f"MLflow store was reset): left as it is; these go to {other}"
+        f"note: {folder} holds other exports than these (an earlier store's version {version} of {name!r}, "
+        f"say, from before `rm -rf mlruns`): left as they are; these go to {other}"
     )
     return other
 
