@@ -721,7 +721,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from . import tracking
     from ._serve import is_loopback, serve_dashboard, serve_mlflow
+    from ._urls import absolute
     from .record import study_tracking_uri
     from .storage import load_study
 
@@ -731,6 +733,8 @@ def _ui(args: argparse.Namespace) -> int:
             uri = study_tracking_uri(load_study(None, args.storage), None)
         except UserError:
             pass
+    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
+        tracking.client(absolute(uri))  # a store moved with its folder shows the artifacts beside it
     if not is_loopback(args.host):
         print(
             f"warning: --host {args.host} lets other machines read, change and delete every run and "
