@@ -288,3 +288,34 @@ def test_two_promotes_of_one_trial_at_once_end_in_one_version_and_both_tell_the_
     ]
     assert len(moved) == 1 and len(waited) == 1
     assert "waiting: another promote to 'tone' is running" in waited[0]
+
+
+def test_a_base_s_identity_pins_its_bytes(tmp_path):
+    from lorasweep.objectives import base_identity
+
+    folder = tmp_path / "base"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "README.md").write_text("not weights")
+    first = base_identity(str(folder))
+    assert re.fullmatch(f"folder sha256:{HEX}", first)
+    (folder / "README.md").write_text("still not weights")
+    assert base_identity(str(folder)) == first  # only the weights and the config count
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert base_identity(str(folder)) != first
+    # a hub id not in the local cache: its revision as given (offline, no download to resolve it)
+    assert base_identity("nobody/no-such-model", "v1") == "hub nobody/no-such-model@v1"
+
+
+def test_onnx_runtime_s_reason_is_its_own_words_without_the_noise():
+    from lorasweep.search._export import ort_reason
+
+    said = RuntimeError(
+        "Non-zero status code returned while running GroupQueryAttention node. "
+        "Name:'/model/layers.0/attn/GroupQueryAttention' Status Message: cos_cache dimension 1 must be "
+        "<= head_size / 2 and a multiple of 8."
+    )
+    assert ort_reason(said) == (
+        "GroupQueryAttention: cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8"
+    )
