@@ -88,8 +88,11 @@ def base_identity(base: str, revision: str | None = None) -> str:
 
 def adapter_base_identity(adapter: Path) -> str | None:
     """The identity of the base a trial's adapter folder names (adapter_config.json, as the sweep
-    file named it); None when the folder names none."""
-    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    file named it); None when the folder names none (a runner of the user's may write any folder)."""
+    path = adapter / "adapter_config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
     return base_identity(base, config.get("revision")) if base else None
 
