@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+import lorasweep
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 from lorasweep.search.cli import main
-from lorasweep.search.storage import open_storage
+from lorasweep.search.storage import StudyDeleted, open_storage
 
 from .test_compare import SWEEP, scored_runner
 
@@ -121,10 +123,6 @@ def test_delete_refuses_a_study_with_a_live_trial_unless_forced(stores, write, c
 def test_a_sweep_whose_study_is_deleted_under_it_stops_in_one_line_with_its_runs_closed(stores, write):
     """`delete --force` while trial 2 trains: the sweep stops with one line, not the storage's
     KeyError or MLflow's "must be in the 'active' state", and no run is left RUNNING."""
-    import lorasweep
-
-    from lorasweep.search.storage import StudyDeleted
-
     runner = scored_runner()
     script = runner.script
 
@@ -135,11 +133,9 @@ def test_a_sweep_whose_study_is_deleted_under_it_stops_in_one_line_with_its_runs
 
     runner.script = deleting
     sweep = load_sweep(write(SWEEP.replace("name: cmp", "name: gone")))
-    try:
+    with pytest.raises(StudyDeleted) as stopped:
         run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
-    except StudyDeleted as e:
-        said = str(e)
-    assert said == (
+    assert str(stopped.value) == (
         "the sweep stopped: study 'gone' was deleted while it ran (lorasweep delete --force). Its MLflow "
         "runs are closed; run the same command again to start the study anew."
     )
