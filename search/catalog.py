@@ -95,6 +95,19 @@ def delete_study(
     with its id and the parent's children. A study with a live trial is refused unless `force`; runs
     still RUNNING are closed KILLED first, so a sweep stopped by the deletion leaves none open. The
     runs go before the study: a delete stopped half-way leaves a study that can be deleted again."""
+    refuse_live(study, force)
+    client = _client(study, tracking_uri)
+    runs = [] if client is None else _runs(study, client)
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
+    optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
+    return len(runs)
+
+
+def refuse_live(study: optuna.Study, force: bool) -> None:
+    """A study with a live trial (_recovery.live_trials) is not deleted unless `force`."""
     live = live_trials(study)
     if live and not force:
         workers = ", ".join(
@@ -105,14 +118,6 @@ def delete_study(
             "running. Wait for its sweep to end or stop it (Ctrl-C), or add --force to delete the study "
             "under it (the sweep then stops, its runs closed)."
         )
-    client = _client(study, tracking_uri)
-    runs = [] if client is None else _runs(study, client)
-    for run in runs:
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status="KILLED")
-        client.delete_run(run.info.run_id)
-    optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
-    return len(runs)
 
 
 def _runs(study: optuna.Study, client: MlflowClient) -> list[Run]:

@@ -614,10 +614,11 @@ def _studies(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from .catalog import delete_study
+    from .catalog import delete_study, refuse_live
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
+    refuse_live(study, args.force)  # before asking: a yes would not change the answer
     what = f"study {study.study_name!r} ({len(study.get_trials(deepcopy=False))} trials) and its MLflow runs"
     if not args.yes:
         if not sys.stdin.isatty():

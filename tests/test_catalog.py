@@ -114,6 +114,8 @@ def test_delete_refuses_a_study_with_a_live_trial_unless_forced(stores, write, c
         f"trial {trial.number} (worker "
     )
     assert "add --force to delete the study under it" in err and len(err.strip().splitlines()) == 1
+    assert main(["delete", "first"]) == 2  # refused before it would ask for a yes
+    assert "must have no live trial" in capsys.readouterr().err
     assert "first" in optuna.get_all_study_names(open_storage(None))
 
     assert main(["delete", "first", "--yes", "--force"]) == 0
