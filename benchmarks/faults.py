@@ -1,18 +1,24 @@
 """When things go wrong: each fault of the README's table, done to a real sweep as it would happen
 to a user, then the same command run again; what was lost, what was left RUNNING, what was shown.
 
-    .venv/bin/python benchmarks/faults.py      (or: make bench-faults; about 10 min on 2 cores)
+    .venv/bin/python benchmarks/faults.py [WORD ...]      (or: make bench-faults; about 15 min on 2 cores)
 
-Each case runs the `lorasweep` command in a scratch folder on a 127k-parameter Llama (the
-0.1-study fixture's base: trials of a second or two), makes the fault happen (a kill, a file cut or
-removed, a full disk), then runs the command again. The table says, after that rerun:
+Each case runs the `lorasweep` command in a scratch folder (with a TMPDIR of its own) on a
+127k-parameter Llama (the 0.1-study fixture's base: trials of a second or two), makes the fault
+happen (a kill, a file cut, removed or altered, a full disk, a server gone, an input that is a path
+or a link), then runs the command again. The table says, after that rerun:
 - lost: finished trials of before the fault that the study no longer has, or whose MLflow run is
   gone or not FINISHED;
-- left RUNNING: Optuna trials in RUNNING and MLflow runs in RUNNING (a stuck trial or parent run);
+- left RUNNING: Optuna trials in RUNNING and MLflow runs in RUNNING (a stuck trial or parent run),
+  deleted runs included;
 - shown: the first line the faulted command (or the rerun, where the fault is found then) printed
-  to stderr, and its exit code.
-The two promote cases kill the process at one exact step (os._exit right after an MLflow call: a
-kill -9 there); the full disk is a 40 MB tmpfs (needs root to mount; skipped otherwise).
+  to stderr, and its exit code;
+- the last column: what the same command did again, or what the stores and folders hold.
+The two promote kills kill the process at one exact step (os._exit right after an MLflow call: a
+kill -9 there); the full disk is a 40 MB tmpfs (needs root to mount; skipped otherwise). The cases
+of the hand-over, of a study's life and of its inputs are in _faults_handover.py,
+_faults_lifecycle.py and _faults_inputs.py; what they all stand on, in _faults_harness.py.
+WORD picks the cases whose function name holds it (e.g. `faults.py disk promote`).
 """
 
 from __future__ import annotations
@@ -26,148 +32,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import _faults_handover as handover
+import _faults_inputs as inputs
+import _faults_lifecycle as lifecycle
+from _faults_harness import STUDY, Row, finished, lorasweep, lost, rerun, running, spawn, start, sweep
 
-ROOT = Path(__file__).resolve().parent.parent
-MICRO_BASE = ROOT / "tests" / "fixtures" / "study_0_1" / "base"
-STUDY = "faults"
 FREE_KB = 48  # what the full disk leaves: a trial's run opens, its adapter and metrics do not fit
 
 
-def sweep(trials: int) -> str:
-    return f"""\
-study: {{name: {STUDY}, metric: f1, n_trials: {trials}, sampler: {{type: tpe, seed: 0}}}}
-model: {{base: {MICRO_BASE}}}
-data: {{path: builtin:tone, train_split: "train[:200]", prompt_template: "Phrase: {{phrase}}\\nTone:",
-       response_template: " {{tone}}", label_column: tone}}
-train: {{max_steps: 6, eval_steps: 3, logging_steps: 3, per_device_train_batch_size: 8}}
-eval: {{max_samples: 8, max_new_tokens: 3}}
-search_space:
-  learning_rate: {{type: float, low: 1e-4, high: 1e-1, log: true}}
-  lora_r: {{type: choice, values: [2, 4, 8]}}
-"""
-
-
-@dataclass
-class Done:
-    code: int
-    err: list[str]
-    out: list[str]
-
-    def first(self) -> str:
-        said = [line for line in self.out if line.startswith(("warning:", "note:"))]
-        lines = said + [line for line in self.err if line.strip() and not line.startswith(("[", " "))]
-        printed = len([line for line in self.err if line.strip()])
-        said = f"exit {self.code}, {printed} line{'' if printed == 1 else 's'} on stderr"
-        return said + (f': "{lines[0][:150]}"' if lines else "")
-
-
-def lorasweep(folder: Path, *args: str, script: str | None = None) -> Done:
-    command = [sys.executable, "-P"] + (["-c", script] if script else ["-m", "lorasweep.search"]) + list(args)
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False, timeout=1200)
-    return Done(done.returncode, done.stderr.splitlines(), done.stdout.splitlines())
-
-
-def spawn(folder: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-P", "-m", "lorasweep.search", *args],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-# -- what the stores hold ------------------------------------------------------------------------
-def finished(folder: Path) -> dict[int, str]:
-    """Trial number -> MLflow run id of the study's finished trials (empty if it cannot be read)."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    journal = folder / "mlruns" / "optuna.journal"
-    if not journal.exists():
-        return {}
-    try:
-        study = optuna.load_study(study_name=STUDY, storage=JournalStorage(JournalFileBackend(str(journal))))
-    except Exception:  # noqa: BLE001 - unreadable is what this reports
-        return {}
-    return {
-        t.number: t.user_attrs.get("mlflow_run_id")
-        for t in study.get_trials(deepcopy=False)
-        if t.state.name in ("COMPLETE", "PRUNED")
-    }
-
-
-def running(folder: Path) -> str:
-    """Optuna trials and MLflow runs left RUNNING."""
-    import optuna
-    from mlflow import MlflowClient
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    trials = runs = 0
-    journal = folder / "mlruns" / "optuna.journal"
-    if journal.exists():
-        storage = JournalStorage(JournalFileBackend(str(journal)))
-        for name in optuna.get_all_study_names(storage):
-            study = optuna.load_study(study_name=name, storage=storage)
-            trials += sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
-    db = folder / "mlruns" / "mlflow.db"
-    if db.exists():
-        client = MlflowClient(f"sqlite:///{db}")
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        runs = len(client.search_runs(experiments, "attributes.status = 'RUNNING'")) if experiments else 0
-    return "none" if trials == runs == 0 else f"{trials} trials, {runs} runs"
-
-
-def lost(folder: Path, before: dict[int, str]) -> str:
-    """Finished trials of `before` the study no longer has, or whose run is gone or not FINISHED."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    after = finished(folder)
-    client = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
-    gone = []
-    for number in before:
-        try:
-            ok = number in after and client.get_run(after[number]).info.status == "FINISHED"
-        except MlflowException:
-            ok = False
-        if not ok:
-            gone.append(number)
-    return "none" if not gone else f"trials {', '.join(map(str, gone))} of {len(before)}"
-
-
-# -- the cases -----------------------------------------------------------------------------------
-@dataclass
-class Row:
-    case: str
-    shown: str
-    lost: str
-    running: str
-    after: str  # what the rerun did
-
-
-def _start(folder: Path, trials: int) -> dict[int, str]:
-    (folder / "s.yaml").write_text(sweep(trials), encoding="utf-8")
-    done = lorasweep(folder, "-q", "run", "s.yaml")
-    assert done.code == 0, done.err[-20:]
-    return finished(folder)
-
-
-def _rerun(folder: Path, trials: int) -> tuple[Done, str]:
-    done = lorasweep(folder, "-q", "run", "s.yaml", "--trials", str(trials))
-    return done, f"exit {done.code}, {len(finished(folder))}/{trials} finished"
-
-
+# -- the stores and kills ------------------------------------------------------------------------
 def continued(folder: Path) -> Row:
-    before = _start(folder, 3)
-    done, after = _rerun(folder, 6)
+    before = start(folder, 3)
+    done, after = rerun(folder, 6)
     notes = lorasweep(folder, "trials").out
     reused = sum("same configuration" in line for line in notes)
     return Row(
@@ -180,10 +59,10 @@ def continued(folder: Path) -> Row:
 
 
 def journal_cut(folder: Path) -> Row:
-    before = _start(folder, 2)
+    before = start(folder, 2)
     journal = folder / "mlruns" / "optuna.journal"
     journal.write_bytes(journal.read_bytes()[:-7])  # a kill or a full disk mid-record
-    done, after = _rerun(folder, 3)
+    done, after = rerun(folder, 3)
     readable = lorasweep(folder, "trials").code == 0
     return Row(
         "journal cut 7 bytes short (a write killed mid-record)",
@@ -195,20 +74,20 @@ def journal_cut(folder: Path) -> Row:
 
 
 def mlflow_db_deleted(folder: Path) -> Row:
-    before = _start(folder, 2)
+    before = start(folder, 2)
     (folder / "mlruns" / "mlflow.db").unlink()
-    done, after = _rerun(folder, 3)
+    done, after = rerun(folder, 3)
     return Row("mlflow.db deleted", done.first(), lost(folder, before), running(folder), after)
 
 
 def mlflow_db_corrupted(folder: Path) -> Row:
-    before = _start(folder, 2)
+    before = start(folder, 2)
     db = folder / "mlruns" / "mlflow.db"
     with db.open("r+b") as f:
         f.write(b"this is not a database" * 8)
-    done, _ = _rerun(folder, 3)
+    done, _ = rerun(folder, 3)
     db.rename(db.with_suffix(".corrupt"))  # the user's fix: put it aside (or restore a backup)
-    _, after = _rerun(folder, 3)
+    _, after = rerun(folder, 3)
     return Row(
         "mlflow.db corrupted",
         done.first(),
@@ -219,9 +98,9 @@ def mlflow_db_corrupted(folder: Path) -> Row:
 
 
 def journal_deleted(folder: Path) -> Row:
-    _start(folder, 2)
+    start(folder, 2)
     (folder / "mlruns" / "optuna.journal").unlink()
-    done, after = _rerun(folder, 2)
+    done, after = rerun(folder, 2)
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
@@ -277,7 +156,7 @@ def pool_killed(folder: Path) -> Row:
     alive = [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     for pid in alive:  # do not leave them running whatever the verdict
         os.kill(pid, signal.SIGKILL)
-    _, after = _rerun(folder, 12)
+    _, after = rerun(folder, 12)
     return Row(
         "SIGKILL of `run --workers 2` mid-trial",
         f"{len(alive)} of {len(workers)} workers alive 10 s later",
@@ -304,7 +183,7 @@ def promote_killed(step: str) -> Callable[[Path], Row]:
     def promote(folder: Path) -> Row:
         from mlflow import MlflowClient
 
-        _start(folder, 2)
+        start(folder, 2)
         killed = lorasweep(folder, step, script=_DIES_AFTER)
         done = lorasweep(folder, "promote")
         client = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
@@ -337,15 +216,15 @@ def disk_full(folder: Path) -> Row:
     if mounted.returncode != 0:
         return Row("disk full mid-sweep", "skipped: mounting a tmpfs needs root", "-", "-", "-")
     try:
-        before = _start(disk, 1)
+        before = start(disk, 1)
         ballast = disk / "ballast"
         free = shutil.disk_usage(disk).free
         with ballast.open("wb") as f:
             f.write(b"\0" * max(0, free - FREE_KB * 1024))
-        done, _ = _rerun(disk, 3)
+        done, _ = rerun(disk, 3)
         during = running(disk)
         ballast.unlink()
-        _, after = _rerun(disk, 3)
+        _, after = rerun(disk, 3)
         return Row(
             f"disk full mid-sweep ({FREE_KB} kB left)",
             done.first(),
@@ -357,7 +236,7 @@ def disk_full(folder: Path) -> Row:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
 
 
-CASES: list[Callable[[Path], Row]] = [
+CASES: list[Callable[[Path], Row | list[Row]]] = [
     continued,
     journal_cut,
     disk_full,
@@ -368,24 +247,60 @@ CASES: list[Callable[[Path], Row]] = [
     promote_killed("create_model_version"),
     promote_killed("create_logged_model"),
     pool_killed,
+    # the hand-over
+    handover.adapter_altered,
+    handover.promotes,  # at once; a second study to the same model name; mlruns removed under exports
+    handover.phi_export,
+    # a study's life
+    lifecycle.delete_after_journal_moved,
+    lifecycle.delete_while_training,
+    lifecycle.too_many_workers,
+    lifecycle.timeout_mid_trial,  # and n_trials 1e6 with a timeout
+    lifecycle.space_changed,
+    lifecycle.sigint_thrice,
+    # what a sweep is given, and where it lives
+    inputs.project_moved,
+    inputs.experiment_paths,
+    inputs.study_name_300,
+    inputs.data_links_to_secrets,
+    inputs.sweep_file_not_a_file,
+    inputs.tracking_server_down,
+    inputs.knobs_cache_emptied,
 ]
 
 
 def main() -> int:
     chosen = sys.argv[1:]  # words of the cases to run (e.g. disk promote); all by default
     rows = []
+    began = time.monotonic()
     for case in CASES:
-        if chosen and not any(word in case.__name__ for word in chosen):
+        name = getattr(case, "__name__", "")
+        if chosen and not any(word in name for word in chosen):
             continue
         with tempfile.TemporaryDirectory(prefix="lorasweep-faults-") as scratch:
+            (Path(scratch) / "tmp").mkdir()
+            tmp = os.environ.get("TMPDIR"), tempfile.tempdir
+            os.environ["TMPDIR"] = tempfile.tempdir = str(Path(scratch) / "tmp")  # its scratch folders, apart
+            (Path(scratch) / "case").mkdir()
             started = time.monotonic()
-            row = case(Path(scratch))
-            rows.append((row, time.monotonic() - started))
-            print(f"done: {row.case} ({rows[-1][1]:.0f} s)", file=sys.stderr, flush=True)
-    print(f"\n{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})\n")
-    print("| fault | shown | finished trials lost | left RUNNING | the same command again |")
+            try:
+                done = case(Path(scratch) / "case")
+            finally:
+                if tmp[0] is None:
+                    os.environ.pop("TMPDIR")
+                else:
+                    os.environ["TMPDIR"] = tmp[0]
+                tempfile.tempdir = tmp[1]
+            seconds = time.monotonic() - started
+            for row in done if isinstance(done, list) else [done]:
+                row = Row(*(str(f).replace(str(Path(scratch) / "case"), "...") for f in astuple(row)))
+                rows.append(row)
+                print(f"done: {row.case} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+    machine = platform.processor() or platform.machine()
+    print(f"\n{os.cpu_count()} CPUs ({machine}), {time.monotonic() - began:.0f} s\n")
+    print("| fault | shown | finished trials lost | left RUNNING | the same command again, or what is left |")
     print("| --- | --- | --- | --- | --- |")
-    for row, _ in rows:
+    for row in rows:
         print(f"| {row.case} | {row.shown} | {row.lost} | {row.running} | {row.after} |")
     return 0
 

@@ -11,6 +11,7 @@ import pytest
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import _faults_inputs
 import _replay
 import record_grid
 import refusals
@@ -75,3 +76,12 @@ def test_the_refusals_table_runs_its_cases_as_a_user_would():
     outcome = refusals.run(case)
     assert outcome.code == 2 and outcome.lines == 1 and outcome.peak_mib > 0
     assert outcome.said.startswith("s.yaml:1: the sampler must be one of") and "'tpe' here" in outcome.said
+
+
+def test_the_faults_table_reads_what_a_refused_sweep_file_shows(tmp_path):
+    """One case of `make bench-faults`, through the real command: a directory and a FIFO named as the
+    sweep file, each refused by validate and run; the harness counts and reads the lines they print."""
+    row = _faults_inputs.sweep_file_not_a_file(tmp_path)
+    assert row.shown.count("exits [2, 2]; one line each, no traceback: True") == 2, row.shown
+    assert "a directory" in row.shown and "a FIFO" in row.shown
+    assert row.after == "nothing written: True"
