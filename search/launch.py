@@ -237,12 +237,19 @@ def _say_if_timed_out(
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     if ended != "timeout" or finished >= budget:
         return
-    stopped = [t.number for t in study.get_trials(deepcopy=False) if timed_out(t)][-1:]
-    retried = {n for t in study.get_trials(deepcopy=False) for n in record.retried_numbers(t)}
-    again = "runs again on the next run" if sweep.study.retries else "is not retried (study.retries: 0)"
-    said = f"; trial {stopped[0]} was stopped at the deadline and {again}" if stopped else ""
-    if stopped and stopped[0] in retried:  # stopped by an earlier run's timeout: not this run's news
-        said = ""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in record.retried_numbers(t)}
+    # This run's: the last trial the timeout stopped, unless a later trial runs it again already.
+    stopped = [t for t in trials if timed_out(t)][-1:]
+    said = ""
+    if stopped and stopped[0].number not in retried:
+        attempts = len(record.retried_numbers(stopped[0])) + 1  # Recovery retries up to study.retries
+        again = (
+            "runs again on the next run"
+            if attempts <= sweep.study.retries
+            else f"is not run again (study.retries: {sweep.study.retries})"
+        )
+        said = f"; trial {stopped[0].number} was stopped at the deadline and {again}"
     log(
         f"the study's timeout ({sweep.study.timeout:g} s) ended the sweep at {finished}/{budget} "
         f"finished trials{said}"

@@ -145,3 +145,19 @@ def test_validate_notes_an_absurd_budget(write, capsys):
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("note: a trial of train.max_steps=1000000000 takes at least 116 days")
+
+
+def test_a_retry_the_timeout_stops_again_is_said_to_be_the_last(stores, write, capsys):
+    """study.retries (1) is spent by the retry: the second run must not promise a third attempt."""
+    sweep = load_sweep(write(SWEEP.format(extra=", timeout: 0.5")))
+    for _ in range(2):
+        run_sweep(sweep, RunOptions(plots=False), runner=_slow_runner())
+    said = [line for line in capsys.readouterr().out.splitlines() if "timeout" in line]
+    assert said == [
+        "the study's timeout (0.5 s) ended the sweep at 0/3 finished trials; trial 0 was stopped at the "
+        "deadline and runs again on the next run",
+        "the study's timeout (0.5 s) ended the sweep at 0/3 finished trials; trial 1 was stopped at the "
+        "deadline and is not run again (study.retries: 1)",
+    ]
+    study = optuna.load_study(study_name="bound", storage=open_storage(None))
+    assert study.trials[1].user_attrs["retry_of"] == 0
