@@ -107,7 +107,7 @@ def require_a_complete_trial(study: optuna.Study) -> None:
         raise SweepStopped(
             f"no trial finished: the study's timeout stopped trial {', '.join(map(str, stopped))} before "
             "it completed. Raise study.timeout or lower train.max_steps (lorasweep validate estimates "
-            "the time), then run again: a stopped trial runs again."
+            "the time), then run again."
         )
     if trials and all(t.state == TrialState.PRUNED for t in trials):
         raise SweepStopped(
