@@ -52,6 +52,7 @@ class Recovery:
         self.tracker.close_orphan_trials(
             study.study_name,
             lambda: {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))},
+            record.StudyRecord.of(study).study_id,
         )
         return failed
 

@@ -554,11 +554,14 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(ERROR_TAG, reason), RunTag(STATE_TAG, "FAIL")])
         self.client.set_terminated(run_id, status="KILLED")
 
-    def close_orphan_trials(self, study_name: str, running: Callable[[], set[int]]) -> None:
+    def close_orphan_trials(
+        self, study_name: str, running: Callable[[], set[int]], study_id: str | None = None
+    ) -> None:
         """Close trial runs left RUNNING whose Optuna trial no longer runs (a worker killed between
         opening the run and recording its id on the trial). `running` gives the numbers of the
         running trials; it is asked after the runs are read, so a trial that starts meanwhile is
-        never taken for an orphan."""
+        never taken for an orphan. A run tagged with another study's id (a study of the same name
+        in another storage, running beside this one) is not this study's to close."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial' "
@@ -569,6 +572,9 @@ class Tracker:
             return
         alive = running()
         for run in runs:
+            owner = run.data.tags.get(STUDY_ID_TAG)
+            if owner is not None and study_id is not None and owner != study_id:
+                continue
             if int(run.data.tags.get(TRIAL_TAG, -1)) not in alive:
                 self.kill_trial(run.info.run_id, "the trial's worker stopped before the trial finished")
 

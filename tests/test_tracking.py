@@ -127,3 +127,15 @@ def test_a_tracking_server_outage_is_one_line_when_it_starts_and_one_when_it_end
     assert re.fullmatch(rf"{re.escape(server)} answers again after \d+ s\.", said[1]), said[1]
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # urllib3's lines are gone
     assert not tracking._OUTAGES._down and tracking._OUTAGES._level is None
+
+
+def test_orphan_runs_of_another_study_of_the_same_name_are_left_running(tracker):
+    # Two studies named "s" (another storage's study runs beside this one): closing this study's
+    # orphans must not close the other's live trial, nor spare this one's own orphan.
+    parent = tracker.parent_run("s", None, {}, "")
+    mine = tracker.start_trial(parent, "s", 0, {}, [], {"lorasweep.study_id": "a"})
+    theirs = tracker.start_trial(parent, "s", 0, {}, [], {"lorasweep.study_id": "b"})
+    tracker.close_orphan_trials("s", set, study_id="a")
+    client = MlflowClient(tracker.uri)
+    assert client.get_run(mine).info.status == "KILLED"
+    assert client.get_run(theirs).info.status == "RUNNING"
