@@ -16,10 +16,10 @@ from importlib import resources
 from pathlib import Path
 
 import datasets
-from sklearn.model_selection import train_test_split
 from transformers import PreTrainedTokenizerBase
 
 from . import chat
+from ._split import split_indices
 from .config import (
     BUILTIN_DATA_PREFIX,
     TINY_BASE_NAME,
@@ -249,13 +249,10 @@ def _check_utf8(path: Path) -> None:
 
 def _carve_eval(rows: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     strata = _strata(rows, spec)
-    indices = list(range(len(rows)))
     try:
-        train_idx, eval_idx = train_test_split(
-            indices, test_size=spec.eval_fraction, random_state=spec.seed, stratify=strata
-        )
+        train_idx, eval_idx = split_indices(len(rows), spec.eval_fraction, spec.seed, strata)
     except ValueError:  # a class with a single row cannot be stratified: split plainly instead
-        train_idx, eval_idx = train_test_split(indices, test_size=spec.eval_fraction, random_state=spec.seed)
+        train_idx, eval_idx = split_indices(len(rows), spec.eval_fraction, spec.seed)
     return rows.select(sorted(train_idx)), rows.select(sorted(eval_idx))
 
 
