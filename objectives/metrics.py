@@ -1,8 +1,15 @@
-"""Scores for generated text: ROUGE (rouge-score), BLEU (sacrebleu), F1 and accuracy (scikit-learn,
-or token overlap and exact match for free text).
+"""Scores for generated text: ROUGE (rouge-score), BLEU (sacrebleu), label F1 and accuracy (as
+scikit-learn's macro f1_score and accuracy_score compute them), or token overlap and exact match for
+free text.
 
 `evaluate.load("rouge")` needs the hub and fails offline; rouge-score is the implementation it
 wraps, so it is called directly. Perplexity is computed in the recipe, where the logits are.
+
+rouge-score (with nltk, 0.4-1.3 s) and sacrebleu are imported inside the functions that score, so
+that a process only loads them when it generates (data.py imports this module for is_closed_set).
+F1 and accuracy are written out rather than taken from scikit-learn, whose import (0.5-1.3 s, with
+scipy) would cost every trial process more than the counting does; tests/test_metrics.py holds them
+equal to scikit-learn's.
 """
 
 from __future__ import annotations
@@ -12,10 +19,6 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
-
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU
-from sklearn.metrics import accuracy_score, f1_score
 
 # Responses form a "small closed set" (a classification task) when they take at most this many
 # distinct values: then F1 is macro-F1 over those labels, otherwise token-overlap F1.
@@ -30,6 +33,8 @@ def normalize(text: str) -> str:
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure, as evaluate's "rouge" reports it (stemmed)."""
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     totals = Counter()
     for prediction, reference in zip(predictions, references, strict=True):
@@ -42,6 +47,8 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (0-100) as sacrebleu reports it: its 13a tokenizer, one reference per example. Like
     any BLEU it is 0 for a corpus without a matching 4-gram (one-word labels, for one)."""
+    from sacrebleu.metrics import BLEU
+
     return float(BLEU().corpus_score(list(predictions), [list(references)]).score)
 
 
@@ -80,8 +87,14 @@ def find_label(text: str, labels: Sequence[str]) -> str | None:
 def label_f1(predicted: Sequence[str | None], gold: Sequence[str]) -> float:
     """Macro-F1 over the gold labels; a prediction that names no label counts as wrong."""
     labels = sorted(set(gold))
-    predicted = [p if p is not None else "<none>" for p in predicted]
-    return float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
+    pairs = list(zip(predicted, gold, strict=True))
+    scores = []
+    for label in labels:  # per label F1 = 2tp / (2tp + fp + fn); 0 where nothing is predicted or true
+        tp = sum(p == label and g == label for p, g in pairs)
+        fp = sum(p == label and g != label for p, g in pairs)
+        fn = sum(p != label and g == label for p, g in pairs)
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def is_closed_set(responses: Sequence[str]) -> bool:
@@ -119,7 +132,7 @@ def generation_metrics(
     # accuracy: of the label over label_column where one is named, else exact match
     if labels is not None:
         predicted = [find_label(p, sorted(set(labels))) or "<none>" for p in predictions]
-        metrics["accuracy"] = float(accuracy_score(list(labels), predicted))
+        metrics["accuracy"] = sum(p == g for p, g in zip(predicted, labels, strict=True)) / max(len(predicted), 1)
     else:
         metrics["accuracy"] = metrics["exact_match"]
     return metrics

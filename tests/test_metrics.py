@@ -83,3 +83,35 @@ def test_accuracy_is_label_accuracy_with_a_label_column_and_exact_match_without(
     assert labelled["accuracy"] == pytest.approx(3 / 4)  # "no idea" names no label
     unlabelled = generation_metrics(outputs, references, None, "token")
     assert unlabelled["accuracy"] == unlabelled["exact_match"] == pytest.approx(1 / 4)
+
+
+def test_label_f1_and_accuracy_are_scikit_learns():
+    import random
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = random.Random(0)
+    for _ in range(200):
+        classes = [f"l{i}" for i in range(rng.randint(1, 5))]
+        n = rng.randint(1, 30)
+        gold = [rng.choice(classes) for _ in range(n)]
+        predicted = [rng.choice([*classes, None, "other"]) for _ in range(n)]
+        expected = f1_score(
+            gold, [p or "<none>" for p in predicted], labels=sorted(set(gold)), average="macro", zero_division=0
+        )
+        assert label_f1(predicted, gold) == pytest.approx(expected, abs=1e-12)
+        labelled = generation_metrics([p or "nothing" for p in predicted], gold, gold, "label")
+        found = [p if p in classes else "<none>" for p in predicted]
+        assert labelled["accuracy"] == pytest.approx(accuracy_score(gold, found), abs=1e-12)
+
+
+def test_scoring_libraries_load_only_when_scoring():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import lorasweep.objectives.metrics as m; "
+        "print(sorted(x for x in ('sklearn', 'rouge_score', 'sacrebleu', 'nltk') if x in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
