@@ -30,7 +30,7 @@ from . import data as data_lib
 from .card import describe_adapter
 from .config import CURVE_METRICS, TINY_BASE_NAME, DataSpec, EvalSpec, ModelSpec, TrialSpec
 from .metrics import generation_metrics
-from .model import add_adapter, check_targets, load_base, place, remove_adapter
+from .model import add_adapter, base_identity, check_targets, load_base, place, remove_adapter
 from .params import training_settings
 from .resources import MemoryWatch
 from .runner import BaseFootprint, CurveHook, MetricFn, TrialResult, TrialTimedOut
@@ -54,6 +54,9 @@ class Recipe:
         self.placement = place(model)
         train_rows, eval_rows = data_lib.load_rows(data)  # before the model: bad data fails fast
         self.base, self.tokenizer = load_base(model, self.placement, log)
+        # Once, right after the load (the hub cache now resolves the revision to the commit loaded):
+        # what every trial of this process trains on, which its run records for the hand-over.
+        self.base_identity = base_identity(model.base, model.revision)
         check_targets(self.base, model)
         self.footprint = _footprint(self.base, self.placement.device)
         self.data = data_lib.tokenize(data, train_rows, eval_rows, self.tokenizer)
@@ -121,7 +124,7 @@ class Recipe:
             tokens = int(trainer.state.num_input_tokens_seen)
 
             _check_deadline(deadline, trainer.state.global_step)  # generation can take minutes too
-            metrics = self._loss_metrics(model)
+            metrics = self._final_loss(trainer, trial) or self._loss_metrics(model)
             samples: list[dict[str, str]] = []
             generating = time.perf_counter()
             if trial.generate and self.data.eval_prompts:
@@ -148,6 +151,7 @@ class Recipe:
                 best_step=trainer.state.best_global_step if trial.early_stopping else None,
                 peak_rss_mb=peak.rss_mb,
                 peak_cuda_mb=peak.cuda_mb,
+                base_identity=self.base_identity,
             )
         finally:
             self.base = remove_adapter(model)
@@ -199,7 +203,7 @@ class Recipe:
             callbacks.append(_CurveCallback(on_curve))
         if trial.early_stopping:
             callbacks.append(EarlyStoppingCallback(**trial.early_stopping))
-        trainer = Trainer(
+        trainer = _ExactEvalTrainer(
             model=model,
             args=args,
             train_dataset=self.data.train,
@@ -210,6 +214,19 @@ class Recipe:
         )
         trainer.remove_callback(PrinterCallback)  # the sweep prints one line per trial, not per log
         return trainer
+
+    def _final_loss(self, trainer: _ExactEvalTrainer, trial: TrialSpec) -> dict[str, float] | None:
+        """The Trainer's last evaluation as the trial's eval loss, when it is the number the exact
+        pass below would compute: taken at the final step (the weights the trial keeps; with early
+        stopping the best checkpoint is reloaded, so not then) and in fp32 (in bf16/fp16 the
+        Trainer evaluates under autocast, the exact pass does not). Saves one pass over the eval
+        split per trial. None: the exact pass runs."""
+        if trial.early_stopping or self.placement.precision != "fp32":
+            return None
+        if trainer.last_eval is None or trainer.last_eval[0] != trainer.state.global_step:
+            return None
+        loss = trainer.last_eval[1]
+        return {"eval_loss": loss, "eval_perplexity": perplexity(loss)}
 
     @torch.no_grad()
     def _loss_metrics(self, model: torch.nn.Module) -> dict[str, float]:
@@ -282,6 +299,41 @@ def _custom_score(name: str, score: MetricFn, outputs: list[str], references: li
         raise TypeError(
             f"custom metric {name!r} must return a number, but got {type(value).__name__} {value!r}."
         ) from None
+
+
+class _ExactEvalTrainer(Trainer):
+    """A Trainer whose eval_loss is the mean NLL per response token over the whole eval split, as
+    _loss_metrics computes it, not the Trainer's own average: that one repeats each batch's mean
+    loss eval_batch_size times (the last, shorter batch too) and averages those, so batches with
+    fewer response tokens weigh as much as full ones. The learning curve, the pruner and the
+    trial's final eval_loss then read one quantity, and the final one need not be computed twice
+    (Recipe._final_loss)."""
+
+    last_eval: tuple[int, float] | None = None  # (global step, exact eval loss) of the last evaluation
+    _sums: list[float] | None = None  # [summed NLL, tokens] while an evaluation runs
+
+    def evaluation_loop(self, *args, **kwargs):
+        self._sums = [0.0, 0]
+        try:
+            output = super().evaluation_loop(*args, **kwargs)
+            nll, tokens = self._sums
+        finally:
+            self._sums = None
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        if tokens and f"{prefix}_loss" in output.metrics:
+            output.metrics[f"{prefix}_loss"] = nll / tokens
+            self.last_eval = (self.state.global_step, nll / tokens)
+        return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._sums is None or "labels" not in inputs:  # training: the Trainer's own loss
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        nll, tokens = summed_nll(outputs.logits, inputs["labels"])
+        self._sums[0] += nll
+        self._sums[1] += tokens
+        loss = torch.tensor(nll / max(tokens, 1), device=outputs.logits.device)
+        return (loss, outputs) if return_outputs else loss
 
 
 class TrialDiverged(FloatingPointError):

@@ -302,3 +302,28 @@ def test_the_footprint_names_the_loaded_base(worker):
     assert footprint.bytes >= 4 * footprint.parameters  # fp32 on the CPU
     assert footprint.layers == worker.base.config.num_hidden_layers and footprint.hidden_size > 0
     assert footprint.vocab_size == worker.base.config.vocab_size and footprint.device == "cpu"
+
+
+def test_the_final_eval_loss_is_the_exact_pass_taken_once(worker, tmp_path, monkeypatch):
+    """The Trainer's evaluations report the exact per-token eval loss, so the one at the final
+    step is the trial's eval_loss and the separate pass is not run again; without an evaluation
+    at the final step, the exact pass runs."""
+    passes = []
+    exact = worker._loss_metrics
+    monkeypatch.setattr(worker, "_loss_metrics", lambda model: passes.append(1) or exact(model))
+    curve: dict[int, float] = {}
+    result = worker.run_trial(
+        TrialSpec(training_args=TRAINING, lora_args={"r": 4, "lora_alpha": 8}, seed=1, generate=False),
+        tmp_path / "a",
+        on_curve=lambda step, m: curve.update({step: m["eval_loss"]} if "eval_loss" in m else {}),
+    )
+    assert passes == [] and result.metrics["eval_loss"] == curve[4]
+
+    # Same trial, not evaluated while it trains: the exact pass gives the final number, and it is
+    # the number the Trainer's evaluation gave at the final step (the first trial's).
+    args = {k: v for k, v in TRAINING.items() if k != "eval_steps"} | {"eval_strategy": "no"}
+    again = worker.run_trial(
+        TrialSpec(training_args=args, lora_args={"r": 4, "lora_alpha": 8}, seed=1, generate=False), tmp_path / "b"
+    )
+    assert passes == [1]
+    assert again.metrics["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-5)
