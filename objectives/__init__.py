@@ -28,6 +28,7 @@ from .config import (
     TrialSpec,
     curve_metric,
 )
+from ._knobs import cache_root  # lorasweep's cache folder, shared with the study side
 from .logs import quiet_libraries
 from .params import (
     BATCH_SIZE,
@@ -97,6 +98,7 @@ __all__ = [
     "TrialTimedOut",
     "adapter_base_identity",
     "base_identity",
+    "cache_root",
     "canonical",
     "check_data",
     "check_type",
