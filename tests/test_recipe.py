@@ -327,3 +327,12 @@ def test_the_final_eval_loss_is_the_exact_pass_taken_once(worker, tmp_path, monk
     )
     assert passes == [1]
     assert again.metrics["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-5)
+
+
+def test_generation_batch_is_the_largest_that_fits(worker, monkeypatch):
+    from lorasweep.objectives import recipe
+
+    assert worker._generation_batch(64) == 64  # the tiny base: all prompts in one batch
+    assert worker._generation_batch(10_000) == recipe.MAX_GENERATION_BATCH
+    monkeypatch.setattr(recipe, "_free_memory", lambda device: 0)  # no room: eval.batch_size, as before
+    assert worker._generation_batch(64) == worker.eval_spec.batch_size
