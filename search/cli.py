@@ -390,15 +390,19 @@ def _max_failures_flag(command: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     _say(args)(f"checking {args.sweep_file}, then its data and base model")  # within a second, not 30
     from .api import run
+    from .parent import plots_after
 
-    _print_result(run(args.sweep_file, study=args.study, **_run_options(args)))
+    with plots_after():  # the result line first, then the few seconds of plots
+        _print_result(run(args.sweep_file, study=args.study, **_run_options(args)))
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
     from .api import resume
+    from .parent import plots_after
 
-    _print_result(resume(args.study, **_run_options(args)))
+    with plots_after():
+        _print_result(resume(args.study, **_run_options(args)))
     return 0
 
 

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from lorasweep.objectives import BATCH_SIZE, METRICS, MetricFn, TrialRunner
 
-from . import parent, record
+from . import _base_scores, parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._interrupts import first_only
 from ._machine import largest_workers, this_machine, too_many_workers, worker_cost
@@ -139,7 +139,7 @@ def run_sweep(
     failures = FailureLimit(options.max_failures)
     try:
         if StudyRecord.of(study).base_metrics is None:
-            base = session.runner.evaluate_base()
+            base = _base_scores_of(session, options, ours=runner is None)
             record.save_base_metrics(study, base)
             tracker.log_base_metrics(parent_id, base)
             if not options.quiet:
@@ -420,6 +420,23 @@ def _run_pool(
     # Each worker's timeout ran from its own start; short of the budget, with no failure, it ended them.
     timed = session.sweep.study.timeout is not None and not failures.tripped and not exhausted(study)
     return "timeout" if timed else "budget"
+
+
+def _base_scores_of(session: _Session, options: RunOptions, *, ours: bool) -> dict[str, float]:
+    """The base model's scores: from the cache of an earlier study on the same base and data
+    (_base_scores), else evaluated (and kept there). Only for the trial side's own Recipe without
+    custom metrics: a runner handed in, or a Python function, may score anything."""
+    footprint = session.runner.footprint
+    key = None
+    if ours and not options.metrics and footprint is not None:
+        key = _base_scores.key(session.sweep, footprint.device)
+    known = _base_scores.recall(key) if key is not None else None
+    if known is not None:
+        return known
+    scores = session.runner.evaluate_base()
+    if key is not None:
+        _base_scores.remember(key, scores)
+    return scores
 
 
 def _check_workers(

@@ -1,10 +1,17 @@
 """The study's MLflow parent run: what it records about the sweep when it opens, and what it gets
-when the study's budget is met: the summary metrics, the best trial's tags and the plots."""
+when the study's budget is met: the summary metrics, the best trial's tags and the plots.
+
+The run is closed with its summary first and the plots logged after (MLflow takes artifacts on a
+closed run): a process killed while drawing them (a few seconds) leaves no run RUNNING. Inside
+`plots_after()` (the CLI's run and resume) they are drawn when the block ends, after the result line
+is printed, and still before the process exits; elsewhere at once, so a caller that reads the run
+finds them there."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +66,32 @@ def finish(
     log: Callable[[str], None],
     status: str = "FINISHED",
 ) -> None:
-    """Close the parent run with the study's plots (unless `plots` is off) and its summary."""
-    if plots:
-        _log_plots(study, tracker, parent_id, log)
+    """Close the parent run with its summary, then log the study's plots on it (unless `plots` is
+    off): now, or when the enclosing plots_after() block ends."""
     tracker.finish_study(parent_id, *summary(study, sweep), status=status)
+    if not plots:
+        return
+    if _deferred is not None:
+        _deferred.append(lambda: _log_plots(study, tracker, parent_id, log))
+    else:
+        _log_plots(study, tracker, parent_id, log)
+
+
+_deferred: list[Callable[[], None]] | None = None  # the plots waiting for plots_after() to end
+
+
+@contextlib.contextmanager
+def plots_after() -> Iterator[None]:
+    """Plots that finish() is asked for inside the block are drawn when it ends (however it ends):
+    the CLI prints the study's result first, then waits for its pictures."""
+    global _deferred
+    outer, _deferred = _deferred, []
+    try:
+        yield
+    finally:
+        waiting, _deferred = _deferred, outer
+        for draw in waiting:
+            draw()
 
 
 def close_if_left_open(
