@@ -16,8 +16,16 @@ each at least one thread) and this much memory, an upper estimate:
 On a GPU the weights and the batch live in GPU memory, not here: only the libraries count (GPU
 memory is not estimated). The cores are those this process may run on (its affinity, and a
 container's CPU quota); the memory is what the system says is available now (and what a
-container's limit leaves). The estimate is in one place because `--workers` is checked with it and
-a later `--workers auto` is to choose with it.
+container's limit leaves). The estimate is in one place because `--workers N` is checked with it and
+`--workers auto` chooses with it.
+
+How many workers `auto` starts (choose_workers). On a CPU the lever is processes, not threads: a
+small base's operations are too small for torch's threads to split well, and a second process
+overlaps one trial's evaluation, generation and logging with another's training. So a base below
+SMALL_BASE_PARAMS gets one process per core with one thread each; a larger one, whose matrices
+keep every thread busy, one process with all the threads. (The splits measured: README, "Local
+parallel".) On GPUs, one worker per visible GPU. Either way no more than fit the memory
+(largest_workers), nor than trials are left; one worker runs in the `run` process itself.
 
 An absurd budget. No trial runs faster than GUESSED_STEPS_PER_S, a rate above what the bases that
 lorasweep trains reach on a CPU (the built-in tiny base: ~10 steps a second on 2 cores). A budget
@@ -37,6 +45,9 @@ RUNTIME_BYTES = 800 * 2**20
 ACTIVATION_BYTES = 68
 LOGIT_BYTES = 12
 GUESSED_STEPS_PER_S = 100.0
+# Below this many parameters a base trains soonest as one one-thread process per core (2 x 1 against
+# 1 x 2 on the tiny base: 0.79 against 1.22 of the peer's wall time on 2 cores).
+SMALL_BASE_PARAMS = 50_000_000
 FAR_BEYOND = 10  # a budget this many times its time limit is noted
 NO_TIMEOUT_LIMIT_S = 7 * 24 * 3600  # without a timeout: a trial longer than this is noted
 
@@ -102,6 +113,45 @@ def too_many_workers(workers: int, machine: Machine, cost: WorkerCost) -> str | 
         f"{_gb(cost.total)} ({parts}), so {largest} fit. Use --workers {largest}, or add --force to "
         f"start {workers} anyway."
     )
+
+
+@dataclass(frozen=True)
+class WorkerChoice:
+    """What `--workers auto` chose: the processes, the threads each, and why, in words."""
+
+    workers: int
+    threads: int
+    why: str
+
+    def line(self) -> str:
+        processes = "process" if self.workers == 1 else "processes"
+        threads = "thread" if self.threads == 1 else "threads"
+        return f"workers: auto -> {self.workers} {processes} x {self.threads} {threads} ({self.why})"
+
+
+def choose_workers(
+    machine: Machine, cost: WorkerCost, footprint: BaseFootprint | None, trials_left: int, gpus: int = 0
+) -> WorkerChoice:
+    """`--workers auto` (the module's docstring): the split of this machine into worker processes
+    and threads that finishes a sweep soonest for the base's size, within its memory."""
+    largest = largest_workers(machine, cost)
+    left = max(1, trials_left)
+    if footprint is not None and footprint.device == "cuda":
+        workers = max(1, min(gpus, largest, left))
+        return WorkerChoice(workers, machine.cores // workers or 1, f"{gpus} visible GPU(s): one worker per GPU")
+    where = f"{machine.cores} cores, {_gb(machine.memory_bytes)} free"
+    if footprint is None or footprint.device != "cpu":
+        return WorkerChoice(1, machine.cores, f"{where}; the base's size is unknown: one process")
+    size = f"base {footprint.parameters / 1e6:.1f}M params"
+    if footprint.parameters >= SMALL_BASE_PARAMS:
+        rule = f"at {SMALL_BASE_PARAMS / 1e6:.0f}M params or more, one process with every thread"
+        return WorkerChoice(1, machine.cores, f"{where}, {size}: {rule}")
+    workers = min(machine.cores, largest, left)
+    rule = "one process per core trains small bases soonest, see README"
+    if workers < machine.cores:
+        capped = "memory" if largest < min(machine.cores, left) else "trials left"
+        rule += f"; capped by the {capped} ({largest if capped == 'memory' else left})"
+    return WorkerChoice(workers, max(1, machine.cores // workers), f"{where}, {size}: {rule}")
 
 
 def budget_notes(max_steps: int | None, n_trials: int, timeout: float | None) -> list[str]:

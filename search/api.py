@@ -52,7 +52,7 @@ def run(
     study: str | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
-    workers: int = 1,
+    workers: int | str = "auto",
     quiet: bool = False,
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
@@ -64,7 +64,8 @@ def run(
     `sweep` is a sweep file's path or the same content as a dict (relative data paths then start at
     the current folder). Returns the Optuna study; raises SweepStopped if no trial finished or too
     many failed. `metrics` adds metrics of your own (see the module's docstring), computed in this
-    process: workers=1 only. `workers` beyond what this machine's cores and memory fit are refused
+    process: workers=1 only. `workers="auto"` chooses for this machine and the base (see the README's
+    "Local parallel"); a number beyond what this machine's cores and memory fit is refused
     (UserError, naming the most that fit) unless `force`."""
     from .sweep import load_sweep
 
@@ -96,7 +97,7 @@ def resume(
     trials: int | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
-    workers: int = 1,
+    workers: int | str = "auto",
     quiet: bool = False,
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
@@ -140,7 +141,7 @@ def _sweep(
     trials: int | None,
     storage: str | None,
     tracking_uri: str | None,
-    workers: int,
+    workers: int | str,
     quiet: bool,
     max_failures: int,
     metrics: Mapping[str, MetricFn] | None,

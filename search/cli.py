@@ -355,10 +355,11 @@ def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
     _max_failures_flag(command)
     command.add_argument(
         "--workers",
-        type=int,
-        default=1,
+        type=_workers_flag,
+        default="auto",
         metavar="N",
-        help="worker processes on this machine, sharing its cores (or one GPU each) (default 1)",
+        help="worker processes on this machine, sharing its cores (or one GPU each); auto: the "
+        "split of cores into processes and threads that suits the base, within memory (default auto)",
     )
     command.add_argument(
         "--force",
@@ -366,6 +367,16 @@ def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
         help="start --workers N even beyond what this machine's cores and memory fit",
     )
     _system_metrics_flag(command)
+
+
+def _workers_flag(value: str) -> int | str:
+    """--workers N or auto (RunOptions checks N)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or auto, but got {value!r}") from None
 
 
 def _system_metrics_flag(command: argparse.ArgumentParser) -> None:

@@ -9,7 +9,9 @@ trials whose worker died are failed, their MLflow runs closed, and run again (`s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -24,12 +26,19 @@ from lorasweep.objectives import BATCH_SIZE, METRICS, MetricFn, TrialRunner
 from . import _base_scores, parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._interrupts import first_only
-from ._machine import largest_workers, this_machine, too_many_workers, worker_cost
+from ._machine import (
+    WorkerChoice,
+    choose_workers,
+    largest_workers,
+    this_machine,
+    too_many_workers,
+    worker_cost,
+)
 from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
 from ._space import describe
 from ._urls import redact, tracking_uri
-from ._workers import FINISHED, exhausted, run_pool, work
+from ._workers import FINISHED, _visible_gpus, exhausted, run_pool, work
 from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool, timed_out
 from .objective import Objective, reported_metric
@@ -38,6 +47,15 @@ from .storage import DEFAULT_STORAGE, find_study, open_storage, require_stored, 
 from .strategy import build_pruner, make_sampler
 from .sweep import Sweep, name_problem, stored_sweep
 from .tracking import Tracker
+
+
+AUTO = "auto"  # --workers auto: the default
+
+
+def _pool_asked(options: RunOptions) -> bool:
+    """Whether several workers were asked for by number (auto decides later, and only for what can
+    run them)."""
+    return options.workers != AUTO and options.workers > 1  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,9 @@ class RunOptions:
     tracking_uri: str | None = None
     quiet: bool = False
     max_failures: int = DEFAULT_MAX_FAILURES  # failed trials in one run before the sweep stops
-    workers: int = 1  # local worker processes; 1 runs the trials in this process
+    # Local worker processes; 1 runs the trials in this process; "auto" chooses for this machine and
+    # the base (_machine.choose_workers) once the base is loaded.
+    workers: int | str = AUTO
     plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
     # The Python API's custom metrics, name -> fn(outputs, references): they run in this process,
     # so only with workers=1 (a function cannot be handed to another process by name).
@@ -59,9 +79,13 @@ class RunOptions:
     force: bool = False  # start `workers` even beyond what fits this machine (_machine)
 
     def __post_init__(self) -> None:
+        if isinstance(self.workers, str) and self.workers != AUTO:
+            raise UserError(
+                f"--workers must be a positive integer or auto, but got workers={self.workers!r}."
+            )
         for flag in ("n_trials", "max_failures", "workers"):
             value = getattr(self, flag)
-            if value is not None and value < 1:
+            if value is not None and value != AUTO and value < 1:
                 name = "trials" if flag == "n_trials" else flag
                 raise UserError(
                     f"--{name.replace('_', '-')} must be a positive integer, but got {name}={value}."
@@ -84,7 +108,7 @@ def run_sweep(
     check_custom_metrics(sweep, options, name)
     budget = options.n_trials or sweep.study.n_trials
     storage_url = options.storage or sweep.study.storage
-    if options.workers > 1 and storage_url and storage_url.startswith("sqlite"):
+    if _pool_asked(options) and storage_url and storage_url.startswith("sqlite"):
         raise UserError(
             "--workers above 1 needs a study storage that several processes can write at once, but "
             f"got storage={redact(storage_url)} (SQLite locks up under concurrent writers). Use the "
@@ -107,6 +131,9 @@ def run_sweep(
 
     session = _Session.open(sweep, name, storage_url, uri, options, log, runner, create=True)
     study, tracker = session.study, session.tracker
+    choice = _auto_workers(session, options, storage_url, budget - done, ours=runner is None)
+    if choice is not None:
+        options = dataclasses.replace(options, workers=choice.workers)
     if existing is None:
         with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -131,6 +158,8 @@ def run_sweep(
             f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}"
         )
         log(f"mlflow: {redact(uri)} (experiment {sweep.experiment or name!r}, parent run {parent_id})")
+        if choice is not None and runner is None:  # a runner handed in (tests) runs here: no choice
+            log(choice.line())
         if recovered:
             log(
                 f"recovered: trial {', '.join(map(str, recovered))} did not finish (worker stopped); see retries"
@@ -280,7 +309,7 @@ def check_custom_metrics(sweep: Sweep, options: RunOptions, name: str) -> None:
             f"{', '.join(missing)}, computed by Python functions that this run was not given. Continue "
             f"it from Python: lorasweep.resume({name!r}, metrics={{{missing[0]!r}: fn, ...}})."
         )
-    if options.metrics and options.workers > 1:
+    if options.metrics and _pool_asked(options):
         raise UserError(
             f"custom metrics run in the process that calls lorasweep, but got workers={options.workers}"
             " with metrics. Use workers=1, or compute the metric from each run's logged generations."
@@ -322,7 +351,7 @@ class _Session:
                 sweep.model, sweep.data, sweep.eval, None if options.quiet else log, options.metrics
             )
         sweep.check_batch_fits(runner.train_rows)
-        if options.workers > 1:
+        if _pool_asked(options):
             _check_workers(sweep, runner, options, log)
         tracker = Tracker(uri, sweep.experiment or name)
         recovery = Recovery(tracker, sweep.study.retries)
@@ -437,6 +466,33 @@ def _base_scores_of(session: _Session, options: RunOptions, *, ours: bool) -> di
     if key is not None:
         _base_scores.remember(key, scores)
     return scores
+
+
+def _auto_workers(
+    session: _Session, options: RunOptions, storage_url: str | None, trials_left: int, *, ours: bool
+) -> WorkerChoice | None:
+    """`--workers auto`: what runs the trials (None where a number was given). In this process where
+    a pool cannot run them: a runner handed in, custom metrics (Python functions) and SQLite as the
+    study storage stay here; otherwise _machine's choice for the base, the cores and the memory."""
+    if options.workers != AUTO:
+        return None
+    machine = this_machine()
+    here = (
+        "the trial runner was handed in"
+        if not ours
+        else "custom metrics run in this process"
+        if options.metrics
+        else "SQLite as the study storage takes one writer"
+        if storage_url and storage_url.startswith("sqlite")
+        else None
+    )
+    if here is not None:
+        return WorkerChoice(1, machine.cores, here)
+    sweep, footprint = session.sweep, session.runner.footprint
+    batch = sweep.space.largest(BATCH_SIZE) or sweep.fixed.get(BATCH_SIZE, 8)
+    cost = worker_cost(footprint, batch, sweep.data.max_length)
+    gpus = len(_visible_gpus(os.environ)) if footprint is not None and footprint.device == "cuda" else 0
+    return choose_workers(machine, cost, footprint, trials_left, gpus)
 
 
 def _check_workers(
