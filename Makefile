@@ -71,7 +71,8 @@ bench-grid-phrase: $(STAMP)
 bench-memory: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/memory.py
 
-# Trials per hour on the tiny demo: 1 worker on all cores against 1 worker per core (about 10 min).
+# The split of the cores that finishes a sweep soonest, 1 process x N threads against N x 1, at the
+# tiny base and at SmolLM2-135M's shape: --workers auto's rule (about 10 min on 2 cores).
 bench-workers: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/workers.py
 

@@ -1,19 +1,26 @@
-"""Trials per hour on the tiny demo: one worker with every core against one worker per core.
+"""How to split this machine's cores between worker processes and threads, at two bases' sizes.
 
-    .venv/bin/python benchmarks/workers.py        (or: make bench-workers)
+    .venv/bin/python benchmarks/workers.py [--shapes tiny,smol] [--trials N]   (or: make bench-workers)
 
-Runs `lorasweep run` as a user would, in a scratch folder each time (fresh stores, the tiny base
-from its cache): first `--workers 1` (torch's threads on all cores), then `--workers N` for N = the
-cores (one thread each). The sweep is the demo's model, data and training (100 steps, generation on
-96 eval prompts) over a grid of 8 configurations without a pruner, so both runs train the same
-trials. Prints the wall time of each run and its trials per hour, counted from the first trial's
-start to the last trial's end (the start-up, base-model evaluation and plots are left out), and the
-ratio of the two. The machine's load average is printed before and after: other work on it skews
-both figures.
+Runs `lorasweep run` as a user would, in a scratch folder each time (fresh stores), for each split
+of the cores: 1 process x N threads (`--workers 1`: torch's threads on all cores), then N processes
+x 1 thread (`--workers N`, N = the cores), alternating, on
+
+- tiny: the demo's model, data and training (100 steps, generation on 96 eval prompts), a grid of
+  TRIALS configurations without a pruner;
+- smol: a random-init model with SmolLM2-135M's published shape (benchmarks/scale_models.build:
+  offline, the shape sets the cost), SMOL_STEPS steps of 8 rows of 64 tokens a trial.
+
+Prints, per shape and split, the whole run's wall time (start-up, base evaluation, trials, plots:
+what a user waits for), the span from the first trial's start to the last one's end, and each
+split's wall time over 1 process x N threads. `uptime` is printed before and after: other work on
+the machine skews both splits, which is why they alternate and are compared as ratios of one run.
+`--workers auto`'s rule (search/_machine.py, SMALL_BASE_PARAMS) comes from this table.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -40,7 +47,19 @@ search_space:
   learning_rate: {{type: choice, values: [0.001, 0.003, 0.01, 0.03]}}
   lora_r: {{type: choice, values: [4, 8]}}
 """
-TRIALS = 8
+SMOL_STEPS = 8
+SMOL_SPACE = """\
+study: {{name: bench, metric: eval_loss, sampler: grid, n_trials: {trials}}}
+model: {{base: {base}, target_modules: all-linear}}
+data: {{max_length: 64, train_split: "train[:400]", eval_split: "train[1400:1416]"}}
+train: {{max_steps: {steps}, eval_steps: {steps}, logging_steps: {steps}, per_device_train_batch_size: 8,
+        per_device_eval_batch_size: 16, warmup_steps: 0}}
+eval: {{max_samples: 4, max_new_tokens: 8, batch_size: 4}}
+search_space:
+  learning_rate: {{type: choice, values: [0.0001, 0.0003, 0.001, 0.003]}}
+  lora_r: {{type: choice, values: [4, 8]}}
+"""
+TRIALS = 4
 
 
 def cpu_name() -> str:
@@ -50,28 +69,19 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run(workers: int) -> tuple[float, float, int]:
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run(sweep: str, workers: int) -> tuple[float, float, int]:
     """One sweep: (wall seconds, seconds from the first trial's start to the last one's end, trials)."""
     with tempfile.TemporaryDirectory(prefix=f"lorasweep-bench-workers{workers}-") as folder:
-        Path(folder, "bench.yaml").write_text(SPACE.format(trials=TRIALS), encoding="utf-8")
+        Path(folder, "bench.yaml").write_text(sweep, encoding="utf-8")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        command = [sys.executable, "-P", "-m", "lorasweep.search", "-q", "run", "bench.yaml"]
         started = time.monotonic()
         subprocess.run(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "lorasweep.search",
-                "-q",
-                "run",
-                "bench.yaml",
-                "--workers",
-                str(workers),
-            ],
-            cwd=folder,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
+            [*command, "--workers", str(workers)], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL
         )
         wall = time.monotonic() - started
         storage = optuna.storages.JournalStorage(
@@ -84,22 +94,40 @@ def run(workers: int) -> tuple[float, float, int]:
         return wall, span.total_seconds(), len(trials)
 
 
+def sweeps(shapes: list[str], trials: int, scratch: Path) -> dict[str, str]:
+    out = {}
+    if "tiny" in shapes:
+        out["tiny (1.0M params)"] = SPACE.format(trials=trials)
+    if "smol" in shapes:
+        from scale_models import build  # transformers: only for this shape
+
+        base = build("SmolLM2-135M", scratch / "smol")
+        out["SmolLM2-135M shape (135M params)"] = SMOL_SPACE.format(trials=trials, base=base, steps=SMOL_STEPS)
+    return out
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="tiny,smol", help="tiny, smol or both (comma-separated)")
+    parser.add_argument("--trials", type=int, default=TRIALS)
+    args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    print(f"{cpu_name()}, {cores} cores; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"{cpu_name()}, {cores} cores; {args.trials} trials a sweep")
+    print(f"before: {uptime()}", flush=True)
     rows = []
-    for workers in (1, cores):
-        wall, span, trials = run(workers)
-        rows.append((workers, wall, span, trials, trials / span * 3600))
-    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
-    print("workers  threads each  trials  wall s  trials s  trials/hour  ratio")
-    base = rows[0][4]
-    for workers, wall, span, trials, per_hour in rows:
-        threads = max(1, cores // workers)
-        print(
-            f"{workers:>7}  {threads:>12}  {trials:>6}  {wall:>6.0f}  {span:>8.0f}  {per_hour:>11.0f}"
-            f"  {per_hour / base:>5.2f}"
-        )
+    with tempfile.TemporaryDirectory(prefix="lorasweep-bench-workers-") as scratch:
+        for shape, sweep in sweeps(args.shapes.split(","), args.trials, Path(scratch)).items():
+            measured = {}
+            for workers in (1, cores):  # one process on every core first, then one per core
+                measured[workers] = run(sweep, workers)
+                print(f"  {shape}: {workers} x {cores // workers}: {measured[workers][0]:.1f} s", flush=True)
+            for workers, (wall, span, done) in measured.items():
+                rows.append((shape, workers, cores // workers, done, wall, span, wall / measured[1][0]))
+    print(f"after: {uptime()}\n")
+    print("| base | processes x threads | trials | wall s | trials' span s | wall / 1 x N |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for shape, workers, threads, done, wall, span, ratio in rows:
+        print(f"| {shape} | {workers} x {threads} | {done} | {wall:.1f} | {span:.1f} | {ratio:.2f} |")
     return 0
 
 
