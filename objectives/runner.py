@@ -59,6 +59,9 @@ class TrialResult:
     best_step: int | None = None  # with early stopping: the step whose adapter was kept
     peak_rss_mb: float = 0.0  # the process's peak resident memory while the trial ran
     peak_cuda_mb: float | None = None  # torch's peak CUDA allocation; None without a GPU
+    # What pins the base the trial trained on (objectives.base_identity), taken when the process
+    # loaded it; None: a runner that does not say
+    base_identity: str | None = None
 
 
 class TrialTimedOut(KeyboardInterrupt):

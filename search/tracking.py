@@ -39,7 +39,7 @@ from lorasweep.objectives import TrialResult
 
 from ._relocate import artifact_folder, relocate
 from ._store_template import seed
-from ._urls import absolute, redact
+from ._urls import absolute, redact, sqlite_path
 from .errors import UserError, store_error
 from .record import (
     DUPLICATE_OF_TAG,
@@ -280,8 +280,9 @@ class _Guarded:
 class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         uri = absolute(uri)
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = sqlite_path(uri)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # alembic's migration chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # Nor a "View run ... at: URL" line on stdout for every run closed on a tracking server: the
@@ -299,11 +300,7 @@ class Tracker:
         else:
             # A local store keeps artifacts beside it (mlruns/artifacts for the default store), so
             # that the folder holding both moves as one; a server decides for itself.
-            location = (
-                (artifact_folder(Path(uri.removeprefix("sqlite:///"))) / experiment).as_uri()
-                if uri.startswith("sqlite:///")
-                else None
-            )
+            location = (artifact_folder(database) / experiment).as_uri() if database is not None else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             except MlflowException:  # another process created it meanwhile
@@ -489,15 +486,13 @@ class Tracker:
             tags[MLFLOW_LOGGED_ARTIFACTS] = json.dumps([{"path": GENERATIONS, "type": "table"}])
         if result.adapter_dir is not None:
             # What the trial trained, on its run with its adapter: promote and export hand the
-            # adapter over only while its files and its base are still these.
-            from lorasweep.objectives import adapter_base_identity
-
+            # adapter over only while its files and its base are still these. The base's identity is
+            # the trial side's, taken when it loaded the base: a hub commit resolved here could be
+            # one another process pulled since.
             from ._provenance import adapter_sha256
             from .record import provenance_tags
 
-            tags.update(
-                provenance_tags(adapter_sha256(result.adapter_dir), adapter_base_identity(result.adapter_dir))
-            )
+            tags.update(provenance_tags(adapter_sha256(result.adapter_dir), result.base_identity))
         self._send(
             run_id,
             {
