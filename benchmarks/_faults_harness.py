@@ -100,6 +100,11 @@ class Done:
 
 
 def cut(line: str, most: int = 200) -> str:
+    """A line for a table cell: the case's scratch folder (the parent of its TMPDIR) shown as ...,
+    at most `most` characters."""
+    scratch = Path(os.environ.get("TMPDIR", "/")).parent
+    if scratch.name.startswith("lorasweep-faults-"):
+        line = line.replace(str(scratch / "case"), "...")
     line = line.replace("|", "\\|")
     return line if len(line) <= most else line[:most] + "..."
 

@@ -83,17 +83,15 @@ def delete_while_training(folder: Path) -> Row:
 
 
 def too_many_workers(folder: Path) -> Row:
+    """`--workers 64` on this machine (with --force it would start them: not done here)."""
     (folder / "s.yaml").write_text(sweep(3), encoding="utf-8")
     many = lorasweep(folder, "run", "s.yaml", "--workers", "64")
-    untouched = nothing_written(folder)
-    forced = lorasweep(folder, "-q", "run", "s.yaml", "--workers", "3", "--force")
     return Row(
         f"`run --workers 64` on {os.cpu_count()} cores",
         many.first(),
         "-",
         running(folder),
-        f"nothing written: {untouched}; `--workers 3 --force`: {forced.exit()}, "
-        f"{len(finished(folder))}/3 finished",
+        f"nothing written: {nothing_written(folder)}",
     )
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import _faults_handover as handover
 import _faults_inputs as inputs
 import _faults_lifecycle as lifecycle
-from _faults_harness import STUDY, Row, finished, lorasweep, lost, rerun, running, spawn, start, sweep
+from _faults_harness import FP32, STUDY, Row, finished, lorasweep, lost, rerun, running, spawn, start, sweep
 
 FREE_KB = 48  # what the full disk leaves: a trial's run opens, its adapter and metrics do not fit
 
@@ -183,7 +183,7 @@ def promote_killed(step: str) -> Callable[[Path], Row]:
     def promote(folder: Path) -> Row:
         from mlflow import MlflowClient
 
-        start(folder, 2)
+        start(folder, 2, sweep(2, more=FP32))  # fp32 alone: the kill comes after the exports
         killed = lorasweep(folder, step, script=_DIES_AFTER)
         done = lorasweep(folder, "promote")
         client = MlflowClient(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")

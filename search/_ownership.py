@@ -25,6 +25,7 @@ import optuna
 from filelock import FileLock, Timeout
 from mlflow.entities.model_registry import ModelVersion
 
+from ._urls import sqlite_path
 from .errors import UserError
 from .record import study_id, version_study
 
@@ -36,9 +37,9 @@ def turn(uri: str, name: str, log: Log) -> Iterator[None]:
     """Hold the lock of registered model `name` in the store `uri` for the block; say so when another
     promote holds it and this one waits. A local store's lock sits beside its database; a server
     store's in the system temp folder, which only the promotes of this machine share."""
-    parts = urlsplit(uri)
-    if parts.scheme == "sqlite" and uri.startswith("sqlite:///"):
-        lock = Path(uri.removeprefix("sqlite:///")).parent / f".promote-{name}.lock"
+    parts, database = urlsplit(uri), sqlite_path(uri)
+    if database is not None:
+        lock = database.parent / f".promote-{name}.lock"
     elif parts.scheme in ("", "file"):
         lock = Path(parts.path) / f".promote-{name}.lock"
     else:

@@ -12,7 +12,6 @@ the lower trial number breaks a tie.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lorasweep.objectives import METRICS
 
 from ._choices import PRECISIONS
-from ._typed import unknown_key
+from ._typed import name_problem, unknown_key
 from .errors import Problems, UserError
 from .record import TrialRecord
 
@@ -171,11 +170,9 @@ def parse_promote(raw: Any, problems: Problems) -> PromoteSpec:
             problems.add(("promote", key), unknown_key("a key of promote", key, keys))
     values["select"] = _parse_rule(raw.get("select", []), problems)
     name = raw.get("model_name")
-    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[\w.-]+", name)):
-        problems.add(
-            ("promote", "model_name"),
-            f"promote.model_name must use only letters, digits, '.', '-' and '_', but got model_name={name!r}.",
-        )
+    # It names folders too (exports/NAME/vK, the .promote-NAME.lock): the study's name rule, whole.
+    if name is not None and (wrong := name_problem("promote.model_name", name)) is not None:
+        problems.add(("promote", "model_name"), wrong)
     values["model_name"] = name
     precisions = raw.get("precisions", list(PRECISIONS))
     if not isinstance(precisions, list) or not precisions or set(map(str, precisions)) - set(PRECISIONS):

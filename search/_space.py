@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from lorasweep import objectives
@@ -100,6 +101,29 @@ def describe(dist: BaseDistribution) -> str:
     kind = "int" if isinstance(dist, IntDistribution) else "float"
     extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
     return f"{kind} [{dist.low}, {dist.high}]{extra}"
+
+
+def alpha_tie(space: SearchSpace) -> str:
+    """How lora_alpha follows r in a space, as a sweep file's reader knows it. A fixed k is no
+    distribution, so a trial's sampled parameters cannot show it: continuing a study compares this."""
+    if ALPHA_PER_RANK in space.distributions:
+        return "a sampled per_rank x r"  # its range is a distribution, compared as the others are
+    if space.alpha_per_rank is not None:
+        return f"{space.alpha_per_rank:g} x r"
+    return "not tied to r"
+
+
+def stored_alpha_tie(text: str) -> str | None:
+    """alpha_tie of a sweep file's text stored with a study, reading its search_space alone (a file
+    an older version stored may no longer load whole); None where even that cannot be read."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    problems = Problems()  # the stored file's problems are not this run's: only the tie is wanted
+    return alpha_tie(parse_space(raw.get("search_space"), problems, {}))
 
 
 def grid_points(dist: BaseDistribution) -> list[Any] | None:

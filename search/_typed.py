@@ -5,6 +5,7 @@ checks are the trial side's `check_type`); every problem goes to the shared coll
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from typing import Any
 
@@ -62,3 +63,27 @@ def parse_section(raw: dict, section: str, cls: type, problems: Problems, base: 
         else:
             problems.add((section, key), f"{section}.{key} must be {expected}, but got {key}={value!r}.")
     return dataclasses.replace(base, **kwargs)
+
+
+# A study's, a local experiment's and a promoted model's names become folder and file names
+# (mlruns/artifacts/<experiment>, reports/<study>, exports/<model>/vK): one path segment, never `.` or `..`, and short enough that
+# the names built from them stay under the file systems' 255 bytes.
+MAX_NAME_BYTES = 100
+
+
+def name_problem(what: str, name: Any) -> str | None:
+    """Why `name` cannot be a study's, a local MLflow experiment's or a promoted model's name (`what`
+    says which), or None."""
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
+        return (
+            f"{what} must use only letters, digits, '.', '-' and '_', but got name={name!r}. It names a "
+            "folder: use a word such as demo-2, not a path."
+        )
+    if name in (".", ".."):
+        return f"{what} must name a folder of its own, but got name={name!r}, a path. Use a word (e.g. demo)."
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return (
+            f"{what} must be at most {MAX_NAME_BYTES} characters (bytes in UTF-8), as it names files, "
+            f"but got name={name[:20]!r}... ({len(name.encode())} bytes). Use a shorter name."
+        )
+    return None

@@ -26,12 +26,30 @@ def tracking_uri(flag: str | None, from_file: str | None) -> str:
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or from_file or DEFAULT_TRACKING_URI
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a local SQLite store (sqlite:///relative/x.db, sqlite:////abs/x.db), or
+    None for any other store. The one reading of such a URL: its lock, its artifacts and its folder
+    all sit beside this file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def is_local(uri: str) -> bool:
+    """Whether a tracking URI is a store on this machine's disk (SQLite, a file store or a bare
+    path), whose experiments become folders; a server names its experiments as it likes."""
+    # MLflow reads a bare "databricks" as the Databricks workspace, not as a folder of that name.
+    return uri != "databricks" and urlsplit(uri).scheme in ("", "file", "sqlite")
+
+
 def absolute(uri: str) -> str:
     """A sqlite URI with an absolute path. MLflow caches one database engine per URI string for the
     process: a relative path would keep pointing at the first folder it was opened from."""
-    if uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
-    return uri
+    path = sqlite_path(uri)
+    if path is None:
+        return uri
+    query = uri.partition("?")[2]
+    return f"sqlite:///{path.resolve()}" + (f"?{query}" if query else "")
 
 
 def redact(url: str) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from lorasweep.objectives import InputError, quiet_libraries
 
 from ._choices import DEFAULT_MAX_FAILURES, PRECISIONS, STATES
-from ._urls import STORAGE_ENV, redact, tracking_uri
+from ._urls import STORAGE_ENV, redact, sqlite_path, tracking_uri
 from .errors import ExportFailed, StoreError, SweepError, SweepStopped, UserError
 
 if TYPE_CHECKING:
@@ -749,7 +749,8 @@ def _ui(args: argparse.Namespace) -> int:
             uri = study_tracking_uri(load_study(None, args.storage), None)
         except UserError:
             pass
-    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
+    database = sqlite_path(uri)
+    if database is not None and database.is_file():
         tracking.client(absolute(uri))  # a store moved with its folder shows the artifacts beside it
     if not is_loopback(args.host):
         print(

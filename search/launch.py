@@ -36,8 +36,8 @@ from ._machine import (
 )
 from ._progress import Progress, best_text
 from ._recovery import Recovery, worker_id
-from ._space import describe
-from ._urls import redact, tracking_uri
+from ._space import alpha_tie, describe, stored_alpha_tie
+from ._urls import is_local, redact, tracking_uri
 from ._workers import FINISHED, _visible_gpus, exhausted, run_pool, work
 from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool, timed_out
@@ -116,6 +116,9 @@ def run_sweep(
         )
     uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
     existing = _existing_study(name, storage_url, sweep)
+    if existing is None and sweep.experiment is not None and is_local(uri):
+        # A local store makes the experiment a folder; load_sweep could not see a --tracking-uri flag.
+        check_study_name(sweep.experiment, "tracking.experiment")
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
     if existing is not None and done >= budget:
         tracker = Tracker(uri, sweep.experiment or name)
@@ -131,6 +134,7 @@ def run_sweep(
 
     session = _Session.open(sweep, name, storage_url, uri, options, log, runner, create=True)
     study, tracker = session.study, session.tracker
+    first = len(study.get_trials(deepcopy=False))  # trials numbered from here on are this run's
     choice = _auto_workers(session, options, storage_url, budget - done, ours=runner is None)
     if choice is not None:
         options = dataclasses.replace(options, workers=choice.workers)
@@ -186,7 +190,7 @@ def run_sweep(
                 raise
         raise
     _say_if_exhausted(study, sweep, budget, log)
-    _say_if_timed_out(study, sweep, budget, ended, log)
+    _say_if_timed_out(study, sweep, budget, ended, log, first)
     status = "FAILED" if failures.tripped else "FINISHED"
     parent.finish(study, tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
     failures.raise_if_tripped(study, budget)
@@ -219,6 +223,7 @@ def join_sweep(
     uri = record.study_tracking_uri(study, options.tracking_uri)
     session = _Session.open(sweep, name, storage, uri, options, log, runner, create=False)
     study = session.study
+    first = len(study.get_trials(deepcopy=False))  # trials numbered from here on are this run's
     session.recovery.recover(study)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
     budget = StudyRecord.of(study).budget or sweep.study.n_trials
@@ -230,7 +235,7 @@ def join_sweep(
     except BaseException:
         _stop_if_deleted(study, session.tracker, parent_id)
         raise
-    _say_if_timed_out(study, sweep, budget, ended, log)
+    _say_if_timed_out(study, sweep, budget, ended, log, first)
     failures.raise_if_tripped(study, budget)
     return study
 
@@ -259,17 +264,19 @@ def _say_if_exhausted(study: optuna.Study, sweep: Sweep, budget: int, log: Calla
 
 
 def _say_if_timed_out(
-    study: optuna.Study, sweep: Sweep, budget: int, ended: str, log: Callable[[str], None]
+    study: optuna.Study, sweep: Sweep, budget: int, ended: str, log: Callable[[str], None], first: int
 ) -> None:
     """The study's timeout ended the sweep short of its budget: one line, naming the trial it
-    stopped (recorded as interrupted: the next run runs it again)."""
+    stopped (recorded as interrupted: the next run runs it again). Only a trial numbered `first` or
+    later is this run's: an earlier run's timed-out trial is not named when this run's timeout fell
+    between trials."""
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     if ended != "timeout" or finished >= budget:
         return
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in record.retried_numbers(t)}
     # This run's: the last trial the timeout stopped, unless a later trial runs it again already.
-    stopped = [t for t in trials if timed_out(t)][-1:]
+    stopped = [t for t in trials if t.number >= first and timed_out(t)][-1:]
     said = ""
     if stopped and stopped[0].number not in retried:
         attempts = len(record.retried_numbers(stopped[0])) + 1  # Recovery retries up to study.retries
@@ -536,20 +543,25 @@ def _check_space(study: optuna.Study, sweep: Sweep) -> None:
     distribution (or other choices) under a name only when a trial asks for it, failing trial after
     trial at once; a changed range it would take, yet the study's sampler, its duplicate check and
     its results would then mix two spaces. So every change is refused here, before anything is
-    written. The old ranges: those the study's trials were sampled from (the sweep stored with the
-    study, before any trial)."""
+    written. The old ranges: those the study's trials were sampled from. With none sampled yet (a
+    study is saved before its base model is evaluated: a Ctrl-C there leaves it empty) nothing is
+    mixed, and the new space is the study's. lora_alpha's tie to r (a fixed k is no distribution)
+    is compared with the sweep file stored by the run that sampled them."""
     old: dict[str, BaseDistribution] = {}
     for trial in study.get_trials(deepcopy=False):
         for name, dist in trial.distributions.items():
             old.setdefault(name, dist)
-    if not old and StudyRecord.of(study).sweep_text is not None:
-        with contextlib.suppress(UserError):  # a stored file that no longer loads: no ranges to keep
-            old = dict(stored_sweep(study).space.distributions)
+    if not old:
+        return
     changed = [
         f"{name}: {describe(old[name])} -> {describe(new)}"
         for name, new in sweep.space.distributions.items()
         if name in old and old[name] != new
     ]
+    text = StudyRecord.of(study).sweep_text
+    tie, new_tie = stored_alpha_tie(text) if text is not None else None, alpha_tie(sweep.space)
+    if tie is not None and tie != new_tie:
+        changed.append(f"lora_alpha: {tie} -> {new_tie}")
     if changed:
         name = study.study_name
         raise UserError(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from ._moved import moved
 from ._urls import absolute, redact, tracking_uri
 from .errors import StoreError, UserError
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 # -- the study's user attributes -----------------------------------------------------------------
 SWEEP = "sweep_yaml"  # the sweep file's text: resume and workers run from it
-SWEEP_PATH = "sweep_path"
+SWEEP_PATH = "sweep_path"  # relative to the working folder where it lies under it (a moved project)
+SWEEP_FILE = "sweep_file"  # and absolute: promote or export run from another folder (--storage)
 BUDGET = "n_trials"  # finished trials the study ends with
 TRACKING = "tracking_uri"  # where its MLflow runs are (password masked)
 PARENT_RUN = "mlflow_parent_run_id"
@@ -133,6 +135,7 @@ def save_study(
         (REPORTED, {"metric": reported[0], "sign": reported[1]} if reported else None),
         (SWEEP, sweep.text),
         (SWEEP_PATH, _portable(sweep.path) if sweep.path else None),
+        (SWEEP_FILE, str(sweep.path.resolve()) if sweep.path else None),
         (BUDGET, budget),
         (TRACKING, redact(tracking)),
         (CUSTOM_METRICS, list(sweep.custom_metrics)),
@@ -169,10 +172,29 @@ def save_base_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:
     study.set_user_attr(BASE_METRICS, metrics)
 
 
+def stored_tracking_uri(study: optuna.Study) -> str | None:
+    """The tracking URI stored on the study; an earlier version's absolute one into the project
+    folder this one was moved or copied from, put back under this folder (_moved)."""
+    stored = StudyRecord.of(study)
+    found = moved(stored.tracking_uri, stored.parent_run_id)
+    return found.uri() if found is not None else stored.tracking_uri
+
+
+def study_sweep_file(study: optuna.Study) -> Path:
+    """Where the study's sweep file was, which anchors its relative data path: as stored relative to
+    the working folder where that holds it, else its absolute path (promote or export from another
+    folder), an earlier version's absolute path put back under a moved project folder."""
+    stored, attrs = StudyRecord.of(study), study.user_attrs
+    found = moved(stored.tracking_uri, stored.parent_run_id)
+    paths = [Path(p) for p in (stored.sweep_path, attrs.get(SWEEP_FILE)) if p]
+    paths = [found.path(p) if found is not None else p for p in paths]
+    return next((p for p in paths if p.is_file()), paths[0] if paths else Path(f"{study.study_name}.yaml"))
+
+
 def study_tracking_uri(study: optuna.Study, flag: str | None) -> str:
     """Where a study's MLflow runs are: the flag, then $MLFLOW_TRACKING_URI, then the URI the study
     was run with (stored, password masked), then the local default."""
-    uri = tracking_uri(flag, StudyRecord.of(study).tracking_uri)
+    uri = tracking_uri(flag, stored_tracking_uri(study))
     if "***" in uri:
         raise UserError(
             f"the tracking URI must carry its credentials, but study {study.study_name!r} stores "

@@ -8,7 +8,6 @@ shipped tone data set), so a file in the Olive material's format, with only `sea
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,11 @@ from lorasweep.objectives import (
 
 from ._select import PromoteSpec, parse_promote
 from ._space import SearchSpace, grid_points, parse_space
-from ._typed import parse_section, unknown_key
-from ._urls import redact
+from ._typed import name_problem, parse_section, unknown_key
+from ._urls import is_local, redact, tracking_uri
 from ._yaml import load_yaml
 from .errors import Problems, UserError
-from .record import StudyRecord
+from .record import StudyRecord, stored_tracking_uri, study_sweep_file
 from .strategy import SAMPLERS, parse_pruner, parse_sampler_options
 
 SECTIONS = (
@@ -108,12 +107,16 @@ class Sweep:
         problems.raise_if_any()
 
 
-def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequence[str] = ()) -> Sweep:
+def load_sweep(
+    path: str | Path, text: str | None = None, custom_metrics: Sequence[str] = (), *, stored: bool = False
+) -> Sweep:
     """Read, check and resolve a sweep file. Raises SweepError listing every problem found.
 
     `text` stands in for the file's content (a sweep stored with its study); `path` still names it
     and anchors its relative data path. `custom_metrics` are names the study may also optimise
-    (metrics the Python API computes with the user's functions)."""
+    (metrics the Python API computes with the user's functions). `stored`: the text was stored with
+    an existing study, whose names were taken by the version that ran it: they are not checked again
+    (a study that ran must stay resumable, promotable and exportable)."""
     path = Path(path)
     raw, lines, text = load_yaml(path, text)
     problems = Problems(str(path), lines)
@@ -136,7 +139,7 @@ def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequen
         data = dataclasses.replace(data, prompt_template=None, response_template=None)
     eval_ = parse_section(raw, "eval", EvalSpec, problems)
     custom_metrics = tuple(custom_metrics)
-    study = _parse_study(raw, path, problems, space, custom_metrics)
+    study = _parse_study(raw, path, problems, space, custom_metrics, stored=stored)
     tracking = raw.get("tracking") or {}
     if (
         not isinstance(tracking, dict)
@@ -149,8 +152,14 @@ def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequen
             f"strings, but got tracking={tracking!r}.",
         )
         tracking = {}
-    if "experiment" in tracking and (wrong := name_problem("tracking.experiment", tracking["experiment"])):
-        problems.add(("tracking", "experiment"), wrong)
+    # A local store makes the experiment a folder (its artifacts); a server names it as it likes
+    # (team/demo, /Users/x@y/exp). A --tracking-uri flag the file cannot see: run_sweep checks it.
+    local = is_local(tracking_uri(None, tracking.get("uri")))
+    experiment = tracking.get("experiment")
+    if experiment is not None and local and not stored:
+        wrong = name_problem("tracking.experiment", experiment)
+        if wrong is not None:
+            problems.add(("tracking", "experiment"), wrong)
     urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))
     for where, url in (*urls, (("data", "path"), data.path)):
         if url and redact(url) != url:  # the file is stored with the study and logged to MLflow
@@ -191,29 +200,6 @@ def load_sweep(path: str | Path, text: str | None = None, custom_metrics: Sequen
     )
 
 
-# A study's and an experiment's names become folder and file names (mlruns/artifacts/<experiment>,
-# reports/<study>, an export's folder): one path segment, never `.` or `..`, and short enough that
-# the names built from them stay under the file systems' 255 bytes.
-MAX_NAME_BYTES = 100
-
-
-def name_problem(what: str, name: Any) -> str | None:
-    """Why `name` cannot be a study's or an MLflow experiment's name (`what` says which), or None."""
-    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name):
-        return (
-            f"{what} must use only letters, digits, '.', '-' and '_', but got name={name!r}. It names a "
-            "folder under mlruns/: use a word such as demo-2, not a path."
-        )
-    if name in (".", ".."):
-        return f"{what} must name a folder of its own, but got name={name!r}, a path. Use a word (e.g. demo)."
-    if len(name.encode()) > MAX_NAME_BYTES:
-        return (
-            f"{what} must be at most {MAX_NAME_BYTES} characters (bytes in UTF-8), as it names files, "
-            f"but got name={name[:20]!r}... ({len(name.encode())} bytes). Use a shorter name."
-        )
-    return None
-
-
 def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
     if raw is None:
         return {}
@@ -244,7 +230,7 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
 
 
 def _parse_study(
-    raw: dict, path: Path, problems: Problems, space: SearchSpace, custom: tuple[str, ...]
+    raw: dict, path: Path, problems: Problems, space: SearchSpace, custom: tuple[str, ...], *, stored: bool
 ) -> StudySpec:
     study = raw.get("study") or {}
     strategy = raw.get("search_strategy") or {}
@@ -347,7 +333,7 @@ def _parse_study(
             f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.",
         )
     name = study.get("name", path.stem)
-    wrong = name_problem("study.name", name)
+    wrong = None if stored else name_problem("study.name", name)
     if wrong is not None:
         problems.add(("study", "name") if "name" in study else ("study",), wrong)
     storage = study.get("storage")
@@ -385,10 +371,8 @@ def stored_sweep(study: optuna.Study) -> Sweep:
             f"a study to resume or join must have been started by lorasweep, but study {study.study_name!r} "
             "holds no sweep file. Run it with: lorasweep run FILE --study NAME."
         )
-    sweep = load_sweep(
-        Path(stored.sweep_path or f"{study.study_name}.yaml"), stored.sweep_text, stored.custom_metrics
-    )
-    return dataclasses.replace(sweep, tracking_uri=stored.tracking_uri or sweep.tracking_uri)
+    sweep = load_sweep(study_sweep_file(study), stored.sweep_text, stored.custom_metrics, stored=True)
+    return dataclasses.replace(sweep, tracking_uri=stored_tracking_uri(study) or sweep.tracking_uri)
 
 
 def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:

@@ -132,3 +132,39 @@ def test_the_same_space_in_an_edited_file_continues_with_a_note(stores, write, c
     study = run_sweep(load_sweep(write(text)), RunOptions(n_trials=4, plots=False), runner=curve_runner())
     assert len(study.trials) == 4
     assert "was started from a different sweep file; continuing" in capsys.readouterr().out
+
+
+def test_a_study_stopped_before_its_first_trial_takes_an_edited_space(stores, write):
+    """Ctrl-C while the base model is evaluated: the study is saved, no trial sampled anything, so
+    the edited space mixes nothing and is the study's from then on."""
+    runner = curve_runner()
+
+    def interrupted() -> dict[str, float]:
+        raise KeyboardInterrupt
+
+    runner.evaluate_base = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_sweep(write), RunOptions(quiet=True, plots=False), runner=runner)
+    assert optuna.load_study(study_name="cont", storage=open_storage(None)).trials == []
+
+    edited = _sweep(write, ranks="4, 8, 32", extra="")
+    study = run_sweep(edited, RunOptions(quiet=True, plots=False), runner=curve_runner())
+    assert sorted(t.params["lora_r"] for t in study.trials) == [4, 8, 32]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "said"),
+    [
+        ("{per_rank: 2}", "{per_rank: 4}", "lora_alpha: 2 x r -> 4 x r"),
+        ("{per_rank: 2}", "{per_rank: {type: choice, values: [1, 2]}}", "lora_alpha: 2 x r -> a sampled per_rank x r"),
+        ("{per_rank: 2}", "{type: int, low: 8, high: 32}", "lora_alpha: 2 x r -> not tied to r"),
+    ],
+)
+def test_a_changed_alpha_per_rank_is_refused(stores, write, before, after, said):
+    """A fixed k in lora_alpha = k x r is no distribution: the trials' own cannot show its change."""
+    quiet = RunOptions(quiet=True, plots=False)
+    run_sweep(_sweep(write, extra=f"  lora_alpha: {before}\n"), quiet, runner=curve_runner())
+    changed = _sweep(write, extra=f"  lora_alpha: {after}\n")
+    with pytest.raises(UserError) as raised:
+        run_sweep(changed, RunOptions(n_trials=5, quiet=True, plots=False), runner=curve_runner())
+    assert f"other ranges: {said}. Run the new space" in str(raised.value)

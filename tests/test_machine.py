@@ -4,12 +4,14 @@ nothing trains."""
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 from mlflow import MlflowClient
 
-from lorasweep.objectives import BaseFootprint
-from lorasweep.search import RunOptions, launch, load_sweep, run_sweep
+from lorasweep.objectives import BaseFootprint, TrialTimedOut
+from lorasweep.search import RunOptions, _workers, launch, load_sweep, record, run_sweep
 from lorasweep.search._machine import (
     RUNTIME_BYTES,
     Machine,
@@ -23,6 +25,7 @@ from lorasweep.search.errors import SweepStopped, UserError
 from lorasweep.search.failures import require_a_complete_trial
 from lorasweep.search.storage import open_storage
 
+from . import stubs
 from .stubs import Scripted, StubRunner
 
 GiB = 2**30
@@ -77,8 +80,41 @@ def test_run_refuses_too_many_workers_before_anything_is_written(stores, write, 
     assert [e.name for e in client.search_experiments()] == ["Default"]
 
 
+class _StepClock:
+    """time, whose monotonic clock moves only when a stub trial sleeps through a step (and then
+    without sleeping): the timeout tests count steps, so a loaded machine's slow MLflow writes cannot
+    push a trial past the deadline, and they run in milliseconds."""
+
+    def __init__(self, moves: bool) -> None:
+        self.now = [1000.0]
+        self.moves = moves
+
+    def monotonic(self) -> float:
+        return self.now[0]
+
+    def sleep(self, seconds: float) -> None:
+        if self.moves:
+            self.now[0] += seconds
+        else:  # a poll of the workers' loop: real time, the clock stays
+            time.sleep(seconds)
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    steps = _StepClock(moves=True)
+    polls = _StepClock(moves=False)
+    polls.now = steps.now  # one clock, read by the deadline's every check
+    monkeypatch.setattr(stubs, "time", steps)
+    monkeypatch.setattr(launch, "time", polls)
+    monkeypatch.setattr(_workers, "time", polls)
+    return steps
+
+
 def _slow_runner() -> StubRunner:
-    """Each trial: three curve points 0.3 s apart."""
+    """Each trial: three curve points 0.3 s apart (on the step clock, when a test takes it)."""
     return StubRunner(
         lambda r: Scripted(
             curve={step: {"eval_loss": 1 / r, "loss": 1 / r} for step in (10, 20, 30)},
@@ -89,7 +125,9 @@ def _slow_runner() -> StubRunner:
     )
 
 
-def test_the_timeout_stops_the_running_trial_says_so_and_a_rerun_runs_it_again(stores, write, capsys):
+def test_the_timeout_stops_the_running_trial_says_so_and_a_rerun_runs_it_again(
+    stores, write, capsys, step_clock
+):
     sweep = load_sweep(write(SWEEP.format(extra=", timeout: 1.5")))
     study = run_sweep(sweep, RunOptions(plots=False), runner=_slow_runner())
 
@@ -115,7 +153,7 @@ def test_the_timeout_stops_the_running_trial_says_so_and_a_rerun_runs_it_again(s
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
 
 
-def test_a_timeout_before_any_trial_completes_says_what_stopped_them(stores, write):
+def test_a_timeout_before_any_trial_completes_says_what_stopped_them(stores, write, step_clock):
     sweep = load_sweep(write(SWEEP.format(extra=", timeout: 0.5")))
     run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=_slow_runner())
     with pytest.raises(SweepStopped) as raised:
@@ -147,7 +185,7 @@ def test_validate_notes_an_absurd_budget(write, capsys):
     assert out[-1].startswith("note: a trial of train.max_steps=1000000000 takes at least 116 days")
 
 
-def test_a_retry_the_timeout_stops_again_is_said_to_be_the_last(stores, write, capsys):
+def test_a_retry_the_timeout_stops_again_is_said_to_be_the_last(stores, write, capsys, step_clock):
     """study.retries (1) is spent by the retry: the second run must not promise a third attempt."""
     sweep = load_sweep(write(SWEEP.format(extra=", timeout: 0.5")))
     for _ in range(2):
@@ -161,3 +199,19 @@ def test_a_retry_the_timeout_stops_again_is_said_to_be_the_last(stores, write, c
     ]
     study = optuna.load_study(study_name="bound", storage=open_storage(None))
     assert study.trials[1].user_attrs["retry_of"] == 0
+
+
+def test_the_timeout_names_only_a_trial_this_run_stopped(write):
+    """This run's timeout fell between trials: an earlier run's stopped trial is not named as its."""
+    sweep = load_sweep(write(SWEEP.format(extra=", timeout: 1.5")))
+    study = optuna.create_study()
+    earlier = study.ask()
+    record.failed(earlier, TrialTimedOut("the study's timeout passed at step 10: the trial was stopped there"))
+    study.tell(earlier, state=optuna.trial.TrialState.FAIL)
+    study.tell(study.ask(), 1.0)  # this run's one trial, finished before its deadline
+    said: list[str] = []
+    launch._say_if_timed_out(study, sweep, 3, "timeout", said.append, first=1)
+    assert said == ["the study's timeout (1.5 s) ended the sweep at 1/3 finished trials"]
+    said.clear()
+    launch._say_if_timed_out(study, sweep, 3, "timeout", said.append, first=0)
+    assert said[0].endswith("; trial 0 was stopped at the deadline and runs again on the next run")

@@ -133,3 +133,104 @@ def test_resume_after_a_move_records_into_the_moved_store(tmp_path, monkeypatch,
     runs = client.search_runs([client.get_experiment_by_name("moving").experiment_id])
     assert len(runs) == 4  # the parent and three trials, all in the moved store
     assert all(r.info.artifact_uri.startswith(moved.as_uri() + "/") for r in runs)
+
+
+def _old_study(tmp_path, monkeypatch, _empty_mlflow_db) -> Path:
+    """proj, with a study run there and stored as an earlier version stored it: its MLflow store and
+    its sweep file as absolute paths into proj (and no sweep_file)."""
+    from lorasweep.search import record
+    from lorasweep.search.cli import main
+    from lorasweep.search.storage import find_study
+
+    from .stubs import Scripted, StubRunner
+
+    monkeypatch.setattr(
+        "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
+    )
+    proj = _store(tmp_path, _empty_mlflow_db)
+    (proj / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n' * 20, encoding="utf-8")
+    (proj / "sweep.yaml").write_text(
+        "study: {name: old, n_trials: 1}\nsearch_space:\n  lora_r: {type: choice, values: [2, 4, 8]}\n"
+        "data: {path: rows.jsonl, prompt_template: '{q}', response_template: '{a}'}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(proj)
+    assert main(["-q", "run", "sweep.yaml"]) == 0
+    study = find_study("old", None)
+    study.set_user_attr(record.TRACKING, f"sqlite:///{proj}/mlruns/mlflow.db")
+    study.set_user_attr(record.SWEEP_PATH, str(proj / "sweep.yaml"))
+    study.set_user_attr(record.SWEEP_FILE, None)
+    return proj
+
+
+def _runs(folder: Path) -> int:
+    client = tracking.client(f"sqlite:///{folder}/mlruns/mlflow.db")
+    return len(client.search_runs([client.get_experiment_by_name("old").experiment_id]))
+
+
+def test_an_old_study_stored_absolute_follows_its_moved_folder(tmp_path, monkeypatch, capsys, _empty_mlflow_db):
+    from lorasweep.search.cli import main
+    from lorasweep.search.record import StudyRecord
+    from lorasweep.search.storage import find_study
+
+    proj = _old_study(tmp_path, monkeypatch, _empty_mlflow_db)
+    moved = tmp_path / "proj2"
+    proj.rename(moved)
+    monkeypatch.chdir(moved)
+    capsys.readouterr()
+    assert main(["-q", "resume", "old", "--trials", "2"]) == 0
+    assert not proj.exists()  # not made again by a write into the old folder's store
+    notes = [line for line in capsys.readouterr().err.splitlines() if "another folder than this project" in line]
+    assert len(notes) == 1 and str(moved / "mlruns" / "mlflow.db") in notes[0]
+    assert _runs(moved) == 3  # the parent and both trials, in the moved store
+    stored = StudyRecord.of(find_study("old", None))
+    assert stored.tracking_uri == "sqlite:///mlruns/mlflow.db"  # portable from now on
+
+
+def test_an_old_study_in_a_copied_folder_never_writes_into_the_original(
+    tmp_path, monkeypatch, capsys, _empty_mlflow_db
+):
+    from lorasweep.search.cli import main
+
+    proj = _old_study(tmp_path, monkeypatch, _empty_mlflow_db)
+    copy = tmp_path / "copy"
+    shutil.copytree(proj, copy)
+    monkeypatch.chdir(copy)
+    assert main(["-q", "resume", "old", "--trials", "2"]) == 0
+    assert (_runs(proj), _runs(copy)) == (2, 3)
+
+
+def test_a_stranger_store_in_the_working_folder_is_not_taken_for_the_studys(tmp_path, _empty_mlflow_db, monkeypatch):
+    """Another project's folder with its own store: the study's runs are not there, so its stored
+    store is kept."""
+    from lorasweep.search._moved import moved
+
+    other = _store(tmp_path / "other", _empty_mlflow_db)
+    monkeypatch.chdir(other)
+    assert moved(f"sqlite:///{tmp_path}/proj/mlruns/mlflow.db", "0" * 32) is None
+
+
+def test_the_sweep_file_is_found_from_another_folder(tmp_path, monkeypatch, _empty_mlflow_db):
+    """promote or export with --storage from another folder: the sweep file (and the data beside it)
+    by its absolute path, as the relative one does not hold there."""
+    from lorasweep.search.cli import main
+    from lorasweep.search.storage import find_study
+    from lorasweep.search.sweep import stored_sweep
+
+    from .stubs import Scripted, StubRunner
+
+    monkeypatch.setattr(
+        "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
+    )
+    proj = _store(tmp_path, _empty_mlflow_db)
+    (proj / "sweep.yaml").write_text(
+        "study: {name: far, n_trials: 1}\nsearch_space:\n  lora_r: {type: choice, values: [2, 4]}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(proj)
+    assert main(["-q", "run", "sweep.yaml"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    study = find_study("far", str(proj / "mlruns" / "optuna.journal"))
+    assert stored_sweep(study).path == proj / "sweep.yaml"

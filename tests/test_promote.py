@@ -323,6 +323,9 @@ def test_a_promote_killed_after_its_logged_model_leaves_nothing_pending(
             "promote.max_perplexity_change must map precisions to relative",
         ),
         ("{model_name: 'a b'}", "promote.model_name must use only letters, digits"),
+        # it names exports/NAME/vK and .promote-NAME.lock: `..` would write ./v1 beside exports/
+        ("{model_name: '..'}", "promote.model_name must name a folder of its own, but got name='..'"),
+        ("{model_name: " + "m" * 101 + "}", "promote.model_name must be at most 100 characters"),
         ("{alias: best}", "a key of promote must be one of select, model_name, precisions"),
         (
             "{max_eval_loss_change: -0.1}",

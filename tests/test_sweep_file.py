@@ -220,6 +220,38 @@ def test_names_that_become_folders_are_refused_at_their_line(write, section, nam
     assert str(error.value).startswith(f"{path}:3: ") and expected in str(error.value)
 
 
+@pytest.mark.parametrize("experiment", ["team/demo", "/Users/x@y.org/exp"])
+def test_a_server_names_its_experiments_as_it_likes(write, monkeypatch, experiment):
+    """On a tracking server an experiment is no folder: a path-like name it takes is taken too."""
+    server = write(f"tracking: {{uri: 'http://mlflow:5000', experiment: '{experiment}'}}\n")
+    assert load_sweep(server).experiment == experiment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+    assert load_sweep(write(f"tracking: {{experiment: '{experiment}'}}\n")).experiment == experiment
+
+
+def test_a_run_checks_the_experiment_against_a_local_tracking_uri_flag(write, in_tmp, capsys):
+    """The file names a server, the flag a local store: the experiment would become a folder."""
+    path = write("study: {name: ok}\ntracking: {uri: 'http://mlflow:5000', experiment: 'team/demo'}\n")
+    assert main(["run", str(path), "--tracking-uri", "sqlite:///mlruns/mlflow.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: tracking.experiment must use only letters, digits, '.', '-' and '_'"), err
+    assert not (in_tmp / "mlruns" / "mlflow.db").exists()
+
+
+def test_a_stored_sweep_is_read_whatever_its_names(in_tmp):
+    """A study's stored sweep is read again to resume, promote or export it: names its version took
+    (an experiment on a server, a longer study name) must not lock it out."""
+    import optuna
+
+    from lorasweep.search import record
+    from lorasweep.search.sweep import stored_sweep
+
+    study = optuna.create_study(study_name="s" * 120)
+    study.set_user_attr(record.SWEEP, "study: {name: " + "s" * 120 + "}\ntracking: {experiment: 'team/demo'}\n")
+    sweep = stored_sweep(study)
+    assert sweep.experiment == "team/demo" and sweep.study.name == "s" * 120
+
+
 def test_study_flag_names_obey_the_same_rules(write, in_tmp, capsys):
     path = write("study: {name: ok}\n")
     for name, expected in (
