@@ -18,6 +18,14 @@ pruner (Optuna's default would be a MedianPruner) and TPE seeded with 0.
 With --configs (a JSON list of parameter dicts), those configurations are enqueued on the study
 before the search, so the peer trains exactly the trials lorasweep drew; without, TPE draws its own.
 --timeline writes when the imports, the data, the Trainer and each trial were done (epoch seconds).
+
+--own-defaults is the second race: --n-trials trials drawn by Optuna's default TPE (unseeded, as
+hyperparameter_search makes it), still no pruner. Its trials are ranked by the Trainer's eval_loss,
+which is not lorasweep's number (the Trainer repeats each eval batch's mean loss batch-size times,
+the last short batch too, and averages; lorasweep's is the mean per response token), so with
+--exact-loss each trial's final model is also scored per token, as lorasweep scores it, on the same
+batches; the seconds that takes are written to the timeline, for peer_race.py to take off the
+peer's clock.
 """
 
 import time
@@ -30,12 +38,14 @@ import json
 
 import datasets
 import optuna
+import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -64,6 +74,9 @@ def main() -> None:
         parser.add_argument(flag, required=True)
     parser.add_argument("--configs")
     parser.add_argument("--timeline")
+    parser.add_argument("--n-trials", type=int, default=N_TRIALS)
+    parser.add_argument("--own-defaults", action="store_true", help="Optuna's default (unseeded) TPE")
+    parser.add_argument("--exact-loss", action="store_true", help="score each trial per token too")
     args = parser.parse_args()
 
     tokenizer = AutoTokenizer.from_pretrained(args.base)
@@ -111,13 +124,38 @@ def main() -> None:
         disable_tqdm=True,
         seed=0,
     )
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    exact: list[dict] = []  # per trial: the per-token eval loss and the seconds it took
+
+    class ExactLoss(TrainerCallback):
+        """After training: the mean NLL per response token over the eval split (not timed as the peer's)."""
+
+        @torch.no_grad()
+        def on_train_end(self, args_, state, control, model=None, **kwargs):
+            started = time.time()
+            model.eval()
+            rows = data["eval"].to_list()
+            nll, tokens = 0.0, 0
+            for i in range(0, len(rows), 32):
+                batch = collator(rows[i : i + 32])
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                target = batch["labels"][:, 1:]
+                nll += float(
+                    torch.nn.functional.cross_entropy(
+                        logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="sum"
+                    )
+                )
+                tokens += int((target != -100).sum())
+            exact.append({"loss": nll / max(tokens, 1), "seconds": time.time() - started})
+
     trainer = Trainer(
         model_init=model_init,
         args=training,
         train_dataset=data["train"],
         eval_dataset=data["eval"],
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=collator,
         processing_class=tokenizer,
+        callbacks=[ExactLoss()] if args.exact_loss else None,
     )
     trainer_ready = time.time()
 
@@ -127,7 +165,7 @@ def main() -> None:
     search = {
         "study_name": "peer",
         "storage": storage,
-        "sampler": optuna.samplers.TPESampler(seed=0),
+        "sampler": optuna.samplers.TPESampler() if args.own_defaults else optuna.samplers.TPESampler(seed=0),
         "pruner": optuna.pruners.NopPruner(),
     }
     study = optuna.create_study(direction="minimize", **search)
@@ -139,7 +177,7 @@ def main() -> None:
         direction="minimize",
         backend="optuna",
         hp_space=hp_space,
-        n_trials=N_TRIALS,
+        n_trials=args.n_trials,
         load_if_exists=True,
         **search,
     )
@@ -153,8 +191,9 @@ def main() -> None:
                 "end": t.datetime_complete.timestamp(),
                 "params": t.params,
                 "value": t.value,
+                **({"exact_loss": exact[i]["loss"], "exact_seconds": exact[i]["seconds"]} if exact else {}),
             }
-            for t in study.trials
+            for i, t in enumerate(study.trials)
         ]
         timeline = {
             "start": STARTED,

@@ -1,7 +1,8 @@
 """The peer race (issue 18, item 4): whole-process wall time of `lorasweep run` against transformers'
 `Trainer.hyperparameter_search` (Optuna backend) doing the same search, alternating, in one run.
 
-    .venv/bin/python benchmarks/peer_race.py [--rounds 3] [--peer-draws-own] [--workers N]   (~11 min, 2 cores)
+    .venv/bin/python benchmarks/peer_race.py [--rounds 3] [--peer-draws-own] [--workers N|auto]
+        [--defaults-rounds 1] [--row race|defaults|both]                        (~15 min, 2 cores)
 
 The case: the tiny base, the shipped tone data (lorasweep's stratified 80/20 split of its 1500 rows),
 the demo's task and search space, LoRA on all linear layers, 100 steps with 2 evaluations, 4 trials,
@@ -30,10 +31,12 @@ What makes it fair, and what does not:
   LoRA dropout is lorasweep's default, not peft's (0.0), and it is not free: on the tiny base a
   Trainer trains about a quarter faster without it, so a peer left on peft's defaults would be
   faster still.
-- lorasweep runs as it does by default, in one process (--workers N races `lorasweep run --workers N`,
-  its trials in N processes of cores/N threads each, which the peer's one Trainer cannot do).
+- lorasweep runs as it does by default: `lorasweep run` with no --workers flag, which chooses its
+  workers for the machine and the base (the table says how many ran); --workers N races
+  `lorasweep run --workers N`. Several workers train several trials at once, each on its share of
+  the cores, which the peer's one Trainer cannot do.
 - The peer is handed the split as two JSONL files; lorasweep splits the shipped file itself
-  (milliseconds, but it needs scikit-learn, whose import is in lorasweep's import time).
+  (milliseconds, in numpy: the same rows as scikit-learn's train_test_split).
 - The peer keeps no adapter and no record: that is what hyperparameter_search gives (a BestRun).
 - Unmeasured warm-up first (the libraries imported, lorasweep's cache of library facts filled by
   `lorasweep validate`), so neither side pays a cold disk cache or a first-run cache.
@@ -45,7 +48,18 @@ stores), the time its base_* metrics were logged (the base model's evaluation), 
 parent run's end (plots and summary) against the process's end. The peer's come from its timeline
 (imports, data, Trainer, each Optuna trial's start and end) and the Trainer's train_runtime lines.
 The import costs are measured beside the rounds, in fresh processes: `python -c "import ..."` of
-what each side imports (median of 3), and `python -X importtime` of lorasweep's, by package.
+what each side imports (median of 3), and `python -X importtime` of lorasweep's, by package. With
+several workers the trials overlap: the in-trial rows are each trial's seconds scaled to the wall
+time during which any trial ran, so the columns still add up to the wall time.
+
+The second race (--defaults-rounds, alternating too): each tool with its own defaults for 8 trials
+on the same case, each drawing its own configurations: `lorasweep run` of the case's sweep file
+without a sampler or pruner line (its defaults: TPE seeded 0, no pruner, its default workers), and
+the peer's hyperparameter_search with Optuna's default TPE (unseeded) and no pruner. The figure is
+the wall time from each process's launch to the end of the first trial whose eval loss is at most
+the peer's best of its 8. Both rank by the same number: the mean NLL per response token over the
+eval split (lorasweep's eval_loss; the peer scores each trial's final model that way too, after its
+own objective, and that pass's seconds are taken off its clock).
 """
 
 from __future__ import annotations
@@ -72,11 +86,15 @@ from optuna.storages.journal import JournalFileBackend
 
 from lorasweep.objectives.data import load_rows
 from lorasweep.objectives.tiny import ensure_tiny_base
+from lorasweep.search import record
 from lorasweep.search.sweep import load_sweep
 
 BIN = Path(sys.executable).parent
 PEER = Path(__file__).with_name("_peer.py")
 ROUNDS = 3
+DEFAULTS_ROUNDS = 1  # the second race's rounds: 8 trials a side, about 6 min a round on 2 cores
+DEFAULTS_TRIALS = 8
+OWN_TARGET = 2.0  # seconds lorasweep may add beyond importing and training (issue 27)
 TARGET = 0.8  # lorasweep's median wall time over the peer's
 IMPORT_REPS = 3
 ENV = {
@@ -109,10 +127,15 @@ search_space:
   lora_alpha: {per_rank: {type: choice, values: [1, 2]}}
   batch_size: {type: choice, values: [8, 16, 32]}
 """
+# The second race's sweep: the same case with lorasweep's own sampler and pruner (none named).
+DEFAULTS_SWEEP = SWEEP.replace("  sampler: {type: tpe, seed: 0}\n", "").replace("  pruner: none\n", "").replace(
+    "n_trials: 4", f"n_trials: {DEFAULTS_TRIALS}"
+)
 # What the peer imports (its first lines), and what a `lorasweep run` imports before its first trial:
 # the CLI, then on the way search/launch.py (Optuna, MLflow and its SQLAlchemy store),
-# objectives/recipe.py (torch, transformers, peft, datasets, scikit-learn, rouge-score) and MLflow's
-# system-metrics monitor. The plots' libraries load after the last trial (their own row below).
+# objectives/recipe.py (torch, transformers, peft, datasets) and MLflow's system-metrics monitor.
+# rouge-score loads at the first generation, the plots' libraries after the last trial (their own
+# rows below).
 PEER_IMPORTS = (
     "import datasets, optuna; from peft import LoraConfig, TaskType, get_peft_model; from transformers "
     "import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments"
@@ -129,7 +152,7 @@ PLOT_IMPORTS = (
 # them is charged only what it adds.
 TRACED_IMPORTS = (
     "import torch, transformers; from transformers import Trainer; import peft, datasets, optuna; "
-    "import sklearn.model_selection, sklearn.metrics, rouge_score.rouge_scorer, mlflow, "
+    "import rouge_score.rouge_scorer, mlflow, "
     f"mlflow.store.tracking.sqlalchemy_store; {RUN_IMPORTS}; {PLOT_IMPORTS}"
 )
 # Creating the MLflow store of a fresh folder (its schema migrations), after MLflow is imported.
@@ -156,55 +179,77 @@ def gaps(spans: list[tuple[float, float]]) -> float:
 
 
 # -- the two sides -------------------------------------------------------------------------------
-def race_lorasweep(folder: Path, workers: int) -> dict:
+def union(spans: list[tuple[float, float]]) -> float:
+    """Seconds during which at least one of the (start, end) spans ran."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
+
+
+def race_lorasweep(folder: Path, workers: str | None, sweep: str = SWEEP) -> dict:
     """`lorasweep run` in a fresh folder; its wall time, and its phases read from its own stores."""
-    (folder / "race.yaml").write_text(SWEEP)
-    command = [
-        str(BIN / "lorasweep"),
-        "run",
-        "race.yaml",
-        "-q",
-        *(["--workers", str(workers)] if workers > 1 else []),
-    ]
+    (folder / "race.yaml").write_text(sweep)
+    command = [str(BIN / "lorasweep"), "run", "race.yaml", "-q", *(["--workers", workers] if workers else [])]
     launched, ended, wall, _ = run(command, folder)
     client = MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
-    parent = next(r for r in runs if r.data.tags.get("lorasweep.role") == "study")
+    parent = next(r for r in runs if r.data.tags.get(record.ROLE_TAG) == "study")
     trials = sorted(
-        (r for r in runs if r.data.tags.get("lorasweep.role") == "trial"), key=lambda r: r.info.start_time
+        (r for r in runs if r.data.tags.get(record.ROLE_TAG) == "trial" and r.info.end_time),
+        key=lambda r: r.info.start_time,
     )
     opened, closed = parent.info.start_time / 1000, parent.info.end_time / 1000
-    scored = client.get_metric_history(parent.info.run_id, "base_eval_loss")[0].timestamp / 1000
+    # The base model's scores: logged once scored (or taken from the cache of an earlier study).
+    base_logged = client.get_metric_history(parent.info.run_id, "base_eval_loss")
+    scored = min(base_logged[0].timestamp / 1000, trials[0].info.start_time / 1000) if base_logged else opened
     spans = [(r.info.start_time / 1000, r.info.end_time / 1000) for r in trials]
-    train = sum(r.data.metrics["train_seconds"] for r in trials)
-    generate = sum(r.data.metrics["generate_seconds"] for r in trials)
+    train = sum(r.data.metrics.get("train_seconds", 0.0) for r in trials)
+    generate = sum(r.data.metrics.get("generate_seconds", 0.0) for r in trials)
     in_trials = sum(end - start for start, end in spans)
+    busy = union(spans)
+    overlap = busy / in_trials if in_trials else 1.0  # 1 with one worker; below with trials in parallel
     study = optuna.load_study(
         study_name="race",
         storage=optuna.storages.JournalStorage(JournalFileBackend(str(folder / "mlruns" / "optuna.journal"))),
     )
+    ordered = sorted(study.trials, key=lambda t: t.number)
+    last_end = max(end for _, end in spans)
     return {
         "wall": wall,
-        "configs": [t.params for t in sorted(study.trials, key=lambda t: t.number)],
+        "configs": [t.params for t in ordered],
+        "workers": len({record.TrialRecord.of(t).worker for t in ordered} - {None}),
+        # (seconds from launch to the trial's end, its eval loss), for the second race
+        "finished": sorted(
+            (r.info.end_time / 1000 - launched, r.data.metrics["eval_loss"])
+            for r in trials
+            if "eval_loss" in r.data.metrics and r.info.status == "FINISHED"
+        ),
         "phases": {
             "start": opened - launched,
             "base": scored - opened,
-            "train": train,
-            "generate": generate,
-            "trial_rest": in_trials - train - generate,
-            "between": spans[0][0] - scored + gaps(spans),
-            "end": closed - spans[-1][1],
+            "train": train * overlap,
+            "generate": generate * overlap,
+            "trial_rest": (in_trials - train - generate) * overlap,
+            "between": (min(start for start, _ in spans) - scored) + (last_end - min(s for s, _ in spans)) - busy,
+            "end": closed - last_end,
             "exit": ended - closed,
         },
+        "train_wall": train * overlap,
     }
 
 
-def race_peer(folder: Path, base: Path, split: Path, configs: list[dict] | None) -> dict:
+def race_peer(
+    folder: Path, base: Path, split: Path, configs: list[dict] | None, own_defaults: bool = False
+) -> dict:
     """The peer script, copied into a fresh folder and run there; its wall time and phases."""
     shutil.copy(PEER, folder / "peer.py")
     command = [sys.executable, "peer.py", "--base", str(base), "--out", str(folder / "trainer")]
     command += ["--train", str(split / "train.jsonl"), "--eval", str(split / "eval.jsonl")]
     command += ["--timeline", "timeline.json"]
+    if own_defaults:
+        command += ["--own-defaults", "--exact-loss", "--n-trials", str(DEFAULTS_TRIALS)]
     if configs is not None:
         (folder / "configs.json").write_text(json.dumps(configs))
         command += ["--configs", "configs.json"]
@@ -212,16 +257,24 @@ def race_peer(folder: Path, base: Path, split: Path, configs: list[dict] | None)
     line = json.loads((folder / "timeline.json").read_text())
     spans = [(t["start"], t["end"]) for t in line["trials"]]
     train = sum(float(s) for s in re.findall(r"'train_runtime': '([\d.]+)'", stdout))
+    scoring = 0.0  # the per-token pass of --exact-loss: not the peer's own work, off its clock
+    finished = []
+    for t in line["trials"]:
+        scoring += t.get("exact_seconds", 0.0)
+        if "exact_loss" in t:
+            finished.append((t["end"] - launched - scoring, t["exact_loss"]))
     return {
-        "wall": wall,
+        "wall": wall - scoring,
         "configs": [t["params"] for t in line["trials"]],
+        "finished": finished,
+        "train_wall": train,
         "phases": {
             "start": line["trainer_ready"] - launched,
             "imports": line["imported"] - launched,
             "base": 0.0,
             "train": train,
             "generate": 0.0,
-            "trial_rest": sum(end - start for start, end in spans) - train,
+            "trial_rest": sum(end - start for start, end in spans) - train - scoring,
             "between": spans[0][0] - line["trainer_ready"] + gaps(spans),
             "end": 0.0,
             "exit": ended - spans[-1][1],
@@ -275,9 +328,9 @@ PHASES = {
     "train": "training (Trainer.train: 100 steps, 2 evaluations)",
     "generate": "generation for ROUGE/F1 after each trial",
     "trial_rest": "rest of the trials (lorasweep: final loss pass, adapter, MLflow; peer: model_init)",
-    "between": "between trials (sampler, study storage)",
-    "end": "after the last trial: plots, summary",
-    "exit": "result and process exit",
+    "between": "before and between trials (sampler, study storage; several workers: their processes starting)",
+    "end": "after the last trial: summary (and plots, where drawn before the parent run closes)",
+    "exit": "after the parent run closed: the result line, plots drawn after it, process exit",
 }
 SHARED = {"torch", "transformers", "peft", "datasets", "optuna"}  # what the peer imports too
 
@@ -286,13 +339,24 @@ def median_phase(results: list[dict], key: str) -> float:
     return statistics.median(r["phases"][key] for r in results)
 
 
-def report(results: dict[str, list[dict]], imports: dict, order: list[tuple[str, str]]) -> None:
+def machine_line() -> str:
+    load = os.getloadavg()
+    machine = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPUs ({machine}), load average {load[0]:.1f} now, {load[2]:.1f} over 15 min"
+
+
+def workers_text(flag: str | None, results: list[dict]) -> str:
+    ran = sorted({r["workers"] for r in results})
+    how = f"--workers {flag}" if flag else "its default workers (no --workers flag)"
+    return f"lorasweep run with {how}: {'/'.join(map(str, ran))} worker process(es) ran its trials"
+
+
+def report(results: dict[str, list[dict]], imports: dict, order: list[tuple[str, str]], flag: str | None) -> None:
     ours, peers = results["lorasweep"], results["peer"]
     mine, theirs = statistics.median(r["wall"] for r in ours), statistics.median(r["wall"] for r in peers)
     ratio = mine / theirs
-    load = os.getloadavg()
-    machine = platform.processor() or platform.machine()
-    print(f"\n{os.cpu_count()} CPUs ({machine}), load average {load[0]:.1f} now, {load[2]:.1f} over 15 min")
+    print(f"\n{machine_line()}")
+    print(workers_text(flag, ours))
     alternation = ", ".join("/".join(o) for o in order)
     print(f"{len(ours)} rounds, alternating ({alternation}); wall seconds of the whole process\n")
     print("| round | lorasweep run | peer (Trainer.hyperparameter_search) | lorasweep / peer |")
@@ -319,6 +383,17 @@ def report(results: dict[str, list[dict]], imports: dict, order: list[tuple[str,
     )
     peer_imports = median_phase(peers, "imports")
     print(f"the peer's process start to its imports done: {peer_imports:.1f} s (median)")
+    # Beyond importing and training: each side's wall time less its imports (the peer's as timed in
+    # its process, lorasweep's as a fresh process that imports what a run does takes) and less its
+    # training (Trainer.train, its evaluations included; with several workers, on the wall clock).
+    run_imports = imports["seconds"]["a lorasweep run's imports before its first trial"]
+    own = statistics.median(r["wall"] - r["train_wall"] for r in ours) - run_imports
+    peer_own = statistics.median(r["wall"] - r["train_wall"] for r in peers) - peer_imports
+    verdict = "met" if own - peer_own <= OWN_TARGET else "MISSED"
+    print(
+        f"beyond importing and training: lorasweep {own:.1f} s, peer {peer_own:.1f} s, lorasweep adds "
+        f"{own - peer_own:+.1f} s (target <= {OWN_TARGET:.0f} s: {verdict})"
+    )
 
     print(f"\nImports and the MLflow store, in fresh processes (median of {IMPORT_REPS}, wall seconds):\n")
     print("| what | seconds |")
@@ -339,18 +414,67 @@ def report(results: dict[str, list[dict]], imports: dict, order: list[tuple[str,
     work = {
         side: [sum(c["batch_size"] for c in r["configs"]) * 100 for r in rs] for side, rs in results.items()
     }
+    if any(r["workers"] > 1 for r in ours):
+        print(
+            "\n(several workers: the in-trial rows are the trials' seconds scaled to the wall time "
+            "during which any trial ran)"
+        )
     print(f"\ntraining examples per sweep (the work): lorasweep {work['lorasweep']}, peer {work['peer']}")
     print(f"configurations: lorasweep {ours[0]['configs']}")
     if peers[0]["configs"] != ours[0]["configs"]:
         print(f"                peer      {peers[0]['configs']}")
 
 
+def race_defaults(scratch: Path, base: Path, split: Path, rounds: int, flag: str | None) -> None:
+    """The second race: each tool with its own defaults, 8 trials, each drawing its own; the wall
+    time to the first trial as good as the peer's best."""
+    results: dict[str, list[dict]] = {"lorasweep": [], "peer": []}
+    for n in range(rounds):
+        sides = ("peer", "lorasweep") if n % 2 == 0 else ("lorasweep", "peer")
+        for side in sides:
+            with tempfile.TemporaryDirectory(prefix=f"defaults{n}-{side}-", dir=scratch) as folder:
+                if side == "lorasweep":
+                    result = race_lorasweep(Path(folder), flag, DEFAULTS_SWEEP)
+                else:
+                    result = race_peer(Path(folder), base, split, None, own_defaults=True)
+            results[side].append(result)
+            print(f"defaults round {n + 1} {side}: {result['wall']:.1f} s", flush=True)
+
+    print(f"\n{machine_line()}")
+    print(workers_text(flag, results["lorasweep"]))
+    print(
+        f"Each tool's own defaults, {DEFAULTS_TRIALS} trials, each drawing its own configurations; {rounds} "
+        "round(s), alternating. Seconds from launch to the end of the first trial whose eval loss "
+        "(per response token) is at most the peer's best of the round:\n"
+    )
+    print("| round | peer's best eval loss | lorasweep: to reach it | peer: to reach it | lorasweep / peer | lorasweep's best | wall: lorasweep / peer |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    ratios = []
+    for n, (ours, peer) in enumerate(zip(results["lorasweep"], results["peer"]), start=1):
+        target = min(loss for _, loss in peer["finished"])
+        peer_at = next(t for t, loss in peer["finished"] if loss <= target)
+        reached = [t for t, loss in ours["finished"] if loss <= target]
+        best = min(loss for _, loss in ours["finished"])
+        if reached:
+            ratios.append(reached[0] / peer_at)
+            cells = f"{reached[0]:.1f} s | {peer_at:.1f} s | {reached[0] / peer_at:.2f}"
+        else:
+            cells = f"not reached in {DEFAULTS_TRIALS} trials | {peer_at:.1f} s | -"
+        print(f"| {n} | {target:.4f} | {cells} | {best:.4f} | {ours['wall']:.1f} / {peer['wall']:.1f} s |")
+    if ratios:
+        print(f"| median | | | | **{statistics.median(ratios):.2f}** | | |")
+    for side, rs in results.items():
+        print(f"{side} configurations, round 1: {rs[0]['configs']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--defaults-rounds", type=int, default=DEFAULTS_ROUNDS)
+    parser.add_argument("--row", choices=("race", "defaults", "both"), default="both")
     parser.add_argument("--peer-draws-own", action="store_true", help="the peer's TPE draws its own trials")
     parser.add_argument(
-        "--workers", type=int, default=1, help="lorasweep run --workers N (default: 1, its own)"
+        "--workers", help="lorasweep run --workers N or auto (default: no flag, lorasweep's own default)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lorasweep-peer-race-") as scratch_name:
@@ -367,33 +491,35 @@ def main() -> int:
         run([str(BIN / "lorasweep"), "validate", "race.yaml"], scratch)
         run([sys.executable, "-c", TRACED_IMPORTS], scratch)
 
-        imports = import_costs(scratch)
-        results: dict[str, list[dict]] = {"lorasweep": [], "peer": []}
-        configs: list[dict] | None = None
-        order = []
-        for n in range(args.rounds):
-            sides = ("lorasweep", "peer") if n % 2 == 0 else ("peer", "lorasweep")
-            order.append(sides)
-            for side in sides:
-                with tempfile.TemporaryDirectory(prefix=f"round{n}-{side}-", dir=scratch) as folder:
-                    if side == "lorasweep":
-                        result = race_lorasweep(Path(folder), args.workers)
-                        if configs is not None and result["configs"] != configs:
-                            print(f"note: round {n + 1}'s lorasweep drew other trials: {result['configs']}")
-                        configs = configs or result["configs"]
-                    else:
-                        result = race_peer(
-                            Path(folder), base, split, None if args.peer_draws_own else configs
-                        )
-                results[side].append(result)
-                print(f"round {n + 1} {side}: {result['wall']:.1f} s", flush=True)
-        report(results, imports, order)
-        if args.workers > 1:
-            print(
-                f"\nlorasweep ran with --workers {args.workers}: its trials overlap, so its rows count them in parallel"
-            )
-            print("(the 'between trials' row goes negative by the overlap; the wall times are as measured)")
+        if args.row in ("race", "both"):
+            race(scratch, base, split, args)
+        if args.row in ("defaults", "both") and args.defaults_rounds > 0:
+            print()
+            race_defaults(scratch, base, split, args.defaults_rounds, args.workers)
     return 0
+
+
+def race(scratch: Path, base: Path, split: Path, args: argparse.Namespace) -> None:
+    """The first race: the same 4 trials on both sides, whole processes, alternating."""
+    imports = import_costs(scratch)
+    results: dict[str, list[dict]] = {"lorasweep": [], "peer": []}
+    configs: list[dict] | None = None
+    order = []
+    for n in range(args.rounds):
+        sides = ("lorasweep", "peer") if n % 2 == 0 else ("peer", "lorasweep")
+        order.append(sides)
+        for side in sides:
+            with tempfile.TemporaryDirectory(prefix=f"round{n}-{side}-", dir=scratch) as folder:
+                if side == "lorasweep":
+                    result = race_lorasweep(Path(folder), args.workers)
+                    if configs is not None and result["configs"] != configs:
+                        print(f"note: round {n + 1}'s lorasweep drew other trials: {result['configs']}")
+                    configs = configs or result["configs"]
+                else:
+                    result = race_peer(Path(folder), base, split, None if args.peer_draws_own else configs)
+            results[side].append(result)
+            print(f"round {n + 1} {side}: {result['wall']:.1f} s", flush=True)
+    report(results, imports, order, args.workers)
 
 
 if __name__ == "__main__":
