@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,10 +34,12 @@ Log = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def turn(uri: str, name: str, log: Log) -> Iterator[None]:
+def turn(uri: str, name: str, log: Log) -> Iterator[int | None]:
     """Hold the lock of registered model `name` in the store `uri` for the block; say so when another
     promote holds it and this one waits. A local store's lock sits beside its database; a server
-    store's in the system temp folder, which only the promotes of this machine share."""
+    store's in the system temp folder, which only the promotes of this machine share. Yields when
+    the promote this one waited for took the lock (ms since the epoch; None: none was waited for):
+    what that one registered is newer, though it may predate this promote."""
     parts, database = urlsplit(uri), sqlite_path(uri)
     if database is not None:
         lock = database.parent / f".promote-{name}.lock"
@@ -47,13 +50,18 @@ def turn(uri: str, name: str, log: Log) -> Iterator[None]:
         lock = Path(tempfile.gettempdir()) / f"lorasweep-lock-promote-{key}"
     lock.parent.mkdir(parents=True, exist_ok=True)
     held = FileLock(str(lock))
+    since = lock.with_name(lock.name + ".since")  # beside the lock: FileLock owns the lock file's bytes
+    holder = None
     try:
         held.acquire(timeout=0)
     except Timeout:
         log(f"waiting: another promote to {name!r} is running (lock {lock})")
+        with contextlib.suppress(OSError, ValueError):  # a holder that has not written it yet
+            holder = int(since.read_text())
         held.acquire()
     try:
-        yield
+        since.write_text(str(int(time.time() * 1000)))
+        yield holder
     finally:
         held.release()
 

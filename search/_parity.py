@@ -101,7 +101,8 @@ class Parity:
     speed_runs: int = SPEED_RUNS
     speed_prompts: int = SPEED_PROMPTS
     trial_eval_loss: float | None = None  # what the trial recorded; None: nothing to compare with
-    max_eval_loss_change: float | None = None
+    max_eval_loss_change: float | None = None  # None: not checked (eval_loss_note says why)
+    eval_loss_note: str | None = None  # why the trial's eval loss was not compared, when it was not
 
     @property
     def passed(self) -> bool:
@@ -115,6 +116,7 @@ class Parity:
         data = {"passed": self.passed, "prompts": self.prompts, "eval_rows": self.rows}
         data |= {"speed_runs": self.speed_runs, "speed_prompts": self.speed_prompts}
         data |= {"trial_eval_loss": self.trial_eval_loss, "max_eval_loss_change": self.max_eval_loss_change}
+        data["eval_loss_note"] = self.eval_loss_note
         data["models"] = [{**asdict(m), "passed": m.passed} for m in self.models]
         path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -123,7 +125,7 @@ class Parity:
         """What `save` wrote (a promote that completes a killed one reads the gate's findings back)."""
         data = json.loads(path.read_text())
         models = [Measured.from_dict(m) for m in data["models"]]
-        keys = ("speed_runs", "speed_prompts", "trial_eval_loss", "max_eval_loss_change")
+        keys = ("speed_runs", "speed_prompts", "trial_eval_loss", "max_eval_loss_change", "eval_loss_note")
         speed = {k: data[k] for k in keys if k in data}  # a report from before a key has none
         return cls(data["prompts"], data["eval_rows"], models, **speed)
 
@@ -280,9 +282,10 @@ def measure(
     batch_size: int,
     limits: Limits,
     trial_eval_loss: float | None = None,
+    unchecked: str | None = None,
 ) -> Parity:
     """Run every export beside the reference and apply the gate; the reference itself must give
-    `trial_eval_loss`, the trial's own, within the limits."""
+    `trial_eval_loss`, the trial's own, within the limits, unless `unchecked` says why it cannot."""
     onnx = {e.precision: OnnxLM(e, reference.eos_id) for e in exports}
     measured = [reference_measured] + [
         Measured(p, lm.export.how, lm.export.size_bytes, lm.load_seconds) for p, lm in onnx.items()
@@ -300,7 +303,8 @@ def measure(
     speed({"pytorch": reference, **onnx}, by_name, prompts[:SPEED_PROMPTS], max_new_tokens)
     for name in onnx:
         gate(by_name[name], len(prompts), limits, name)
-    if trial_eval_loss is not None:
+    checked = trial_eval_loss is not None and unchecked is None
+    if checked:
         reference_measured.checks.append(reproduces(reference_measured.perplexity, trial_eval_loss, limits))
     return Parity(
         len(prompts),
@@ -309,7 +313,8 @@ def measure(
         SPEED_RUNS,
         min(len(prompts), SPEED_PROMPTS),
         trial_eval_loss,
-        limits.max_eval_loss_change if trial_eval_loss is not None else None,
+        limits.max_eval_loss_change if checked else None,
+        unchecked if trial_eval_loss is not None else None,
     )
 
 

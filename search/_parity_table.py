@@ -47,6 +47,8 @@ def format_parity(parity: Parity) -> str:
         "(greedy, batch 1); speed is PyTorch's ms/token over the model's in the same run"
     )
     lines += reproduced(parity.models[0])
+    if parity.eval_loss_note:
+        lines.append(f"PyTorch eval loss {parity.eval_loss_note}")
     verdict = (
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )

@@ -9,7 +9,9 @@ A promotion is several writes (LoggedModel, its artifacts, the version, the alia
 makes atomic, so the LoggedModel carries its progress (record.promotion_tags): a promote killed
 half-way leaves it "started", and the next promote of the same run finds it (`unfinished`) and
 completes it instead of registering another version. Two promotes to one registered model at the
-same time take turns (promote._turn holds a lock), and the second finds what the first registered.
+same time take turns (_ownership.turn holds a lock), and the second finds what the first registered.
+A half-done promotion is completed only after its copies of the adapters (the pyfunc's artifacts,
+which the registry serves: `download_adapters`) are checked against their runs' hashes again.
 """
 
 from __future__ import annotations
@@ -171,6 +173,41 @@ def download_exports(client: MlflowClient, logged: LoggedModel, out: Path, scrat
     )
     for item in Path(onnx).iterdir():
         shutil.move(item, out / item.name)
+
+
+def download_adapters(
+    client: MlflowClient, logged: LoggedModel, names: tuple[str, ...], scratch: Path
+) -> dict[str, Path]:
+    """The pyfunc's copies of the adapters `names` (its artifacts' keys: "adapter", or a bundle's
+    trial-N), as `logged` serves them, found where its MLmodel says they were saved."""
+    import yaml
+
+    folder = Path(tempfile.mkdtemp(prefix="pyfunc-", dir=scratch))
+    mlmodel = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{logged.artifact_location}/MLmodel",
+        dst_path=str(folder),
+        tracking_uri=client.tracking_uri,
+    )
+    saved = yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"].get("artifacts", {})
+    found = {}
+    for name in names:
+        if name not in saved:  # a pyfunc without this adapter: nothing to check it against
+            found[name] = folder / "missing" / name
+            found[name].mkdir(parents=True)
+            continue
+        found[name] = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{logged.artifact_location}/{saved[name]['path']}",
+                dst_path=str(folder / name),
+                tracking_uri=client.tracking_uri,
+            )
+        )
+    return found
+
+
+def fail(client: MlflowClient, logged: LoggedModel) -> None:
+    """`logged` is not to be completed: a promote made it that the next one must not take over."""
+    _fail(client, logged)
 
 
 def finish(client: MlflowClient, logged: LoggedModel) -> None:

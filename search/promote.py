@@ -37,17 +37,19 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModel
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial
 
-from lorasweep.objectives import TrialModel, eval_inputs, load_trial_model
+from lorasweep.objectives import InputError, ModelSpec, TrialModel, eval_inputs, load_trial_model
 
 from . import _registry, tracking
 from ._bundle import adapter_name, build_bundle, check_adapters
@@ -75,6 +77,11 @@ from .record import (
 from .sweep import Sweep, stored_sweep
 
 Log = Callable[[str], None]
+
+# The rebuilt model is the adapter on an fp32 base; a QLoRA trial scored it on the NF4-quantized
+# base it trained on, whose loss differs by more than the gate's 1% with nothing here to say by how
+# much: no honest reference, so no check. The adapter's hashes still hold it to what was trained.
+QLORA_UNCHECKED = "not checked: the trial trained on a 4-bit base, the rebuild is fp32"
 
 
 @dataclass(frozen=True)
@@ -131,13 +138,24 @@ def promote(
     uri = study_tracking_uri(study, tracking_uri)
     client = tracking.client(uri)
     with _interruptible():
-        earlier = _versions_of(client, name, run_id, handover)
-        with turn(uri, name, log):
+        started = int(time.time() * 1000)  # the store's clock for a local store; a server's may drift
+        earlier = {v.version for v in _versions_of(client, name, run_id, handover)}
+        with turn(uri, name, log) as holder_since:
+            # Registered meanwhile: after the snapshot above, or by the promote this one waited for
+            # (which may have registered before this one started, and not yet let go of the lock).
+            since = min(started, holder_since or started)
             current = _registry.champion(client, name)
             resumed = _registry.unfinished(client, name, run_id, log)
             if resumed is not None and resumed.tags.get(BUNDLE_TAG) != _bundle_tag(handover):
                 resumed = None  # another hand-over from the same run: not this one's to complete
-            meanwhile = sorted(set(_versions_of(client, name, run_id, handover)) - set(earlier), key=int)
+            meanwhile = sorted(
+                (
+                    v.version
+                    for v in _versions_of(client, name, run_id, handover)
+                    if v.version not in earlier or (v.creation_timestamp or 0) >= since
+                ),
+                key=int,
+            )
             if resumed is None and meanwhile:
                 return _registered_meanwhile(client, name, handover, meanwhile[-1], current, log)
             if (
@@ -151,7 +169,9 @@ def promote(
                     f"(version {current.version})"
                 )
                 return Promotion(name, trial, None, current.version, current.version, None, handover.numbers)
-            if resumed is None and current is not None and not force:  # a resumed one was checked
+            # A resumed promotion whose own version is the champion already moved it; any other
+            # champion is moved only if it is this study's.
+            if current is not None and not force and not _holds(current, resumed):
                 check_owned(study, name, current)
 
             _check_new(out)
@@ -160,19 +180,16 @@ def promote(
                 _scratch(Path(tempfile.gettempdir()), "lorasweep-promote-") as scratch,
                 _building(destination) as build,
             ):
+                provenance = _recorded(client, handover)
                 if resumed is not None:
-                    log(
-                        f"completing the promotion of {handover.label} that an earlier promote left "
-                        f"half-done (logged model {resumed.model_id})"
-                    )
-                    _registry.download_exports(client, resumed, build, scratch)
+                    resumed = _resumable(client, resumed, handover, provenance, build, scratch, log)
+                if resumed is not None:
                     parity = (BundleParity if handover.bundle else Parity).load(build / "parity.json")
                     log(_table(parity))
                     logged = resumed
                     described = _description(study, handover, parity)
                     version = _registry.version_of(client, name, logged, described)
                 else:
-                    provenance = _recorded(client, handover)
                     parity, files = _measured(sweep, client, handover, provenance, build, scratch, log)
                     log(f"registering {handover.label} as a new version of {name!r}")
                     logged, version = _registry.register(
@@ -254,13 +271,60 @@ def _handed_over(
     return _Handover(trials, bundle=True)
 
 
-def _versions_of(client: MlflowClient, name: str, run_id: str, handover: _Handover) -> list[str]:
+def _versions_of(client: MlflowClient, name: str, run_id: str, handover: _Handover) -> list[ModelVersion]:
     """The versions of `name` that hold this hand-over (its run, and the same bundle or none)."""
     try:
         found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     except MlflowException:  # no such model yet
         return []
-    return [v.version for v in found if v.tags.get(BUNDLE_TAG) == _bundle_tag(handover)]
+    return [v for v in found if v.tags.get(BUNDLE_TAG) == _bundle_tag(handover)]
+
+
+def _holds(version: ModelVersion, logged: LoggedModel | None) -> bool:
+    """`version` was registered from `logged` (the SQL registry keeps no model_id: the source tells)."""
+    return logged is not None and (
+        version.model_id == logged.model_id or version.source == logged.artifact_location
+    )
+
+
+def _resumable(
+    client: MlflowClient,
+    logged: LoggedModel,
+    handover: _Handover,
+    provenance: list[Provenance],
+    build: Path,
+    scratch: Path,
+    log: Log,
+) -> LoggedModel | None:
+    """`logged`, a promotion of `handover` that a killed promote left, with its exports under
+    `build`, if it may be completed: its copies of the adapters (what the registry would serve) are
+    still the files the trials' runs recorded, which check_adapter refuses otherwise. One made
+    before lorasweep recorded those hashes and the gate's eval-loss check is marked FAILED, and
+    None says to promote from scratch."""
+    names = tuple(adapter_name(n) for n in handover.numbers) or ("adapter",)
+    prefixes = [f"{n}." for n in names] if handover.bundle else [""]
+    _registry.download_exports(client, logged, build, scratch)
+    report = json.loads((build / "parity.json").read_text()) if (build / "parity.json").is_file() else {}
+    if "max_eval_loss_change" not in report or any(
+        not Provenance.of_run(logged.tags, prefix).adapter_sha256 for prefix in prefixes
+    ):
+        log(
+            f"note: logged model {logged.model_id}, a promotion of {handover.label} that an earlier "
+            "promote left half-done, was made before lorasweep recorded adapter hashes and checked "
+            "eval loss: marked FAILED, and promoted again from the start"
+        )
+        _registry.fail(client, logged)
+        for item in build.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+        return None
+    log(
+        f"completing the promotion of {handover.label} that an earlier promote left half-done "
+        f"(logged model {logged.model_id})"
+    )
+    copies = _registry.download_adapters(client, logged, names, scratch)
+    for trial, recorded, name in zip(handover.trials, provenance, names):
+        check_adapter(trial.number, recorded, copies[name], log)
+    return logged
 
 
 def _registered_meanwhile(
@@ -379,7 +443,7 @@ def _export_and_measure(
     log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {run_id})")
     adapter = _adapter(client, trial, run_id, scratch)
     check_adapter(trial.number, provenance, adapter, log)  # before anything is loaded or exported
-    handed = load_trial_model(sweep.model, adapter, scratch)
+    handed = _load(sweep.model, adapter, scratch, [provenance])
     check_base([trial.number], [provenance], handed.base_identity, log)
     model, tokenizer = handed.model, handed.tokenizer
     # before the exports: data that moved fails fast
@@ -402,6 +466,7 @@ def _export_and_measure(
         sweep.eval.batch_size,
         _limits(sweep),
         TrialRecord.of(trial).metrics.get("eval_loss"),
+        QLORA_UNCHECKED if sweep.model.method == "qlora" else None,
     )
     parity.save(out / "parity.json")
     log(format_parity(parity))
@@ -426,7 +491,7 @@ def _bundle_and_measure(
         adapters[name] = _adapter(client, trial, _run_of(trial), scratch / name)
         check_adapter(trial.number, recorded, adapters[name], log)
     check_adapters(adapters)
-    handed = load_trial_model(sweep.model, adapters, scratch)
+    handed = _load(sweep.model, adapters, scratch, provenance)
     check_base([t.number for t in trials], provenance, handed.base_identity, log)
     model, tokenizer = handed.model, handed.tokenizer
     # before the exports: data that moved fails fast
@@ -458,12 +523,38 @@ def _bundle_and_measure(
         {
             adapter_name(t.number): TrialRecord.of(t).metrics["eval_loss"]
             for t in trials
-            if "eval_loss" in TrialRecord.of(t).metrics
+            if "eval_loss" in TrialRecord.of(t).metrics and sweep.model.method != "qlora"
         },
     )
+    if sweep.model.method == "qlora":
+        log(f"PyTorch eval loss {QLORA_UNCHECKED}")
     parity.save(out / "parity.json")
     log(format_bundle(parity))
     return parity, handed.files
+
+
+def _load(
+    spec: ModelSpec, adapters: Path | dict[str, Path], scratch: Path, provenance: list[Provenance]
+) -> TrialModel:
+    """The trials' model, its hub base at the commit they recorded: a hub model whose main moved on
+    since the sweep still hands over what was trained, and check_base then compares like with like."""
+    commits = {
+        p.base.removeprefix(f"hub {spec.base}@")
+        for p in provenance
+        if p.base is not None and p.base.startswith(f"hub {spec.base}@")
+    }
+    if len(commits) != 1 or spec.revision in commits:
+        return load_trial_model(spec, adapters, scratch)  # tiny, a folder, or several commits: as named
+    (commit,) = commits
+    try:
+        return load_trial_model(dataclasses.replace(spec, revision=commit), adapters, scratch)
+    except InputError as e:
+        raise UserError(
+            f"the base model must load at the commit its trials trained on, but got "
+            f"revision={commit!r} of {spec.base!r}, which did not load ({e}). Bring that commit into the "
+            "hub cache (huggingface-cli download with --revision, online), or train again on the base "
+            "as it is now."
+        ) from e
 
 
 def _adapter(client: MlflowClient, trial: FrozenTrial, run_id: str, scratch: Path) -> Path:

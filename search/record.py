@@ -76,8 +76,10 @@ PARETO_TAG = "lorasweep.pareto_trials"  # on the parent run
 BUNDLE_TAG = "lorasweep.bundle"  # on an adapter bundle's version: its trials, best first: 3,5,7
 REGISTERED_TAG = "lorasweep.registered_as"  # on a promoted trial's run: MODEL/VERSION
 # What a trial trained, put on its run when its adapter is logged and checked by promote and export
-# before they hand it over: one tag per file under adapter/ (PREFIX + its path: MLflow caps a tag's
-# value, not the number of tags), and the base's identity (objectives.base_identity).
+# before they hand it over: one tag per file under adapter/, PREFIX + its index in path order, whose
+# value is sha256sum's line "<sha256>  <path>" (a key may hold only letters, digits and _ - . / : and
+# space, and a runner of the user's may name its files anything; MLflow caps a tag's value, not the
+# number of tags), and the base's identity (objectives.base_identity).
 ADAPTER_SHA256_PREFIX = "lorasweep.adapter_sha256."
 BASE_TAG = "lorasweep.base"
 # -- MLflow tags: model versions -----------------------------------------------------------------
@@ -297,8 +299,7 @@ def retry(trial: FrozenTrial) -> optuna.trial.FrozenTrial:
 
 def provenance_tags(adapter_sha256: Mapping[str, str], base: str | None) -> dict[str, str]:
     """A trial run's record of what it trained: each adapter file's SHA-256, the base's identity."""
-    tags = {ADAPTER_SHA256_PREFIX + path: digest for path, digest in adapter_sha256.items()}
-    return tags | ({BASE_TAG: base} if base else {})
+    return Provenance(dict(adapter_sha256), base).version_tags()
 
 
 @dataclass(frozen=True)
@@ -309,15 +310,23 @@ class Provenance:
     base: str | None
 
     @classmethod
-    def of_run(cls, tags: Mapping[str, str]) -> Provenance:
-        prefix = ADAPTER_SHA256_PREFIX
-        files = {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
-        return cls(files, tags.get(BASE_TAG))
+    def of_run(cls, tags: Mapping[str, str], prefix: str = "") -> Provenance:
+        """What `version_tags(prefix)` wrote: a run's tags, or a model version's (a LoggedModel's)."""
+        files = {}
+        for key, value in tags.items():
+            if key.startswith(prefix + ADAPTER_SHA256_PREFIX):
+                digest, _, path = value.partition("  ")  # sha256sum's line: "<sha256>  <path>"
+                files[path] = digest
+        return cls(files, tags.get(prefix + BASE_TAG))
 
-    def version_tags(self, prefix: str = "lorasweep.") -> dict[str, str]:
-        """The same record on a model version (a bundle's: per adapter, prefix trial-N.)."""
-        tags = {f"{prefix}adapter_sha256.{path}": digest for path, digest in self.adapter_sha256.items()}
-        return tags | ({f"{prefix}base": self.base} if self.base else {})
+    def version_tags(self, prefix: str = "") -> dict[str, str]:
+        """The record as tags: on a trial's run, and the same on a model version (a bundle's: per
+        adapter, prefix trial-N.)."""
+        tags = {
+            f"{prefix}{ADAPTER_SHA256_PREFIX}{i}": f"{digest}  {path}"
+            for i, (path, digest) in enumerate(sorted(self.adapter_sha256.items()))
+        }
+        return tags | ({prefix + BASE_TAG: self.base} if self.base else {})
 
 
 def version_study(version_tags: Mapping[str, str]) -> tuple[str | None, str | None]:

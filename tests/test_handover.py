@@ -63,6 +63,17 @@ def _adapter_weights(client: MlflowClient, run_id: str) -> Path:
     return Path(repository.artifact_dir) / "adapter" / "adapter_model.safetensors"
 
 
+def _versions(client: MlflowClient) -> set[str]:
+    """The versions of `tone` now: tests share one store and run in any order, so each compares
+    with what was there before it."""
+    return {v.version for v in client.search_model_versions("name = 'tone'")}
+
+
+def _registered(client: MlflowClient) -> None:
+    if not client.search_registered_models(filter_string="name = 'tone'"):
+        client.create_registered_model("tone")
+
+
 @pytest.fixture
 def altered(swept, client):
     """Trial 0's logged adapter with every lora_B negated (put back afterwards)."""
@@ -79,7 +90,9 @@ def test_a_trial_records_each_adapter_file_s_hash_and_its_base(swept, client):
     from lorasweep.search._provenance import adapter_sha256
 
     tags = client.get_run(_run_id(swept, 0)).data.tags
-    recorded = {k.removeprefix("lorasweep.adapter_sha256."): v for k, v in tags.items() if "sha256." in k}
+    lines = [v for k, v in tags.items() if k.startswith("lorasweep.adapter_sha256.")]
+    assert all(re.fullmatch(f"{HEX}  \\S.*", line) for line in lines), lines  # sha256sum's lines
+    recorded = {line.partition("  ")[2]: line.partition("  ")[0] for line in lines}
     assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(recorded)
     weights = _adapter_weights(client, _run_id(swept, 0))
     assert recorded == adapter_sha256(weights.parent)
@@ -97,6 +110,7 @@ def test_a_trial_records_each_adapter_file_s_hash_and_its_base(swept, client):
     ids=["promote", "export", "bundle"],
 )
 def test_an_altered_adapter_is_refused_before_anything_is_exported(swept, client, altered, capsys, command):
+    before = _versions(client)
     assert main(command) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1  # one line, no traceback
@@ -105,7 +119,7 @@ def test_an_altered_adapter_is_refused_before_anything_is_exported(swept, client
         f"logged it, but got sha256=({HEX}) \\(recorded sha256=({HEX})\\): the file changed after training",
         err,
     ), err
-    assert client.search_registered_models() == []
+    assert _versions(client) == before
     assert not (swept / "single").exists() and not (swept / "bundle").exists()
     assert not (swept / "exports").exists() or not any((swept / "exports").rglob("*.onnx"))
 
@@ -162,31 +176,36 @@ def test_a_base_that_is_not_the_one_trained_on_is_refused(swept, client, capsys)
 
 
 def test_a_champion_of_another_study_is_not_moved_without_force(swept, client, capsys):
-    client.create_registered_model("tone")
+    _registered(client)
     theirs = client.create_model_version(
         "tone",
         source=str(swept),
         tags={"lorasweep.study": "other", "lorasweep.study_id": "f" * 32, "lorasweep.trial_number": "4"},
     )
     client.set_registered_model_alias("tone", "champion", theirs.version)
-    (swept / "exports" / "tone" / "v2").mkdir(parents=True)  # an earlier registry's version 2
-    (swept / "exports" / "tone" / "v2" / "keep.txt").write_text("mine")
+    ours = str(int(theirs.version) + 1)  # the version the promote below registers
+    kept = swept / "exports" / "tone" / f"v{ours}"  # an earlier registry's version of that number
+    kept.mkdir(parents=True)
+    (kept / "keep.txt").write_text("mine")
+    before = _versions(client)
 
     assert main(["promote", "--trial", "0"]) == 2
     assert (
         "error: a promote must not move a champion promoted from another study, but got "
-        "models:/tone@champion=version 1, from study 'other'; this is study 'owned'. Pass --force"
+        f"models:/tone@champion=version {theirs.version}, from study 'other'; this is study 'owned'. "
+        "Pass --force"
     ) in capsys.readouterr().err
-    assert len(client.search_model_versions("name = 'tone'")) == 1
+    assert _versions(client) == before
 
     assert main(["promote", "--trial", "0", "--force"]) == 0
     out = capsys.readouterr().out
-    assert "note: exports/tone/v2 holds other exports" in out and "these go to exports/tone/v2-2" in out
-    assert "champion: models:/tone@champion -> version 2 (was version 1)" in out
-    assert (swept / "exports" / "tone" / "v2" / "keep.txt").read_text() == "mine"
-    assert (swept / "exports" / "tone" / "v2-2" / "fp32" / "model.onnx").is_file()
+    assert f"note: exports/tone/v{ours} holds other exports" in out
+    assert f"these go to exports/tone/v{ours}-2" in out
+    assert f"champion: models:/tone@champion -> version {ours} (was version {theirs.version})" in out
+    assert (kept / "keep.txt").read_text() == "mine"
+    assert (kept.with_name(f"v{ours}-2") / "fp32" / "model.onnx").is_file()
 
-    version = client.get_model_version("tone", "2")
+    version = client.get_model_version("tone", ours)
     run_tags = client.get_run(_run_id(swept, 0)).data.tags
     for key, value in run_tags.items():  # the version carries what the trial recorded
         if key.startswith("lorasweep.adapter_sha256.") or key == "lorasweep.base":
@@ -194,7 +213,7 @@ def test_a_champion_of_another_study_is_not_moved_without_force(swept, client, c
     assert version.tags["lorasweep.study"] == "owned" and len(version.tags["lorasweep.study_id"]) == 32
 
     # the rebuilt PyTorch model gave the trial's own eval loss, and parity.json says within what
-    parity = json.loads((swept / "exports" / "tone" / "v2-2" / "parity.json").read_text())
+    parity = json.loads((kept.with_name(f"v{ours}-2") / "parity.json").read_text())
     assert parity["max_eval_loss_change"] == 0.01 and parity["trial_eval_loss"] > 0
     check = next(c for c in parity["models"][0]["checks"] if c["name"] == "PyTorch eval loss")
     assert check["passed"] and "within 1.0% of its trial's" in check["limit"]
@@ -211,8 +230,7 @@ sys.exit(main(["promote", "--trial", "1", "--force"]))
 def test_a_promote_that_waited_its_turn_finds_the_other_one_s_version(swept, client):
     """Another promote of the same trial holds the lock; when it has registered that trial (here:
     by hand, its gate failed) and lets go, the waiting one says so and registers nothing."""
-    if not client.search_registered_models(filter_string="name = 'tone'"):
-        client.create_registered_model("tone")
+    _registered(client)
     lock = FileLock(str(swept / "mlruns" / ".promote-tone.lock"))
     lock.acquire()
     try:
@@ -256,8 +274,7 @@ def test_the_eval_loss_check_fails_a_model_that_does_not_reproduce_its_trial():
 
 @pytest.mark.slow
 def test_two_promotes_of_one_trial_at_once_end_in_one_version_and_both_tell_the_truth(swept, client):
-    if not client.search_registered_models(filter_string="name = 'tone'"):
-        client.create_registered_model("tone")
+    _registered(client)
     before = {v.version for v in client.search_model_versions("name = 'tone'")}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     both = [
@@ -319,3 +336,160 @@ def test_onnx_runtime_s_reason_is_its_own_words_without_the_noise():
     assert ort_reason(said) == (
         "GroupQueryAttention: cos_cache dimension 1 must be <= head_size / 2 and a multiple of 8"
     )
+
+
+def test_a_half_done_promote_is_completed_only_while_its_adapter_copy_is_what_was_trained(
+    swept, client, capsys, monkeypatch
+):
+    """A promote dies after its LoggedModel is logged (READY, "started": before its version); the
+    adapter that LoggedModel's pyfunc serves is then changed. The next promote refuses to complete
+    it, naming the file and both hashes, and registers nothing."""
+    from lorasweep.search import _registry, load_study
+    from lorasweep.search import promote as promotion
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill just after the LoggedModel was finalized
+
+    champion = _registry.champion(client, "tone")
+    trial = 1 if champion is not None and champion.tags.get("lorasweep.trial_number") == "0" else 0
+    with monkeypatch.context() as mp:
+        mp.setattr(_registry, "version_of", dies)
+        with pytest.raises(KeyboardInterrupt):
+            promotion.promote(load_study("owned", None), trial, log=lambda line: None, force=True)
+    run_id = _run_id(swept, trial)
+    experiment = client.get_run(run_id).info.experiment_id
+    (logged,) = [
+        m
+        for m in client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+        if m.tags.get("lorasweep.promotion") == "started"
+    ]
+    copy = Path(logged.artifact_location.removeprefix("file://")) / "artifacts" / "adapter"
+    weights = copy / "adapter_model.safetensors"
+    assert weights.is_file(), sorted(p.name for p in copy.parent.iterdir())
+    original = weights.read_bytes()
+    save_file({k: -v if ".lora_B." in k else v for k, v in load_file(weights).items()}, weights)
+    before = _versions(client)
+    try:
+        assert main(["promote", "--trial", str(trial), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert re.search(
+            f"trial {trial}'s adapter/adapter_model.safetensors must have the SHA-256 its run recorded when "
+            f"the trial logged it, but got sha256={HEX} \\(recorded sha256={HEX}\\)",
+            err,
+        ), err
+        assert _versions(client) == before
+    finally:
+        weights.write_bytes(original)
+        _registry.fail(client, logged)  # the other tests promote this trial from scratch
+
+
+def test_a_promote_that_waited_for_one_that_registered_before_it_started_registers_nothing(
+    swept, client
+):
+    """Promote A registered trial 1 (its gate failed) and still holds the lock when B starts: B's
+    snapshot already holds A's version, and B must still see it as registered meanwhile."""
+    from lorasweep.search._ownership import turn
+
+    _registered(client)
+    with turn(f"sqlite:///{swept}/mlruns/mlflow.db", "tone", print):
+        theirs = client.create_model_version(
+            "tone", source=str(swept), run_id=_run_id(swept, 1), tags={"lorasweep.gate": "failed"}
+        )
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", _WAITS],
+            cwd=swept,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = waiting.stdout.readline()
+        assert line.startswith("waiting: another promote to 'tone' is running"), line
+    try:
+        out, err = waiting.communicate(timeout=300)
+        assert waiting.returncode == 0, err[-2000:]
+        said = f"trial 1 was registered by another promote while this one waited: version {theirs.version}"
+        assert said in out
+        assert max(int(v) for v in _versions(client)) == int(theirs.version)
+    finally:
+        client.delete_model_version("tone", theirs.version)
+
+
+def test_adapter_files_of_any_name_are_recorded_by_index(tmp_path):
+    """A runner of the user's may name its files what MLflow refuses in a tag key."""
+    from lorasweep.objectives import TrialResult
+    from lorasweep.search._provenance import adapter_sha256
+    from lorasweep.search.record import Provenance
+    from lorasweep.search.tracking import Tracker
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "weights (1)+x.bin").write_bytes(b"w")
+    (adapter / "a@b,c=d.bin").write_bytes(b"v")
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "odd")
+    parent = tracker.parent_run("odd", None, {}, "study: {name: odd}\n")
+    run_id = tracker.start_trial(parent, "odd", 0, {"r": 4}, ["r"])
+    tracker.finish_trial(
+        run_id,
+        TrialResult(metrics={"eval_loss": 1.0}, adapter_dir=adapter, base_identity="tiny sha256:0"),
+        1.0,
+    )
+    tags = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").get_run(run_id).data.tags
+    keys = sorted(k for k in tags if k.startswith("lorasweep.adapter_sha256."))
+    assert keys == [f"lorasweep.adapter_sha256.{i}" for i in range(3)]
+    recorded = Provenance.of_run(tags)
+    assert recorded.adapter_sha256 == adapter_sha256(adapter) and recorded.base == "tiny sha256:0"
+    assert "weights (1)+x.bin" in recorded.adapter_sha256
+    version = recorded.version_tags("trial-3.")
+    assert Provenance.of_run(version, "trial-3.") == recorded
+
+
+def test_a_hub_base_is_loaded_at_the_commit_its_trial_recorded(monkeypatch):
+    from lorasweep.objectives import InputError, ModelSpec
+    from lorasweep.search import promote as promotion
+    from lorasweep.search.errors import UserError
+    from lorasweep.search.record import Provenance
+
+    loaded = []
+
+    def load(spec, adapters, scratch):
+        loaded.append(spec.revision)
+        if spec.revision == "gone":
+            raise InputError("no such revision")
+        return "model"
+
+    monkeypatch.setattr(promotion, "load_trial_model", load)
+    spec = ModelSpec(base="org/lm")
+    assert promotion._load(spec, Path("a"), Path("s"), [Provenance({}, "hub org/lm@abc123")]) == "model"
+    assert promotion._load(spec, Path("a"), Path("s"), [Provenance({}, "tiny sha256:0")]) == "model"
+    assert loaded == ["abc123", None]
+    with pytest.raises(UserError, match="revision='gone' of 'org/lm', which did not load"):
+        promotion._load(spec, Path("a"), Path("s"), [Provenance({}, "hub org/lm@gone")])
+
+
+def test_a_qlora_trial_s_eval_loss_is_not_compared_with_an_fp32_rebuild(monkeypatch, tmp_path):
+    """The trial scored on a 4-bit base: no fp32 rebuild is its reference. The table and parity.json
+    say so; an lora trial's is compared as before."""
+    from lorasweep.search import _parity
+    from lorasweep.search._parity_table import format_parity
+    from lorasweep.search.promote import QLORA_UNCHECKED
+
+    monkeypatch.setattr(_parity, "score", lambda *args: 2.0)
+    monkeypatch.setattr(_parity, "speed", lambda *args: None)
+    limits = _parity.Limits(1e-3, {"fp32": 0.01}, 0.01)
+
+    def measured(unchecked):
+        reference = _parity.Measured("pytorch", "transformers + peft", 1, 0.1)
+        lm = type("LM", (), {"eos_id": 0})()
+        return _parity.measure(lm, reference, [], [[1]], [{}], 4, 1, limits, 0.5, unchecked)
+
+    qlora = measured(QLORA_UNCHECKED)
+    assert qlora.passed and qlora.models[0].checks == []
+    assert qlora.max_eval_loss_change is None and qlora.trial_eval_loss == 0.5
+    assert f"PyTorch eval loss {QLORA_UNCHECKED}" in format_parity(qlora)
+    qlora.save(tmp_path / "parity.json")
+    assert json.loads((tmp_path / "parity.json").read_text())["eval_loss_note"] == QLORA_UNCHECKED
+    assert _parity.Parity.load(tmp_path / "parity.json") == qlora
+    lora = measured(None)
+    assert not lora.passed and lora.max_eval_loss_change == 0.01  # log(2.0) is not within 1% of 0.5
