@@ -14,10 +14,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
-from ._urls import absolute, redact
+from ._urls import absolute, redact, sqlite_path
 from .errors import UserError
 from .storage import DEFAULT_STORAGE, journal_path
 
@@ -67,7 +66,8 @@ def serve_mlflow(
             f"lorasweep ui serves a local tracking store, but got tracking_uri={redact(uri)}, "
             "which is a server already: open it in a browser."
         )
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    database = sqlite_path(uri)
+    if database is not None and not database.exists():
         raise UserError(
             f"the MLflow store must exist, but got {uri}. Run a sweep first (lorasweep run FILE), "
             "or pass --tracking-uri."

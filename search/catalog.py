@@ -8,7 +8,6 @@ deletes (marked deleted: `mlflow gc` removes them for good, and until then they 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -18,6 +17,7 @@ from . import tracking
 from ._workers import FINISHED
 from .errors import UserError
 from ._recovery import live_trials
+from ._urls import sqlite_path
 from .record import STUDY_ID_TAG, StudyRecord, TrialRecord, study_tracking_uri
 from .storage import open_storage, require
 
@@ -150,6 +150,7 @@ def _client(study: optuna.Study, flag: str | None) -> MlflowClient | None:
     """The study's MLflow store, or None where a local store does not exist (opening one would
     create it: listing and deleting must write nothing there)."""
     uri = study_tracking_uri(study, flag)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    database = sqlite_path(uri)
+    if database is not None and not database.exists():
         return None
     return tracking.client(uri)
