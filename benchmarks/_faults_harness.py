@@ -140,15 +140,17 @@ def many(calls: list[tuple[Path, tuple[str, ...]]], at_once: int = 2, timeout: f
         return list(pool.map(one, calls))
 
 
-def spawn(folder: Path, *args: str, out: bool = False) -> subprocess.Popen:
+def spawn(folder: Path, *args: str, out: bool = False, group: bool = False) -> subprocess.Popen:
     """The command in `folder`, started and left running; stdout kept where `out` (read it with
-    `ended`), stderr always."""
+    `ended`), stderr always; in a process group of its own where `group` (as a terminal's foreground
+    job is: a Ctrl-C there is a SIGINT to the whole group, the command's workers too)."""
     return subprocess.Popen(
         [sys.executable, "-P", "-m", "lorasweep.search", *args],
         cwd=folder,
         stdout=subprocess.PIPE if out else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
     )
 
 

@@ -182,13 +182,13 @@ def _closed(folder: Path) -> str:
 
 def sigint_thrice(folder: Path) -> Row:
     """Ctrl-C three times within 60 ms, 3 s into trial 0's training; then the same command."""
-    train = "max_steps: 300, eval_steps: 150, logging_steps: 10, per_device_train_batch_size: 8"
+    train = "max_steps: 150, eval_steps: 75, logging_steps: 10, per_device_train_batch_size: 8"
     (folder / "s.yaml").write_text(sweep(1, train=train), encoding="utf-8")
-    sweeping = spawn(folder, "run", "s.yaml")
+    sweeping = spawn(folder, "run", "s.yaml", group=True)
     wait_for(lambda: running_trial(folder) is not None, timeout=180)
     time.sleep(3)
-    for _ in range(3):
-        sweeping.send_signal(signal.SIGINT)
+    for _ in range(3):  # Ctrl-C: to the foreground process group
+        os.killpg(sweeping.pid, signal.SIGINT)
         time.sleep(0.03)
     stopped = ended(sweeping, timeout=120)
     left, closed = running(folder), _closed(folder)
@@ -198,7 +198,7 @@ def sigint_thrice(folder: Path) -> Row:
     retry = [t.number for t in trials(folder) if t.user_attrs.get("retry_of") == 0 and t.state.name != "FAIL"]
     retried = f"trial {retry[0]} a retry of 0" if retry else "no retry of trial 0"
     return Row(
-        "SIGINT three times within 60 ms, 3 s into a trial",
+        "SIGINT three times within 60 ms to `run`'s process group (Ctrl-C), 3 s into a trial",
         _stopped(stopped),
         "-",
         left,
