@@ -21,12 +21,13 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from lorasweep.objectives import BATCH_SIZE, METRICS, MetricFn, TrialRunner
+from lorasweep.objectives import BATCH_SIZE, METRICS, BaseFootprint, MetricFn, TrialRunner
 
 from . import _base_scores, parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._interrupts import first_only
 from ._machine import (
+    Machine,
     WorkerChoice,
     choose_workers,
     largest_workers,
@@ -499,7 +500,7 @@ def _auto_workers(
     batch = sweep.space.largest(BATCH_SIZE) or sweep.fixed.get(BATCH_SIZE, 8)
     cost = worker_cost(footprint, batch, sweep.data.max_length)
     gpus = len(_visible_gpus(os.environ)) if footprint is not None and footprint.device == "cuda" else 0
-    return choose_workers(machine, cost, footprint, trials_left, gpus)
+    return choose_workers(_as_pool_finds_it(machine, footprint), cost, footprint, trials_left, gpus)
 
 
 def _check_workers(
@@ -508,7 +509,8 @@ def _check_workers(
     """`--workers N` against this machine's cores and memory, before any worker starts or anything
     is written (the estimate: _machine)."""
     batch = sweep.space.largest(BATCH_SIZE) or sweep.fixed.get(BATCH_SIZE, 8)
-    machine, cost = this_machine(), worker_cost(runner.footprint, batch, sweep.data.max_length)
+    machine = _as_pool_finds_it(this_machine(), runner.footprint)
+    cost = worker_cost(runner.footprint, batch, sweep.data.max_length)
     problem = too_many_workers(options.workers, machine, cost)
     if problem is None:
         return
@@ -518,6 +520,14 @@ def _check_workers(
         f"warning: {options.workers} workers are more than fit this machine "
         f"({largest_workers(machine, cost)}); starting them all, as --force asks"
     )
+
+
+def _as_pool_finds_it(machine: Machine, footprint: BaseFootprint | None) -> Machine:
+    """The machine as a pool's workers find it: this process loaded the base to check it, and lets
+    go of that copy before they start (_run_pool), so its weights count as free memory."""
+    if footprint is None or footprint.device != "cpu":
+        return machine
+    return dataclasses.replace(machine, memory_bytes=machine.memory_bytes + footprint.bytes)
 
 
 def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.Study | None:

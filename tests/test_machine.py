@@ -215,3 +215,14 @@ def test_the_timeout_names_only_a_trial_this_run_stopped(write):
     said.clear()
     launch._say_if_timed_out(study, sweep, 3, "timeout", said.append, first=0)
     assert said[0].endswith("; trial 0 was stopped at the deadline and runs again on the next run")
+
+
+def test_a_pool_counts_the_base_this_process_lets_go_of_as_free():
+    # run loads the base to check it, then drops it before the workers start: two workers whose
+    # memory is there once that copy is gone must fit.
+    cost = worker_cost(SMOL, 8, 256)
+    tight = Machine(cores=2, memory_bytes=2 * cost.total - SMOL.bytes)
+    assert largest_workers(tight, cost) == 1
+    assert largest_workers(launch._as_pool_finds_it(tight, SMOL), cost) == 2
+    on_gpu = BaseFootprint(**{**SMOL.__dict__, "device": "cuda"})
+    assert launch._as_pool_finds_it(tight, on_gpu) == tight  # its weights were never in this memory
