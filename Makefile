@@ -93,8 +93,10 @@ bench-cli: $(STAMP)
 bench-system-metrics: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/system_metrics.py
 
-# The README's "When things go wrong" table: each fault done to a real sweep (kills, cut or removed
-# stores, a full disk on a tmpfs, which needs root), then the same command again (about 10 min).
+# The README's "When things go wrong" table: each fault done to a real sweep (kills, cut, removed or
+# altered stores, a full disk on a tmpfs, which needs root; deletes, timeouts and Ctrl-C under a live
+# run, an MLflow server outage; refused names, links and files), then the same command again. 30 min
+# or more on 2 cores; rows print as cases end, and `benchmarks/faults.py WORD ...` runs some cases.
 bench-faults: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/faults.py
 

@@ -18,7 +18,7 @@ The two promote kills kill the process at one exact step (os._exit right after a
 kill -9 there); the full disk is a 40 MB tmpfs (needs root to mount; skipped otherwise). The cases
 of the hand-over, of a study's life and of its inputs are in _faults_handover.py,
 _faults_lifecycle.py and _faults_inputs.py; what they all stand on, in _faults_harness.py.
-WORD picks the cases whose function name holds it (e.g. `faults.py disk promote`).
+WORD picks the cases whose function name holds it, in the order given (e.g. `faults.py disk promote`).
 """
 
 from __future__ import annotations
@@ -270,13 +270,13 @@ CASES: list[Callable[[Path], Row | list[Row]]] = [
 
 
 def main() -> int:
+    """Each row is printed as its case ends (a run cut short still leaves the rows it made)."""
     chosen = sys.argv[1:]  # words of the cases to run (e.g. disk promote); all by default
-    rows = []
     began = time.monotonic()
-    for case in CASES:
-        name = getattr(case, "__name__", "")
-        if chosen and not any(word in name for word in chosen):
-            continue
+    print("| fault | shown | finished trials lost | left RUNNING | the same command again, or what is left |")
+    print("| --- | --- | --- | --- | --- |", flush=True)
+    picked = [c for word in chosen for c in CASES if word in c.__name__] if chosen else CASES
+    for case in dict.fromkeys(picked):  # in the order of the words given, each case once
         with tempfile.TemporaryDirectory(prefix="lorasweep-faults-") as scratch:
             (Path(scratch) / "tmp").mkdir()
             tmp = os.environ.get("TMPDIR"), tempfile.tempdir
@@ -294,14 +294,10 @@ def main() -> int:
             seconds = time.monotonic() - started
             for row in done if isinstance(done, list) else [done]:
                 row = Row(*(str(f).replace(str(Path(scratch) / "case"), "...") for f in astuple(row)))
-                rows.append(row)
+                print(f"| {row.case} | {row.shown} | {row.lost} | {row.running} | {row.after} |", flush=True)
                 print(f"done: {row.case} ({seconds:.0f} s)", file=sys.stderr, flush=True)
     machine = platform.processor() or platform.machine()
-    print(f"\n{os.cpu_count()} CPUs ({machine}), {time.monotonic() - began:.0f} s\n")
-    print("| fault | shown | finished trials lost | left RUNNING | the same command again, or what is left |")
-    print("| --- | --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row.case} | {row.shown} | {row.lost} | {row.running} | {row.after} |")
+    print(f"\n{os.cpu_count()} CPUs ({machine}), {time.monotonic() - began:.0f} s")
     return 0
 
 
