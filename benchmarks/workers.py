@@ -9,7 +9,8 @@ x 1 thread (`--workers N`, N = the cores), alternating, on
 - tiny: the demo's model, data and training (100 steps, generation on 96 eval prompts), a grid of
   TRIALS configurations without a pruner;
 - smol: a random-init model with SmolLM2-135M's published shape (benchmarks/scale_models.build:
-  offline, the shape sets the cost), SMOL_STEPS steps of 8 rows of 64 tokens a trial.
+  offline, the shape sets the cost; built once into lorasweep's cache folder, outside the timing),
+  SMOL_STEPS steps of 8 rows of 64 tokens a trial, SMOL_TRIALS trials.
 
 Prints, per shape and split, the whole run's wall time (start-up, base evaluation, trials, plots:
 what a user waits for), the span from the first trial's start to the last one's end, and each
@@ -60,6 +61,7 @@ search_space:
   lora_r: {{type: choice, values: [4, 8]}}
 """
 TRIALS = 4
+SMOL_TRIALS = 2  # one trial per process at 2 x 1: the split, not the queue, is what is compared
 
 
 def cpu_name() -> str:
@@ -94,35 +96,50 @@ def run(sweep: str, workers: int) -> tuple[float, float, int]:
         return wall, span.total_seconds(), len(trials)
 
 
-def sweeps(shapes: list[str], trials: int, scratch: Path) -> dict[str, str]:
+def sweeps(shapes: list[str], trials: int, smol_trials: int) -> dict[str, str]:
     out = {}
     if "tiny" in shapes:
         out["tiny (1.0M params)"] = SPACE.format(trials=trials)
     if "smol" in shapes:
-        from scale_models import build  # transformers: only for this shape
-
-        base = build("SmolLM2-135M", scratch / "smol")
-        out["SmolLM2-135M shape (135M params)"] = SMOL_SPACE.format(trials=trials, base=base, steps=SMOL_STEPS)
+        base = smol_base()
+        out["SmolLM2-135M shape (135M params)"] = SMOL_SPACE.format(trials=smol_trials, base=base, steps=SMOL_STEPS)
     return out
+
+
+def smol_base() -> Path:
+    """The random-init SmolLM2-135M-shaped folder, built once (scale_models' import takes a minute)."""
+    from lorasweep.objectives import cache_root
+
+    folder = cache_root() / "bench-SmolLM2-135M"
+    if not (folder / "config.json").is_file():
+        from scale_models import build
+
+        build("SmolLM2-135M", folder)
+    return folder
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="tiny,smol", help="tiny, smol or both (comma-separated)")
-    parser.add_argument("--trials", type=int, default=TRIALS)
+    parser.add_argument("--trials", type=int, default=TRIALS, help="trials of the tiny base's sweep")
+    parser.add_argument("--smol-trials", type=int, default=SMOL_TRIALS)
+    parser.add_argument("--build-only", action="store_true", help="build the 135M-shaped base and stop")
     args = parser.parse_args()
+    if args.build_only:
+        print(smol_base())
+        return 0
     cores = len(os.sched_getaffinity(0))
-    print(f"{cpu_name()}, {cores} cores; {args.trials} trials a sweep")
+    print(f"{cpu_name()}, {cores} cores")
+    planned = sweeps(args.shapes.split(","), args.trials, args.smol_trials)
     print(f"before: {uptime()}", flush=True)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="lorasweep-bench-workers-") as scratch:
-        for shape, sweep in sweeps(args.shapes.split(","), args.trials, Path(scratch)).items():
-            measured = {}
-            for workers in (1, cores):  # one process on every core first, then one per core
-                measured[workers] = run(sweep, workers)
-                print(f"  {shape}: {workers} x {cores // workers}: {measured[workers][0]:.1f} s", flush=True)
-            for workers, (wall, span, done) in measured.items():
-                rows.append((shape, workers, cores // workers, done, wall, span, wall / measured[1][0]))
+    for shape, sweep in planned.items():
+        measured = {}
+        for workers in (1, cores):  # one process on every core first, then one per core
+            measured[workers] = run(sweep, workers)
+            print(f"  {shape}: {workers} x {cores // workers}: {measured[workers][0]:.1f} s ({uptime()})", flush=True)
+        for workers, (wall, span, done) in measured.items():
+            rows.append((shape, workers, cores // workers, done, wall, span, wall / measured[1][0]))
     print(f"after: {uptime()}\n")
     print("| base | processes x threads | trials | wall s | trials' span s | wall / 1 x N |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -19,13 +19,15 @@ container's CPU quota); the memory is what the system says is available now (and
 container's limit leaves). The estimate is in one place because `--workers N` is checked with it and
 `--workers auto` chooses with it.
 
-How many workers `auto` starts (choose_workers). On a CPU the lever is processes, not threads: a
-small base's operations are too small for torch's threads to split well, and a second process
-overlaps one trial's evaluation, generation and logging with another's training. So a base below
-SMALL_BASE_PARAMS gets one process per core with one thread each; a larger one, whose matrices
-keep every thread busy, one process with all the threads. (The splits measured: README, "Local
-parallel".) On GPUs, one worker per visible GPU. Either way no more than fit the memory
-(largest_workers), nor than trials are left; one worker runs in the `run` process itself.
+How many workers `auto` starts (choose_workers). On a CPU a pool of one-thread processes trains
+a small base's trials faster than one process's threads do (its operations are too small to split
+well), but each worker pays a process start, the libraries and the base loaded again: on 2 cores
+and a quiet machine, 4 tiny trials took 57 s as 1 process x 2 threads and 90 s as 2 x 1 (README,
+"Local parallel"). So a base below SMALL_BASE_PARAMS gets one process per core only for a sweep of
+POOL_MIN_TRIALS trials or more, where the per-trial gain can repay the start; a larger base, whose
+matrices keep every thread busy, and a short sweep get one process with all the threads. On GPUs,
+one worker per visible GPU. Either way no more than fit the memory (largest_workers), nor than
+trials are left; one worker runs in the `run` process itself.
 
 An absurd budget. No trial runs faster than GUESSED_STEPS_PER_S, a rate above what the bases that
 lorasweep trains reach on a CPU (the built-in tiny base: ~10 steps a second on 2 cores). A budget
@@ -45,9 +47,12 @@ RUNTIME_BYTES = 800 * 2**20
 ACTIVATION_BYTES = 68
 LOGIT_BYTES = 12
 GUESSED_STEPS_PER_S = 100.0
-# Below this many parameters a base trains soonest as one one-thread process per core (2 x 1 against
-# 1 x 2 on the tiny base: 0.79 against 1.22 of the peer's wall time on 2 cores).
+# Below this many parameters a long sweep trains soonest as one one-thread process per core; the
+# SmolLM2-135M shape was not measured to the end, so larger bases keep one process (conservative).
 SMALL_BASE_PARAMS = 50_000_000
+# Trials left from which a pool's faster trials repay its workers' start: 33 s more for the pool on 4
+# tiny trials (2 cores, quiet) against 121 -> 92 s of trials for 8 in an earlier run (~3.6 s a trial).
+POOL_MIN_TRIALS = 16
 FAR_BEYOND = 10  # a budget this many times its time limit is noted
 NO_TIMEOUT_LIMIT_S = 7 * 24 * 3600  # without a timeout: a trial longer than this is noted
 
@@ -146,8 +151,11 @@ def choose_workers(
     if footprint.parameters >= SMALL_BASE_PARAMS:
         rule = f"at {SMALL_BASE_PARAMS / 1e6:.0f}M params or more, one process with every thread"
         return WorkerChoice(1, machine.cores, f"{where}, {size}: {rule}")
+    if left < POOL_MIN_TRIALS:
+        rule = f"{left} trial(s) left: fewer than {POOL_MIN_TRIALS}, one process starts soonest, see README"
+        return WorkerChoice(1, machine.cores, f"{where}, {size}: {rule}")
     workers = min(machine.cores, largest, left)
-    rule = "one process per core trains small bases soonest, see README"
+    rule = "one process per core trains a long sweep of a small base soonest, see README"
     if workers < machine.cores:
         capped = "memory" if largest < min(machine.cores, left) else "trials left"
         rule += f"; capped by the {capped} ({largest if capped == 'memory' else left})"

@@ -8,7 +8,7 @@ import pytest
 
 from lorasweep.objectives import BaseFootprint
 from lorasweep.search import RunOptions, load_sweep, run_sweep
-from lorasweep.search._machine import SMALL_BASE_PARAMS, Machine, choose_workers, worker_cost
+from lorasweep.search._machine import POOL_MIN_TRIALS, SMALL_BASE_PARAMS, Machine, choose_workers, worker_cost
 from lorasweep.search.cli import main
 from lorasweep.search.errors import UserError
 
@@ -21,16 +21,22 @@ SMOL = BaseFootprint(
 )
 
 
-def _choose(footprint, cores=2, memory=64 * GiB, trials_left=8, gpus=0):
+def _choose(footprint, cores=2, memory=64 * GiB, trials_left=64, gpus=0):
     cost = worker_cost(footprint, 16, 64)
     return choose_workers(Machine(cores=cores, memory_bytes=memory), cost, footprint, trials_left, gpus)
 
 
-def test_a_small_base_gets_one_one_thread_process_per_core():
+def test_a_long_sweep_of_a_small_base_gets_one_one_thread_process_per_core():
     choice = _choose(TINY, cores=4)
     assert (choice.workers, choice.threads) == (4, 1)
     assert choice.line().startswith("workers: auto -> 4 processes x 1 thread (4 cores, 64.0 GiB free, base 1.0M")
-    assert "one process per core trains small bases soonest" in choice.line()
+    assert "one process per core trains a long sweep of a small base soonest" in choice.line()
+
+
+def test_a_short_sweep_runs_in_one_process_whose_start_the_pool_would_not_repay():
+    choice = _choose(TINY, cores=4, trials_left=POOL_MIN_TRIALS - 1)
+    assert (choice.workers, choice.threads) == (1, 4)
+    assert f"fewer than {POOL_MIN_TRIALS}, one process starts soonest" in choice.why
 
 
 def test_a_large_base_gets_one_process_with_every_thread():
@@ -44,8 +50,8 @@ def test_auto_starts_no_more_workers_than_fit_the_memory_nor_than_trials_are_lef
     per_worker = worker_cost(TINY, 16, 64).total
     by_memory = _choose(TINY, cores=8, memory=3 * per_worker)
     assert by_memory.workers == 3 and "capped by the memory (3)" in by_memory.why
-    by_trials = _choose(TINY, cores=8, trials_left=2)
-    assert by_trials.workers == 2 and "capped by the trials left (2)" in by_trials.why
+    by_trials = _choose(TINY, cores=64, trials_left=POOL_MIN_TRIALS)
+    assert by_trials.workers == POOL_MIN_TRIALS and f"capped by the trials left ({POOL_MIN_TRIALS})" in by_trials.why
     assert _choose(TINY, cores=8, memory=per_worker // 2).workers == 1  # this process runs anyway
 
 
