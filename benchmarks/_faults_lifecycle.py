@@ -134,7 +134,10 @@ def timeout_mid_trial(folder: Path) -> list[Row]:
 
 def _said(done) -> str:
     """Its exit and the line that says why it stopped (else its first)."""
-    why = [line for line in done.out + done.err if "timeout" in line.lower() or "deadline" in line.lower()]
+    said = done.out + done.err
+    why = [line for line in said if "ended the sweep" in line] or [
+        line for line in said if "timeout" in line.lower() or "deadline" in line.lower()
+    ]
     line = why[0] if why else (done.shown[0] if done.shown else "")
     return done.exit() + (f', "{cut(line)}"' if line else "")
 
