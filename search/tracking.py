@@ -92,7 +92,10 @@ def client(uri: str) -> MlflowClient:
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # Through tqdm: the sweep's progress bar shares stderr, and a bare print lands on its line.
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 class _Outages(logging.Filter):
@@ -134,7 +137,9 @@ class _Outages(logging.Filter):
         response = isinstance(record.args, tuple) and len(record.args) == 8
         if record.levelno == logging.DEBUG and self._down and response:
             return self._answered(record)
-        return True
+        # What urllib3 says at DEBUG only reaches the logger because an outage lowered it to watch
+        # for the first answer: none of it is for the user's handlers.
+        return not (record.levelno == logging.DEBUG and self._level is not None)
 
     def _retrying(self, host: str | None, record: logging.LogRecord) -> bool:
         with self._lock:

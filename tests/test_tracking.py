@@ -126,6 +126,8 @@ def test_a_tracking_server_outage_is_one_line_when_it_starts_and_one_when_it_end
     assert said[0].endswith(" min (MLFLOW_HTTP_REQUEST_MAX_RETRIES) while lorasweep waits.")
     assert re.fullmatch(rf"{re.escape(server)} answers again after \d+ s\.", said[1]), said[1]
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]  # urllib3's lines are gone
+    # ...and so are those it says at DEBUG while the outage is watched ("Starting new HTTP connection")
+    assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelname == "DEBUG"]
     assert not tracking._OUTAGES._down and tracking._OUTAGES._level is None
 
 
