@@ -153,7 +153,7 @@ USER_DATA = DataSpec(path="", prompt_template=None, response_template=None, labe
 class EvalSpec:
     max_samples: int = 64  # eval prompts that are generated from (the rest only give loss)
     max_new_tokens: int = 16
-    batch_size: int = 32  # generation batch
+    batch_size: int = 32  # the smallest generation batch: the recipe goes up to what memory holds
     f1: Literal["auto", "label", "token"] = "auto"
     log_samples: int = 20  # rows in the run's generations table
 
