@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lorasweep.objectives import tiny
+from lorasweep.objectives import _corpus, tiny
 from lorasweep.objectives.config import InputError
 
 
@@ -46,9 +46,13 @@ def test_the_recipe_rebuilds_the_shipped_base(tmp_path) -> None:
     written, shipped = (json.loads((f / "config.json").read_text()) for f in (tmp_path, tiny.SHIPPED))
     assert written.pop("transformers_version") and shipped.pop("transformers_version")
     assert written == shipped
+    # Judged on held-out text of the kind the recipe pretrains on (another seed's documents). Two
+    # sentences the corpus never had were a noisy judge: under transformers 5.25 a rebuild scored 8.79
+    # there against the shipped 8.00, and 0.454 against 0.455 on this text.
     tokenizer = AutoTokenizer.from_pretrained(tiny.SHIPPED)
-    text = tokenizer(["the battery is great, i love it", "the delivery was late again"], padding=True)
-    ids, mask = torch.tensor(text["input_ids"]), torch.tensor(text["attention_mask"])
+    docs = [doc + tokenizer.eos_token for doc in _corpus.pretrain_documents(64, seed=1)]
+    text = tokenizer(docs, padding=True, add_special_tokens=False, return_tensors="pt")
+    ids, mask = text["input_ids"], text["attention_mask"]
 
     def loss(folder) -> float:
         model = AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -57,4 +61,4 @@ def test_the_recipe_rebuilds_the_shipped_base(tmp_path) -> None:
                 input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)
             ).loss.item()
 
-    assert loss(tmp_path) == pytest.approx(loss(tiny.SHIPPED), rel=0.05)
+    assert loss(tmp_path) == pytest.approx(loss(tiny.SHIPPED), rel=0.03)
