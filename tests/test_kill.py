@@ -99,8 +99,9 @@ def test_sigterm_closes_the_trial_and_resume_runs_it_again(tmp_path):
     proc = spawn_lorasweep(tmp_path, "run", "sweep.yaml", "--trials", "1")
     _wait_for_training(tmp_path, proc, number=0)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
-    assert "interrupted: finished trials are kept" in proc.stderr.read()
+    exit_code, stderr = proc.wait(timeout=60), proc.stderr.read()
+    assert exit_code == 130, stderr
+    assert "interrupted: finished trials are kept" in stderr
 
     study, client = _study(tmp_path), _client(tmp_path)
     stopped = study.trials[0]
@@ -126,8 +127,9 @@ def test_three_sigints_within_60_ms_close_every_run_and_leave_no_scratch_folder(
     for _ in range(3):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
-    assert proc.wait(timeout=60) == 130
-    assert "interrupted: finished trials are kept" in proc.stderr.read()
+    exit_code, stderr = proc.wait(timeout=60), proc.stderr.read()
+    assert exit_code == 130, stderr
+    assert "interrupted: finished trials are kept" in stderr
 
     study, client = _study(tmp_path), _client(tmp_path)
     stopped = study.trials[0]

@@ -320,3 +320,31 @@ def test_three_quick_interrupts_still_close_the_trial_its_runs_and_its_scratch_f
     assert _client(stores).get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
     assert list(scratch.iterdir()) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_sweep(stores, write):
+    """A KeyboardInterrupt raised inside a __del__ is swallowed by Python ("Exception ignored in");
+    the sweep sends the signal again and stops, rather than run on to the end as if never asked."""
+    import os
+    import signal
+
+    class InterruptedWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the finalizer
+
+    def script(r: int):
+        collected = InterruptedWhileCollected()
+        del collected  # the interrupt is raised and swallowed here
+        time.sleep(2.0)  # where the signal, sent again, stops the trial
+        return curve_runner().script(r)
+
+    runner = curve_runner()
+    runner.script = script
+
+    sweep = load_sweep(write(GRID.format(metric="f1", seed=0, extra="")))
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=runner)
+
+    stopped = optuna.load_study(study_name="stub", storage=open_storage(None)).trials
+    assert len(stopped) == 1 and stopped[0].user_attrs["interrupted"]
+    assert _run(stores, stopped[0]).data.tags["lorasweep.error"].startswith("Interrupted: SIGINT")
