@@ -196,7 +196,8 @@ def sigint_thrice(folder: Path) -> Row:
     stopped = ended(sweeping, timeout=120)
     left, closed = running(folder), _closed(folder)
     scratch = list(Path(os.environ["TMPDIR"]).iterdir())  # this case's own TMPDIR
-    empty = [p.name for p in scratch if p.is_dir() and not any(p.iterdir())]
+    ours = sorted(p.name for p in scratch if p.name.startswith("lorasweep-"))  # a trial's, a report's
+    others = sorted(p.name for p in scratch if p.name not in ours)  # the libraries' (torch's caches)
     again = lorasweep(folder, "-q", "run", "s.yaml")
     retry = [t.number for t in trials(folder) if t.user_attrs.get("retry_of") == 0 and t.state.name != "FAIL"]
     retried = f"trial {retry[0]} a retry of 0" if retry else "no retry of trial 0"
@@ -205,6 +206,7 @@ def sigint_thrice(folder: Path) -> Row:
         _stopped(stopped),
         "-",
         left,
-        f"{closed}; scratch left in TMPDIR: {len(scratch)} ({len(empty)} empty); rerun: {again.exit()}, "
+        f"{closed}; left in TMPDIR: lorasweep's {ours or 'nothing'}, the libraries' {others or 'nothing'}; "
+        f"rerun: {again.exit()}, "
         f"{len(finished(folder))}/1 finished, {retried}",
     )
