@@ -15,8 +15,11 @@ Compute is counted in training steps, so these figures do not depend on the mach
 
 The "recommended" method is what the task's own sweep file says (its sampler, seed aside, and its
 pruner): the setup lorasweep recommends. The others are built for each table from its evaluation
-steps. Studies live in Optuna's in-memory storage: the samplers and pruners decide the same on any
-storage, and the storage's own cost is item (e)'s business.
+steps; three of them are peer tools as they come out of the box (PEERS: transformers'
+hyperparameter_search, W&B Sweeps, Ray Tune), each replayed with Optuna's sampler nearest to its own
+and its own stopping rule, one evaluation report counting as one of the tool's iterations. Studies
+live in Optuna's in-memory storage: the samplers and pruners decide the same on any storage, and the
+storage's own cost is item (e)'s business.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 
@@ -46,6 +50,10 @@ BUDGET_TRIALS = 24  # random search's budget: 24 full trials
 CHECKPOINTS = (1 / 6, 1 / 3, 2 / 3, 1)  # of the budget: where the best-so-far is shown
 RECOMMENDED = "recommended (the sweep file's own)"
 ORACLE = "random + an oracle pruner (the floor of pruning)"
+TRANSFORMERS = "transformers hyperparameter_search defaults (TPE + MedianPruner)"
+WANDB = "W&B Sweeps bayes + hyperband defaults (approximated: TPE + W&B's band rule)"
+RAY = "Ray Tune defaults (random + ASHAScheduler, x4)"
+PEERS = (TRANSFORMERS, WANDB, RAY)  # the peers' out-of-the-box setups: bench.py compares against the best
 
 
 @dataclass(frozen=True)
@@ -103,8 +111,85 @@ def recorded_sweep(name: str) -> Sweep:
     return load_sweep(ROOT / raw.get("sweep_file", "spaces/demo.yaml"), text=raw["sweep"])
 
 
-# name: (sampler or None for the sweep file's, the pruner spec for a table, or the sweep file's)
-Method = tuple[str | None, Callable[[Table], dict | None]]
+class OraclePruner(optuna.pruners.BasePruner):
+    """Not a method: the floor of pruning. It knows every configuration's final value and stops, at
+    its first evaluation, each trial that will not reach the target; no pruner can spend less on the
+    trials a sampler proposes."""
+
+    def __init__(self, table: Table, target: float) -> None:
+        self.table, self.target = table, target
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        final = self.table.lookup(trial.params).get("metrics", {}).get("eval_perplexity", float("inf"))
+        return final > self.target
+
+
+class WandbHyperband(optuna.pruners.BasePruner):
+    """W&B Sweeps' `early_terminate: {type: hyperband, min_iter: ...}` at its defaults (eta 3, strict),
+    as wandb/sweeps' hyperband_stopping.py (hyperband_stop_runs) decides: its bands are min_iter x
+    eta^k logged values of the metric (here: evaluations); a run that has logged b values, b its
+    latest band, stops if its b-th value is above sorted(every run's b-th value, its own and stopped
+    runs' included)[int(n / eta)], keeping about the best third. min_iter has no default (W&B requires
+    it or max_iter): 1, the first evaluation, as every pruner of this table starts there.
+
+    The rule is W&B's; the sweep around it is approximated: W&B's controller polls running runs, so a
+    real run overshoots its band by however long the poll takes (here it stops at once: cheaper for
+    W&B); and W&B's GP fits a stopped run by its best logged value, where TPE (its stand-in, see
+    METHODS) ranks pruned trials by how far they got, then by their last value."""
+
+    def __init__(self, min_iter: int, eta: int = 3) -> None:
+        self.bands = [min_iter * eta**k for k in range(10)]
+        self.eta = eta
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        history = _history(trial)
+        reached = [b for b in self.bands if b <= len(history)]
+        if not reached:
+            return False
+        band = reached[-1]
+        trials = study.get_trials(deepcopy=False)
+        at_band = sorted(h[band - 1] for t in trials if len(h := _history(t)) >= band)
+        return history[band - 1] > at_band[int(len(at_band) / self.eta)]
+
+
+class RayAsha(optuna.pruners.BasePruner):
+    """Ray Tune's ASHAScheduler (AsyncHyperBandScheduler) at its defaults, as its _Bracket.on_result
+    decides: its rungs are grace_period x reduction_factor^k training iterations below max_t (1, 4, 16,
+    64; here evaluations 1 and 4 are reached); a trial reaching a rung stops if its value is worse than
+    the (1 - 1/reduction_factor) percentile (linear interpolation) of the values recorded there before
+    it, any trial's, stopped ones included; the first trial at a rung goes on. Optuna's
+    SuccessiveHalvingPruner(min_resource=first evaluation, reduction_factor=4) has the same rungs but
+    ranks the trial among the values with its own, and lets only the best of the first three through,
+    so it is not used: the two differ on the first trials at each rung and on ties."""
+
+    def __init__(self, grace_period: int = 1, reduction_factor: int = 4, max_t: int = 100) -> None:
+        self.rungs = {grace_period * reduction_factor**k for k in range(10)} & set(range(1, max_t))
+        self.reduction_factor = reduction_factor
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        history = _history(trial)
+        rung = len(history)
+        if rung not in self.rungs:
+            return False
+        # Ray maximises a reward: minimising, the reward is minus the value, as Ray's mode="min" does
+        recorded = [
+            -h[rung - 1]
+            for t in study.get_trials(deepcopy=False)
+            if t.number != trial.number and len(h := _history(t)) >= rung
+        ]
+        if not recorded:
+            return False
+        return -history[rung - 1] < float(np.nanpercentile(recorded, (1 - 1 / self.reduction_factor) * 100))
+
+
+def _history(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The values a trial reported, in step order: W&B's and Ray's iterations count these."""
+    return [v for _, v in sorted(trial.intermediate_values.items())]
+
+
+# name: (sampler or None for the sweep file's, for a table: the pruner spec, or the sweep file's, or a
+# pruner object where lorasweep's specs cannot say it: the peers' own stopping rules)
+Method = tuple[str | None, Callable[[Table], dict | optuna.pruners.BasePruner | None]]
 METHODS: dict[str, Method] = {
     RECOMMENDED: (None, lambda t: t.sweep.study.pruner),
     "random": ("random", lambda t: None),
@@ -127,20 +212,25 @@ METHODS: dict[str, Method] = {
     "TPE + curve (lorasweep's)": ("tpe", lambda t: {"type": "curve"}),
     "random + curve (lorasweep's)": ("random", lambda t: {"type": "curve"}),
     ORACLE: ("random", lambda t: None),  # its pruner knows the table: see OraclePruner
+    # transformers' Trainer.hyperparameter_search(backend="optuna") with no kwargs:
+    # transformers/integrations/integration_utils.py, run_hp_search_optuna, calls
+    # optuna.create_study(direction=...) without a sampler or pruner, so TPESampler() (10 random
+    # startup trials) and create_study's default MedianPruner() (n_startup_trials=5, n_warmup_steps=0).
+    # Trainer._report_to_hp_search (trainer.py) reports the objective after every evaluation and
+    # raises TrialPruned when should_prune says so, as Replay does. Its objective is eval loss, ours
+    # eval perplexity = exp(loss): TPE ranks and the median compares, so both decide alike (bar the
+    # midpoint of two middle values when the median falls between them).
+    TRANSFORMERS: ("tpe", lambda t: optuna.pruners.MedianPruner()),
+    # W&B's bayes is a Gaussian process; Optuna's GPSampler runs on these spaces but at 0.6 s a trial
+    # here (30 s a study of 48 trials, so over 20 min for the 40 studies of two tables), so TPE stands
+    # in, at its defaults (10 random trials first; W&B's bayes models from two results on): the
+    # nearest model-based sampler that fits `make bench`. The stopping rule is W&B's own.
+    WANDB: ("tpe", lambda t: WandbHyperband(min_iter=1)),
+    # Ray Tune's default search is BasicVariantGenerator (random), and ASHAScheduler() at its defaults
+    # (time_attr="training_iteration", grace_period=1, reduction_factor=4, brackets=1, max_t=100): one
+    # report is one training_iteration here, as a Trainer reporting per evaluation makes it.
+    RAY: ("random", lambda t: RayAsha()),
 }
-
-
-class OraclePruner(optuna.pruners.BasePruner):
-    """Not a method: the floor of pruning. It knows every configuration's final value and stops, at
-    its first evaluation, each trial that will not reach the target; no pruner can spend less on the
-    trials a sampler proposes."""
-
-    def __init__(self, table: Table, target: float) -> None:
-        self.table, self.target = table, target
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        final = self.table.lookup(trial.params).get("metrics", {}).get("eval_perplexity", float("inf"))
-        return final > self.target
 
 
 class Replay:
@@ -174,6 +264,7 @@ def method_sweep(table: Table, method: Method, seed: int) -> Sweep:
     """The task's sweep with this method's sampler, seed and pruner, minimising eval perplexity. The
     grid searches the learning-rate cells' centres (a grid needs a finite space)."""
     sampler, pruner = method
+    spec = pruner(table)
     task = table.sweep
     study = dataclasses.replace(
         task.study,
@@ -182,7 +273,7 @@ def method_sweep(table: Table, method: Method, seed: int) -> Sweep:
         sampler=sampler or task.study.sampler,
         sampler_options=task.study.sampler_options if sampler is None else {},  # else Optuna's defaults
         seed=seed,
-        pruner=pruner(table),
+        pruner=None if isinstance(spec, optuna.pruners.BasePruner) else spec,  # run_study takes the object
     )
     space = task.space
     if study.sampler == "grid":
@@ -196,6 +287,9 @@ def run_study(
 ) -> list[tuple[int, float | None]]:
     sweep = method_sweep(table, method, seed)
     replay = Replay(table, sweep)
+    own = method[1](table)  # a fresh pruner object per study (Optuna's Hyperband keeps state in its own)
+    if pruner is None and isinstance(own, optuna.pruners.BasePruner):
+        pruner = own
 
     def stop_at_budget(study: optuna.Study, trial) -> None:
         if replay.spent >= table.run_to:
@@ -245,6 +339,12 @@ class SearchFigures:
 
     def method(self, name: str) -> MethodFigures:
         return next(m for m in self.methods if m.name == name)
+
+    def best_peer(self) -> MethodFigures | None:
+        """The peer tool's default setup that reached the target in the fewest steps (None if no peer
+        was measured): what lorasweep's recommended setup is held against."""
+        peers = [m for m in self.methods if m.name in PEERS]
+        return min(peers, key=lambda m: m.steps_to_target, default=None)
 
 
 def measure(

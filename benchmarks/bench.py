@@ -118,6 +118,20 @@ def _search(s: _replay.SearchFigures) -> list[str]:
                 _verdict(m.share(table), 0.25) if main else "-",
             )
         )
+    # Issue 27's bar: half the compute of the best peer tool used as it comes (its documented defaults)
+    peer, ours = s.best_peer(), s.method(_replay.RECOMMENDED)
+    if peer is not None:
+        ratio = ours.steps_to_target / peer.steps_to_target
+        rows.append(
+            _row(
+                f"(c) {table.name}: recommended / the best peer default (the fewest steps to random's "
+                "final best)",
+                f"**{ratio:.2f}x**: {ours.steps_to_target:.0f} steps against {peer.steps_to_target:.0f} for "
+                f"{peer.name}",
+                "<= 0.5x",
+                _verdict(ratio, 0.5),
+            )
+        )
     study = table.sweep.study
     rows.append(
         _row(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import optuna
 import pytest
 
 from .conftest import ROOT
@@ -85,3 +86,56 @@ def test_the_faults_table_reads_what_a_refused_sweep_file_shows(tmp_path):
     assert row.shown.count("exits [2, 2]; one line each, no traceback: True") == 2, row.shown
     assert "a directory" in row.shown and "a FIFO" in row.shown
     assert row.after == "nothing written: True"
+
+
+def test_the_peer_rows_run_each_peer_as_it_comes(monkeypatch):
+    """transformers' row is a study of TPESampler() and create_study's MedianPruner() at their defaults,
+    as run_hp_search_optuna makes it; every peer row prunes; bench.py's bar picks the best of them."""
+    made = []
+    create_study = optuna.create_study
+
+    def spy(**kwargs) -> optuna.Study:
+        made.append(study := create_study(**kwargs))
+        return study
+
+    monkeypatch.setattr(optuna, "create_study", spy)
+    table = _replay.load_table("phrase")
+    _replay.run_study(table, _replay.METHODS[_replay.TRANSFORMERS], seed=0)
+    sweep = _replay.method_sweep(table, _replay.METHODS[_replay.TRANSFORMERS], seed=0)
+    assert (sweep.study.sampler, sweep.study.sampler_options) == ("tpe", {})  # TPESampler's defaults
+    pruner = made[-1].pruner
+    assert type(pruner) is optuna.pruners.MedianPruner
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps) == (5, 0)
+    methods = {k: _replay.METHODS[k] for k in ("random", _replay.RECOMMENDED, *_replay.PEERS)}
+    figures = _replay.measure("phrase", seeds=2, methods=methods)
+    assert all(figures.method(p).pruned_share > 0.3 for p in _replay.PEERS)
+    best = figures.best_peer()
+    assert best.steps_to_target == min(figures.method(p).steps_to_target for p in _replay.PEERS)
+
+
+def _study_with_first_values(pruner: optuna.pruners.BasePruner, values: list[float]) -> optuna.Study:
+    study = optuna.create_study(pruner=pruner)
+    for v in values:
+        study.add_trial(optuna.trial.create_trial(value=v, intermediate_values={10: v, 20: v}))
+    return study
+
+
+@pytest.mark.parametrize(("value", "stops"), [(1.7, False), (1.8, True)])
+def test_the_ray_row_stops_at_its_rungs_below_the_best_quarter(value, stops):
+    """ASHAScheduler's defaults: reduction factor 4, so a trial at the first rung goes on only while
+    better than the 25th percentile of the values recorded there (1.75 of 1, 2, 3, 4; 2.0 with x3)."""
+    study = _study_with_first_values(_replay.RayAsha(), [1.0, 2.0, 3.0, 4.0])
+    trial = study.ask()
+    trial.report(value, 10)
+    assert trial.should_prune() is stops
+    trial.report(9.0, 20)  # the second evaluation is no rung: no decision there
+    assert not trial.should_prune()
+
+
+@pytest.mark.parametrize(("value", "stops"), [(2.5, False), (3.5, True)])
+def test_the_wandb_row_keeps_the_best_third_at_each_band(value, stops):
+    """W&B's hyperband (eta 3, strict): sorted(every run's value at the band, its own too)[n // 3]."""
+    study = _study_with_first_values(_replay.WandbHyperband(min_iter=1), [1.0, 2.0, 3.0, 4.0, 5.0])
+    trial = study.ask()
+    trial.report(value, 10)
+    assert trial.should_prune() is stops
