@@ -42,7 +42,16 @@ from .params import (
     unknown_name_message,
     valid_names_text,
 )
-from .runner import BaseFootprint, CurveHook, MetricFn, TrialResult, TrialRunner, TrialTimedOut
+from .runner import (
+    BaseFootprint,
+    CurveHook,
+    LrRangeSpec,
+    LrRangeTester,
+    MetricFn,
+    TrialResult,
+    TrialRunner,
+    TrialTimedOut,
+)
 
 if TYPE_CHECKING:
     from .data import DataShape, check_data
@@ -88,6 +97,8 @@ __all__ = [
     "DataSpec",
     "EvalSpec",
     "InputError",
+    "LrRangeSpec",
+    "LrRangeTester",
     "MetricFn",
     "ModelSpec",
     "Recipe",

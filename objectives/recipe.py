@@ -33,7 +33,7 @@ from .metrics import generation_metrics
 from .model import add_adapter, base_identity, check_targets, load_base, place, remove_adapter
 from .params import training_settings
 from .resources import MemoryWatch
-from .runner import BaseFootprint, CurveHook, MetricFn, TrialResult, TrialTimedOut
+from .runner import BaseFootprint, CurveHook, LrRangeSpec, MetricFn, TrialResult, TrialTimedOut
 from .scoring import perplexity, summed_nll
 from .tiny import fit_note
 
@@ -156,6 +156,34 @@ class Recipe:
         finally:
             self.base = remove_adapter(model)
 
+    def lr_range_test(self, spec: LrRangeSpec, workdir: Path) -> list[tuple[float, float]]:
+        """The learning-rate range test (objectives/_lr_range.py) on a fresh adapter with the
+        trial's settings: (lr, smoothed training loss) per step. Leaves the base as it found it."""
+        from ._lr_range import run_range_test
+
+        set_seed(spec.trial.seed)
+        model = add_adapter(self.base, self.model_spec, spec.trial.lora_args)
+        try:
+
+            def make_trainer(cls: type[Trainer], overrides: dict, callbacks: list) -> Trainer:
+                settings = {**training_settings(spec.trial.training_args), **overrides}
+                settings.update(self._own_settings(spec.trial, workdir))
+                trainer = cls(
+                    model=model,
+                    args=TrainingArguments(**settings),
+                    train_dataset=self.data.train,
+                    data_collator=self._collator,
+                    processing_class=self.tokenizer,
+                    callbacks=callbacks,
+                )
+                trainer.remove_callback(PrinterCallback)
+                return trainer
+
+            return run_range_test(make_trainer, spec, workdir)
+        finally:
+            self.base = remove_adapter(model)
+            gc.collect()
+
     def evaluate_base(self) -> dict[str, float]:
         """The base model's metrics, no adapter: what every trial has to beat."""
         metrics = self._loss_metrics(self.base)
@@ -184,17 +212,7 @@ class Recipe:
                 save_only_model=True,
                 load_best_model_at_end=True,
             )
-        settings.update(  # lorasweep's own: where things go, what reports, which device and seed
-            output_dir=str(workdir / "trainer"),
-            report_to="none",
-            disable_tqdm=True,
-            seed=trial.seed,
-            use_cpu=self.placement.device == "cpu",
-            bf16=self.placement.precision == "bf16",
-            fp16=self.placement.precision == "fp16",
-            include_num_input_tokens_seen="non_padding",
-            logging_nan_inf_filter=False,  # a NaN loss must show in the log, so the guard sees it
-        )
+        settings.update(self._own_settings(trial, workdir))
         args = TrainingArguments(**settings)
         callbacks: list[TrainerCallback] = [_DivergenceGuard()]
         if deadline is not None:
@@ -214,6 +232,20 @@ class Recipe:
         )
         trainer.remove_callback(PrinterCallback)  # the sweep prints one line per trial, not per log
         return trainer
+
+    def _own_settings(self, trial: TrialSpec, workdir: Path) -> dict:
+        """lorasweep's own TrainingArguments: where things go, what reports, which device and seed."""
+        return dict(
+            output_dir=str(workdir / "trainer"),
+            report_to="none",
+            disable_tqdm=True,
+            seed=trial.seed,
+            use_cpu=self.placement.device == "cpu",
+            bf16=self.placement.precision == "bf16",
+            fp16=self.placement.precision == "fp16",
+            include_num_input_tokens_seen="non_padding",
+            logging_nan_inf_filter=False,  # a NaN loss must show in the log, so the guard sees it
+        )
 
     def _final_loss(self, trainer: _ExactEvalTrainer, trial: TrialSpec) -> dict[str, float] | None:
         """The Trainer's last evaluation as the trial's eval loss, when it is the number the exact

@@ -13,6 +13,9 @@ The lifecycle of a runner, one per process:
                    with a `deadline` (a time.monotonic() reading), TrialTimedOut once it passes
     footprint      what the base model weighs (BaseFootprint), for the study's estimate of how
                    many workers fit the machine; None where the runner cannot say
+    lr_range_test  optional (LrRangeTester): before a study's first trial, one short run with the
+                   learning rate rising exponentially, as (lr, smoothed training loss) per step;
+                   a runner without it (the tests' stubs) leaves the study's range as declared
 
 While a trial trains, its curve hook receives (step, {metric: value}) at every Trainer log: the
 training loss, gradient norm and learning rate, and at each evaluation the CURVE_METRICS. Whatever
@@ -31,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .config import TrialSpec
 
@@ -96,3 +99,23 @@ class TrialRunner(Protocol):
         on_curve: CurveHook | None = None,
         deadline: float | None = None,
     ) -> TrialResult: ...
+
+
+@dataclass(frozen=True)
+class LrRangeSpec:
+    """A learning-rate range test: `trial`'s settings (its batch size, rank, ...), the learning rate
+    rising exponentially from `low` to `high` over `steps` optimiser steps."""
+
+    trial: TrialSpec
+    low: float
+    high: float
+    steps: int = 100
+
+
+@runtime_checkable
+class LrRangeTester(Protocol):
+    """A runner that can run a learning-rate range test (objectives/_lr_range.py): (lr, smoothed
+    training loss) per step, stopped early once the loss blows up. Kept apart from TrialRunner so
+    runners without it still are TrialRunners."""
+
+    def lr_range_test(self, spec: LrRangeSpec, workdir: Path) -> list[tuple[float, float]]: ...

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from lorasweep.objectives import BATCH_SIZE, METRICS, BaseFootprint, MetricFn, TrialRunner
 
-from . import _base_scores, parent, record
+from . import _base_scores, _lr_range, _warm_start, parent, record
 from ._choices import DEFAULT_MAX_FAILURES
 from ._interrupts import first_only
 from ._machine import (
@@ -120,6 +120,14 @@ def run_sweep(
     if existing is None and sweep.experiment is not None and is_local(uri):
         # A local store makes the experiment a folder; load_sweep could not see a --tracking-uri flag.
         check_study_name(sweep.experiment, "tracking.experiment")
+    earlier = None
+    if sweep.study.warm_start is not None and (existing is None or not existing.get_trials(deepcopy=False)):
+        if sweep.study.warm_start == name:
+            raise UserError(
+                f"study.warm_start must name another study, but got warm_start={name!r}, the study this run "
+                "continues (--study). Name an earlier study, or remove warm_start."
+            )
+        earlier = _warm_start.earlier_study(sweep, storage_url)  # before anything is written
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
     if existing is not None and done >= budget:
         tracker = Tracker(uri, sweep.experiment or name)
@@ -172,6 +180,17 @@ def run_sweep(
 
     failures = FailureLimit(options.max_failures)
     try:
+        if sweep.study.lr_range_test or _lr_range.recorded(study) is not None:
+            session.sweep = sweep = _lr_range.apply(
+                study,
+                sweep,
+                session.runner,
+                (lambda _: None) if options.quiet else log,
+                lambda tags: tracker.log_study_tags(parent_id, tags),
+            )
+            study.sampler = make_sampler(sweep)  # lorasweep's sampler draws from the space it was built with
+        if earlier is not None and not study.get_trials(deepcopy=False):
+            _warm_start.enqueue(study, earlier, sweep, budget, (lambda _: None) if options.quiet else log)
         if StudyRecord.of(study).base_metrics is None:
             base = _base_scores_of(session, options, ours=runner is None)
             record.save_base_metrics(study, base)
@@ -212,7 +231,7 @@ def join_sweep(
     study writes the summary and the plots on the parent run.
 
     Raises SweepStopped when `options.max_failures` trials fail in this process."""
-    sweep = stored_sweep(study)
+    sweep = _lr_range.with_recorded_range(study, stored_sweep(study))  # the range its trials sample
     name = study.study_name
     parent_id = StudyRecord.of(study).parent_run_id
     if parent_id is None:
@@ -544,7 +563,7 @@ def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.
             f"metrics={list(sweep.study.metrics)}, directions={list(sweep.study.directions)}. "
             "Use another study name (--study) for a new objective."
         )
-    _check_space(study, sweep)
+    _check_space(study, _lr_range.with_recorded_range(study, sweep))  # its own narrowed range is no change
     return study
 
 

@@ -62,6 +62,11 @@ class StudySpec:
     storage: str | None = None  # an Optuna storage URL; None: the journal under mlruns/
     pruner: dict[str, Any] | None = None  # {type: median, ...}; None: every trial runs to the end
     retries: int = 1  # times a trial whose worker died (or was interrupted) is run again
+    # Before the first trial, one learning-rate range test narrows learning_rate (search/_lr_range.py)
+    lr_range_test: bool = False
+    # An earlier study in the same storage, on the same base: its best configurations that fit this
+    # space run first (search/_warm_start.py). None: no warm start.
+    warm_start: str | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +352,33 @@ def _parse_study(
             ("study", "retries"),
             f"study.retries must be an integer >= 0, but got retries={retries!r}. 0 never reruns a trial.",
         )
+    lr_range_test = study.get("lr_range_test", False)
+    if not isinstance(lr_range_test, bool):
+        problems.add(
+            ("study", "lr_range_test"),
+            f"study.lr_range_test must be true or false, but got lr_range_test={lr_range_test!r}. Fix it.",
+        )
+    elif lr_range_test:
+        dist = space.distributions.get("learning_rate")
+        if not isinstance(dist, optuna.distributions.FloatDistribution) or dist.step is not None:
+            problems.add(
+                ("study", "lr_range_test"),
+                "study.lr_range_test must narrow a searched learning rate, but got "
+                f"learning_rate={'not searched' if dist is None else 'a choice or a stepped range'}. "
+                "Search it as {type: float, low: ..., high: ..., log: true}, or remove lr_range_test.",
+            )
+    warm_start = study.get("warm_start")
+    if warm_start is not None:
+        wrong = name_problem("study.warm_start", warm_start) if isinstance(warm_start, str) else (
+            f"study.warm_start must be the name of an earlier study, but got warm_start={warm_start!r}. Fix it."
+        )
+        if wrong is None and warm_start == name:
+            wrong = (
+                f"study.warm_start must name another study, but got warm_start={warm_start!r}, this "
+                "study's own name. Name an earlier study, or remove warm_start (a rerun continues anyway)."
+            )
+        if wrong is not None and not stored:
+            problems.add(("study", "warm_start"), wrong)
     return StudySpec(
         name=str(name),
         metrics=metrics,
@@ -359,6 +391,8 @@ def _parse_study(
         storage=storage,
         pruner=parse_pruner(study.get("pruner"), problems, len(metrics)),
         retries=retries,
+        lr_range_test=lr_range_test is True,
+        warm_start=warm_start if isinstance(warm_start, str) else None,
     )
 
 

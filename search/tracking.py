@@ -386,6 +386,10 @@ class Tracker:
         """The base model's scores before tuning, as base_<metric> on the parent run."""
         self._log_metrics(parent_id, {f"base_{k}": v for k, v in metrics.items()}, step=0)
 
+    def log_study_tags(self, parent_id: str, tags: dict[str, str]) -> None:
+        """Tags of the study's own on its parent run (the learning-rate range it narrowed to)."""
+        self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
     def finish_study(
         self, parent_id: str, summary: dict[str, float], tags: dict[str, str], status: str = "FINISHED"
     ) -> None:
