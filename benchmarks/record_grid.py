@@ -2,6 +2,7 @@
 the search-efficiency benchmark (item c of benchmarks/bench.py) replays.
 
     .venv/bin/python benchmarks/record_grid.py [SWEEP GRID]   (make bench-grid; about 90 min on 2 cores)
+    .venv/bin/python benchmarks/record_grid.py --lr-range SWEEP OUT   (the range test alone: seconds)
 
 With no arguments it records spaces/demo.yaml into benchmarks/demo_grid.json; `make bench-grid-phrase`
 records the second table, spaces/phrase.yaml into benchmarks/phrase_grid.json (about 30 min).
@@ -109,7 +110,47 @@ def _record(config: dict) -> dict:
     }
 
 
+def record_lr_range(sweep_path: Path, out: Path) -> dict:
+    """`--lr-range SWEEP OUT`: the learning-rate range test that `study.lr_range_test` runs before a
+    study's first trial, run once for real with the sweep file's settings (search._lr_range.range_spec),
+    its (lr, smoothed loss) curve kept for the replay (benchmarks/_below_floor.py)."""
+    import torch
+
+    from lorasweep.objectives import Recipe
+    from lorasweep.search import load_sweep
+    from lorasweep.search._lr_range import narrow, range_spec
+    from lorasweep.search.cli import _quiet_libraries
+
+    torch.set_num_threads(1)
+    _quiet_libraries(debug=False)
+    sweep = load_sweep(sweep_path)
+    spec = range_spec(sweep)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lorasweep-lr-range-") as folder:
+        points = Recipe(sweep.model, sweep.data, sweep.eval).lr_range_test(spec, Path(folder))
+    record = {
+        "about": f"benchmarks/record_grid.py --lr-range: {sweep_path.relative_to(ROOT)}'s learning-rate "
+        "range test (study.lr_range_test), run once for real; replayed by benchmarks/_below_floor.py",
+        "sweep_file": str(sweep_path.relative_to(ROOT)),
+        "low": spec.low,
+        "high": spec.high,
+        "planned_steps": spec.steps,
+        "steps": len(points),  # what the test cost: it stops early once the loss blows up
+        "trial": {"training_args": spec.trial.training_args, "lora_args": spec.trial.lora_args},
+        "seed": spec.trial.seed,
+        "narrowed": narrow(points, spec.low, spec.high),
+        "seconds": round(time.monotonic() - started, 1),
+        "curve": [[lr, loss] for lr, loss in points],
+    }
+    out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}: {len(points)} steps, narrowed to {record['narrowed']}")
+    return record
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--lr-range"]:
+        record_lr_range(Path(argv[1]).resolve(), Path(argv[2]))
+        return 0
     import peft
     import torch
     import transformers

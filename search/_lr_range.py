@@ -96,8 +96,8 @@ def with_range(sweep: Sweep, low: float, high: float) -> Sweep:
     """The sweep sampling learning_rate from [low, high] (log as declared)."""
     dist = sweep.space.distributions[LEARNING_RATE]
     narrowed = FloatDistribution(low, high, log=dist.log)
-    space = dataclasses.replace(sweep.space, distributions={**sweep.space.distributions, LEARNING_RATE: narrowed})
-    return dataclasses.replace(sweep, space=space)
+    distributions = {**sweep.space.distributions, LEARNING_RATE: narrowed}
+    return dataclasses.replace(sweep, space=dataclasses.replace(sweep.space, distributions=distributions))
 
 
 def with_recorded_range(study: optuna.Study, sweep: Sweep) -> Sweep:

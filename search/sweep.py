@@ -369,8 +369,11 @@ def _parse_study(
             )
     warm_start = study.get("warm_start")
     if warm_start is not None:
-        wrong = name_problem("study.warm_start", warm_start) if isinstance(warm_start, str) else (
-            f"study.warm_start must be the name of an earlier study, but got warm_start={warm_start!r}. Fix it."
+        wrong = (
+            name_problem("study.warm_start", warm_start)
+            if isinstance(warm_start, str)
+            else "study.warm_start must be the name of an earlier study, but got "
+            f"warm_start={warm_start!r}. Fix it."
         )
         if wrong is None and warm_start == name:
             wrong = (

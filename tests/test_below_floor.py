@@ -121,7 +121,8 @@ def test_a_study_narrows_once_records_the_range_and_a_resume_reuses_it(stores, w
     assert all(low <= t.params["learning_rate"] <= high for t in study.trials)
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lr range test:")]
     assert len(said) == 1 and f"{low:.3g}..{high:.3g}" in said[0]
-    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(study.user_attrs["mlflow_parent_run_id"])
+    client = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db")
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.data.tags[RANGE_TAG] == f"{low:.6g}..{high:.6g}"
 
     study = run_sweep(sweep, RunOptions(n_trials=6, plots=False), runner=runner)  # resumed: no refusal
