@@ -105,8 +105,8 @@ def test_a_range_test_needs_a_searched_learning_rate(write):
 
 def test_a_missing_warm_start_study_stops_the_run_before_anything_is_written(stores, write):
     sweep = _sweep(write, name="new", extra=", warm_start: nosuch")
-    with pytest.raises(UserError, match="study.warm_start must name a study in this study's storage, but got "
-                       "warm_start='nosuch'"):
+    wanted = "study.warm_start must name a study in this study's storage, but got warm_start='nosuch'"
+    with pytest.raises(UserError, match=wanted):
         run_sweep(sweep, RunOptions(quiet=True, plots=False), runner=curve_runner())
     assert not Path("mlruns/optuna.journal").exists()
 
@@ -143,10 +143,8 @@ def test_a_runner_without_a_range_test_keeps_the_declared_range_with_a_note(stor
 def test_warm_start_runs_the_earlier_studys_best_fitting_configurations_first_as_this_studys_own(
     stores, write
 ):
-    earlier = run_sweep(
-        _sweep(write, name="old", n=4, ranks="2, 4, 8, 16"), RunOptions(quiet=True, plots=False),
-        runner=curve_runner(),
-    )
+    old = _sweep(write, name="old", n=4, ranks="2, 4, 8, 16")
+    earlier = run_sweep(old, RunOptions(quiet=True, plots=False), runner=curve_runner())
     # f1 = r / 10: the best configurations are the highest ranks; 16 does not fit the new space
     ranked = sorted(earlier.trials, key=lambda t: -t.value)
     fitting = [t for t in ranked if t.params["lora_r"] != 16][:3]
@@ -178,3 +176,30 @@ def test_a_recipe_range_test_on_the_tiny_base_returns_a_rising_lr_curve(tmp_path
     assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-2)
     assert all(a < b for a, b in zip(lrs, lrs[1:]))
     assert all(math.isfinite(loss) and loss > 0 for _, loss in points)
+
+
+# -- the replay's recorded range tests ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["demo", "phrase"])
+def test_the_recorded_range_tests_are_what_the_sweep_files_would_run_and_keep_the_best(name):
+    """benchmarks/*_lr_range.json: the test study.lr_range_test runs for the shipped sweep file
+    today (same settings, steps and seed), and its narrowed range keeps the table's best
+    configuration."""
+    import json
+    import sys
+
+    from .conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _below_floor
+    import _replay
+
+    raw = json.loads(_below_floor.LR_RANGES[name].read_text(encoding="utf-8"))
+    spec = range_spec(load_sweep(ROOT / raw["sweep_file"]))
+    recorded = (raw["low"], raw["high"], raw["planned_steps"], raw["seed"])
+    assert recorded == (spec.low, spec.high, spec.steps, spec.trial.seed)
+    assert raw["trial"] == {"training_args": spec.trial.training_args, "lora_args": spec.trial.lora_args}
+    (low, high), steps = _below_floor.range_test(name)
+    assert steps == len(raw["curve"]) and low > raw["low"]
+    table = _replay.load_table(name)
+    best = min(table.entries.values(), key=lambda e: e.get("metrics", {}).get("eval_perplexity", math.inf))
+    assert low <= best["learning_rate"] <= high
