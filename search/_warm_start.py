@@ -38,7 +38,7 @@ def earlier_study(sweep: Sweep, storage: str | None) -> optuna.Study:
     if study is None:
         raise UserError(
             f"study.warm_start must name a study in this study's storage, but got warm_start={name!r}, which "
-            "it does not hold. Fix the name (lorasweep list shows the studies), or remove warm_start."
+            "it does not hold. Fix the name (lorasweep studies lists them), or remove warm_start."
         )
     if StudyRecord.of(study).sweep_text is not None:
         base = stored_sweep(study).model.base
