@@ -174,6 +174,9 @@ def _dynamo(merged: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Pa
     example = tokenizer(["an example", "a longer example text"], return_tensors="pt", padding=True)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     shapes = {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}}
+    # The exporter warns once per torchvision operator it cannot register when torchvision is not
+    # installed (nms, roi_align, ...): four raw log lines about operators no language model uses.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         program = torch.onnx.export(
             _LogitsOnly(merged),
