@@ -377,7 +377,9 @@ def _scratch(parent: Path, stem: str) -> Iterator[Path]:
     """A folder under `parent` named stem + this process's worker id, removed however Python exits
     the block. Folders of the same stem that a process of this machine left when it was killed
     (kill -9, out of memory) are removed first; any other folder, another process's or one whose
-    name says nothing of its owner, is left alone."""
+    name says nothing of its owner, is left alone. Folders made here for `parent` go too if the block
+    leaves them empty (a refused export leaves no empty exports/NAME behind)."""
+    made = [p for p in (parent, *parent.parents) if not p.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(glob.escape(stem) + "*"):
         # stem + host:pid:start + "-" + mkdtemp's suffix (letters, digits, _)
@@ -388,6 +390,9 @@ def _scratch(parent: Path, stem: str) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        for empty in made:  # innermost first; one that now holds anything stays
+            with contextlib.suppress(OSError):
+                empty.rmdir()
 
 
 def _building(destination: Path) -> contextlib.AbstractContextManager[Path]:

@@ -110,7 +110,7 @@ def test_a_trial_records_each_adapter_file_s_hash_and_its_base(swept, client):
     ids=["promote", "export", "bundle"],
 )
 def test_an_altered_adapter_is_refused_before_anything_is_exported(swept, client, altered, capsys, command):
-    before = _versions(client)
+    before, folders = _versions(client), _folders(swept)
     assert main(command) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1  # one line, no traceback
@@ -120,8 +120,12 @@ def test_an_altered_adapter_is_refused_before_anything_is_exported(swept, client
         err,
     ), err
     assert _versions(client) == before
-    assert not (swept / "single").exists() and not (swept / "bundle").exists()
-    assert not (swept / "exports").exists() or not any((swept / "exports").rglob("*.onnx"))
+    assert _folders(swept) == folders  # not even an empty exports/owned
+
+
+def _folders(project: Path) -> list[Path]:
+    """The project's folders outside the stores."""
+    return sorted(p for p in project.rglob("*") if p.is_dir() and "mlruns" not in p.relative_to(project).parts)
 
 
 def test_an_added_file_is_refused_too(swept, client, capsys):
