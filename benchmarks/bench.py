@@ -6,7 +6,9 @@ grid search, its evaluation and its study overhead: one run, one table.
 (a) overhead: a demo trial through lorasweep (sampling, tracking, metrics) over the same trial as a
     bare Trainer script, interleaved in one process, median of the per-trial ratios (_trials.py);
 (b) training throughput of those trials against a bare PyTorch + peft loop on the same batches;
-(c) search efficiency on two tasks, each replayed from a recorded grid of real trials (_replay.py);
+(c) search efficiency on two tasks, each replayed from a recorded grid of real trials (_replay.py),
+    with the peer tools' defaults and, below the pruning floor, the lr range test and warm start
+    (_below_floor.py);
 (d) what generation for ROUGE and F1 costs, and what the cheap-first policy saves;
 (e) a 1,000-trial sweep of a stub objective through the real storage and tracking (_scale.py).
 Timings are medians of interleaved runs in this one process, so a busy machine slows both sides of
@@ -23,6 +25,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import _below_floor
 import _replay
 import _scale
 import _trials
@@ -40,6 +43,7 @@ def main() -> int:
 
     step("(c) replaying the recorded grids")
     searches = [_replay.measure(name) for name in _replay.GRIDS]
+    below = {name: _below_floor.measure(name) for name in _replay.GRIDS}
     step("(a, b, d) trials through lorasweep beside bare ones")
     trials = _trials.measure()
     step(f"(e) {_scale.TRIALS} stub trials through the real stores")
@@ -54,7 +58,8 @@ def main() -> int:
     )
     print("| item | measured | target | verdict |")
     print("| --- | --- | --- | --- |")
-    rows = (*_overhead(trials), *(r for s in searches for r in _search(s)), _evaluation(trials, searches[0]))
+    searches_rows = (r for s in searches for r in (*_search(s), *_below(s, below[s.table.name])))
+    rows = (*_overhead(trials), *searches_rows, _evaluation(trials, searches[0]))
     for line in (*rows, _scale_row(scale)):
         print(line)
     return 0
@@ -141,6 +146,30 @@ def _search(s: _replay.SearchFigures) -> list[str]:
             f"{study.sampler} {study.sampler_options}, pruner {study.pruner}",
         )
     )
+    return rows
+
+
+def _below(s: _replay.SearchFigures, figures: list[_replay.MethodFigures]) -> list[str]:
+    """The rows of _below_floor.py: what no pruner does, against the same 25% as the recommended row."""
+    table, rows = s.table, []
+    narrowed, steps = _below_floor.range_test(table.name)
+    for m in figures:
+        if m.name == _replay.RECOMMENDED:
+            continue  # the row above, the same studies
+        how = (
+            f"the test's {steps} steps charged, learning_rate {narrowed[0]:.2g}..{narrowed[1]:.2g}"
+            if m.name == _below_floor.LR_ROW and narrowed
+            else "the earlier study's own steps not charged"
+        )
+        rows.append(
+            _row(
+                f"(c) {table.name}: {m.name}: steps to reach random's final best ({s.target:.3f})",
+                f"**{m.steps_to_target:.0f} steps = {m.share(table):.0%} of random's** ({m.reached}/{s.seeds} "
+                f"seeds; {how}); {m.trials:.0f} trials in {table.budget} steps, {m.pruned_share:.0%} pruned",
+                "<= 25% of random's on both tables",
+                _verdict(m.share(table), _below_floor.GOAL),
+            )
+        )
     return rows
 
 
