@@ -10,7 +10,7 @@ killed with SIGKILL: its trial is then recovered as a dead worker's, see _recove
 
 A KeyboardInterrupt raised while Python runs a finalizer or a weakref callback is swallowed
 ("Exception ignored in ..."): a sweep whose one signal landed there ran on to the end, exit 0,
-through Ctrl-C Ctrl-C Ctrl-C (seen once in the slow tests). Python hands such an exception to
+through Ctrl-C Ctrl-C Ctrl-C (reproduced with an object whose __del__ is running). Python hands such an exception to
 sys.unraisablehook, so while a sweep runs that hook sends the signal again a moment later: it is then
 raised in the sweep's own code, as the first would have been.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own store
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT ignored, and the lorasweep
+# processes the tests spawn inherit that: the Ctrl-C tests then saw sweeps run on to exit 0. They
+# test what Ctrl-C does, so Ctrl-C is given back its default here (and to every process spawned).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 
