@@ -95,8 +95,8 @@ bench-system-metrics: $(STAMP)
 
 # The README's "When things go wrong" table: each fault done to a real sweep (kills, cut, removed or
 # altered stores, a full disk on a tmpfs, which needs root; deletes, timeouts and Ctrl-C under a live
-# run, an MLflow server outage; refused names, links and files), then the same command again. 30 min
-# or more on 2 cores; rows print as cases end, and `benchmarks/faults.py WORD ...` runs some cases.
+# run, an MLflow server outage; refused names, links and files), then the same command again. About 20
+# min on 2 cores; rows print as cases end, and `benchmarks/faults.py WORD ...` runs some cases.
 bench-faults: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/faults.py
 
