@@ -23,7 +23,7 @@ from pathlib import Path
 from _bare import BareResult, LoopResult, bare_loop, bare_trial
 from transformers import AutoModelForCausalLM
 
-from lorasweep.objectives import Recipe, TrialResult, TrialSpec
+from lorasweep.objectives import BaseFootprint, Recipe, TrialResult, TrialSpec
 from lorasweep.objectives.model import resolve_base
 from lorasweep.search import RunOptions, load_sweep, run_sweep
 
@@ -71,6 +71,10 @@ class Paired:
     @property
     def train_rows(self) -> int:
         return self.worker.train_rows
+
+    @property
+    def footprint(self) -> BaseFootprint | None:
+        return self.worker.footprint
 
     def evaluate_base(self) -> dict[str, float]:
         return self.worker.evaluate_base()
