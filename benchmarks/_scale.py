@@ -36,6 +36,7 @@ class Stub:
     """A TrialRunner that trains nothing; it records when each trial reached it and left it."""
 
     train_rows = 1200
+    footprint = None  # no model: nothing for the machine checks to weigh
 
     def __init__(self, folder: Path) -> None:
         self.adapter = folder / "adapter"

@@ -482,10 +482,8 @@ def _base_scores_of(session: _Session, options: RunOptions, *, ours: bool) -> di
     """The base model's scores: from the cache of an earlier study on the same base and data
     (_base_scores), else evaluated (and kept there). Only for the trial side's own Recipe without
     custom metrics: a runner handed in, or a Python function, may score anything."""
-    footprint = session.runner.footprint
-    key = None
-    if ours and not options.metrics and footprint is not None:
-        key = _base_scores.key(session.sweep, footprint.device)
+    footprint = session.runner.footprint if ours and not options.metrics else None
+    key = _base_scores.key(session.sweep, footprint.device) if footprint is not None else None
     known = _base_scores.recall(key) if key is not None else None
     if known is not None:
         return known
