@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-browser test-service test-all bench bench-grid bench-grid-phrase bench-memory bench-workers \
+.PHONY: setup demo test lint typecheck docs docs-serve test-slow test-browser test-service test-all bench bench-grid bench-grid-phrase bench-memory bench-workers \
 	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults bench-peer bench-scale tiny-base clean
 
 setup: $(STAMP)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dev,docs]'
 	touch $(STAMP)
 
 # The sweep, then its best trial into the MLflow registry with ONNX exports checked against PyTorch.
@@ -25,6 +25,32 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The code's own checks, as .ci/run makes them: ruff's rules, ruff's format, mypy.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy reads the package as it is installed (search/ as lorasweep.search, objectives/ as
+# lorasweep.objectives), which setuptools' editable finder hides from it: a tree of links in build/
+# shows it that layout, and the paths in mypy's messages are turned back into the repository's.
+TYPECHECK := build/typecheck
+typecheck: $(STAMP)
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/lorasweep
+	for f in lorasweep/*.py lorasweep/py.typed; do ln -s $(CURDIR)/$$f $(TYPECHECK)/lorasweep/; done
+	ln -s $(CURDIR)/search $(TYPECHECK)/lorasweep/search
+	ln -s $(CURDIR)/objectives $(TYPECHECK)/lorasweep/objectives
+	bash -o pipefail -c 'MYPYPATH=$(TYPECHECK) $(BIN)/mypy -p lorasweep | sed -e "s#^$(TYPECHECK)/lorasweep/search/#search/#" -e "s#^$(TYPECHECK)/lorasweep/objectives/#objectives/#" -e "s#^$(TYPECHECK)/lorasweep/#lorasweep/#"'
+
+# The manual (docs/, MkDocs with the Material theme) into build/site; --strict fails on a broken link
+# or a page missing from the navigation.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+# The manual served on loopback while you write it: http://127.0.0.1:8000
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 # The slow end-to-end runs only (the demo sweep; CPU only).
 test-slow: $(STAMP)
