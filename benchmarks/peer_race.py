@@ -87,7 +87,7 @@ from optuna.storages.journal import JournalFileBackend
 from lorasweep.objectives.data import load_rows
 from lorasweep.objectives.tiny import ensure_tiny_base
 from lorasweep.search import record
-from lorasweep.search.sweep import load_sweep
+from lorasweep.search.sweepfile._sweep import load_sweep
 
 BIN = Path(sys.executable).parent
 PEER = Path(__file__).with_name("_peer.py")

@@ -35,8 +35,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lorasweep.objectives import Recipe, eval_inputs, load_trial_model
 from lorasweep.objectives.tiny import ensure_tiny_base
 from lorasweep.search import RunOptions, load_sweep, run_sweep
-from lorasweep.search._export import export_fp32, quantize
-from lorasweep.search._parity import Limits, Measured, TorchLM, measure
+from lorasweep.search.handover._export import export_fp32, quantize
+from lorasweep.search.handover._parity import Limits, Measured, TorchLM, measure
 
 # The published config.json of each (hub ids HuggingFaceTB/SmolLM2-135M and Qwen/Qwen2.5-0.5B).
 SHAPES = {

@@ -2,7 +2,7 @@
 
 cli.py        the commands; each reads a sweep file or a stored study and calls one room below
 api.py        the same operations for Python (`import lorasweep`), raising instead of printing
-sweep.py      a sweep file, checked whole, as a frozen Sweep (with _space, strategy, _select)
+sweepfile/    a sweep file, checked whole, as a frozen Sweep
 launch.py     run_sweep / join_sweep: the one setup every process that runs trials goes through
 objective.py  one Optuna trial: sample -> MLflow run -> the trial side -> record
 failures.py   when failed trials stop the sweep
@@ -10,7 +10,7 @@ parent.py     the study's MLflow parent run: its params, summary and plots
 record.py     every key stored on studies, trials and MLflow runs, read and written there only
 storage.py    Optuna storage URLs: open, load, find
 tracking.py   the MLflow client calls
-promote.py    hand-over: _export (ONNX), _parity (the gate), _registry (MLflow's registry)
+handover/     promote and export: ONNX exports, the parity gate, MLflow's registry
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from .errors import SweepError, UserError
 if TYPE_CHECKING:
     from .launch import RunOptions, run_sweep
     from .storage import load_study
-    from .sweep import Sweep, load_sweep
+    from .sweepfile import Sweep, load_sweep
 
 # Loaded when first asked for: the CLI imports this package on every command, `--help` included.
 _LAZY = {
     "RunOptions": "launch",
     "run_sweep": "launch",
     "load_study": "storage",
-    "Sweep": "sweep",
-    "load_sweep": "sweep",
+    "Sweep": "sweepfile",
+    "load_sweep": "sweepfile",
 }
 
 

@@ -25,7 +25,7 @@ from filelock import FileLock
 
 from lorasweep.objectives import BUILTIN_DATA_PREFIX, METRICS, cache_root
 
-from .sweep import Sweep
+from .sweepfile import Sweep
 
 FORMAT = 1  # bump when what a key covers changes
 KEPT = 200  # entries remembered (a few hundred bytes each); the oldest go first

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -31,7 +31,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from ._space import SearchSpace
+if TYPE_CHECKING:
+    from .sweepfile import SearchSpace
 
 MAX_DRAWS = 16  # draws of one trial before a finite space is searched for a free configuration
 _ENUMERABLE = 100_000  # a finite space up to this size is listed to find its free configurations

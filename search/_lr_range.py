@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from lorasweep.objectives import LrRangeSpec, LrRangeTester, TrialRunner, trial_spec
 
-from .sweep import Sweep
+from .sweepfile import Sweep
 
 LEARNING_RATE = "learning_rate"
 RANGE_ATTR = "lorasweep.lr_range"  # the study's user attr: {low, high, declared, steps, ...}

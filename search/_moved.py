@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._urls import DEFAULT_TRACKING_URI, sqlite_path
+from .urls import DEFAULT_TRACKING_URI, sqlite_path
 
 _DEFAULT_DB = Path(DEFAULT_TRACKING_URI.removeprefix("sqlite:///"))  # mlruns/mlflow.db
 

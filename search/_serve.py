@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import IO
 
-from ._urls import absolute, redact, sqlite_path
 from .errors import UserError
 from .storage import DEFAULT_STORAGE, journal_path
+from .urls import absolute, redact, sqlite_path
 
 READY_TIMEOUT_S = 90
 

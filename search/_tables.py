@@ -20,9 +20,9 @@ from optuna.trial import FrozenTrial
 
 from lorasweep.objectives import METRICS
 
-from ._choices import STATES
-from ._progress import format_value, trial_notes
+from .choices import STATES
 from .errors import UserError
+from .progress import format_value, trial_notes
 from .record import DUPLICATE_RUN_TAG, PRUNED_STEP, TrialRecord
 
 if TYPE_CHECKING:  # MLflow only for compare: `trials` prints its table without loading it

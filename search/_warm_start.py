@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from .errors import UserError
 from .record import StudyRecord
 from .storage import find_study
-from .sweep import Sweep, stored_sweep
+from .sweepfile import Sweep, stored_sweep
 
 BEST = 3  # configurations enqueued: enough to seed TPE's first model, few enough to leave it room
 FROM_ATTR = "lorasweep.warm_start_from"  # on each enqueued trial: "study#number" it came from

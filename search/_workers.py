@@ -37,8 +37,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lorasweep.objectives import TrialTimedOut
 
-from ._urls import STORAGE_ENV
 from .storage import require_stored
+from .urls import STORAGE_ENV
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (*FINISHED, TrialState.FAIL)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._choices import DEFAULT_MAX_FAILURES
-from ._urls import STORAGE_ENV
+from .choices import DEFAULT_MAX_FAILURES
+from .urls import STORAGE_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -36,9 +36,8 @@ if TYPE_CHECKING:
 
     from lorasweep.objectives import MetricFn
 
-    from ._parity import Parity
-    from .promote import Promotion
-    from .sweep import Sweep
+    from .handover import Parity, Promotion
+    from .sweepfile import Sweep
 
     StudyRef = str | optuna.Study | None  # a study's name (None: the storage's only one), or the study
 
@@ -67,7 +66,7 @@ def run(
     process: workers=1 only. `workers="auto"` chooses for this machine and the base (see the README's
     "Local parallel"); a number beyond what this machine's cores and memory fit is refused
     (UserError, naming the most that fit) unless `force`."""
-    from .sweep import load_sweep
+    from .sweepfile import load_sweep
 
     custom = tuple(metrics or ())
     if isinstance(sweep, Mapping):
@@ -108,7 +107,7 @@ def resume(
     it. A study run with custom metrics needs the same `metrics` again."""
     from .record import StudyRecord, study_tracking_uri
     from .storage import DEFAULT_STORAGE
-    from .sweep import stored_sweep
+    from .sweepfile import stored_sweep
 
     storage = _storage(storage)
     found = _load(study, storage)
@@ -216,9 +215,9 @@ class Best:
 def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
     """`lorasweep best`: the best finished trial, or with several objectives the trial the sweep
     file's promote.select picks from the Pareto front."""
-    from ._select import choose, describe, pick
     from .record import StudyRecord, TrialRecord
-    from .sweep import promote_spec
+    from .selection import choose, describe, pick
+    from .sweepfile import promote_spec
 
     found = _load(study, storage)
     sweep_text = StudyRecord.of(found).sweep_text
@@ -268,7 +267,7 @@ def promote(
     champion alias if every parity check passed. A failed gate is not an exception: the version is
     registered with its evidence and `.parity.passed` is False, the alias unmoved. A champion that
     another study promoted under the same name is moved only with `force`."""
-    from .promote import promote as hand_over
+    from .handover import promote as hand_over
 
     found = _load(study, storage)
     return hand_over(found, trial, tracking_uri, Path(out) if out else None, log=_log(quiet), force=force)
@@ -286,7 +285,7 @@ def export(
 ) -> Parity:
     """`lorasweep export`: the trial's ONNX exports and their parity report in `out` (a new or empty
     folder), without the registry. `.passed` says whether every check passed."""
-    from .promote import export as write_exports
+    from .handover import export as write_exports
 
     found = _load(study, storage)
     _, parity = write_exports(found, Path(out), trial, tuple(precisions), tracking_uri, log=_log(quiet))

@@ -16,10 +16,10 @@ from optuna.trial import TrialState
 from . import tracking
 from ._workers import FINISHED
 from .errors import UserError
-from ._recovery import live_trials
-from ._urls import sqlite_path
 from .record import STUDY_ID_TAG, StudyRecord, TrialRecord, study_tracking_uri
+from .recovery import live_trials
 from .storage import open_storage, require
+from .urls import sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

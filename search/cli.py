@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 
 from lorasweep.objectives import InputError, quiet_libraries
 
-from ._choices import DEFAULT_MAX_FAILURES, PRECISIONS, STATES
-from ._urls import STORAGE_ENV, redact, sqlite_path, tracking_uri
+from .choices import DEFAULT_MAX_FAILURES, PRECISIONS, STATES
 from .errors import ExportFailed, StoreError, SweepError, SweepStopped, UserError
+from .urls import STORAGE_ENV, redact, sqlite_path, tracking_uri
 
 if TYPE_CHECKING:
-    from .sweep import Sweep
+    from .sweepfile import Sweep
 
 # Each command imports what it needs when it runs (Optuna, MLflow, torch...): `lorasweep --help`
 # and `lorasweep trials` must not wait for the libraries a sweep needs.
@@ -451,7 +451,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _print_result(study) -> None:
     """The best trial (or the Pareto front) beside the base model."""
-    from ._progress import format_params
+    from .progress import format_params
     from .record import StudyRecord, TrialRecord
 
     base = StudyRecord.of(study).base_metrics or {}
@@ -472,7 +472,7 @@ def _print_result(study) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     from ._machine import budget_notes
-    from .sweep import load_sweep
+    from .sweepfile import load_sweep
 
     sweep = load_sweep(args.sweep_file)
     data_note = _check_data(sweep)
@@ -558,7 +558,7 @@ def _fields(spec) -> str:
 
 
 def _describe(dist) -> str:
-    from ._space import describe
+    from .sweepfile import describe
 
     return describe(dist)
 
@@ -580,9 +580,9 @@ def _trials(args: argparse.Namespace) -> int:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from ._progress import format_params, format_value
     from ._tables import as_table, trial_rows
     from .api import best
+    from .progress import format_params, format_value
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
@@ -650,7 +650,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from .promote import promote  # torch.onnx, onnxruntime and MLflow's model code: load on demand
+    from .handover import promote  # torch.onnx, onnxruntime and MLflow's model code: load on demand
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
@@ -680,8 +680,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ._parity import Parity
-    from .promote import export
+    from .handover import Parity, export
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
@@ -739,9 +738,9 @@ def _report(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     from . import tracking
     from ._serve import is_loopback, serve_dashboard, serve_mlflow
-    from ._urls import absolute
     from .record import study_tracking_uri
     from .storage import load_study
+    from .urls import absolute
 
     uri = tracking_uri(args.tracking_uri, None)
     if not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):

@@ -7,6 +7,7 @@ of one file are collected and raised together, so a user fixes a sweep file in o
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -133,3 +134,35 @@ def store_error(error: BaseException, store: str) -> StoreError | None:
         # what the error was raised from; not its context where `raise ... from None` hid it
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
+
+
+# What other tools (W&B Sweeps, Ray Tune, Katib, hyperopt) call the samplers and pruners lorasweep
+# names after Optuna's: pointed to, so a user who brings the word finds the thing.
+EQUIVALENTS = {
+    "bayes": "tpe",
+    "bayesian": "tpe",
+    "hyperopt": "tpe",
+    "bayesianoptimization": "gp",
+    "gaussian_process": "gp",
+    "cma": "cmaes",
+    "cma_es": "cmaes",
+    "nsga2": "nsgaii",
+    "genetic": "nsgaii",
+    "grid_search": "grid",
+    "random_search": "random",
+    "asha": "successive_halving",
+    "sha": "successive_halving",
+    "median_stopping": "median",
+    "medianstopping": "median",
+}
+
+
+def unknown_key(what: str, key: object, valid: Iterable[str]) -> str:
+    """"<what> must be one of ..., but got <key>." with the lorasweep name another tool's word means,
+    or the closest valid name."""
+    from lorasweep.objectives import did_you_mean  # the trial side's spelling check, loaded on demand
+
+    valid = list(valid)
+    equivalent = EQUIVALENTS.get(str(key).lower().replace("-", "_"))
+    hint = f" What {key!r} names elsewhere is {equivalent!r} here." if equivalent in valid else ""
+    return f"{what} must be one of {', '.join(valid)}, but got {key!r}.{hint or did_you_mean(key, valid)}"

@@ -24,7 +24,6 @@ from optuna.trial import TrialState
 from lorasweep.objectives import BATCH_SIZE, METRICS, BaseFootprint, MetricFn, TrialRunner
 
 from . import _base_scores, _lr_range, _warm_start, parent, record
-from ._choices import DEFAULT_MAX_FAILURES
 from ._interrupts import first_only
 from ._machine import (
     Machine,
@@ -35,20 +34,19 @@ from ._machine import (
     too_many_workers,
     worker_cost,
 )
-from ._progress import Progress, best_text
-from ._recovery import Recovery, worker_id
-from ._space import alpha_tie, describe, stored_alpha_tie
-from ._urls import is_local, redact, tracking_uri
 from ._workers import FINISHED, _visible_gpus, exhausted, run_pool, work
+from .choices import DEFAULT_MAX_FAILURES
 from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool, timed_out
 from .objective import Objective, reported_metric
+from .progress import Progress, best_text
 from .record import StudyRecord
+from .recovery import Recovery, worker_id
 from .storage import DEFAULT_STORAGE, find_study, open_storage, require_stored, still_stored
 from .strategy import build_pruner, make_sampler
-from .sweep import Sweep, name_problem, stored_sweep
+from .sweepfile import Sweep, alpha_tie, describe, name_problem, stored_alpha_tie, stored_sweep
 from .tracking import Tracker
-
+from .urls import is_local, redact, tracking_uri
 
 AUTO = "auto"  # --workers auto: the default
 

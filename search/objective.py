@@ -23,12 +23,12 @@ from lorasweep.objectives import CURVE_METRICS, TrialRunner, curve_metric, trial
 
 from . import record
 from ._fresh import configuration
-from ._recovery import worker_id
 from ._workers import FINISHED
 from .errors import StoreError
 from .parent import setup_params
 from .record import TrialRecord
-from .sweep import Sweep
+from .recovery import worker_id
+from .sweepfile import Sweep
 from .tracking import Tracker
 
 

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from .record import BEST_RUN_TAG, PARETO_TAG, StudyRecord, TrialRecord
 from .report import write_report
-from .sweep import Sweep
+from .sweepfile import Sweep
 from .tracking import Tracker
 
 

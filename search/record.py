@@ -19,13 +19,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ._moved import moved
-from ._urls import absolute, redact, tracking_uri
 from .errors import StoreError, UserError
+from .urls import absolute, redact, tracking_uri
 
 if TYPE_CHECKING:
-    from ._bundle_parity import BundleParity
-    from ._parity import Measured, Parity
-    from .sweep import Sweep
+    from .handover import BundleParity, Measured, Parity
+    from .sweepfile import Sweep
 
 # -- the study's user attributes -----------------------------------------------------------------
 SWEEP = "sweep_yaml"  # the sweep file's text: resume and workers run from it

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._progress import format_value
+from .progress import format_value
 from .record import StudyRecord
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._urls import redact
 from .errors import SweepStopped, UserError, store_error
+from .urls import redact
 
 DEFAULT_STORAGE = Path("mlruns/optuna.journal")
 # Database storages beat every HEARTBEAT_S; a trial silent for GRACE_S is failed and run again.

@@ -29,11 +29,10 @@ from lorasweep.objectives import did_you_mean
 
 from ._curve import CurvePruner
 from ._fresh import FreshSampler
-from ._typed import unknown_key
-from .errors import Problems
+from .errors import Problems, unknown_key
 
 if TYPE_CHECKING:
-    from .sweep import Sweep
+    from .sweepfile import Sweep
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,

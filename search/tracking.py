@@ -39,7 +39,6 @@ from lorasweep.objectives import TrialResult
 
 from ._relocate import artifact_folder, relocate
 from ._store_template import seed
-from ._urls import absolute, redact, sqlite_path
 from .errors import UserError, store_error
 from .record import (
     DUPLICATE_OF_TAG,
@@ -53,6 +52,7 @@ from .record import (
     STUDY_TAG,
     TRIAL_TAG,
 )
+from .urls import absolute, redact, sqlite_path
 
 GENERATIONS = "generations.json"  # a trial's sample generations: an MLflow table
 # A trial's parameters and curve points wait at most this long before they are sent. Short trials then
@@ -498,7 +498,7 @@ class Tracker:
             # adapter over only while its files and its base are still these. The base's identity is
             # the trial side's, taken when it loaded the base: a hub commit resolved here could be
             # one another process pulled since.
-            from ._provenance import adapter_sha256
+            from .provenance import adapter_sha256
             from .record import provenance_tags
 
             tags.update(provenance_tags(adapter_sha256(result.adapter_dir), result.base_identity))

@@ -26,8 +26,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lorasweep.objectives.tiny import ensure_tiny_base
-from lorasweep.search._bundle import check_adapters
-from lorasweep.search._select import Criterion, top
+from lorasweep.search.handover._bundle import check_adapters
+from lorasweep.search.selection import Criterion, top
 from lorasweep.search.cli import main
 from lorasweep.search.errors import UserError
 

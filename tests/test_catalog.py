@@ -96,7 +96,7 @@ def test_delete_acts_on_its_study_only_never_on_an_earlier_one_of_the_same_name(
 def _live_trial(name: str) -> optuna.trial.Trial:
     """A RUNNING trial of the study claimed by this process (alive), as a sweep training it has."""
     from lorasweep.search import record
-    from lorasweep.search._recovery import worker_id
+    from lorasweep.search.recovery import worker_id
 
     study = optuna.load_study(study_name=name, storage=open_storage(None))
     trial = study.ask()

@@ -87,7 +87,7 @@ def altered(swept, client):
 
 def test_a_trial_records_each_adapter_file_s_hash_and_its_base(swept, client):
     from lorasweep.objectives import base_identity
-    from lorasweep.search._provenance import adapter_sha256
+    from lorasweep.search.provenance import adapter_sha256
 
     tags = client.get_run(_run_id(swept, 0)).data.tags
     lines = [v for k, v in tags.items() if k.startswith("lorasweep.adapter_sha256.")]
@@ -264,7 +264,7 @@ def test_a_promote_that_waited_its_turn_finds_the_other_one_s_version(swept, cli
 
 
 def test_the_eval_loss_check_fails_a_model_that_does_not_reproduce_its_trial():
-    from lorasweep.search._parity import Limits, reproduces
+    from lorasweep.search.handover._parity import Limits, reproduces
 
     limits = Limits(1e-3, {"fp32": 0.01}, 0.01)
     honest = reproduces(2.0, 0.6931, limits)  # log(2.0) = 0.69315
@@ -330,7 +330,7 @@ def test_a_base_s_identity_pins_its_bytes(tmp_path):
 
 
 def test_onnx_runtime_s_reason_is_its_own_words_without_the_noise():
-    from lorasweep.search._export import ort_reason
+    from lorasweep.search.handover._export import ort_reason
 
     said = RuntimeError(
         "Non-zero status code returned while running GroupQueryAttention node. "
@@ -348,8 +348,9 @@ def test_a_half_done_promote_is_completed_only_while_its_adapter_copy_is_what_wa
     """A promote dies after its LoggedModel is logged (READY, "started": before its version); the
     adapter that LoggedModel's pyfunc serves is then changed. The next promote refuses to complete
     it, naming the file and both hashes, and registers nothing."""
-    from lorasweep.search import _registry, load_study
-    from lorasweep.search import promote as promotion
+    from lorasweep.search import load_study
+    from lorasweep.search.handover import _registry
+    from lorasweep.search.handover import _promote as promotion
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # as a kill just after the LoggedModel was finalized
@@ -392,7 +393,7 @@ def test_a_promote_that_waited_for_one_that_registered_before_it_started_registe
 ):
     """Promote A registered trial 1 (its gate failed) and still holds the lock when B starts: B's
     snapshot already holds A's version, and B must still see it as registered meanwhile."""
-    from lorasweep.search._ownership import turn
+    from lorasweep.search.handover._ownership import turn
 
     _registered(client)
     with turn(f"sqlite:///{swept}/mlruns/mlflow.db", "tone", print):
@@ -422,7 +423,7 @@ def test_a_promote_that_waited_for_one_that_registered_before_it_started_registe
 def test_adapter_files_of_any_name_are_recorded_by_index(tmp_path):
     """A runner of the user's may name its files what MLflow refuses in a tag key."""
     from lorasweep.objectives import TrialResult
-    from lorasweep.search._provenance import adapter_sha256
+    from lorasweep.search.provenance import adapter_sha256
     from lorasweep.search.record import Provenance
     from lorasweep.search.tracking import Tracker
 
@@ -451,7 +452,7 @@ def test_adapter_files_of_any_name_are_recorded_by_index(tmp_path):
 
 def test_a_hub_base_is_loaded_at_the_commit_its_trial_recorded(monkeypatch):
     from lorasweep.objectives import InputError, ModelSpec
-    from lorasweep.search import promote as promotion
+    from lorasweep.search.handover import _promote as promotion
     from lorasweep.search.errors import UserError
     from lorasweep.search.record import Provenance
 
@@ -475,9 +476,9 @@ def test_a_hub_base_is_loaded_at_the_commit_its_trial_recorded(monkeypatch):
 def test_a_qlora_trial_s_eval_loss_is_not_compared_with_an_fp32_rebuild(monkeypatch, tmp_path):
     """The trial scored on a 4-bit base: no fp32 rebuild is its reference. The table and parity.json
     say so; an lora trial's is compared as before."""
-    from lorasweep.search import _parity
-    from lorasweep.search._parity_table import format_parity
-    from lorasweep.search.promote import QLORA_UNCHECKED
+    from lorasweep.search.handover import _parity
+    from lorasweep.search.handover._parity_table import format_parity
+    from lorasweep.search.handover._promote import QLORA_UNCHECKED
 
     monkeypatch.setattr(_parity, "score", lambda *args: 2.0)
     monkeypatch.setattr(_parity, "speed", lambda *args: None)

@@ -215,7 +215,7 @@ def test_the_sweep_file_is_found_from_another_folder(tmp_path, monkeypatch, _emp
     by its absolute path, as the relative one does not hold there."""
     from lorasweep.search.cli import main
     from lorasweep.search.storage import find_study
-    from lorasweep.search.sweep import stored_sweep
+    from lorasweep.search.sweepfile._sweep import stored_sweep
 
     from .stubs import Scripted, StubRunner
 

@@ -142,8 +142,8 @@ def test_a_second_promotion_moves_the_alias_and_keeps_the_old_version(swept, cli
 
 
 def test_the_parity_table_says_what_is_gated_and_how_speed_was_measured(tmp_path):
-    from lorasweep.search._parity import Check, Measured, Parity
-    from lorasweep.search.promote import format_parity
+    from lorasweep.search.handover._parity import Check, Measured, Parity
+    from lorasweep.search.handover._promote import format_parity
 
     def measured(name, *checks, **figures):
         return Measured(
@@ -204,8 +204,9 @@ sys.exit(main(["-q", "promote", "--trial", sys.argv[2]]))
 _TERMINATED = """
 import os, signal, sys, time
 from mlflow import MlflowClient
-from lorasweep.search import load_study, promote as promotion
-from lorasweep.search._parity import Parity
+from lorasweep.search import load_study
+from lorasweep.search.handover import _promote as promotion
+from lorasweep.search.handover._parity import Parity
 
 def exported(*args):
     return Parity(0, 0, []), {}

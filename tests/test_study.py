@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from lorasweep.search import UserError, load_sweep
-from lorasweep.search._urls import redact, tracking_uri
+from lorasweep.search.urls import redact, tracking_uri
 from lorasweep.search.storage import load_study, open_storage
 from lorasweep.search.strategy import make_sampler
 

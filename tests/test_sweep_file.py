@@ -244,7 +244,7 @@ def test_a_stored_sweep_is_read_whatever_its_names(in_tmp):
     import optuna
 
     from lorasweep.search import record
-    from lorasweep.search.sweep import stored_sweep
+    from lorasweep.search.sweepfile._sweep import stored_sweep
 
     study = optuna.create_study(study_name="s" * 120)
     study.set_user_attr(record.SWEEP, "study: {name: " + "s" * 120 + "}\ntracking: {experiment: 'team/demo'}\n")

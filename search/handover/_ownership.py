@@ -26,9 +26,9 @@ import optuna
 from filelock import FileLock, Timeout
 from mlflow.entities.model_registry import ModelVersion
 
-from ._urls import sqlite_path
-from .errors import UserError
-from .record import study_id, version_study
+from ..errors import UserError
+from ..record import study_id, version_study
+from ..urls import sqlite_path
 
 Log = Callable[[str], None]
 

@@ -27,14 +27,14 @@ from lorasweep.objectives import (
     ModelSpec,
 )
 
-from ._select import PromoteSpec, parse_promote
+from ..errors import Problems, UserError, unknown_key
+from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
+from ..strategy import SAMPLERS, parse_pruner, parse_sampler_options
+from ..urls import is_local, redact, tracking_uri
+from ._promote import PromoteSpec, parse_promote
 from ._space import SearchSpace, grid_points, parse_space
-from ._typed import name_problem, parse_section, unknown_key
-from ._urls import is_local, redact, tracking_uri
+from ._typed import name_problem, parse_section
 from ._yaml import load_yaml
-from .errors import Problems, UserError
-from .record import StudyRecord, stored_tracking_uri, study_sweep_file
-from .strategy import SAMPLERS, parse_pruner, parse_sampler_options
 
 SECTIONS = (
     "search_strategy",

@@ -30,8 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from ._recovery import died_here
-from .record import (
+from ..record import (
     PROMOTED_TO_TAG,
     PROMOTER_TAG,
     PROMOTION_DONE,
@@ -41,6 +40,7 @@ from .record import (
     STUDY_TAG,
     promotion_tags,
 )
+from ..recovery import died_here
 
 CHAMPION = "champion"
 SERVED_MODEL = Path(__file__).with_name("_served_model.py")

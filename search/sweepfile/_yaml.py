@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem, SweepError
+from ..errors import Problem, SweepError
 
 
 class _Loader(yaml.SafeLoader):

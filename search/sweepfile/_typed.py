@@ -9,36 +9,9 @@ import re
 import typing
 from typing import Any
 
-from lorasweep.objectives import check_type, did_you_mean
+from lorasweep.objectives import check_type
 
-from .errors import Problems
-
-# What other tools (W&B Sweeps, Ray Tune, Katib, hyperopt) call the samplers and pruners lorasweep
-# names after Optuna's: pointed to, so a user who brings the word finds the thing.
-EQUIVALENTS = {
-    "bayes": "tpe",
-    "bayesian": "tpe",
-    "hyperopt": "tpe",
-    "bayesianoptimization": "gp",
-    "gaussian_process": "gp",
-    "cma": "cmaes",
-    "cma_es": "cmaes",
-    "nsga2": "nsgaii",
-    "genetic": "nsgaii",
-    "grid_search": "grid",
-    "random_search": "random",
-    "asha": "successive_halving",
-    "sha": "successive_halving",
-    "median_stopping": "median",
-    "medianstopping": "median",
-}
-
-
-def unknown_key(what: str, key: Any, valid: typing.Iterable[str]) -> str:
-    valid = list(valid)
-    equivalent = EQUIVALENTS.get(str(key).lower().replace("-", "_"))
-    hint = f" What {key!r} names elsewhere is {equivalent!r} here." if equivalent in valid else ""
-    return f"{what} must be one of {', '.join(valid)}, but got {key!r}.{hint or did_you_mean(key, valid)}"
+from ..errors import Problems, unknown_key
 
 
 def parse_section(raw: dict, section: str, cls: type, problems: Problems, base: Any = None) -> Any:

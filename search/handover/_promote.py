@@ -51,20 +51,12 @@ from optuna.trial import FrozenTrial
 
 from lorasweep.objectives import InputError, ModelSpec, TrialModel, eval_inputs, load_trial_model
 
-from . import _registry, tracking
-from ._bundle import adapter_name, build_bundle, check_adapters
-from ._bundle_parity import BundleParity, measure_bundle
-from ._export import export_fp32, quantize
-from ._parity import Limits, Measured, Parity, TorchLM, measure
-from ._ownership import check_owned, replace, turn, version_folder
-from ._parity_table import format_bundle, format_parity, mb
-from ._progress import format_params, format_value
-from ._provenance import check_adapter, check_base
-from ._recovery import died_here, worker_id
-from ._select import PRECISIONS, pick
-from ._select import top as top_trials
-from .errors import UserError
-from .record import (
+from .. import tracking
+from ..choices import PRECISIONS
+from ..errors import UserError
+from ..progress import format_params, format_value
+from ..provenance import check_adapter, check_base
+from ..record import (
     BUNDLE_TAG,
     GATE_TAG,
     REGISTERED_TAG,
@@ -74,7 +66,17 @@ from .record import (
     study_tracking_uri,
     version_tags,
 )
-from .sweep import Sweep, stored_sweep
+from ..recovery import died_here, worker_id
+from ..selection import pick
+from ..selection import top as top_trials
+from ..sweepfile import Sweep, stored_sweep
+from . import _registry
+from ._bundle import adapter_name, build_bundle, check_adapters
+from ._bundle_parity import BundleParity, measure_bundle
+from ._export import export_fp32, quantize
+from ._ownership import check_owned, replace, turn, version_folder
+from ._parity import Limits, Measured, Parity, TorchLM, measure
+from ._parity_table import format_bundle, format_parity, mb
 
 Log = Callable[[str], None]
 

@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ExportFailed, UserError
 from ._export import ModelBuilderUnsupported, architecture, model_builder, quiet_olive, runtime_refusal
-from .errors import ExportFailed, UserError
 
 ADAPTER_SUFFIX = ".onnx_adapter"
 

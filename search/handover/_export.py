@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .errors import ExportFailed
+from ..errors import ExportFailed
 
 Kind = Literal["genai", "logits"]
 

@@ -18,7 +18,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from lorasweep import objectives
 
-from .errors import Problems
+from ..errors import Problems
 
 # The sampled multiplier behind `lora_alpha: {per_rank: {...}}` is stored under this name.
 ALPHA_PER_RANK = "lora_alpha_per_rank"
