@@ -125,7 +125,7 @@ _ABOUT = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "storage", "") is None:  # no --storage: $LORASWEEP_STORAGE, then the default
         args.storage = os.environ.get(STORAGE_ENV) or None
@@ -165,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every command and flag (the CLI reference in docs/ is generated from it)."""
     # -q/--debug work before or after the command. The subcommands' copies default to SUPPRESS,
     # so a flag given before the command is not reset by the subcommand's own default. (Not argparse
     # `parents=`: those share action objects, and so share one default.)

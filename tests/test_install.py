@@ -129,7 +129,7 @@ def test_help_loads_no_library_and_a_look_at_a_study_no_torch(stores, write):
 def test_every_command_explains_itself_with_an_example_that_parses(capsys):
     import shlex
 
-    from lorasweep.search.cli import _ABOUT, _parser, main
+    from lorasweep.search.cli import _ABOUT, build_parser, main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -145,5 +145,5 @@ def test_every_command_explains_itself_with_an_example_that_parses(capsys):
         shown = capsys.readouterr().out
         assert about.split(".")[0].split()[-1] in shown and f"example:\n  {example}" in shown, name
         words = shlex.split(example)
-        args = _parser().parse_args(words[words.index("lorasweep") + 1 :])  # the example is valid
+        args = build_parser().parse_args(words[words.index("lorasweep") + 1 :])  # the example is valid
         assert args.command.__name__ == f"_{name}"
