@@ -170,7 +170,7 @@ def compare(study: optuna.Study, numbers: list[int], client: MlflowClient, n_pro
             out.append("")
             out.append(f"  prompt     {prompt!r}")
             out.append(f"  reference  {ref!r}")
-            for r, table in zip(rows, tables):
+            for r, table in zip(rows, tables, strict=True):
                 output = table[i][2] if table and i < len(table) else "-"
                 out.append(
                     f"  trial {r.number:<4} {output!r}" if output != "-" else f"  trial {r.number:<4} -"
@@ -244,4 +244,6 @@ def _cell(value: Any) -> str:
 
 def align(lines: list[list[str]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip() for line in lines
+    )

@@ -63,8 +63,8 @@ def run(
     `sweep` is a sweep file's path or the same content as a dict (relative data paths then start at
     the current folder). Returns the Optuna study; raises SweepStopped if no trial finished or too
     many failed. `metrics` adds metrics of your own (see the module's docstring), computed in this
-    process: workers=1 only. `workers="auto"` chooses for this machine and the base (see the README's
-    "Local parallel"); a number beyond what this machine's cores and memory fit is refused
+    process: workers=1 only. `workers="auto"` chooses for this machine and the base (see
+    docs/parallel.md); a number beyond what this machine's cores and memory fit is refused
     (UserError, naming the most that fit) unless `force`."""
     from .sweepfile import load_sweep
 
@@ -193,9 +193,10 @@ def trials(
     import pandas
 
     from ._tables import flat, trial_rows
+    from .progress import objective_names
 
     found = _load(study, storage)
-    header, table = flat(trial_rows(found, sort=sort, state=state), _objective(found))
+    header, table = flat(trial_rows(found, sort=sort, state=state), objective_names(found))
     return pandas.DataFrame(table, columns=header).set_index("number")
 
 
@@ -215,6 +216,7 @@ class Best:
 def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
     """`lorasweep best`: the best finished trial, or with several objectives the trial the sweep
     file's promote.select picks from the Pareto front."""
+    from .progress import objective_names
     from .record import StudyRecord, TrialRecord
     from .selection import choose, describe, pick
     from .sweepfile import promote_spec
@@ -223,7 +225,7 @@ def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
     sweep_text = StudyRecord.of(found).sweep_text
     rule = promote_spec(sweep_text).select if sweep_text is not None else ()
     chosen = pick(found, rule)  # a reused result stands for its original, whose run has the adapter
-    objective = list(_objective(found))
+    objective = list(objective_names(found))
     kept = TrialRecord.of(chosen)
     return Best(
         number=chosen.number,
@@ -326,10 +328,6 @@ def _load(study: StudyRef, storage: str | None) -> optuna.Study:
 def _storage(given: str | None) -> str | None:
     """As the CLI: the argument, then $LORASWEEP_STORAGE, then (None) the local journal."""
     return given or os.environ.get(STORAGE_ENV) or None
-
-
-def _objective(study: optuna.Study) -> tuple[str, ...]:
-    return tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
 
 
 def _log(quiet: bool) -> Callable[[str], None]:

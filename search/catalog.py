@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from . import tracking
 from ._workers import FINISHED
 from .errors import UserError
+from .progress import objective_names
 from .record import STUDY_ID_TAG, StudyRecord, TrialRecord, study_tracking_uri
 from .recovery import live_trials
 from .storage import open_storage, require
@@ -50,7 +51,7 @@ def _row(study: optuna.Study) -> StudyRow:
     trials = study.get_trials(deepcopy=False)
     moments = [m for t in trials for m in (t.datetime_start, t.datetime_complete) if m is not None]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    names = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    names = objective_names(study)
     if not complete:
         best = "-"
     elif len(study.directions) == 1:

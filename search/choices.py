@@ -1,10 +1,12 @@
-"""The command line's choices and defaults, where the parser reads them: this module imports nothing,
-so `lorasweep --help` loads no library of the study or the trial."""
+"""The command line's choices and defaults, where the parser reads them: this module imports only
+precisions.py (which imports nothing heavy), so `lorasweep --help` loads no library of the study or
+the trial."""
 
 from __future__ import annotations
 
+from .precisions import PRECISIONS  # the ONNX exports promote can make, fp32 first: precisions.py's
+
 DEFAULT_MAX_FAILURES = 5  # failed trials in one run before the sweep stops
-PRECISIONS = ("fp32", "int8", "int4")  # the ONNX exports promotion can make; fp32 always
 # `trials --state` words -> Optuna's trial states
 STATES = {
     "complete": "COMPLETE",
@@ -13,3 +15,5 @@ STATES = {
     "running": "RUNNING",
     "waiting": "WAITING",
 }
+
+__all__ = ["DEFAULT_MAX_FAILURES", "PRECISIONS", "STATES"]

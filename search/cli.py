@@ -16,15 +16,16 @@ import sys
 import textwrap
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorasweep.objectives import InputError, quiet_libraries
 
-from .choices import DEFAULT_MAX_FAILURES, PRECISIONS, STATES
+from .choices import DEFAULT_MAX_FAILURES, STATES
 from .errors import ExportFailed, StoreError, SweepError, SweepStopped, UserError
+from .precisions import PRECISIONS, REGISTRY
 from .urls import STORAGE_ENV, redact, sqlite_path, tracking_uri
 
 if TYPE_CHECKING:
@@ -97,6 +98,13 @@ _ABOUT = {
         " the study, model, data, fixed settings and the search space with its size.",
         "lorasweep validate spaces/demo.yaml",
     ),
+    "schema": (
+        "print the sweep file's JSON Schema",
+        "The JSON Schema of the sweep file, with each key's description, choices and default: point an "
+        "editor's YAML language server at it (a `# yaml-language-server: $schema=...` line) to complete "
+        "and check sweep files as you type.",
+        "lorasweep schema > sweep.schema.json",
+    ),
     "studies": (
         "list the studies in a storage",
         "Each study of the storage: its trials finished against its budget, its best value, the state of "
@@ -125,16 +133,26 @@ _ABOUT = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if getattr(args, "storage", "") is None:  # no --storage: $LORASWEEP_STORAGE, then the default
         args.storage = os.environ.get(STORAGE_ENV) or None
     _quiet_libraries(args.debug)
     # SIGTERM (a scheduler, `kill`) ends a command like Ctrl-C: a sweep closes the running trial's
-    # MLflow run KILLED and queues the trial to run again on resume; `ui` stops its servers.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # MLflow run KILLED and queues the trial to run again on resume; `ui` stops its servers. The
+    # caller's handler comes back afterwards: main() also runs inside other programs (and tests).
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return args.command(args)
+        return _exit_code(args)
+    finally:
+        if previous is not None:  # None: a handler set outside Python, which Python cannot put back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_code(args: argparse.Namespace) -> int:
+    """Run the command; turn what it raises into a message and the exit code the module's docstring
+    names (with --debug, the traceback instead)."""
+    try:
+        return int(args.command(args))
     except (UserError, InputError) as e:
         if args.debug:
             raise
@@ -165,30 +183,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# -- the command line ----------------------------------------------------------------------------
+# One builder per command, in `_ABOUT`'s order; each adds the command's flags and the function that
+# runs it. The flags' choices and defaults come from choices.py and precisions.py, which import
+# nothing, so `lorasweep --help` loads no library.
+NewCommand = Callable[[str], argparse.ArgumentParser]  # a command's name -> its empty parser
+
+STORAGE_HELP = "Optuna storage URL (default: $LORASWEEP_STORAGE, then mlruns/optuna.journal)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every command and flag (the CLI reference in docs/ is generated from it)."""
-    # -q/--debug work before or after the command. The subcommands' copies default to SUPPRESS,
-    # so a flag given before the command is not reset by the subcommand's own default. (Not argparse
-    # `parents=`: those share action objects, and so share one default.)
-    def flags(default: bool | str) -> argparse.ArgumentParser:
-        common = argparse.ArgumentParser(add_help=False)
-        common.add_argument(
-            "-q", "--quiet", action="store_true", default=default, help="print only errors and the result"
-        )
-        common.add_argument(
-            "--debug", action="store_true", default=default, help="show tracebacks and library logs"
-        )
-        return common
-
     parser = argparse.ArgumentParser(
         prog="lorasweep",
-        parents=[flags(False)],
+        parents=[_output_flags(False)],
         description="Find the best LoRA fine-tune of a small language model.",
     )
-    common = flags(argparse.SUPPRESS)
+    parser.add_argument(
+        "--version", action="version", version=f"lorasweep {_version()}", help="print the version and exit"
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    common = _output_flags(argparse.SUPPRESS)
 
-    def command(name: str) -> argparse.ArgumentParser:
+    def new_command(name: str) -> argparse.ArgumentParser:
         """A subcommand with its one-line help, a paragraph that explains it and an example."""
         summary, about, example = _ABOUT[name]
         return commands.add_parser(
@@ -200,17 +217,35 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    def study_flags(command: argparse.ArgumentParser, tracking: bool = False) -> None:
-        command.add_argument("--study", help="study name (default: the only study in the storage)")
-        command.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
-        if tracking:
-            command.add_argument(
-                "--tracking-uri",
-                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)",
-            )
+    for add in _BUILDERS:
+        add(new_command)
+    return parser
 
-    run = command("run")
-    run.add_argument("sweep_file")
+
+def _version() -> str:
+    """lorasweep's version: the installed package's, which pyproject.toml's `version` sets."""
+    from importlib.metadata import version as installed_version
+
+    return installed_version("lorasweep")
+
+
+def _output_flags(default: bool | str) -> argparse.ArgumentParser:
+    """-q and --debug, which work before or after the command. The subcommands' copies default to
+    SUPPRESS, so a flag given before the command is not reset by the subcommand's own default. (One
+    parent per use, not one shared: argparse's `parents=` share action objects, and so one default.)"""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="print only errors and the result"
+    )
+    flags.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and library logs"
+    )
+    return flags
+
+
+def _add_run(new_command: NewCommand) -> None:
+    run = new_command("run")
+    run.add_argument("sweep_file", help="the sweep file (YAML; lorasweep schema prints its JSON Schema)")
     run.add_argument("--study", help="study name (default: study.name or the file's stem)")
     _run_flags(
         run,
@@ -219,8 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(command=_run)
 
-    trials = command("trials")
-    study_flags(trials)
+
+def _add_trials(new_command: NewCommand) -> None:
+    trials = new_command("trials")
+    _study_flags(trials)
     trials.add_argument("--sort", metavar="METRIC", help="best first by a metric (or number, duration)")
     trials.add_argument("--state", choices=list(STATES), help="only trials in this state")
     output = trials.add_mutually_exclusive_group()
@@ -228,28 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--csv", action="store_true", help="print CSV, one row per trial")
     trials.set_defaults(command=_trials)
 
-    compare = command("compare")
+
+def _add_compare(new_command: NewCommand) -> None:
+    compare = new_command("compare")
     compare.add_argument("numbers", metavar="TRIAL", type=int, nargs="+", help="trial numbers")
-    study_flags(compare, tracking=True)
+    _study_flags(compare, tracking=True)
     compare.set_defaults(command=_compare)
 
-    best = command("best")
-    study_flags(best)
+
+def _add_best(new_command: NewCommand) -> None:
+    best = new_command("best")
+    _study_flags(best)
     best.add_argument("--json", action="store_true", help="print JSON")
     best.set_defaults(command=_best)
 
-    promote = command("promote")
-    study_flags(promote, tracking=True)
-    promote.add_argument(
-        "--trial",
-        type=int,
-        action="append",
-        metavar="N",
-        help="the trial to promote (default: lorasweep best's); repeat for an adapter bundle of several",
-    )
-    promote.add_argument(
-        "--top", type=int, metavar="K", help="promote the K best trials as one adapter bundle"
-    )
+
+def _add_promote(new_command: NewCommand) -> None:
+    promote = new_command("promote")
+    _study_flags(promote, tracking=True)
+    _trial_flags(promote, "promote")
     promote.add_argument(
         "--out", type=Path, metavar="DIR", help="where the ONNX exports go (default: exports/MODEL/vVERSION)"
     )
@@ -260,36 +294,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     promote.set_defaults(command=_promote)
 
-    export = command("export")
-    study_flags(export, tracking=True)
-    export.add_argument(
-        "--trial",
-        type=int,
-        action="append",
-        metavar="N",
-        help="the trial to export (default: lorasweep best's); repeat for an adapter bundle of several",
-    )
-    export.add_argument("--top", type=int, metavar="K", help="export the K best trials as one adapter bundle")
+
+def _add_export(new_command: NewCommand) -> None:
+    export = new_command("export")
+    _study_flags(export, tracking=True)
+    _trial_flags(export, "export")
     export.add_argument(
         "--adapters",
         action="store_true",
-        help="write one ONNX base with LoRA inputs and an .onnx_adapter per trial (implied by several trials)",
+        help="write one ONNX base with LoRA inputs and an .onnx_adapter per trial "
+        "(implied by several trials)",
     )
     export.add_argument("--out", type=Path, metavar="DIR", required=True, help="a new or empty folder")
     export.add_argument(
         "--precision",
         action="append",
         choices=PRECISIONS,
-        help="fp32 (always made: the others are quantized from it), int8, int4; repeat for several",
+        help="; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values()) + ". Repeat for several",
     )
     export.set_defaults(command=_export)
 
-    report = command("report")
-    study_flags(report)
+
+def _add_report(new_command: NewCommand) -> None:
+    report = new_command("report")
+    _study_flags(report)
     report.add_argument("--out", help="folder to write to (default: reports/STUDY)")
     report.set_defaults(command=_report)
 
-    ui = command("ui")
+
+def _add_ui(new_command: NewCommand) -> None:
+    ui = new_command("ui")
     ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
     ui.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -299,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow store (default: $MLFLOW_TRACKING_URI, then the study's own, then sqlite:///mlruns/mlflow.db)",
     )
     ui.add_argument("--dashboard", action="store_true", help="also serve optuna-dashboard on PORT+1")
-    ui.add_argument("--storage", help="Optuna storage for the dashboard (default: mlruns/optuna.journal)")
+    ui.add_argument(
+        "--storage",
+        help="Optuna storage for the dashboard (default: $LORASWEEP_STORAGE, then mlruns/optuna.journal)",
+    )
     ui.add_argument(
         "--allowed-hosts",
         metavar="HOSTS",
@@ -313,18 +350,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.set_defaults(command=_ui)
 
-    validate = command("validate")
-    validate.add_argument("sweep_file")
+
+def _add_validate(new_command: NewCommand) -> None:
+    validate = new_command("validate")
+    validate.add_argument("sweep_file", help="the sweep file to check")
     validate.set_defaults(command=_validate)
 
-    studies = command("studies")
-    studies.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+
+def _add_schema(new_command: NewCommand) -> None:
+    new_command("schema").set_defaults(command=_schema)
+
+
+def _add_studies(new_command: NewCommand) -> None:
+    studies = new_command("studies")
+    studies.add_argument("--storage", help=STORAGE_HELP)
     studies.add_argument("--json", action="store_true", help="print a JSON list")
     studies.set_defaults(command=_studies)
 
-    delete = command("delete")
+
+def _add_delete(new_command: NewCommand) -> None:
+    delete = new_command("delete")
     delete.add_argument("study", metavar="STUDY", help="the study's name")
-    delete.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    delete.add_argument("--storage", help=STORAGE_HELP)
     delete.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)"
     )
@@ -336,22 +383,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delete.set_defaults(command=_delete)
 
-    resume = command("resume")
+
+def _add_resume(new_command: NewCommand) -> None:
+    resume = new_command("resume")
     resume.add_argument("study", metavar="STUDY", help="the study's name")
     _run_flags(resume, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)")
     resume.set_defaults(command=_resume)
 
-    worker = command("worker")
-    study_flags(worker, tracking=True)
+
+def _add_worker(new_command: NewCommand) -> None:
+    worker = new_command("worker")
+    _study_flags(worker, tracking=True)
     _max_failures_flag(worker)
     _system_metrics_flag(worker)
     worker.set_defaults(command=_worker)
-    return parser
+
+
+# Flags several commands share.
+def _study_flags(command: argparse.ArgumentParser, tracking: bool = False) -> None:
+    command.add_argument("--study", help="study name (default: the only study in the storage)")
+    command.add_argument("--storage", help=STORAGE_HELP)
+    if tracking:
+        command.add_argument(
+            "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, then the study's own)"
+        )
+
+
+def _trial_flags(command: argparse.ArgumentParser, verb: str) -> None:
+    """Which trials promote or export hand over: one, several by number, or the K best."""
+    command.add_argument(
+        "--trial",
+        type=int,
+        action="append",
+        metavar="N",
+        help=f"the trial to {verb} (default: lorasweep best's); repeat for an adapter bundle of several",
+    )
+    command.add_argument(
+        "--top", type=int, metavar="K", help=f"{verb} the K best trials as one adapter bundle"
+    )
 
 
 def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
     command.add_argument("--trials", type=int, help="trial budget: finished trials the study ends with")
-    command.add_argument("--storage", help="Optuna storage URL (default: mlruns/optuna.journal)")
+    command.add_argument("--storage", help=STORAGE_HELP)
     command.add_argument("--tracking-uri", help=tracking_help)
     _max_failures_flag(command)
     command.add_argument(
@@ -399,6 +473,25 @@ def _max_failures_flag(command: argparse.ArgumentParser) -> None:
     )
 
 
+_BUILDERS: tuple[Callable[[NewCommand], None], ...] = (
+    _add_run,
+    _add_trials,
+    _add_compare,
+    _add_best,
+    _add_promote,
+    _add_export,
+    _add_report,
+    _add_ui,
+    _add_validate,
+    _add_schema,
+    _add_studies,
+    _add_delete,
+    _add_resume,
+    _add_worker,
+)
+
+
+# -- the commands --------------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
     _say(args)(f"checking {args.sweep_file}, then its data and base model")  # within a second, not 30
     from .api import run
@@ -452,11 +545,11 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _print_result(study) -> None:
     """The best trial (or the Pareto front) beside the base model."""
-    from .progress import format_params
+    from .progress import format_params, objective_names
     from .record import StudyRecord, TrialRecord
 
     base = StudyRecord.of(study).base_metrics or {}
-    metrics = study.metric_names or [f"value{i}" for i in range(len(study.directions))]
+    metrics = objective_names(study)
     best = [study.best_trial] if len(metrics) == 1 else study.best_trials
     for trial in best:
         label = "best" if len(metrics) == 1 else "pareto"
@@ -481,7 +574,8 @@ def _validate(args: argparse.Namespace) -> int:
     size = sweep.space.size()
     lines = [
         f"{args.sweep_file}: OK",
-        f"study      {s.name}: {', '.join(f'{m} ({d})' for m, d in zip(s.metrics, s.directions))}",
+        f"study      {s.name}: "
+        + ", ".join(f"{m} ({d})" for m, d in zip(s.metrics, s.directions, strict=True)),
         f"sampler    {s.sampler} (seed {s.seed}"
         + "".join(f", {k}={v!r}" for k, v in s.sampler_options.items())
         + f"), {s.n_trials} trials"
@@ -504,6 +598,13 @@ def _validate(args: argparse.Namespace) -> int:
     max_steps = sweep.space.largest("max_steps") or sweep.fixed.get("max_steps")
     lines += [f"note: {n}" for n in budget_notes(max_steps, s.n_trials, s.timeout)]
     print("\n".join(lines))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .sweepfile import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
     return 0
 
 
@@ -566,10 +667,11 @@ def _describe(dist) -> str:
 
 def _trials(args: argparse.Namespace) -> int:
     from ._tables import as_csv, as_json, as_table, trial_rows
+    from .progress import objective_names
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
-    objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+    objective = objective_names(study)
     rows = trial_rows(study, sort=args.sort, state=args.state)
     if args.json:
         print(as_json(rows))
@@ -583,12 +685,12 @@ def _trials(args: argparse.Namespace) -> int:
 def _best(args: argparse.Namespace) -> int:
     from ._tables import as_table, trial_rows
     from .api import best
-    from .progress import format_params, format_value
+    from .progress import format_params, format_value, objective_names
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
     chosen = best(study)
-    objective = tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+    objective = objective_names(study)
     rows = {r.number: r for r in trial_rows(study)}
     if args.json:
         print(
@@ -697,12 +799,14 @@ def _export(args: argparse.Namespace) -> int:
     )
     if isinstance(parity, Parity):
         print(
-            f"exported trial {trials[0].number} to {args.out}/ ({', '.join(m.name for m in parity.models[1:])})"
+            f"exported trial {trials[0].number} to {args.out}/ "
+            f"({', '.join(m.name for m in parity.models[1:])})"
         )
     else:
         files = ", ".join(f"{a.name}.onnx_adapter" for a in parity.adapters)
         print(
-            f"exported trials {', '.join(str(t.number) for t in trials)} to {args.out}/ as one base and {files}"
+            f"exported trials {', '.join(str(t.number) for t in trials)} to {args.out}/ "
+            f"as one base and {files}"
         )
     if not parity.passed:
         print(f"the parity gate failed: see {args.out / 'parity.json'}", file=sys.stderr)

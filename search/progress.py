@@ -10,6 +10,13 @@ from tqdm import tqdm
 from .record import DUPLICATE_OF, ERROR, RETRY_OF, TrialRecord
 
 
+def objective_names(study: optuna.Study) -> tuple[str, ...]:
+    """What each of the study's objective values is called: the metrics lorasweep set on it, else
+    Optuna's own names, value0, value1... (a study created elsewhere, or one stopped before its
+    metric names were set)."""
+    return tuple(study.metric_names or [f"value{i}" for i in range(len(study.directions))])
+
+
 def format_value(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -27,7 +34,7 @@ def trial_line(trial: optuna.trial.FrozenTrial, metrics: tuple[str, ...]) -> str
         scored = f"at step {step}, eval_loss={format_value(loss)}"
     else:
         values = trial.values or []
-        scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values)) or "-"
+        scored = " ".join(f"{m}={format_value(v)}" for m, v in zip(metrics, values, strict=False)) or "-"
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     return (
         f"trial {trial.number:>3} {trial.state.name:<8} {scored}  {format_params(trial.params)}"

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .progress import format_value
+from .progress import format_value, objective_names
 from .record import StudyRecord
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def write_report(study: optuna.Study, out: Path) -> list[Path]:
 
 # -- the figures ---------------------------------------------------------------------------------
 def _objective(study: optuna.Study) -> tuple[Callable[[FrozenTrial], float] | None, str]:
-    names = study.metric_names or ["objective"]
+    names = objective_names(study)
     if len(study.directions) > 1:  # single-metric plots show the first metric
         return (lambda t: t.values[0]), names[0]
     return None, names[0]
@@ -204,7 +204,7 @@ def _section(plot: Plot, body: str) -> str:
 
 
 def _page(study: optuna.Study, sections: list[str]) -> str:
-    metrics = study.metric_names or ["objective"]
+    metrics = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -224,12 +224,13 @@ def _page(study: optuna.Study, sections: list[str]) -> str:
             )
             + "</tr>"
         )
-    objective = ", ".join(f"{m} ({d})" for m, d in zip(metrics, directions))
+    objective = ", ".join(f"{m} ({d})" for m, d in zip(metrics, directions, strict=True))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lorasweep: {html.escape(study.study_name)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }} td, th {{ padding: 2px 10px; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+td, th {{ padding: 2px 10px; border-bottom: 1px solid #ddd; }}
 section {{ margin-top: 2.5em; }} .note {{ color: #777; }}
 </style></head><body>
 <h1>Study {html.escape(study.study_name)}</h1>

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -37,8 +38,9 @@ def test_the_wheel_installs_the_lorasweep_package_and_nothing_else(tmp_path):
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("lorasweep-*.whl")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"lorasweep", wheel.name.split("-")[0] + "-0.1.0.dist-info"}
+    assert {n.split("/")[0] for n in names} == {"lorasweep", f"lorasweep-{version}.dist-info"}
     assert "lorasweep/search/cli.py" in names and "lorasweep/objectives/recipe.py" in names
     assert "lorasweep/objectives/assets/tone.jsonl" in names
     assert "lorasweep/__init__.py" in names  # the Python API: `import lorasweep`
@@ -119,7 +121,7 @@ def test_help_loads_no_library_and_a_look_at_a_study_no_torch(stores, write):
     from .test_compare import SWEEP, scored_runner
 
     run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
-    for args in (["--help"], ["trials", "--help"], ["run", "--help"], ["promote", "--help"]):
+    for args in (["--help"], ["--version"], ["trials", "--help"], ["run", "--help"], ["promote", "--help"]):
         assert _loaded(stores, *args) == ["0"], args  # argparse only
     for args in (["trials"], ["trials", "--json"], ["best"], ["best", "--json"]):
         assert _loaded(stores, *args) == ["0", "optuna"], args
@@ -144,6 +146,6 @@ def test_every_command_explains_itself_with_an_example_that_parses(capsys):
             main([name, "--help"])
         shown = capsys.readouterr().out
         assert about.split(".")[0].split()[-1] in shown and f"example:\n  {example}" in shown, name
-        words = shlex.split(example)
+        words = shlex.split(example.split(" > ")[0])  # the command, without a redirection of its output
         args = build_parser().parse_args(words[words.index("lorasweep") + 1 :])  # the example is valid
         assert args.command.__name__ == f"_{name}"
