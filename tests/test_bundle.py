@@ -186,8 +186,8 @@ def test_switching_adapters_back_and_forth_gives_each_one_s_logits_again(swept):
 
 
 def test_the_readme_snippet_runs_as_printed_and_switches_adapters(swept, tmp_path):
-    """The README's onnxruntime-genai snippet, unchanged, on the bundle at the path it names."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    """docs/handover.md's onnxruntime-genai snippet, unchanged, on the bundle at the path it names."""
+    readme = (Path(__file__).parents[1] / "docs" / "handover.md").read_text(encoding="utf-8")
     snippet = re.search(r"<!-- bundle snippet -->\n```python\n(.*?)```", readme, re.DOTALL).group(1)
     where = re.search(r'Path\("([^"]+)"\)', snippet).group(1)
     (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,76 @@
+"""The README and the manual in docs/: links that resolve, generated pages that match their source.
+
+`make docs` (mkdocs build --strict) checks the whole site, the navigation and every anchor; CI runs
+it apart from the tests, as it needs the docs extra. These checks need nothing beyond the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from .conftest import ROOT
+
+# [text](target) and ![alt](target), the target up to its closing parenthesis or a title
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def _relative_links(page: Path) -> list[str]:
+    """The targets of a Markdown page's links to files (not URLs, not anchors on the page), outside code."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    text = re.sub(r"`[^`\n]*`", "", text)  # inline code: `[a](b)` there is an example, not a link
+    targets = [match.group(1) for match in LINK.finditer(text)]
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def _reference_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_reference", ROOT / "docs" / "reference.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_is_a_short_page_whose_every_link_resolves():
+    readme = ROOT / "README.md"
+    assert len(readme.read_text(encoding="utf-8").splitlines()) < 250
+    links = _relative_links(readme)
+    assert any(link.startswith("docs/") for link in links)  # it points into the manual
+    missing = [link for link in links if not (ROOT / link.split("#", 1)[0]).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+@pytest.mark.parametrize(
+    "page", sorted((ROOT / "docs").rglob("*.md")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_every_link_of_the_manual_resolves_inside_docs(page):
+    """MkDocs can only link to its own pages and files: a link out of docs/ is a broken link on the site."""
+    docs = (ROOT / "docs").resolve()
+    for link in _relative_links(page):
+        target = (page.parent / link.split("#", 1)[0]).resolve()
+        assert target.is_relative_to(docs), f"{page.name} links out of docs/: {link}"
+        assert target.exists() or target == docs / "reference" / "sweep-file.md", f"{page.name}: {link}"
+
+
+def test_the_committed_cli_reference_is_what_the_parser_generates():
+    generator = _reference_generator()
+    committed = generator.PAGE.read_text(encoding="utf-8")
+    assert committed == generator.render(), "docs/reference/cli.md is stale: run python docs/reference.py"
+
+
+def test_the_cli_reference_has_a_section_with_every_flag_for_each_command():
+    from lorasweep.search.cli import build_parser
+
+    page = (ROOT / "docs" / "reference" / "cli.md").read_text(encoding="utf-8")
+    commands = _reference_generator()._commands(build_parser())
+    assert [name for name, _, _ in commands] == re.findall(r"^## `lorasweep (\S+)`$", page, re.MULTILINE)
+    for name, _, parser in commands:
+        section = page.split(f"## `lorasweep {name}`", 1)[1].split("\n## ", 1)[0]
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert f"`{option}" in section, f"lorasweep {name}: {option} missing from the CLI reference"
