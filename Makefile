@@ -76,7 +76,7 @@ test-service: $(STAMP)
 test-all: $(STAMP) /usr/bin/chromium /usr/bin/chromedriver
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not gpu and not service'
 
-# The README's performance table: lorasweep's trials against bare training, its search against random
+# The performance table (docs/performance.md): lorasweep's trials against bare training, its search against random
 # search, grid search and the pruners (replayed from benchmarks/demo_grid.json and phrase_grid.json),
 # evaluation cost, study overhead at 1,000 trials. 8-10 min on 2 cores. OpenMP threads wait passively: while this was written, on a machine
 # shared with other jobs, spinning threads made the same training several times slower from one run
@@ -106,7 +106,7 @@ bench-workers: $(STAMP)
 bench-mlflow: $(STAMP)
 	$(BIN)/python benchmarks/mlflow_writers.py
 
-# The README's "What lorasweep refuses, and how": every hostile or extreme input, run as a user would,
+# docs/failures.md's "What lorasweep refuses, and how": every hostile or extreme input, run as a user would,
 # with its exit code, its line, its time and its peak memory (about 4 min on 2 cores).
 bench-refusals: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/refusals.py
@@ -119,7 +119,7 @@ bench-cli: $(STAMP)
 bench-system-metrics: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/system_metrics.py
 
-# The README's "When things go wrong" table: each fault done to a real sweep (kills, cut, removed or
+# docs/failures.md's "Faults, replayed" table: each fault done to a real sweep (kills, cut, removed or
 # altered stores, a full disk on a tmpfs, which needs root; deletes, timeouts and Ctrl-C under a live
 # run, an MLflow server outage; refused names, links and files), then the same command again. About 20
 # min on 2 cores; rows print as cases end, and `benchmarks/faults.py WORD ...` runs some cases.

@@ -1,4 +1,4 @@
-"""When things go wrong: each fault of the README's table, done to a real sweep as it would happen
+"""When things go wrong: each fault of docs/failures.md's table, done to a real sweep as it would happen
 to a user, then the same command run again; what was lost, what was left RUNNING, what was shown.
 
     .venv/bin/python benchmarks/faults.py [WORD ...]      (or: make bench-faults; about 15 min on 2 cores)

@@ -10,7 +10,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_check.py
 
 Not part of CI: no GPU there. Prints one line per check with its time and figures, and exits 1 if
-any check failed. Written without a GPU at hand: it has not been run yet (see the README).
+any check failed. Written without a GPU at hand: it has not been run yet (see docs/gpu.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What lorasweep refuses, and how: every hostile or extreme input of the README's table, run as a
+"""What lorasweep refuses, and how: every hostile or extreme input of docs/failures.md's table, run as a
 user would run it (the `lorasweep` command, in a scratch folder), with its exit code, the line it
 shows, its time and its peak memory.
 
@@ -36,7 +36,7 @@ QA = "prompt_template: 'Q: {q}\\nA:', response_template: ' {a}'"
 
 @dataclass
 class Case:
-    what: str  # the input, as the README's table names it
+    what: str  # the input, as docs/failures.md's table names it
     args: list[str]
     files: dict[str, str] = field(default_factory=dict)
     setup: str | None = None  # a function below that writes larger files

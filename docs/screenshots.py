@@ -1,4 +1,4 @@
-"""Retake the README's screenshots from a finished demo sweep (needs Debian's chromium and
+"""Retake the manual's screenshots from a finished demo sweep (needs Debian's chromium and
 chromium-driver, as `make test-browser` installs them):
 
     make demo && .venv/bin/python docs/screenshots.py

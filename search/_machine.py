@@ -22,8 +22,8 @@ container's limit leaves). The estimate is in one place because `--workers N` is
 How many workers `auto` starts (choose_workers). On a CPU a pool of one-thread processes trains
 a small base's trials faster than one process's threads do (its operations are too small to split
 well), but each worker pays a process start, the libraries and the base loaded again: on 2 cores
-and a quiet machine, 4 tiny trials took 57 s as 1 process x 2 threads and 90 s as 2 x 1 (README,
-"Local parallel"). So a base below SMALL_BASE_PARAMS gets one process per core only for a sweep of
+and a quiet machine, 4 tiny trials took 57 s as 1 process x 2 threads and 90 s as 2 x 1
+(docs/parallel.md). So a base below SMALL_BASE_PARAMS gets one process per core only for a sweep of
 POOL_MIN_TRIALS trials or more, where the per-trial gain can repay the start; a larger base, whose
 matrices keep every thread busy, and a short sweep get one process with all the threads. On GPUs,
 one worker per visible GPU. Either way no more than fit the memory (largest_workers), nor than
@@ -152,10 +152,13 @@ def choose_workers(
         rule = f"at {SMALL_BASE_PARAMS / 1e6:.0f}M params or more, one process with every thread"
         return WorkerChoice(1, machine.cores, f"{where}, {size}: {rule}")
     if left < POOL_MIN_TRIALS:
-        rule = f"{left} trial(s) left: fewer than {POOL_MIN_TRIALS}, one process starts soonest, see README"
+        rule = (
+            f"{left} trial(s) left: fewer than {POOL_MIN_TRIALS}, "
+            "one process starts soonest, see docs/parallel.md"
+        )
         return WorkerChoice(1, machine.cores, f"{where}, {size}: {rule}")
     workers = min(machine.cores, largest, left)
-    rule = "one process per core trains a long sweep of a small base soonest, see README"
+    rule = "one process per core trains a long sweep of a small base soonest, see docs/parallel.md"
     if workers < machine.cores:
         capped = "memory" if largest < min(machine.cores, left) else "trials left"
         rule += f"; capped by the {capped} ({largest if capped == 'memory' else left})"
