@@ -18,6 +18,7 @@ module when first used.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,11 +37,36 @@ if TYPE_CHECKING:
     )
     from lorasweep.search.errors import ExportFailed, SweepError, SweepStopped, UserError
 
+# One version source: pyproject.toml's `version`, as the installed package's metadata carries it.
+__version__ = version("lorasweep")
+
+# Written out, not built from the tuples below, so that static tools (mypy, IDEs, the manual's
+# API pages) read the public names without running this module.
+__all__ = [
+    "Best",
+    "ExportFailed",
+    "InputError",
+    "SweepError",
+    "SweepStopped",
+    "UserError",
+    "__version__",
+    "best",
+    "compare",
+    "delete",
+    "export",
+    "promote",
+    "resume",
+    "run",
+    "studies",
+    "trials",
+]
+
 _API = ("run", "resume", "trials", "best", "compare", "promote", "export", "studies", "delete", "Best")
 _ERRORS = ("UserError", "SweepError", "SweepStopped", "ExportFailed")
 
 
 def __getattr__(name: str) -> Any:
+    """Each public name loads its module when first used: `import lorasweep` stays free of torch."""
     if name in _API:
         return getattr(importlib.import_module("lorasweep.search.api"), name)
     if name in _ERRORS:
@@ -50,4 +76,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'lorasweep' has no attribute {name!r}")
 
 
-__all__ = [*_API, *_ERRORS, "InputError"]
+def __dir__() -> list[str]:
+    """The public names, which mostly load lazily, so that `dir(lorasweep)` and tab completion list
+    them (and not this module's own imports)."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
