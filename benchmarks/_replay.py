@@ -298,7 +298,7 @@ def run_study(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the grid sampler's "all grids evaluated" and the like
         study = optuna.create_study(
-            sampler=make_sampler(sweep),
+            sampler=make_sampler(sweep.study, sweep.space),
             pruner=pruner or build_pruner(sweep.study.pruner),
             direction="minimize",
         )

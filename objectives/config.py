@@ -110,18 +110,7 @@ class DataSpec:
 
     def problems(self) -> list[tuple[str | None, str]]:
         """(field, what is wrong) for each value that cannot work; None: the section as a whole."""
-        found: list[tuple[str | None, str]] = []
-        if self.max_eval_rows < 1:
-            found.append(
-                (
-                    "max_eval_rows",
-                    f"data.max_eval_rows must be at least 1, but got max_eval_rows={self.max_eval_rows}.",
-                )
-            )
-        if self.max_length < 1:
-            found.append(
-                ("max_length", f"data.max_length must be at least 1, but got max_length={self.max_length}.")
-            )
+        found: list[tuple[str | None, str]] = []  # bounds are the sweep file's (search/sweepfile)
         for key in ("prompt_template", "response_template", "text_template"):
             try:
                 template_fields(getattr(self, key) or "", f"data.{key}")
@@ -134,13 +123,6 @@ class DataSpec:
                     None,
                     "data must give prompt_template and response_template together, text_template "
                     f"alone, or neither (rows of messages, or prompt/completion), but got {given[0]} alone.",
-                )
-            )
-        if not 0 < self.eval_fraction < 1:
-            found.append(
-                (
-                    "eval_fraction",
-                    f"data.eval_fraction must be between 0 and 1, but got eval_fraction={self.eval_fraction}.",
                 )
             )
         return found
@@ -157,13 +139,6 @@ class EvalSpec:
     f1: Literal["auto", "label", "token"] = "auto"
     log_samples: int = 20  # rows in the run's generations table
 
-    def problems(self) -> list[tuple[str | None, str]]:
-        """(field, what is wrong) for each value that cannot work."""
-        return [
-            (key, f"eval.{key} must be at least 1, but got {key}={getattr(self, key)}.")
-            for key in ("batch_size", "max_samples", "max_new_tokens")
-            if getattr(self, key) < 1
-        ]
 
 
 @dataclass(frozen=True)

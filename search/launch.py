@@ -186,7 +186,7 @@ def run_sweep(
                 (lambda _: None) if options.quiet else log,
                 lambda tags: tracker.log_study_tags(parent_id, tags),
             )
-            study.sampler = make_sampler(sweep)  # lorasweep's sampler draws from the space it was built with
+            study.sampler = make_sampler(sweep.study, sweep.space)  # lorasweep's sampler draws from the space it was built with
         if earlier is not None and not study.get_trials(deepcopy=False):
             _warm_start.enqueue(study, earlier, sweep, budget, (lambda _: None) if options.quiet else log)
         if StudyRecord.of(study).base_metrics is None:
@@ -381,7 +381,7 @@ class _Session:
         tracker = Tracker(uri, sweep.experiment or name)
         recovery = Recovery(tracker, sweep.study.retries)
         storage = open_storage(storage_url, on_stale=recovery)
-        sampler, pruner = make_sampler(sweep), build_pruner(sweep.study.pruner)
+        sampler, pruner = make_sampler(sweep.study, sweep.space), build_pruner(sweep.study.pruner)
         if create:
             study = optuna.create_study(
                 study_name=name,

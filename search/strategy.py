@@ -32,7 +32,7 @@ from ._fresh import FreshSampler
 from .errors import Problems, unknown_key
 
 if TYPE_CHECKING:
-    from .sweepfile import Sweep
+    from .sweepfile import SearchSpace, StudySpec
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -56,14 +56,14 @@ PRUNERS: dict[str, type[BasePruner]] = {
 _WRAPPED = "wrapped"  # PatientPruner's wrapped_pruner, itself a pruner spec
 
 
-def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
-    """The sweep's sampler. The grid sampler as it is: it hands out grid points by trial number and
+def make_sampler(study: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The study's sampler over `space`. The grid sampler as it is: it hands out grid points by trial number and
     skips those finished or running. Any other draws each trial from its own seeded stream and
     avoids configurations the study holds (_fresh: a continued study would replay its past)."""
-    seed, kind, options = sweep.study.seed, sweep.study.sampler, sweep.study.sampler_options
+    seed, kind, options = study.seed, study.sampler, study.sampler_options
     if kind == "grid":
-        return optuna.samplers.GridSampler(sweep.space.grid(), seed=seed)
-    return FreshSampler(lambda trial_seed: _sampler(kind, options, trial_seed), sweep.space, seed)
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    return FreshSampler(lambda trial_seed: _sampler(kind, options, trial_seed), space, seed)
 
 
 def _sampler(kind: str, options: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:
@@ -155,7 +155,7 @@ def parse_pruner(
     if kind == "patient":
         accepted.append(_WRAPPED)
     before = len(problems.items)
-    for key in set(spec) - {"type", *accepted}:
+    for key in [k for k in spec if k not in {"type", *accepted}]:  # in file order
         problems.add(
             where + (key,),
             f"the {kind} pruner takes {', '.join(accepted) or 'no options'}, but got {key}="

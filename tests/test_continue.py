@@ -87,14 +87,14 @@ def test_a_new_trial_avoids_the_configurations_of_finished_and_running_trials(wr
     configurations, one of them still running. Its sampler, made afresh, must draw around them."""
     text = SPACE.format(name="cont", kind="random", ranks="2, 4, 8", extra="")
     sweep = load_sweep(write(text.replace("seed: 0", f"seed: {seed}")))
-    study = optuna.create_study(sampler=make_sampler(sweep))
+    study = optuna.create_study(sampler=make_sampler(sweep.study, sweep.space))
     dist = sweep.space.distributions["lora_r"]
     study.add_trial(optuna.trial.create_trial(params={"lora_r": 2}, distributions={"lora_r": dist}, value=1))
     study.enqueue_trial({"lora_r": 4})
     running = study.ask()
     assert sweep.space.sample(running) == {"lora_r": 4}  # and it runs on
 
-    study.sampler = make_sampler(sweep)  # another process's
+    study.sampler = make_sampler(sweep.study, sweep.space)  # another process's
     assert sweep.space.sample(study.ask()) == {"lora_r": 8}
 
 

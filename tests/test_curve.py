@@ -81,7 +81,7 @@ def test_the_curve_pruner_is_a_sweep_file_pruner_with_checked_options(write):
 def test_a_samplers_own_options_reach_it_and_wrong_ones_are_refused(write):
     sweep = load_sweep(write("study: {sampler: {type: tpe, seed: 3, n_startup_trials: 2}}\n"))
     assert sweep.study.sampler_options == {"n_startup_trials": 2}
-    inner = make_sampler(sweep)._make(0)  # the per-trial sampler that FreshSampler builds
+    inner = make_sampler(sweep.study, sweep.space)._make(0)  # the per-trial sampler that FreshSampler builds
     assert isinstance(inner, optuna.samplers.TPESampler) and inner._n_startup_trials == 2
     with pytest.raises(SweepError, match=r"n_startup=2.*Did you mean 'n_startup_trials'"):
         load_sweep(write("study: {sampler: {type: tpe, n_startup: 2}}\n"))

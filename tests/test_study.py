@@ -21,7 +21,7 @@ search_space:
 
 
 def _sampled(sweep, n: int) -> list[dict]:
-    study = optuna.create_study(sampler=make_sampler(sweep), directions=list(sweep.study.directions))
+    study = optuna.create_study(sampler=make_sampler(sweep.study, sweep.space), directions=list(sweep.study.directions))
     seen = []
     study.optimize(
         lambda t: seen.append(sweep.space.resolve(sweep.space.sample(t), sweep.fixed)) or 0.0, n_trials=n

@@ -1,18 +1,23 @@
 """The sweep file: the YAML a user writes, loaded and checked whole into a frozen `Sweep`.
 
-_yaml.py     the YAML loader with a line for every key, so each problem names its place
-_sweep.py    load_sweep / stored_sweep: the sections, checked together -> Sweep
-_space.py    search_space: Optuna distributions, grid points, the lora_alpha tie
-_promote.py  the promote section: the selection rule, the registered name, the gate's limits
-_typed.py    typed sections checked key by key; the name rule for studies, models, experiments
+_yaml.py       the YAML loader with a line for every key, so each problem names its place
+_models.py     one pydantic model per section: every key, its type, default and description
+_sweep.py      load_sweep / stored_sweep: the sections, checked together -> Sweep
+_space.py      search_space: Optuna distributions, grid points, the lora_alpha tie
+_promote.py    the promote section: the selection rule, the registered name, the gate's limits
+_reference.py  the JSON Schema and the reference page, generated from the models
+
+`python -m lorasweep.search.sweepfile` writes spaces/sweep-file.schema.json and
+docs/reference/sweep-file.md from the models.
 """
 
 from __future__ import annotations
 
+from ._models import name_problem
 from ._promote import PromoteSpec
+from ._reference import json_schema, reference_markdown
 from ._space import SearchSpace, alpha_tie, describe, stored_alpha_tie
 from ._sweep import StudySpec, Sweep, load_sweep, promote_spec, stored_sweep
-from ._typed import name_problem
 
 __all__ = [
     "PromoteSpec",
@@ -21,9 +26,11 @@ __all__ = [
     "Sweep",
     "alpha_tie",
     "describe",
+    "json_schema",
     "load_sweep",
     "name_problem",
     "promote_spec",
+    "reference_markdown",
     "stored_alpha_tie",
     "stored_sweep",
 ]

@@ -19,10 +19,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from lorasweep import objectives
 
 from ..errors import Problems
+from ._models import Choice, FloatRange, IntRange, PerRank, check
 
 # The sampled multiplier behind `lora_alpha: {per_rank: {...}}` is stored under this name.
 ALPHA_PER_RANK = "lora_alpha_per_rank"
-_TYPES = {"float", "int", "choice", "categorical"}
 # The distribution names of Ray Tune, hyperopt and W&B Sweeps, and how a sweep file writes each.
 _OTHER_TOOLS_TYPES = {
     "loguniform": "type: float, log: true",
@@ -37,7 +37,6 @@ _OTHER_TOOLS_TYPES = {
     "discrete": "type: choice with values",
     "categorical_values": "type: choice with values",
 }
-_SCALARS = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True)
@@ -139,9 +138,7 @@ def grid_points(dist: BaseDistribution) -> list[Any] | None:
 
 def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSpace:
     """Check the `search_space` mapping and build the space; problems are collected, not raised."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict | None):
         problems.add(
             ("search_space",),
             f"search_space must be a mapping of parameter names to ranges, but got a {type(raw).__name__}.",
@@ -150,152 +147,86 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
     distributions: dict[str, BaseDistribution] = {}
     alpha_per_rank: float | None = None
     seen: dict[str, str] = {}
-    for name, spec in raw.items():
-        path = ("search_space", name)
-        canonical = objectives.canonical(str(name))
-        if objectives.target_of(canonical) is None:
-            problems.add(path, objectives.unknown_name_message(str(name)))
-            problems.note(objectives.valid_names_text())
-            continue
-        if canonical in seen:
-            problems.add(
-                path,
-                f"each parameter must be searched once, but got both "
-                f"{seen[canonical]!r} and {name!r} (aliases of {canonical!r}). Keep one.",
-            )
-            continue
-        seen[canonical] = str(name)
-        if canonical in fixed:
-            problems.add(
-                path,
-                f"a parameter must be either searched or fixed, but got "
-                f"{name!r} in both search_space and train. Remove one.",
-            )
-        if canonical == "lora_alpha" and isinstance(spec, dict) and "per_rank" in spec:
-            k = spec["per_rank"]
-            if set(spec) != {"per_rank"}:
-                extra = ", ".join(sorted(str(key) for key in set(spec) - {"per_rank"}))
+    for name, spec in (raw or {}).items():
+        canonical = _parameter(str(name), seen, fixed, problems)
+        entry = _entry(str(name), spec, problems) if canonical is not None else None
+        if isinstance(entry, PerRank):
+            if canonical != "lora_alpha":
                 problems.add(
-                    path,
-                    f"lora_alpha with per_rank takes only per_rank, but got {extra}. "
-                    "Example: lora_alpha: {per_rank: 2}.",
+                    ("search_space", name),
+                    f"per_rank ties lora_alpha to r, but got it on {name!r}. "
+                    "Give it a range: {type: float, low: ..., high: ...}.",
                 )
-            elif isinstance(k, dict):
-                dist = _distribution(k, path + ("per_rank",), problems)
-                if dist is not None:
-                    distributions[ALPHA_PER_RANK] = dist
-            elif _number(k) is not None and _number(k) > 0:
-                alpha_per_rank = _number(k)
+            elif isinstance(entry.per_rank, float | int):
+                alpha_per_rank = entry.per_rank
             else:
-                problems.add(
-                    path,
-                    f"lora_alpha.per_rank must be a positive number or a range, but "
-                    f"got per_rank={k!r}. Example: lora_alpha: {{per_rank: 2}}.",
-                )
-            continue
-        dist = _distribution(spec, path, problems)
-        if dist is not None:
+                distributions[ALPHA_PER_RANK] = _distribution(entry.per_rank)
+        elif entry is not None and canonical is not None:
+            dist = _distribution(entry)
             wrong = [objectives.type_problem(canonical, v) for v in _endpoints(dist)]
             if any(wrong):
-                problems.add(path, next(w for w in wrong if w))
+                problems.add(("search_space", name), next(w for w in wrong if w))
             else:
                 distributions[str(name)] = dist
     return SearchSpace(distributions, alpha_per_rank)
+
+
+def _parameter(name: str, seen: dict[str, str], fixed: dict[str, Any], problems: Problems) -> str | None:
+    """The canonical name of a searched parameter, or None if the name is unknown or searched twice."""
+    path = ("search_space", name)
+    canonical = objectives.canonical(name)
+    if objectives.target_of(canonical) is None:
+        problems.add(path, objectives.unknown_name_message(name))
+        problems.note(objectives.valid_names_text())
+        return None
+    if canonical in seen:
+        problems.add(
+            path,
+            f"each parameter must be searched once, but got both "
+            f"{seen[canonical]!r} and {name!r} (aliases of {canonical!r}). Keep one.",
+        )
+        return None
+    seen[canonical] = name
+    if canonical in fixed:
+        problems.add(
+            path,
+            f"a parameter must be either searched or fixed, but got {name!r} in both search_space and "
+            "train. Remove one.",
+        )
+    return canonical
+
+
+def _entry(name: str, spec: Any, problems: Problems) -> FloatRange | IntRange | Choice | PerRank | None:
+    """One search_space entry as its model (the `type` picks which), or None with its problems added."""
+    path = ("search_space", name)
+    if not isinstance(spec, dict):
+        problems.add(
+            path,
+            f"{name} must be a mapping with a type, but got {name}={spec!r}. Example: {name}: {{type: float, "
+            "low: 1e-5, high: 1e-3, log: true}. Fixed values belong in the train section.",
+        )
+        return None
+    model = {"float": FloatRange, "int": IntRange, "choice": Choice, "categorical": Choice}.get(
+        str(spec.get("type")), PerRank if "per_rank" in spec else None
+    )
+    if model is None:
+        kind = spec.get("type")
+        written = _OTHER_TOOLS_TYPES.get(str(kind).lower())
+        hint = f" For {kind} write {written}." if written else ""
+        problems.add(path, f"{name}.type must be one of float, int, choice, but got type={kind!r}.{hint}")
+        return None
+    return check(model, spec, problems, path, partial=False)
+
+
+def _distribution(entry: FloatRange | IntRange | Choice) -> BaseDistribution:
+    if isinstance(entry, Choice):
+        return CategoricalDistribution(entry.values)
+    if isinstance(entry, IntRange):
+        return IntDistribution(entry.low, entry.high, log=entry.log, step=entry.step or 1)
+    return FloatDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
 
 
 def _endpoints(dist: BaseDistribution) -> list[Any]:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     return [dist.low, dist.high]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value
-    return None
-
-
-def _distribution(spec: Any, path: tuple, problems: Problems) -> BaseDistribution | None:
-    name = ".".join(str(p) for p in path[1:])
-    example = f"Example: {path[1]}: {{type: float, low: 1e-5, high: 1e-3, log: true}}."
-    if not isinstance(spec, dict):
-        problems.add(
-            path,
-            f"{name} must be a mapping with a type, but got {name}={spec!r}. {example} "
-            f"Fixed values belong in the train section.",
-        )
-        return None
-    kind = spec.get("type")
-    if kind not in _TYPES:
-        written = _OTHER_TOOLS_TYPES.get(str(kind).lower())
-        hint = f" For {kind} write {written}." if written else ""
-        problems.add(path, f"{name}.type must be one of float, int, choice, but got type={kind!r}.{hint}")
-        return None
-    allowed = (
-        {"type", "values"} if kind in ("choice", "categorical") else {"type", "low", "high", "log", "step"}
-    )
-    for key in set(spec) - allowed:
-        problems.add(
-            path + (key,),
-            f"{name} of type {kind} takes only {', '.join(sorted(allowed))}, "
-            f"but got {key}={spec[key]!r}. Remove it.",
-        )
-    if kind in ("choice", "categorical"):
-        values = spec.get("values")
-        if not isinstance(values, list) or not values:
-            problems.add(path, f"{name}.values must be a non-empty list, but got values={values!r}.")
-            return None
-        if not all(isinstance(v, _SCALARS) for v in values):
-            problems.add(
-                path,
-                f"{name}.values must hold plain values (numbers, strings, booleans), "
-                f"but got values={values!r}.",
-            )
-            return None
-        if len(set(map(repr, values))) != len(values):
-            problems.add(path, f"{name}.values must be distinct, but got values={values!r}.")
-            return None
-        return CategoricalDistribution(values)
-
-    low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log", False)
-    before = len(problems.items)
-    for key, value in (("low", low), ("high", high)):
-        if _number(value) is None or (kind == "int" and not isinstance(value, int)):
-            problems.add(
-                path + (key,),
-                f"{name}.{key} must be {'an integer' if kind == 'int' else 'a number'}, "
-                f"but got {key}={value!r}.",
-            )
-    if not isinstance(log, bool):
-        problems.add(path + ("log",), f"{name}.log must be true or false, but got log={log!r}.")
-    if step is not None and (
-        _number(step) is None or step <= 0 or (kind == "int" and not isinstance(step, int))
-    ):
-        problems.add(
-            path + ("step",),
-            f"{name}.step must be a positive {'integer' if kind == 'int' else 'number'}, "
-            f"but got step={step!r}.",
-        )
-    if len(problems.items) > before:
-        return None
-    if low > high:
-        problems.add(path, f"{name}.low must be <= high, but got low={low}, high={high}. Swap them.")
-        return None
-    if log and low <= 0:
-        problems.add(
-            path,
-            f"{name}.low must be > 0 on a log scale, but got low={low}. Use a positive low or log: false.",
-        )
-        return None
-    if log and step is not None and not (kind == "int" and step == 1):
-        problems.add(
-            path,
-            f"{name} must not have both log and step (Optuna samples log ranges "
-            f"continuously), but got log=true, step={step}. Drop one.",
-        )
-        return None
-    if kind == "int":
-        return IntDistribution(low, high, log=log, step=step or 1)
-    return FloatDistribution(float(low), float(high), log=log, step=None if step is None else float(step))

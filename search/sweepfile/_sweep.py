@@ -8,12 +8,13 @@ shipped tone data set), so a file in the Olive material's format, with only `sea
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import optuna
+from pydantic import BaseModel
 
 from lorasweep import objectives
 from lorasweep.objectives import (
@@ -29,24 +30,12 @@ from lorasweep.objectives import (
 
 from ..errors import Problems, UserError, unknown_key
 from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
-from ..strategy import SAMPLERS, parse_pruner, parse_sampler_options
+from ..strategy import parse_pruner, parse_sampler_options
 from ..urls import is_local, redact, tracking_uri
+from ._models import SECTIONS, Data, Eval, Model, SearchStrategy, Study, Tracking, check, name_problem
 from ._promote import PromoteSpec, parse_promote
 from ._space import SearchSpace, grid_points, parse_space
-from ._typed import name_problem, parse_section
 from ._yaml import load_yaml
-
-SECTIONS = (
-    "search_strategy",
-    "search_space",
-    "study",
-    "model",
-    "data",
-    "train",
-    "eval",
-    "tracking",
-    "promote",
-)
 
 
 @dataclass(frozen=True)
@@ -128,46 +117,60 @@ def load_sweep(
     for key in raw:
         if key not in SECTIONS:
             problems.add((key,), unknown_key("top-level section", key, SECTIONS))
-
     fixed = _parse_train(raw.get("train"), problems)
     space = parse_space(raw.get("search_space"), problems, fixed)
-    model = parse_section(raw, "model", ModelSpec, problems)
+    given_model = _given(Model, raw, "model", problems)
+    if isinstance(given_model.get("target_modules"), list):
+        given_model["target_modules"] = tuple(given_model["target_modules"])
+    model = ModelSpec(**given_model)
     data = _parse_data(raw, path, problems)
-    if data.text_template is not None:
-        given = raw.get("data") or {}
-        if "prompt_template" in given or "response_template" in given:
-            problems.add(
-                ("data", "text_template"),
-                "data must use text_template alone or the "
-                "prompt_template/response_template pair, but got both. Keep one.",
-            )
-        data = dataclasses.replace(data, prompt_template=None, response_template=None)
-    eval_ = parse_section(raw, "eval", EvalSpec, problems)
+    eval_ = EvalSpec(**_given(Eval, raw, "eval", problems))
     custom_metrics = tuple(custom_metrics)
     study = _parse_study(raw, path, problems, space, custom_metrics, stored=stored)
-    tracking = raw.get("tracking") or {}
-    if (
-        not isinstance(tracking, dict)
-        or set(tracking) - {"uri", "experiment"}
-        or not all(isinstance(v, str) for v in tracking.values())
-    ):
-        problems.add(
-            ("tracking",),
-            "tracking must be a mapping with only uri and experiment, both "
-            f"strings, but got tracking={tracking!r}.",
-        )
-        tracking = {}
-    # A local store makes the experiment a folder (its artifacts); a server names it as it likes
-    # (team/demo, /Users/x@y/exp). A --tracking-uri flag the file cannot see: run_sweep checks it.
-    local = is_local(tracking_uri(None, tracking.get("uri")))
-    experiment = tracking.get("experiment")
-    if experiment is not None and local and not stored:
-        wrong = name_problem("tracking.experiment", experiment)
+    tracking = Tracking(**_given(Tracking, raw, "tracking", problems))
+    _check_tracking(tracking, problems, stored)
+    urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.uri)
+    _check_no_secrets((*urls, (("data", "path"), data.path)), problems)
+    promote = parse_promote(raw.get("promote"), problems)
+    _check_consistency(study, data, problems, custom_metrics)
+    _check_train(fixed, space, problems)
+    problems.raise_if_any()
+    return Sweep(
+        study=study,
+        space=space,
+        fixed={**objectives.DEFAULTS, **fixed},
+        model=model,
+        data=data,
+        eval=eval_,
+        tracking_uri=tracking.uri,
+        experiment=tracking.experiment,
+        promote=promote,
+        path=path,
+        text=text,
+        lines=lines,
+        custom_metrics=custom_metrics,
+    )
+
+
+def _given(model: type[BaseModel], raw: dict[str, Any], section: str, problems: Problems) -> dict[str, Any]:
+    """The keys a section sets, checked against its model (a wrong value is left out, its default kept)."""
+    given = check(model, raw.get(section) or {}, problems, (section,))
+    return {} if given is None else given.model_dump(include=given.model_fields_set)
+
+
+def _check_tracking(tracking: Tracking, problems: Problems, stored: bool) -> None:
+    """A local store makes the experiment a folder (its artifacts); a server names it as it likes
+    (team/demo, /Users/x@y/exp). A --tracking-uri flag the file cannot see: run_sweep checks it."""
+    if tracking.experiment is not None and is_local(tracking_uri(None, tracking.uri)) and not stored:
+        wrong = name_problem("tracking.experiment", tracking.experiment)
         if wrong is not None:
             problems.add(("tracking", "experiment"), wrong)
-    urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.get("uri"))
-    for where, url in (*urls, (("data", "path"), data.path)):
-        if url and redact(url) != url:  # the file is stored with the study and logged to MLflow
+
+
+def _check_no_secrets(urls: Iterable[tuple[tuple[str, str], str | None]], problems: Problems) -> None:
+    """The file is stored with the study and logged to MLflow: no URL in it may hold a secret."""
+    for where, url in urls:
+        if url and redact(url) != url:
             fix = (
                 "Serve the file without credentials in its URL, or copy it here."
                 if where[0] == "data"
@@ -176,8 +179,10 @@ def load_sweep(
             problems.add(
                 where, f"{'.'.join(where)} must not hold a password or token, but got {redact(url)}. {fix}"
             )
-    promote = parse_promote(raw.get("promote"), problems)
-    _check_consistency(study, data, eval_, problems, custom_metrics)
+
+
+def _check_train(fixed: dict[str, Any], space: SearchSpace, problems: Problems) -> None:
+    """The rules across knobs (the trial side's), and early stopping's need for evaluations."""
     for problem in objectives.fixed_problems({**objectives.DEFAULTS, **fixed}):
         problems.add(("train",), problem)
     early = [n for n in (*fixed, *space.searched()) if objectives.target_of(n) == "early_stopping"]
@@ -187,22 +192,6 @@ def load_sweep(
             f"early stopping needs evaluations, but got eval_strategy='no' with {', '.join(early)}. "
             "Remove eval_strategy (lorasweep evaluates every eval_steps) or the early-stopping keys.",
         )
-    problems.raise_if_any()
-    return Sweep(
-        study=study,
-        space=space,
-        fixed={**objectives.DEFAULTS, **fixed},
-        model=model,
-        data=data,
-        eval=eval_,
-        tracking_uri=tracking.get("uri"),
-        experiment=tracking.get("experiment"),
-        promote=promote,
-        path=path,
-        text=text,
-        lines=lines,
-        custom_metrics=custom_metrics,
-    )
 
 
 def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
@@ -235,74 +224,100 @@ def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
 
 
 def _parse_study(
-    raw: dict, path: Path, problems: Problems, space: SearchSpace, custom: tuple[str, ...], *, stored: bool
+    raw: dict[str, Any],
+    path: Path,
+    problems: Problems,
+    space: SearchSpace,
+    custom: tuple[str, ...],
+    *,
+    stored: bool,
 ) -> StudySpec:
-    study = raw.get("study") or {}
-    strategy = raw.get("search_strategy") or {}
-    for section, value, keys in (
-        ("study", study, {f.name for f in dataclasses.fields(StudySpec)} | {"metric", "direction"}),
-        ("search_strategy", strategy, {"type", "num_trials"}),
-    ):
-        if not isinstance(value, dict):
-            problems.add((section,), f"{section} must be a mapping, but got {value!r}.")
-            return StudySpec(name=path.stem)
-        for key in sorted(set(value) - keys):
-            problems.add((section, key), unknown_key(f"a key of {section}", key, sorted(keys)))
+    """The study, from the study section and the Olive material's search_strategy, in named steps."""
+    strategy = check(SearchStrategy, raw.get("search_strategy") or {}, problems, ("search_strategy",))
+    study = check(Study, raw.get("study") or {}, problems, ("study",)) or Study()
+    strategy = strategy or SearchStrategy()
+    metrics = _metrics(study, custom, problems)
+    sampler, seed, options = _sampler(study, strategy, problems)
+    _check_sampler_fits(sampler, metrics, space, problems)
+    name = study.name if study.name is not None else path.stem
+    wrong = None if stored else name_problem("study.name", name)
+    if wrong is not None:
+        problems.add(("study", "name") if "name" in study.model_fields_set else ("study",), wrong)
+    _check_lr_range_test(study, space, problems)
+    if study.warm_start is not None and not stored:
+        _check_warm_start(study.warm_start, name, problems)
+    pruner = study.pruner if isinstance(study.pruner, str | None) else study.pruner.model_dump()
+    return StudySpec(
+        name=name,
+        metrics=metrics,
+        directions=_directions(study, metrics, custom, problems),
+        sampler=sampler,
+        sampler_options=options,
+        seed=seed,
+        n_trials=_budget(study, strategy, problems),
+        timeout=study.timeout,
+        storage=study.storage,
+        pruner=parse_pruner(pruner, problems, len(metrics)),
+        retries=study.retries,
+        lr_range_test=study.lr_range_test,
+        warm_start=study.warm_start,
+    )
 
-    metrics = study.get("metrics", study.get("metric", "eval_loss"))
-    metrics = tuple(metrics) if isinstance(metrics, list) else (metrics,)
+
+def _metrics(study: Study, custom: tuple[str, ...], problems: Problems) -> tuple[str, ...]:
+    """study.metrics (or metric): the built-in metrics and the Python API's custom ones."""
+    given = study.metric if "metric" in study.model_fields_set and "metrics" not in study.model_fields_set else study.metrics
+    metrics = tuple(given) if isinstance(given, list) else (given,)
     for m in metrics:
-        if not isinstance(m, str) or (m not in METRICS and m not in custom):
-            problems.add(
-                ("study", "metrics" if "metrics" in study else "metric"),
-                unknown_key("a study metric", m, [*METRICS, *custom]),
-            )
-    metrics = tuple(m for m in metrics if isinstance(m, str))
-    directions = study.get("directions", study.get("direction"))
-    if directions is None:
-        directions = [METRICS.get(m, "minimize") for m in metrics]
+        if m not in METRICS and m not in custom:
+            problems.add(_where(study, "metrics", "metric"), unknown_key("a study metric", m, [*METRICS, *custom]))
+    return metrics
+
+
+def _where(study: Study, plural: str, singular: str) -> tuple[str, str]:
+    return ("study", singular if singular in study.model_fields_set and plural not in study.model_fields_set else plural)
+
+
+def _directions(
+    study: Study, metrics: tuple[str, ...], custom: tuple[str, ...], problems: Problems
+) -> tuple[Literal["minimize", "maximize"], ...]:
+    """One per metric: as written, else each metric's own (a custom metric must say its own)."""
+    given = study.directions if study.directions is not None else study.direction
+    if given is None:
         for m in metrics:
             if m in custom:  # a function of the user's: lorasweep cannot know which way is better
                 problems.add(
-                    ("study", "metrics" if "metrics" in study else "metric"),
+                    _where(study, "metrics", "metric"),
                     f"a custom metric must come with its direction, but got metric {m!r} and no "
                     "study.directions. Add directions: [maximize] (or minimize), one per metric.",
                 )
-    directions = tuple(directions) if isinstance(directions, list) else (directions,)
-    if len(directions) != len(metrics) or any(
-        not isinstance(d, str) or d not in ("minimize", "maximize") for d in directions
-    ):
+        return tuple(METRICS.get(m, "minimize") for m in metrics)
+    directions = tuple(given) if isinstance(given, list) else (given,)
+    if len(directions) != len(metrics):
         problems.add(
-            ("study", "directions" if "directions" in study else "direction"),
+            _where(study, "directions", "direction"),
             f"study directions must be minimize or maximize, one per metric, but got "
             f"metrics={list(metrics)}, directions={list(directions)}.",
         )
+    return directions
 
-    sampler, seed, sampler_options = strategy.get("type", "tpe"), 0, {}
-    raw_sampler = study.get("sampler")
-    if isinstance(raw_sampler, dict):
-        sampler, seed = raw_sampler.get("type", sampler), raw_sampler.get("seed", seed)
-        sampler_options = {k: v for k, v in raw_sampler.items() if k not in ("type", "seed")}
-        if sampler in SAMPLERS:
-            sampler_options = parse_sampler_options(sampler, sampler_options, problems)
-    elif raw_sampler is not None:
-        sampler = raw_sampler
-    if "sampler" in study and "type" in strategy and sampler != strategy["type"]:
+
+def _sampler(study: Study, strategy: SearchStrategy, problems: Problems) -> tuple[str, int | None, dict[str, Any]]:
+    """(name, seed, the Optuna sampler's own options): study.sampler or search_strategy.type, once."""
+    given = study.sampler
+    name, seed, options = (given, 0, {}) if isinstance(given, str) else (given.type, given.seed, given.model_extra or {})
+    if "sampler" not in study.model_fields_set:
+        name = strategy.type
+    elif "type" in strategy.model_fields_set and name != strategy.type:
         problems.add(
             ("study", "sampler"),
             f"the sampler must be named once, but got "
-            f"search_strategy.type={strategy['type']!r} and study.sampler={sampler!r}. Keep one.",
+            f"search_strategy.type={strategy.type!r} and study.sampler={name!r}. Keep one.",
         )
-    if sampler not in SAMPLERS:
-        problems.add(
-            ("study", "sampler") if raw_sampler else ("search_strategy", "type"),
-            unknown_key("the sampler", sampler, SAMPLERS),
-        )
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        problems.add(
-            ("study", "sampler", "seed"),
-            f"study.sampler.seed must be an integer or null, but got seed={seed!r}.",
-        )
+    return name, seed, parse_sampler_options(name, options, problems) if options else {}
+
+
+def _check_sampler_fits(sampler: str, metrics: tuple[str, ...], space: SearchSpace, problems: Problems) -> None:
     if sampler == "grid" and space.grid() is None:
         continuous = [n for n, d in space.distributions.items() if grid_points(d) is None]
         problems.add(
@@ -317,86 +332,39 @@ def _parse_study(
             f"metrics={list(metrics)}. Use tpe or nsgaii for several metrics.",
         )
 
-    n_trials = study.get("n_trials", strategy.get("num_trials", 10))
-    if "n_trials" in study and "num_trials" in strategy and study["n_trials"] != strategy["num_trials"]:
+
+def _budget(study: Study, strategy: SearchStrategy, problems: Problems) -> int:
+    """study.n_trials or search_strategy.num_trials, given once."""
+    both = {"n_trials"} <= study.model_fields_set and {"num_trials"} <= strategy.model_fields_set
+    if both and study.n_trials != strategy.num_trials:
         problems.add(
             ("study", "n_trials"),
             f"the trial budget must be given once, but got "
-            f"study.n_trials={study['n_trials']} and search_strategy.num_trials={strategy['num_trials']}.",
+            f"study.n_trials={study.n_trials} and search_strategy.num_trials={strategy.num_trials}.",
         )
-    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
-        problems.add(
-            ("study", "n_trials") if "n_trials" in study else ("search_strategy", "num_trials"),
-            f"the trial budget must be a positive integer, but got n_trials={n_trials!r}.",
-        )
-    timeout = study.get("timeout")
-    if timeout is not None and (
-        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
-    ):
-        problems.add(
-            ("study", "timeout"),
-            f"study.timeout must be a positive number of seconds, but got timeout={timeout!r}.",
-        )
-    name = study.get("name", path.stem)
-    wrong = None if stored else name_problem("study.name", name)
-    if wrong is not None:
-        problems.add(("study", "name") if "name" in study else ("study",), wrong)
-    storage = study.get("storage")
-    if storage is not None and not isinstance(storage, str):
-        problems.add(
-            ("study", "storage"), f"study.storage must be an Optuna storage URL, but got storage={storage!r}."
-        )
-    retries = study.get("retries", 1)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        problems.add(
-            ("study", "retries"),
-            f"study.retries must be an integer >= 0, but got retries={retries!r}. 0 never reruns a trial.",
-        )
-    lr_range_test = study.get("lr_range_test", False)
-    if not isinstance(lr_range_test, bool):
+    return study.n_trials if "n_trials" in study.model_fields_set else strategy.num_trials
+
+
+def _check_lr_range_test(study: Study, space: SearchSpace, problems: Problems) -> None:
+    dist = space.distributions.get("learning_rate")
+    if study.lr_range_test and (not isinstance(dist, optuna.distributions.FloatDistribution) or dist.step is not None):
         problems.add(
             ("study", "lr_range_test"),
-            f"study.lr_range_test must be true or false, but got lr_range_test={lr_range_test!r}. Fix it.",
+            "study.lr_range_test must narrow a searched learning rate, but got "
+            f"learning_rate={'not searched' if dist is None else 'a choice or a stepped range'}. "
+            "Search it as {type: float, low: ..., high: ..., log: true}, or remove lr_range_test.",
         )
-    elif lr_range_test:
-        dist = space.distributions.get("learning_rate")
-        if not isinstance(dist, optuna.distributions.FloatDistribution) or dist.step is not None:
-            problems.add(
-                ("study", "lr_range_test"),
-                "study.lr_range_test must narrow a searched learning rate, but got "
-                f"learning_rate={'not searched' if dist is None else 'a choice or a stepped range'}. "
-                "Search it as {type: float, low: ..., high: ..., log: true}, or remove lr_range_test.",
-            )
-    warm_start = study.get("warm_start")
-    if warm_start is not None:
+
+
+def _check_warm_start(warm_start: str, name: str, problems: Problems) -> None:
+    wrong = name_problem("study.warm_start", warm_start)
+    if wrong is None and warm_start == name:
         wrong = (
-            name_problem("study.warm_start", warm_start)
-            if isinstance(warm_start, str)
-            else "study.warm_start must be the name of an earlier study, but got "
-            f"warm_start={warm_start!r}. Fix it."
+            f"study.warm_start must name another study, but got warm_start={warm_start!r}, this "
+            "study's own name. Name an earlier study, or remove warm_start (a rerun continues anyway)."
         )
-        if wrong is None and warm_start == name:
-            wrong = (
-                f"study.warm_start must name another study, but got warm_start={warm_start!r}, this "
-                "study's own name. Name an earlier study, or remove warm_start (a rerun continues anyway)."
-            )
-        if wrong is not None and not stored:
-            problems.add(("study", "warm_start"), wrong)
-    return StudySpec(
-        name=str(name),
-        metrics=metrics,
-        directions=directions,
-        sampler=str(sampler),
-        sampler_options=sampler_options,
-        seed=seed,
-        n_trials=n_trials,
-        timeout=timeout,
-        storage=storage,
-        pruner=parse_pruner(study.get("pruner"), problems, len(metrics)),
-        retries=retries,
-        lr_range_test=lr_range_test is True,
-        warm_start=warm_start if isinstance(warm_start, str) else None,
-    )
+    if wrong is not None:
+        problems.add(("study", "warm_start"), wrong)
 
 
 def stored_sweep(study: optuna.Study) -> Sweep:
@@ -422,13 +390,21 @@ def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:
     return spec
 
 
-def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
+def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec:
     """The data section; a file path in it is taken relative to the sweep file's folder."""
-    given = raw.get("data")
+    given = _given(Data, raw, "data", problems)
     # The built-in templates are the built-in tone data's: any other data, builtin:tone_chat included,
     # starts from none.
-    own = isinstance(given, dict) and str(given.get("path", DataSpec().path)) != DataSpec().path
-    data = parse_section(raw, "data", DataSpec, problems, base=USER_DATA if own else DataSpec())
+    own = str(given.get("path", DataSpec().path)) != DataSpec().path
+    data = dataclasses.replace(USER_DATA if own else DataSpec(), **given)
+    if data.text_template is not None:
+        if "prompt_template" in given or "response_template" in given:
+            problems.add(
+                ("data", "text_template"),
+                "data must use text_template alone or the "
+                "prompt_template/response_template pair, but got both. Keep one.",
+            )
+        data = dataclasses.replace(data, prompt_template=None, response_template=None)
     if own and not data.path:
         problems.add(
             ("data",),
@@ -452,12 +428,9 @@ def _parse_data(raw: dict, path: Path, problems: Problems) -> DataSpec:
     return data
 
 
-def _check_consistency(
-    study: StudySpec, data: DataSpec, eval_: EvalSpec, problems: Problems, custom: tuple[str, ...]
-) -> None:
-    for section, spec in (("data", data), ("eval", eval_)):
-        for key, problem in spec.problems():
-            problems.add((section,) if key is None else (section, key), problem)
+def _check_consistency(study: StudySpec, data: DataSpec, problems: Problems, custom: tuple[str, ...]) -> None:
+    for key, problem in data.problems():
+        problems.add(("data",) if key is None else ("data", key), problem)
     if not data.has_prompts:
         for m in study.metrics:
             if m in GENERATION_METRICS or m in custom:

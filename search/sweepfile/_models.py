@@ -1,0 +1,539 @@
+"""The sweep file's schema: one pydantic model per section, one field (with its description) per key.
+
+The models say what a file may hold: keys, types, enums, defaults and bounds, and they are where a
+new key is added. The JSON Schema editors read and the reference page are generated from them
+(_reference.py). What the libraries decide at run time stays theirs: TrainingArguments and
+LoraConfig knob names (train, search_space names) and Optuna's sampler and pruner options are
+checked by _sweep.py's steps against the libraries themselves.
+
+`check` validates one section and turns pydantic's errors into the project's grammar, each at its
+line: "<key> must <rule>, but got <key>=<value>. <fix>".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import model_validator as _model_validator
+from pydantic.fields import FieldInfo
+
+from lorasweep.objectives import METRICS, DataSpec, EvalSpec, ModelSpec
+
+from ..errors import Problems, unknown_key
+from ..precisions import PRECISIONS, REGISTRY, default_max_perplexity_change
+from ..strategy import PRUNERS, SAMPLERS
+
+if TYPE_CHECKING:  # names the libraries and registries hold, as enums in the schema
+    SamplerName = str
+    PrunerName = str
+    MetricName = str
+    PrecisionName = str
+else:
+    SamplerName = Literal[tuple(SAMPLERS)]
+    PrunerName = Literal[tuple(PRUNERS)]
+    MetricName = Literal[tuple(METRICS)]
+    PrecisionName = Literal[PRECISIONS]
+
+Direction = Literal["minimize", "maximize"]
+T = TypeVar("T")
+
+# A study's, a local experiment's and a promoted model's names become folder and file names
+# (mlruns/artifacts/<experiment>, reports/<study>, exports/<model>/vK): one path segment, never `.` or
+# `..`, and short enough that the names built from them stay under the file systems' 255 bytes.
+NAME_PATTERN = r"[\w.-]+"
+MAX_NAME_BYTES = 100
+
+
+def name_problem(what: str, name: Any) -> str | None:
+    """Why `name` cannot be a study's, a local MLflow experiment's or a promoted model's name (`what`
+    says which), or None."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        return (
+            f"{what} must use only letters, digits, '.', '-' and '_', but got name={name!r}. It names a "
+            "folder: use a word such as demo-2, not a path."
+        )
+    if name in (".", ".."):
+        return f"{what} must name a folder of its own, but got name={name!r}, a path. Use a word (e.g. demo)."
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return (
+            f"{what} must be at most {MAX_NAME_BYTES} characters (bytes in UTF-8), as it names files, "
+            f"but got name={name[:20]!r}... ({len(name.encode())} bytes). Use a shorter name."
+        )
+    return None
+_METRICS_TEXT = ", ".join(METRICS)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field must be, said once for every way its value can be wrong (a bound, an item, a
+    type), with the fix: "<key> must <must>, but got <key>=<value>. <fix>"."""
+
+    must: str
+    fix: str = ""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _one_or_many(item: Any) -> Any:
+    """A value or a list of them (`metric: f1` or `metrics: [f1, eval_loss]`)."""
+    return Annotated[
+        Union[Annotated[item, Tag("#one")], Annotated[list[item], Tag("#list")]],  # noqa: UP007
+        Discriminator(lambda v: "#list" if isinstance(v, list) else "#one"),
+    ]
+
+
+def _name_or_mapping(name: Any, mapping: type[BaseModel]) -> Any:
+    """A name (`pruner: median`) or a mapping of the name and options (`pruner: {type: median, ...}`)."""
+    return Annotated[
+        Union[Annotated[name, Tag("#name")], Annotated[mapping, Tag(mapping.__name__)]],  # noqa: UP007
+        Discriminator(lambda v: mapping.__name__ if isinstance(v, dict) else "#name"),
+    ]
+
+
+class SamplerOptions(BaseModel):
+    """`sampler: {type: tpe, seed: 0, ...}`: any other key is the Optuna sampler's own option."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    type: SamplerName = Field("tpe", description="The Optuna sampler.")
+    seed: int | None = Field(0, description="Seeds the sampler; null: a new stream each run.")
+
+
+class PrunerOptions(BaseModel):
+    """`pruner: {type: median, ...}`: any other key is the Optuna pruner's own option."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    type: PrunerName = Field(description="The pruner.")
+
+
+class Study(Section):
+    name: str | None = Field(
+        None,
+        description="The study's name in the Optuna storage and MLflow; default: the file's name "
+        "without .yaml. Letters, digits, '.', '-' and '_'.",
+        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+    )
+    metrics: _one_or_many(str) = Field(  # type: ignore[valid-type]
+        "eval_loss",
+        description=f"The metric(s) the study optimises: {_METRICS_TEXT} (or a custom metric the "
+        "Python API computes). Several: a multi-objective study.",
+        json_schema_extra={"examples": [["f1", "eval_loss"]]},
+    )
+    metric: _one_or_many(str) | None = Field(  # type: ignore[valid-type]
+        None, description="The same as metrics (the singular the Olive material writes)."
+    )
+    directions: _one_or_many(Direction) | None = Field(  # type: ignore[valid-type]
+        None, description="minimize or maximize, one per metric; default: each metric's own."
+    )
+    direction: _one_or_many(Direction) | None = Field(  # type: ignore[valid-type]
+        None, description="The same as directions."
+    )
+    sampler: _name_or_mapping(SamplerName, SamplerOptions) = Field(  # type: ignore[valid-type]
+        "tpe",
+        description="The Optuna sampler, or a mapping of its type, seed and the sampler's own "
+        "options (checked against its signature).",
+        json_schema_extra={"examples": [{"type": "tpe", "seed": 0, "n_startup_trials": 4}]},
+    )
+    n_trials: int = Field(10, ge=1, description="The trial budget.")
+    timeout: float | None = Field(None, gt=0, description="Seconds this run of the sweep may take.")
+    storage: str | None = Field(
+        None, description="An Optuna storage URL; default: the journal under mlruns/."
+    )
+    pruner: _name_or_mapping(PrunerName, PrunerOptions) | None = Field(  # type: ignore[valid-type]
+        None,
+        description="Stops trials whose learning curves lag: a pruner, or a mapping of its type and "
+        "the Optuna pruner's own options (patient takes `wrapped`, a pruner). Default: none.",
+    )
+    retries: Annotated[
+        int, Field(ge=0), Rule("be an integer >= 0", "0 never reruns a trial.")
+    ] = Field(1, description="Times a trial whose worker died, or was interrupted, runs again.")
+    lr_range_test: bool = Field(
+        False, description="Before the first trial, one learning-rate range test narrows learning_rate."
+    )
+    warm_start: str | None = Field(
+        None,
+        description="An earlier study in the same storage, on the same base: its best configurations "
+        "that fit this space run first.",
+    )
+
+
+class SearchStrategy(Section):
+    """The Olive material's way to name the sampler and the budget."""
+
+    type: SamplerName = Field("tpe", description="The Optuna sampler (study.sampler's name).")
+    num_trials: int = Field(10, ge=1, description="The trial budget (study.n_trials).")
+
+
+class _Range(Section):
+    @_model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        low, high, step, log = getattr(self, "low"), getattr(self, "high"), getattr(self, "step"), getattr(self, "log")  # noqa: B009
+        if low > high:
+            raise ValueError(f"{{where}}.low must be <= high, but got low={low}, high={high}. Swap them.")
+        if log and low <= 0:
+            raise ValueError(
+                f"{{where}}.low must be > 0 on a log scale, but got low={low}. Use a positive low or log: false."
+            )
+        if log and step is not None and not (isinstance(self, IntRange) and step == 1):
+            raise ValueError(
+                "{where} must not have both log and step (Optuna samples log ranges continuously), but "
+                f"got log=true, step={step}. Drop one."
+            )
+        return self
+
+
+class FloatRange(_Range):
+    type: Literal["float"] = Field(description="A range of numbers.")
+    low: float = Field(description="The smallest value.")
+    high: float = Field(description="The largest value.")
+    step: float | None = Field(None, gt=0, description="Sample only low, low + step, ... (a grid can take it).")
+    log: bool = Field(False, description="Sample on a log scale (low > 0).")
+
+
+class IntRange(_Range):
+    type: Literal["int"] = Field(description="A range of integers.")
+    low: int = Field(description="The smallest value.")
+    high: int = Field(description="The largest value.")
+    step: int | None = Field(None, gt=0, description="Sample only low, low + step, ...")
+    log: bool = Field(False, description="Sample on a log scale (low > 0).")
+
+
+Plain = str | int | float | bool | None
+
+
+class Choice(Section):
+    type: Literal["choice", "categorical"] = Field(description="One of the values.")
+    values: Annotated[
+        list[Plain],
+        Field(min_length=1),
+        Rule("be a non-empty list of distinct plain values (numbers, strings, true or false)"),
+    ] = Field(description="The values to choose from.")
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[Plain]) -> list[Plain]:
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError("values must be distinct")
+        return values
+
+
+def _range_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return {"float": "FloatRange", "int": "IntRange", "choice": "Choice", "categorical": "Choice"}.get(
+        str(kind)
+    )
+
+
+Range = Annotated[
+    Union[  # noqa: UP007
+        Annotated[FloatRange, Tag("FloatRange")],
+        Annotated[IntRange, Tag("IntRange")],
+        Annotated[Choice, Tag("Choice")],
+    ],
+    Discriminator(_range_tag),
+]
+
+
+class PerRank(Section):
+    """lora_alpha tied to the rank: lora_alpha = per_rank x r, per_rank fixed or itself searched."""
+
+    per_rank: Annotated[
+        Union[  # noqa: UP007
+            Annotated[float, Field(gt=0), Tag("#number")],
+            Annotated[Range, Tag("#range")],
+        ],
+        Discriminator(lambda v: "#range" if isinstance(v, dict) else "#number"),
+        Rule("be a positive number or a range", "Example: lora_alpha: {per_rank: 2}."),
+    ] = Field(description="k in lora_alpha = k x r: a number, or a range to search.")
+
+
+def _entry_tag(value: Any) -> str | None:
+    return "PerRank" if isinstance(value, dict) and "per_rank" in value else _range_tag(value)
+
+
+SpaceEntry = Annotated[
+    Union[  # noqa: UP007
+        Annotated[FloatRange, Tag("FloatRange")],
+        Annotated[IntRange, Tag("IntRange")],
+        Annotated[Choice, Tag("Choice")],
+        Annotated[PerRank, Tag("PerRank")],
+    ],
+    Discriminator(_entry_tag),
+]
+
+
+class Model(Section):
+    base: str = Field(ModelSpec.base, description="The base model: tiny (built in), a hub id or a local folder.")
+    method: Literal["lora", "qlora"] = Field(ModelSpec.method, description="qlora: a 4-bit base (CUDA).")
+    target_modules: _one_or_many(str) = Field(  # type: ignore[valid-type]
+        ModelSpec.target_modules,
+        description="The modules LoRA adapts: all-linear, a regular expression, or a list of names.",
+    )
+    revision: str | None = Field(ModelSpec.revision, description="The hub revision (a branch, tag or commit).")
+    trust_remote_code: bool = Field(
+        ModelSpec.trust_remote_code, description="Allow a base that runs its own code (auto_map)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(ModelSpec.device, description="Where trials train.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        ModelSpec.precision, description="Training precision; auto: bf16 where the GPU has it."
+    )
+
+
+_AT_LEAST_1 = Rule("be at least 1")
+
+
+class Data(Section):
+    path: str = Field(
+        DataSpec.path,
+        description="A .jsonl/.json/.csv/.parquet file (relative to the sweep file), a dataset folder, "
+        "a hub id, an https URL, or builtin:tone / builtin:tone_chat.",
+    )
+    name: str | None = Field(DataSpec.name, description="The hub dataset's configuration name.")
+    train_split: str = Field(DataSpec.train_split, description="A `datasets` split, e.g. train[:80%].")
+    eval_split: str | None = Field(
+        DataSpec.eval_split, description="The eval split; default: eval_fraction of the train split."
+    )
+    eval_fraction: float = Field(
+        DataSpec.eval_fraction, gt=0, lt=1, description="The share of the train split held out for eval."
+    )
+    max_eval_rows: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
+        DataSpec.max_eval_rows, description="Eval rows the loss is computed over (a seeded sample)."
+    )
+    prompt_template: str | None = Field(
+        DataSpec.prompt_template,
+        description="A str.format template of the row's columns: the prompt. With response_template.",
+    )
+    response_template: str | None = Field(
+        DataSpec.response_template, description="The response the model learns to give: its tokens bear the loss."
+    )
+    text_template: str | None = Field(
+        DataSpec.text_template,
+        description="The Olive material's single template (instead of the pair): generation starts "
+        "before its last field when that field ends it.",
+    )
+    label_column: str | None = Field(
+        DataSpec.label_column, description="The column macro-F1 and the stratified split use."
+    )
+    max_length: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
+        DataSpec.max_length, description="Tokens per example, prompt and response together."
+    )
+    seed: int = Field(DataSpec.seed, description="Seeds the eval carve-out and the eval sample.")
+
+
+class Eval(Section):
+    max_samples: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
+        EvalSpec.max_samples, description="Eval prompts generated from (the rest give loss only)."
+    )
+    max_new_tokens: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
+        EvalSpec.max_new_tokens, description="Tokens generated per prompt."
+    )
+    batch_size: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
+        EvalSpec.batch_size, description="The smallest generation batch; larger where memory holds it."
+    )
+    f1: Literal["auto", "label", "token"] = Field(
+        EvalSpec.f1, description="label: macro-F1 over label_column; token: SQuAD-style token F1."
+    )
+    log_samples: int = Field(EvalSpec.log_samples, description="Rows in each run's generations table.")
+
+
+class Tracking(Section):
+    uri: str | None = Field(None, description="The MLflow tracking URI; default: sqlite under mlruns/.")
+    experiment: str | None = Field(None, description="The MLflow experiment; default: the study's name.")
+
+
+class SelectEntry(Section):
+    metric: MetricName = Field(description="A metric the trials recorded.")
+    tolerance: Annotated[float, Field(ge=0), Rule("be a number >= 0 in the metric's units")] = Field(
+        0.0, description="Trials within this much of the best count as tied on it."
+    )
+
+
+_PRECISIONS_TEXT = "; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values())
+
+
+class Promote(Section):
+    select: list[_name_or_mapping(MetricName, SelectEntry)] = Field(  # type: ignore[valid-type]
+        [],
+        description="With several metrics: which Pareto trial is handed over, metric by metric; "
+        "each a metric or {metric, tolerance}.",
+        json_schema_extra={"examples": [[{"metric": "f1", "tolerance": 0.01}, "eval_loss"]]},
+    )
+    model_name: str | None = Field(
+        None,
+        description="The registered MLflow model; default: the study's name.",
+        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+    )
+    precisions: Annotated[
+        list[PrecisionName], Field(min_length=1), Rule(f"be a list of {', '.join(PRECISIONS)}")
+    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated ({_PRECISIONS_TEXT}).")
+    max_logit_diff: Annotated[
+        float, Field(gt=0), Rule("be a number > 0", "fp32 exports usually differ by 1e-5 or less.")
+    ] = Field(1e-3, description="fp32 ONNX against PyTorch: the largest |logit difference|.")
+    max_perplexity_change: Annotated[
+        dict[PrecisionName, Annotated[float, Field(ge=0)]],
+        Rule(
+            "map precisions to relative changes >= 0",
+            "Example: {int8: 0.05, int4: 0.15} (5% and 15%).",
+        ),
+    ] = Field(
+        default_factory=default_max_perplexity_change,
+        description="How far each export's eval perplexity may move from PyTorch's, relative "
+        "(0.01 is 1%); a precision left out keeps its default.",
+    )
+    max_eval_loss_change: Annotated[
+        float,
+        Field(ge=0),
+        Rule("be a relative change >= 0", "Example: 0.01 (1%); raise it for trials scored in bf16."),
+    ] = Field(
+        0.01,
+        description="How far the rebuilt PyTorch model's eval loss may move from its trial's, relative.",
+    )
+
+
+class SweepFile(Section):
+    """A lorasweep sweep file: every section is optional."""
+
+    model_config = ConfigDict(title="lorasweep sweep file")
+    search_strategy: SearchStrategy | None = Field(
+        None, description="The Olive material's sampler and trial budget (or study.sampler and n_trials)."
+    )
+    search_space: dict[str, SpaceEntry] = Field(  # type: ignore[valid-type]
+        {},
+        description="Parameter names (TrainingArguments and LoraConfig fields, or their aliases) to "
+        "ranges: {type: float|int, low, high, log, step} or {type: choice, values}; lora_alpha may be "
+        "{per_rank: k}.",
+    )
+    study: Study | None = Field(None, description="The Optuna study: objective, sampler, budget, pruner.")
+    model: Model | None = Field(None, description="The base model and how it is adapted.")
+    data: Data | None = Field(None, description="The rows and how they become prompts and responses.")
+    train: dict[str, Any] = Field(
+        {},
+        description="Fixed TrainingArguments and LoraConfig fields (and their aliases) for every trial.",
+        json_schema_extra={"examples": [{"max_steps": 60, "lora_dropout": 0.05}]},
+    )
+    eval: Eval | None = Field(None, description="Generation after training, for the generation metrics.")
+    tracking: Tracking | None = Field(None, description="Where MLflow records the runs.")
+    promote: Promote | None = Field(None, description="What `lorasweep promote` hands over, and its gate.")
+
+
+SECTIONS: tuple[str, ...] = tuple(SweepFile.model_fields)
+MODELS: dict[str, type[BaseModel]] = {
+    m.__name__: m for m in (Study, SamplerOptions, PrunerOptions, SearchStrategy, FloatRange, IntRange)
+} | {m.__name__: m for m in (Choice, PerRank, Model, Data, Eval, Tracking, SelectEntry, Promote)}
+
+# The thing an enum names, where the key alone says less
+_WHAT = {
+    "study.sampler": "the sampler",
+    "study.sampler.type": "the sampler",
+    "search_strategy.type": "the sampler",
+    "study.pruner": "the pruner",
+    "study.pruner.type": "the pruner",
+    "promote.select": "a promote.select metric",
+    "promote.select.metric": "a promote.select metric",
+}
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "none_required": "null",
+    "too_short": "a non-empty list",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+M = TypeVar("M", bound=BaseModel)
+
+
+def check(
+    model: type[M], raw: Any, problems: Problems, where: tuple[Any, ...], partial: bool = True
+) -> M | None:
+    """`raw` as a `model`, with each problem added at its line under `where` (the key path in the
+    file). `partial`: keys whose values are wrong fall back to their defaults and the rest is kept
+    (so later checks still see them); else None on any problem."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        errors = error.errors()
+    order = list(raw) if isinstance(raw, dict) else []
+    errors.sort(key=lambda e: order.index(e["loc"][0]) if e["loc"] and e["loc"][0] in order else -1)
+    for err in errors:
+        keys = tuple(p for p in err["loc"] if not _is_tag(p))
+        problems.add(where + keys, _message(model, raw, err, where))
+    bad = {e["loc"][0] for e in errors if e["loc"]}
+    if not partial or not isinstance(raw, dict) or not bad:
+        return None
+    try:
+        return model.model_validate({k: v for k, v in raw.items() if k not in bad})
+    except ValidationError:  # a rule across keys: nothing is kept
+        return None
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part.startswith("#") or part in MODELS)
+
+
+def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...]) -> str:
+    loc, kind, ctx = err["loc"], err["type"], err.get("ctx", {})
+    keys = [str(p) for p in loc if not _is_tag(p)]
+    prefix = str(where[-1]) if where[0] == "search_space" else ".".join(map(str, where))
+    dotted = ".".join([prefix, *keys])
+    owner, name, field = _field_at(model, loc)
+    if kind == "extra_forbidden":
+        parent = ".".join([prefix, *keys[:-1]])
+        return unknown_key(f"a key of {parent}", keys[-1], owner.model_fields if owner else [])
+    if kind == "value_error" and "{where}" in str(ctx["error"]):  # a range's own rule across its keys
+        return str(ctx["error"]).removeprefix("Value error, ").replace("{where}", dotted)
+    rule = next((m for m in (field.metadata if field else []) if isinstance(m, Rule)), None)
+    if rule is not None and name is not None:
+        at = keys.index(name) if name in keys else len(keys)
+        value = _value_at(raw, keys[:at + 1])
+        fix = f" {rule.fix}" if rule.fix else ""
+        return f"{'.'.join([prefix, *keys[:at + 1]])} must {rule.must}, but got {name}={value!r}.{fix}"
+    key, value = (keys[-1], err["input"]) if keys else (prefix, raw)
+    if keys and keys[-1].isdigit():  # an item of a list: the list is what the user wrote
+        key = name or keys[-2]
+        value = _value_at(raw, keys[: keys.index(key) + 1])
+        dotted = ".".join([prefix, *keys[: keys.index(key) + 1]])
+        dotted = f"each item of {dotted}"
+    got = f"but got {key}={value!r}."
+    if kind == "literal_error":
+        plain = ".".join(k for k in [prefix, *keys] if not k.isdigit())
+        return unknown_key(_WHAT.get(plain, plain), err["input"], re.findall(r"'([^']*)'", ctx["expected"]))
+    if kind in _BOUNDS:
+        integer = field is not None and field.annotation in (int, int | None)
+        bound = next(iter(ctx.values()))
+        return f"{dotted} must be {'an integer' if integer else 'a number'} {_BOUNDS[kind]} {bound}, {got}"
+    return f"{dotted} must be {_EXPECTED.get(kind, err['msg'].removeprefix('Input should be '))}, {got}"
+
+
+def _field_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str | None, FieldInfo | None]:
+    """The model that holds the last key of `loc`, and that key's field where one declares it."""
+    current: type[BaseModel] | None = model
+    owner, name, field = model, None, None
+    for part in loc:
+        if _is_tag(part):
+            current = MODELS.get(part, current)
+        elif isinstance(part, str) and current is not None and part in current.model_fields:
+            owner, name, field = current, part, current.model_fields[part]
+            nested = field.annotation
+            current = nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+        elif isinstance(part, str):
+            owner = current
+    return owner, name, field
+
+
+def _value_at(raw: Any, keys: list[str]) -> Any:
+    for key in keys:
+        if isinstance(raw, dict):
+            raw = raw.get(key)
+        elif isinstance(raw, list) and key.isdigit() and int(key) < len(raw):
+            raw = raw[int(key)]
+    return raw
+
