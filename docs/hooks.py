@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mkdocs.plugins import event_priority
+
 ROOT = Path(__file__).resolve().parents[1]
 TREE = ROOT / "build" / "docs-api"
 
@@ -29,6 +31,9 @@ def link_tree(tree: Path = TREE) -> Path:
     return tree
 
 
+# Before mkdocstrings makes its Python handler, which expands the search paths as globs: a path
+# that does not exist yet would be dropped.
+@event_priority(100)
 def on_config(config: Any) -> Any:
     link_tree()
     return config
