@@ -3,8 +3,9 @@
 Both come from the same small world (topics, cue words, tones), so the base knows the words the
 task uses. They differ on purpose in *format*: the pretraining text talks about tones in plain
 sentences and never uses the task's ``Phrase: ... / Tone: ...`` layout, so the base cannot solve the
-task before LoRA tunes it (BRIEF section 5: label words must be used meaningfully in pretraining, or
-LoRA stays at chance; if the base already knows the format, no hyperparameter matters).
+task before LoRA tunes it. Both halves were learnt on earlier builds of the tiny base: pretraining text
+that used the label words at random made them interchangeable and left every LoRA at chance, and a
+base that already knows the task's format scores before any tuning, so no hyperparameter matters.
 
 The task is made hard enough that a sweep shows a difference between good and bad trials: five
 tones, negation that flips polarity ("not bad" is positive, "not great" is negative), sarcasm that
@@ -12,7 +13,7 @@ uses positive words about bad events, mixed phrases with a cue of each polarity,
 per class, and a generated part after the label (the topic) so ROUGE means something.
 
 Everything is pure Python and seeded with its own ``random.Random``: the same version gives the same
-bytes. ``python -m objectives._corpus`` writes ``objectives/assets/tone.jsonl``.
+bytes. ``python -m lorasweep.objectives._corpus`` writes ``objectives/assets/tone.jsonl``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from pathlib import Path
 CORPUS_VERSION = 4
 
 TONES = ("positive", "negative", "neutral", "mixed", "sarcastic")
-PROMPT_TEMPLATE = "Phrase: {phrase}\nTone:"
-RESPONSE_TEMPLATE = " {tone}, about the {topic}"
 TASK_ROWS = 1500
 TASK_SEED = 1234
 PRETRAIN_SEED = 4321

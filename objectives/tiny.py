@@ -11,9 +11,9 @@ figures a little different, and cost each fresh machine a minute. ``python -m
 lorasweep.objectives.tiny`` (``make tiny-base``) rebuilds the asset from the recipe below and prints
 the hashes to record here.
 
-Why the pretraining text looks the way it does (BRIEF section 5, measured): a base that never saw an
-eos token gives a LoRA that never learns to stop, so every document ends with eos; a base that saw
-the label words used at random made them interchangeable and LoRA stayed at chance, so the corpus
+Why the pretraining text looks the way it does, as earlier builds of this base showed: a base that
+never saw an eos token gave a LoRA that never learnt to stop, so every document ends with eos; a base
+that saw the label words used at random made them interchangeable and LoRA stayed at chance, so the corpus
 uses the tone words for what they mean, in sentences unlike the task's ``Phrase:/Tone:`` format so
 the base does not solve the task before tuning. Topics need the same care (measured here): used
 alike, their embeddings collapsed (cosine 0.94) and neither the base nor LoRA could copy the topic
