@@ -88,8 +88,9 @@ def flat(rows: list[TrialRow], objective: tuple[str, ...]) -> tuple[list[str], l
     params = _union(r.params for r in rows)
     metrics = [m for m in _union(r.metrics for r in rows) if m not in objective]
     header = ["number", "state", *objective, *(f"param.{p}" for p in params), *metrics]
+    unscored: list[float | None] = [None] * len(objective)  # a trial without values: empty cells
     table = [
-        [r.number, r.state, *(r.values or [None] * len(objective))]
+        [r.number, r.state, *(r.values or unscored)]
         + [r.params.get(p) for p in params]
         + [r.metrics.get(m) for m in metrics]
         + [r.duration_s, r.mlflow_run_id, _note(r)]

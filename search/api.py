@@ -74,7 +74,7 @@ def run(
 
         loaded = load_sweep(Path("sweep"), yaml.safe_dump(dict(sweep), sort_keys=False), custom)
     else:
-        loaded = load_sweep(sweep, custom_metrics=custom)
+        loaded = load_sweep(Path(sweep), custom_metrics=custom)
     return _sweep(
         loaded,
         study=study,
@@ -287,10 +287,14 @@ def export(
 ) -> Parity:
     """`lorasweep export`: the trial's ONNX exports and their parity report in `out` (a new or empty
     folder), without the registry. `.passed` says whether every check passed."""
+    from .handover import Parity
     from .handover import export as write_exports
 
     found = _load(study, storage)
     _, parity = write_exports(found, Path(out), trial, tuple(precisions), tracking_uri, log=_log(quiet))
+    # One trial without adapters is never exported as an adapter bundle (the CLI's --top, repeated
+    # --trial and --adapters make those): its report is a Parity.
+    assert isinstance(parity, Parity)
     return parity
 
 

@@ -99,10 +99,11 @@ def delete_study(
     refuse_live(study, force)
     client = _client(study, tracking_uri)
     runs = [] if client is None else _runs(study, client)
-    for run in runs:
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status="KILLED")
-        client.delete_run(run.info.run_id)
+    if client is not None:
+        for run in runs:
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+            client.delete_run(run.info.run_id)
     optuna.delete_study(study_name=study.study_name, storage=open_storage(storage))
     return len(runs)
 
