@@ -219,7 +219,8 @@ def test_best_of_several_objectives_follows_the_files_rule(stores, write, capsys
 def test_a_bad_selection_rule_is_refused(write):
     from lorasweep.search import SweepError
 
-    with pytest.raises(SweepError, match="promote.select metric must be one of eval_loss.*but got 'f2'"):
+    with pytest.raises(SweepError, match=r"promote\.select metric must be one of eval_loss.*but got 'f2'"):
         load_sweep(write("promote: {select: [f2]}\n"))
-    with pytest.raises(SweepError, match="a tolerance must be a number >= 0"):
+    # Located: the file, the line and the rule's place in promote.select.
+    with pytest.raises(SweepError, match=r"sweep\.yaml:1: promote\.select.*tolerance must be a number >= 0"):
         load_sweep(write("promote: {select: [{metric: f1, tolerance: -1}]}\n"))
