@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lorasweep import __version__  # pyproject's version, as the installed package carries it
 from lorasweep.objectives import InputError, quiet_libraries
 
 from .choices import DEFAULT_MAX_FAILURES, STATES
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the best LoRA fine-tune of a small language model.",
     )
     parser.add_argument(
-        "--version", action="version", version=f"lorasweep {_version()}", help="print the version and exit"
+        "--version", action="version", version=f"lorasweep {__version__}", help="print the version and exit"
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     common = _output_flags(argparse.SUPPRESS)
@@ -220,13 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in _BUILDERS:
         add(new_command)
     return parser
-
-
-def _version() -> str:
-    """lorasweep's version: the installed package's, which pyproject.toml's `version` sets."""
-    from importlib.metadata import version as installed_version
-
-    return installed_version("lorasweep")
 
 
 def _output_flags(default: bool | str) -> argparse.ArgumentParser:
