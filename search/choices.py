@@ -1,10 +1,8 @@
-"""The command line's choices and defaults, where the parser reads them: this module imports only
-precisions.py (which imports nothing heavy), so `lorasweep --help` loads no library of the study or
-the trial."""
+"""The command line's choices and defaults, where the parser reads them: this module imports nothing,
+so `lorasweep --help` loads no library of the study or the trial. The export precisions are
+precisions.py's."""
 
 from __future__ import annotations
-
-from .precisions import PRECISIONS  # the ONNX exports promote can make, fp32 first: precisions.py's
 
 DEFAULT_MAX_FAILURES = 5  # failed trials in one run before the sweep stops
 # `trials --state` words -> Optuna's trial states
@@ -16,4 +14,4 @@ STATES = {
     "waiting": "WAITING",
 }
 
-__all__ = ["DEFAULT_MAX_FAILURES", "PRECISIONS", "STATES"]
+__all__ = ["DEFAULT_MAX_FAILURES", "STATES"]

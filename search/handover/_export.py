@@ -12,8 +12,13 @@ fp32, with the adapter merged into the base:
 int8 and int4: an Olive workflow over the fp32 model, saved beside the export as
 olive_<precision>.json so that `cd EXPORT && olive run --config olive_int8.json` redoes it.
 
-Olive's own exporters do not work with transformers 5 (BRIEF section 5, checked again with olive-ai
-0.13), which is why the fp32 export is not an Olive pass.
+The fp32 export is not an Olive pass because Olive's own exporters fail with the pinned versions
+(measured with olive-ai 0.13.0, transformers 5.25, torch 2.13, onnxruntime-genai 0.18, on the tiny
+base): OnnxConversion traces the model with TorchScript, which refuses the DynamicCache that a
+transformers 5 model returns ("Only tuples, lists and Variables are supported as JIT inputs/outputs");
+with use_dynamo_exporter it stops on its own input names ("'past_key_values' is not in list"); and
+its ModelBuilder pass imports onnxruntime_genai.models.quantized_model, which onnxruntime-genai 0.18
+no longer has. So Model Builder and torch.onnx are called directly, and Olive only quantizes.
 """
 
 from __future__ import annotations
@@ -32,12 +37,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import ExportFailed
+from ..precisions import REGISTRY
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 Kind = Literal["genai", "logits"]
 
@@ -56,7 +65,7 @@ class Exported:
 
 
 def export_fp32(
-    model: torch.nn.Module,
+    model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
     out: Path,
     scratch: Path,
@@ -189,6 +198,8 @@ def _dynamo(merged: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Pa
         )
     except Exception as e:  # whatever the exporter raises: say which tool failed, and why
         raise ExportFailed(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+    if program is None:  # what torch.onnx.export returns only without dynamo=True
+        raise ExportFailed("torch.onnx.export returned no program")
     out.mkdir(parents=True)
     program.save(str(out / "model.onnx"))  # external data only past protobuf's 2 GB limit
     tokenizer.save_pretrained(out)
@@ -204,24 +215,19 @@ def _dynamo(merged: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out: Pa
         ) from e
 
 
-# Olive passes that work with the pinned versions. HQQ (OnnxHqqQuantization) exits cleanly with an
-# output whose top-1 agreement with fp32 was 0% when we measured it: the gate would refuse it.
-_PASSES = {
-    "int8": {"type": "OnnxDynamicQuantization", "precision": "int8"},
-    "int4": {"type": "OnnxBlockWiseRtnQuantization", "bits": 4, "block_size": 32},
-}
-
-
 def quantize(fp32: Exported, precision: str, root: Path, scratch: Path) -> Exported:
-    """root/<precision>/ from root/fp32/ through an Olive workflow, saved as root/olive_<precision>.json;
-    Olive's cache goes under `scratch`."""
+    """root/<precision>/ from root/fp32/ through the precision's Olive pass (search/precisions.py),
+    as a workflow saved as root/olive_<precision>.json; Olive's cache goes under `scratch`."""
     started = time.monotonic()
-    quant_pass = dict(_PASSES[precision])
-    if precision == "int4":
+    olive_pass = REGISTRY[precision].olive_pass
+    if olive_pass is None:
+        raise ValueError(f"precision {precision!r} is the fp32 export itself: nothing to quantize")
+    quant_pass: dict[str, Any] = dict(olive_pass)
+    if quant_pass["type"] == "OnnxBlockWiseRtnQuantization":
         # olive-ai 0.13's RTN pass renames a graph output it quantizes (logits -> logits_Q4), which
         # breaks onnxruntime-genai and every caller; the LM head stays in fp32 (common practice too).
         quant_pass["nodes_to_exclude"] = _producers(fp32.folder / "model.onnx", "logits")
-    workflow = {
+    workflow: dict[str, Any] = {
         "input_model": {"type": "ONNXModel", "model_path": f"{fp32.folder.name}/model.onnx"},
         "passes": {"quantize": quant_pass},
         "output_dir": precision,

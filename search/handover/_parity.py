@@ -28,6 +28,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -35,6 +36,11 @@ import torch
 
 from lorasweep.objectives import perplexity, summed_nll
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
+from ..precisions import REGISTRY
 from ._export import Exported
 
 SPEED_RUNS = 5
@@ -113,7 +119,7 @@ class Parity:
         return [f"{m.name}: {c}" for m in self.models for c in m.checks if not c.passed]
 
     def save(self, path: Path) -> None:
-        data = {"passed": self.passed, "prompts": self.prompts, "eval_rows": self.rows}
+        data: dict[str, Any] = {"passed": self.passed, "prompts": self.prompts, "eval_rows": self.rows}
         data |= {"speed_runs": self.speed_runs, "speed_prompts": self.speed_prompts}
         data |= {"trial_eval_loss": self.trial_eval_loss, "max_eval_loss_change": self.max_eval_loss_change}
         data["eval_loss_note"] = self.eval_loss_note
@@ -133,7 +139,7 @@ class Parity:
 class TorchLM:
     """The reference: the PeftModel on the CPU in fp32 (with one adapter, or several: `using`)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer) -> None:
+    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         self._adapter: str | None = ""  # "": as the model is; None: the base alone; else that adapter
@@ -183,7 +189,9 @@ class OnnxLM:
 
     def __init__(self, export: Exported, eos_id: int) -> None:
         self.export, self.eos_id = export, eos_id
-        self._adapters = None  # onnxruntime-genai's Adapters of the model, once one is loaded
+        self._adapters: Any = None  # onnxruntime-genai's Adapters of the model, once one is loaded
+        # A bundle's view (`using`): onnxruntime-genai's load of its .onnx_adapter file; 0 otherwise.
+        self.adapter_load_seconds = 0.0
         self._active: str | None = None
         self.switch_seconds: list[float] = []  # each Generator's set_active_adapter
         started = time.monotonic()
@@ -229,7 +237,7 @@ class OnnxLM:
             }
             return self.session.run(["logits"], feeds)[0]
         rows = []
-        for ids, mask in zip(input_ids, attention_mask):
+        for ids, mask in zip(input_ids, attention_mask, strict=True):
             n = int(mask.sum())
             generator = self._generator(n + 1)
             generator.append_tokens(ids[:n].astype(np.int32))
@@ -303,9 +311,9 @@ def measure(
     speed({"pytorch": reference, **onnx}, by_name, prompts[:SPEED_PROMPTS], max_new_tokens)
     for name in onnx:
         gate(by_name[name], len(prompts), limits, name)
-    checked = trial_eval_loss is not None and unchecked is None
-    if checked:
-        reference_measured.checks.append(reproduces(reference_measured.perplexity, trial_eval_loss, limits))
+    compared = trial_eval_loss if unchecked is None else None  # the trial's loss, when it is checked
+    if compared is not None:
+        reference_measured.checks.append(reproduces(reference_measured.perplexity, compared, limits))
     return Parity(
         len(prompts),
         len(rows),
@@ -313,7 +321,7 @@ def measure(
         SPEED_RUNS,
         min(len(prompts), SPEED_PROMPTS),
         trial_eval_loss,
-        limits.max_eval_loss_change if checked else None,
+        limits.max_eval_loss_change if compared is not None else None,
         unchecked if trial_eval_loss is not None else None,
     )
 
@@ -353,10 +361,10 @@ def score(
         summed, tokens = _nll(expected, labels)
         nll["pytorch"] += summed
         for name, (lm, m) in runs.items():
-            got = lm.logits(ids, mask)
-            nll[name] += _nll(got, labels)[0]
+            logits = lm.logits(ids, mask)
+            nll[name] += _nll(logits, labels)[0]
             attended = mask.astype(bool)
-            m.max_logit_diff = max(m.max_logit_diff, float(np.abs(got - expected)[attended].max()))
+            m.max_logit_diff = max(m.max_logit_diff, float(np.abs(logits - expected)[attended].max()))
         count += tokens
     reference_perplexity = perplexity(nll["pytorch"] / max(count, 1))
     for name, (_, m) in runs.items():
@@ -367,7 +375,7 @@ def score(
     expected_tokens = [reference.greedy(p, max_new_tokens) for p in prompts]
     for lm, m in runs.values():
         got_tokens = [lm.greedy(p, max_new_tokens) for p in prompts]
-        for prompt, want, got in zip(prompts, expected_tokens, got_tokens):
+        for prompt, want, got in zip(prompts, expected_tokens, got_tokens, strict=True):
             verdict = _compare(reference, prompt, want, got, tie)
             if verdict == "identical":
                 m.identical += 1
@@ -380,7 +388,8 @@ def score(
 
 
 def gate(m: Measured, n_prompts: int, limits: Limits, precision: str) -> None:
-    """The checks of an export of this precision: perplexity always; tokens and logits for fp32."""
+    """The checks of an export of this precision: perplexity always; greedy tokens and logits for an
+    exact one (fp32: search/precisions.py says which)."""
     allowed = limits.max_perplexity_change[precision]
     m.checks.append(
         Check(
@@ -390,7 +399,7 @@ def gate(m: Measured, n_prompts: int, limits: Limits, precision: str) -> None:
             f"within {allowed:.1%}",
         )
     )
-    if precision != "fp32":  # quantized weights change tokens and logits by design: measured only
+    if not REGISTRY[precision].exact:  # quantized weights change tokens and logits by design: measured only
         return
     wrong = n_prompts - m.identical - m.ties
     m.checks.append(
@@ -427,13 +436,14 @@ def speed(
     for name, ms in rounds.items():
         if ms:
             by_name[name].ms_per_token = statistics.median(ms)
-            by_name[name].speedup = statistics.median(t / max(m, 1e-9) for t, m in zip(rounds[reference], ms))
+            ratios = (t / max(m, 1e-9) for t, m in zip(rounds[reference], ms, strict=True))
+            by_name[name].speedup = statistics.median(ratios)
 
 
 def _compare(reference: TorchLM, prompt: list[int], want: list[int], got: list[int], tie: float) -> str:
     if want == got:
         return "identical"
-    k = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+    k = next((i for i, (a, b) in enumerate(zip(want, got, strict=False)) if a != b), min(len(want), len(got)))
     if k >= len(want) or k >= len(got):
         return "mismatch"  # one stopped (eos or length) where the other went on
     prefix = np.array([prompt + want[:k]])
