@@ -151,7 +151,9 @@ def run_sweep(
             study.set_metric_names(list(sweep.study.metrics))
     elif StudyRecord.of(study).sweep_text != sweep.text:
         log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
-    record.save_study(study, sweep, budget, uri, reported_metric(sweep))
+    record.save_study(
+        study, sweep.text, sweep.path, sweep.custom_metrics, budget, uri, reported_metric(sweep)
+    )
     parent_id = tracker.parent_run(
         name,
         StudyRecord.of(study).parent_run_id,

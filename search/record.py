@@ -10,10 +10,10 @@ never changes its spelling.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -21,10 +21,6 @@ from optuna.trial import FrozenTrial
 from ._moved import moved
 from .errors import StoreError, UserError
 from .urls import absolute, redact, tracking_uri
-
-if TYPE_CHECKING:
-    from .handover import BundleParity, Measured, Parity
-    from .sweepfile import Sweep
 
 # -- the study's user attributes -----------------------------------------------------------------
 SWEEP = "sweep_yaml"  # the sweep file's text: resume and workers run from it
@@ -82,9 +78,27 @@ REGISTERED_TAG = "lorasweep.registered_as"  # on a promoted trial's run: MODEL/V
 ADAPTER_SHA256_PREFIX = "lorasweep.adapter_sha256."
 BASE_TAG = "lorasweep.base"
 # -- MLflow tags: model versions -----------------------------------------------------------------
+# Where a version came from: the study's STUDY_TAG and STUDY_ID_TAG (a champion of another study is
+# not replaced without --force) and its trial's TRIAL_TAG (a bundle's best), then:
 GATE_TAG = "lorasweep.gate"  # passed | failed
 GATE_FAILURES_TAG = "lorasweep.gate_failures"
-# ...and the study's STUDY_ID_TAG: a champion of another study is not replaced without --force.
+PARAM_TAG_PREFIX = "param."  # param.lora_r: the trial's parameters (a bundle's: trial-N.param.lora_r)
+METRIC_TAG_PREFIX = "metric."  # metric.eval_loss: its final metrics, likewise
+# The gate's evidence, one tag per figure of each model measured (pytorch, fp32, int8, int4, a
+# bundle's trial-N): "<model>.<figure>", figure_tag(). Its figures:
+SIZE_FIGURE = "size_mb"
+LOAD_FIGURE = "load_seconds"
+SPEED_FIGURE = "ms_per_token"
+PERPLEXITY_FIGURE = "eval_perplexity"
+EXPORTER_FIGURE = "exporter"  # exports only, as the next three
+PERPLEXITY_CHANGE_FIGURE = "perplexity_change"
+LOGIT_DIFF_FIGURE = "max_logit_diff"
+GREEDY_FIGURE = "greedy_identical"  # prompts whose greedy tokens equal PyTorch's, "7/8"
+ADAPTER_FILE_FIGURE = "file"  # a bundle's adapters only, as the next two
+RANK_FIGURE = "rank"
+MERGED_SPEED_FIGURE = "merged_ms_per_token"  # the merged export of the same trial, for comparison
+BUNDLE_SIZE_TAG = "bundle.size_mb"  # the bundle's files, and the merged exports it replaces
+BUNDLE_MERGED_SIZE_TAG = "bundle.merged_size_mb"
 # -- MLflow tags: the LoggedModel behind a version, while promote works on it ----------------------
 # A promote killed half-way leaves its LoggedModel "started": the next promote of that run completes
 # it (version, exports, alias) rather than registering another, or fails it if it never became READY.
@@ -128,18 +142,25 @@ class StudyRecord:
 
 
 def save_study(
-    study: optuna.Study, sweep: Sweep, budget: int, tracking: str, reported: tuple[str, float] | None
+    study: optuna.Study,
+    sweep_text: str,
+    sweep_path: Path | None,
+    custom_metrics: Sequence[str],
+    budget: int,
+    tracking: str,
+    reported: tuple[str, float] | None,
 ) -> None:
-    """What a run of a sweep stores on its study: the file, the budget, where MLflow records (never
-    with its password: workers get that from their flag or environment)."""
+    """What a run of a sweep stores on its study: the file (its text, and where it lies: None for
+    one given as text), the budget, where MLflow records (never with its password: workers get that
+    from their flag or environment) and the names of the user's own metrics."""
     for key, value in (
         (REPORTED, {"metric": reported[0], "sign": reported[1]} if reported else None),
-        (SWEEP, sweep.text),
-        (SWEEP_PATH, _portable(sweep.path) if sweep.path else None),
-        (SWEEP_FILE, str(sweep.path.resolve()) if sweep.path else None),
+        (SWEEP, sweep_text),
+        (SWEEP_PATH, _portable(sweep_path) if sweep_path else None),
+        (SWEEP_FILE, str(sweep_path.resolve()) if sweep_path else None),
         (BUDGET, budget),
         (TRACKING, redact(tracking)),
-        (CUSTOM_METRICS, list(sweep.custom_metrics)),
+        (CUSTOM_METRICS, list(custom_metrics)),
     ):
         study.set_user_attr(key, value)
 
@@ -338,58 +359,25 @@ def promotion_tags(name: str, promoter: str) -> dict[str, str]:
     return {PROMOTED_TO_TAG: name, PROMOTION_TAG: PROMOTION_STARTED, PROMOTER_TAG: promoter}
 
 
-def version_tags(study: optuna.Study, trial: FrozenTrial, parity: Parity) -> dict[str, str]:
-    """A registered model version's tags: where it came from, the gate's verdict, its evidence."""
-    tags = {STUDY_TAG: study.study_name, STUDY_ID_TAG: study_id(study), TRIAL_TAG: str(trial.number)}
-    tags.update(_gate_tags(parity))
-    tags.update({f"param.{k}": str(v) for k, v in trial.params.items()})
-    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in TrialRecord.of(trial).metrics.items()})
-    for m in parity.models:
-        tags.update(_figure_tags(m, parity.prompts))
+def origin_tags(study_name: str, study_id: str, trial_number: int) -> dict[str, str]:
+    """Where a model version came from: its study (name and id) and trial (a bundle's best)."""
+    return {STUDY_TAG: study_name, STUDY_ID_TAG: study_id, TRIAL_TAG: str(trial_number)}
+
+
+def gate_tags(passed: bool, failures: Sequence[str]) -> dict[str, str]:
+    """The gate's verdict on a version, and its reasons when it failed."""
+    tags = {GATE_TAG: "passed" if passed else "failed"}
+    if not passed:
+        tags[GATE_FAILURES_TAG] = "; ".join(failures)[:5000]
     return tags
 
 
-def bundle_version_tags(
-    study: optuna.Study, trials: list[FrozenTrial], parity: BundleParity
-) -> dict[str, str]:
-    """An adapter bundle's version: the same, per adapter (trial-N.*), and the bundle's own figures."""
-    tags = {
-        STUDY_TAG: study.study_name,
-        STUDY_ID_TAG: study_id(study),
-        TRIAL_TAG: str(trials[0].number),  # the best: the adapter the version generates with by default
-        BUNDLE_TAG: ",".join(str(t.number) for t in trials),
-        **_gate_tags(parity),
-        "bundle.size_mb": f"{parity.size_bytes / 2**20:.2f}",
-        "bundle.merged_size_mb": f"{parity.merged_bytes / 2**20:.2f}",
-    }
-    tags.update(_figure_tags(parity.base, parity.prompts))
-    for trial, a in zip(trials, parity.adapters):
-        tags.update({f"{a.name}.param.{k}": str(v) for k, v in trial.params.items()})
-        tags.update({f"{a.name}.metric.{k}": f"{v:.6g}" for k, v in TrialRecord.of(trial).metrics.items()})
-        tags.update(_figure_tags(a.measured, parity.prompts))
-        tags[f"{a.name}.file"] = f"onnx/{a.name}.onnx_adapter"
-        tags[f"{a.name}.rank"] = str(a.rank)
-        tags[f"{a.name}.merged_ms_per_token"] = f"{a.merged_ms_per_token:.3f}"
-    return tags
+def trial_tags(params: Mapping[str, Any], metrics: Mapping[str, float], prefix: str = "") -> dict[str, str]:
+    """A trial's parameters and final metrics as a version's tags (a bundle's adapter: prefix trial-N.)."""
+    tags = {f"{prefix}{PARAM_TAG_PREFIX}{k}": str(v) for k, v in params.items()}
+    return tags | {f"{prefix}{METRIC_TAG_PREFIX}{k}": f"{v:.6g}" for k, v in metrics.items()}
 
 
-def _gate_tags(parity: Parity | BundleParity) -> dict[str, str]:
-    tags = {GATE_TAG: "passed" if parity.passed else "failed"}
-    if not parity.passed:
-        tags[GATE_FAILURES_TAG] = "; ".join(parity.failures)[:5000]
-    return tags
-
-
-def _figure_tags(m: Measured, prompts: int) -> dict[str, str]:
-    tags = {
-        f"{m.name}.size_mb": f"{m.size_bytes / 2**20:.2f}",
-        f"{m.name}.load_seconds": f"{m.load_seconds:.3f}",
-        f"{m.name}.ms_per_token": f"{m.ms_per_token:.3f}",
-        f"{m.name}.eval_perplexity": f"{m.perplexity:.6g}",
-    }
-    if m.name != "pytorch":
-        tags[f"{m.name}.exporter"] = m.how
-        tags[f"{m.name}.perplexity_change"] = f"{m.perplexity_change:+.4%}"
-        tags[f"{m.name}.max_logit_diff"] = f"{m.max_logit_diff:.3g}"
-        tags[f"{m.name}.greedy_identical"] = f"{m.identical}/{prompts}"
-    return tags
+def figure_tag(model: str, figure: str) -> str:
+    """The tag of one figure the gate measured of one model: fp32.ms_per_token."""
+    return f"{model}.{figure}"

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import optuna
 from mlflow import MlflowClient
@@ -52,9 +53,9 @@ from optuna.trial import FrozenTrial
 from lorasweep.objectives import InputError, ModelSpec, TrialModel, eval_inputs, load_trial_model
 
 from .. import tracking
-from ..choices import PRECISIONS
 from ..errors import UserError
-from ..progress import format_params, format_value
+from ..precisions import PRECISIONS
+from ..progress import format_params
 from ..provenance import check_adapter, check_base
 from ..record import (
     BUNDLE_TAG,
@@ -62,9 +63,7 @@ from ..record import (
     REGISTERED_TAG,
     Provenance,
     TrialRecord,
-    bundle_version_tags,
     study_tracking_uri,
-    version_tags,
 )
 from ..recovery import died_here, worker_id
 from ..selection import pick
@@ -77,6 +76,7 @@ from ._export import export_fp32, quantize
 from ._ownership import check_owned, replace, turn, version_folder
 from ._parity import Limits, Measured, Parity, TorchLM, measure
 from ._parity_table import format_bundle, format_parity, mb
+from ._tags import bundle_version_tags, version_description, version_tags
 
 Log = Callable[[str], None]
 
@@ -189,7 +189,7 @@ def promote(
                     parity = (BundleParity if handover.bundle else Parity).load(build / "parity.json")
                     log(_table(parity))
                     logged = resumed
-                    described = _description(study, handover, parity)
+                    described = version_description(study.study_name, handover.trials, parity)
                     version = _registry.version_of(client, name, logged, described)
                 else:
                     parity, files = _measured(sweep, client, handover, provenance, build, scratch, log)
@@ -202,7 +202,7 @@ def promote(
                         build,
                         tags=_tags(study, handover, parity, provenance),
                         params=_params(handover),
-                        description=_description(study, handover, parity),
+                        description=version_description(study.study_name, handover.trials, parity),
                         max_new_tokens=sweep.eval.max_new_tokens,
                         scratch=scratch,
                         promoter=worker_id(),
@@ -218,6 +218,32 @@ def promote(
     return Promotion(name, trial, parity, version.version, previous, folder, handover.numbers)
 
 
+@overload
+def export(
+    study: optuna.Study,
+    out: Path,
+    trial_number: int | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
+    tracking_uri: str | None = None,
+    log: Log = print,
+    top: None = None,
+    adapters: Literal[False] = False,
+) -> tuple[list[FrozenTrial], Parity]: ...
+
+
+@overload
+def export(
+    study: optuna.Study,
+    out: Path,
+    trial_number: int | Sequence[int] | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
+    tracking_uri: str | None = None,
+    log: Log = print,
+    top: int | None = None,
+    adapters: bool = False,
+) -> tuple[list[FrozenTrial], Parity | BundleParity]: ...
+
+
 def export(
     study: optuna.Study,
     out: Path,
@@ -229,7 +255,8 @@ def export(
     adapters: bool = False,
 ) -> tuple[list[FrozenTrial], Parity | BundleParity]:
     """The chosen trial's exports and their parity report, written to `out`. Several trials (or
-    `adapters`) make an adapter bundle: one fp32 base and an .onnx_adapter per trial."""
+    `adapters`) make an adapter bundle: one fp32 base and an .onnx_adapter per trial, and a
+    BundleParity; one trial, a Parity."""
     _check_new(out)
     sweep = stored_sweep(study)
     handover = _handed_over(study, sweep, trial_number, top, adapters)
@@ -324,7 +351,7 @@ def _resumable(
         f"(logged model {logged.model_id})"
     )
     copies = _registry.download_adapters(client, logged, names, scratch)
-    for trial, recorded, name in zip(handover.trials, provenance, names):
+    for trial, recorded, name in zip(handover.trials, provenance, names, strict=True):
         check_adapter(trial.number, recorded, copies[name], log)
     return logged
 
@@ -492,7 +519,7 @@ def _bundle_and_measure(
     """An adapter bundle of `trials` under out/ with out/parity.json; returns the parity report and
     the PyTorch model's files (base/ and each trial's adapter) for the registry."""
     adapters = {}
-    for trial, recorded in zip(trials, provenance):
+    for trial, recorded in zip(trials, provenance, strict=True):
         log(f"trial {trial.number}: {format_params(trial.params)}  (mlflow run {_run_of(trial)})")
         name = adapter_name(trial.number)
         adapters[name] = _adapter(client, trial, _run_of(trial), scratch / name)
@@ -506,7 +533,8 @@ def _bundle_and_measure(
 
     bundle = build_bundle(handed.files["base"], adapters, out, scratch)
     log(
-        f"export: the bundle by Model Builder + Olive ExtractAdapters ({bundle.seconds:.1f} s, {mb(bundle.size_bytes)})"
+        f"export: the bundle by Model Builder + Olive ExtractAdapters ({bundle.seconds:.1f} s, "
+        f"{mb(bundle.size_bytes)})"
     )
     merged = {}
     for name in adapters:  # what the bundle replaces, to compare sizes and speeds with
@@ -596,7 +624,7 @@ def _tags(
     """The version's tags, with what each trial's run recorded of what it trained."""
     if isinstance(parity, BundleParity):
         tags = bundle_version_tags(study, handover.trials, parity)
-        for trial, recorded in zip(handover.trials, provenance):
+        for trial, recorded in zip(handover.trials, provenance, strict=True):
             tags.update(recorded.version_tags(f"{adapter_name(trial.number)}."))
         return tags
     return version_tags(study, handover.lead, parity) | provenance[0].version_tags()
@@ -606,21 +634,3 @@ def _params(handover: _Handover) -> dict[str, str]:
     if not handover.bundle:
         return {k: str(v) for k, v in handover.lead.params.items()}
     return {f"{adapter_name(t.number)}.{k}": str(v) for t in handover.trials for k, v in t.params.items()}
-
-
-def _description(study: optuna.Study, handover: _Handover, parity: Parity | BundleParity) -> str:
-    gate = "passed" if parity.passed else "FAILED: " + "; ".join(parity.failures)
-    trials = []
-    for trial in handover.trials:
-        scores = " ".join(f"{k}={format_value(v)}" for k, v in TrialRecord.of(trial).metrics.items())
-        trials.append(
-            f"Trial {trial.number} of study {study.study_name}: {format_params(trial.params)}. {scores}."
-        )
-    if isinstance(parity, BundleParity):
-        what = (
-            f"An adapter bundle under onnx/: one ONNX base and {', '.join(a.name for a in parity.adapters)}"
-            ".onnx_adapter; the pyfunc's adapter param picks the trial"
-        )
-    else:
-        what = f"ONNX exports ({', '.join(m.name for m in parity.models[1:])}) under onnx/"
-    return " ".join(trials) + f" {what}; parity gate {gate}."
