@@ -10,9 +10,9 @@ weights). For each, in one process, on this machine:
   the same batches through a bare PyTorch + peft loop, alternating which goes first. Reported: the
   training throughput of each (tokens/s, evaluations excluded) and lorasweep's over the bare loop's
   (target >= 0.95), lorasweep's own seconds per trial (its trial minus the Trainer script's) and
-  their share of the trial (medians over the REPS measured trials), the process's peak RSS (it holds the base twice: lorasweep's worker's
-  and the bare side's), the base load (once per worker: the base and the data), the adapter's size
-  and the time MLflow takes to log it;
+  their share of the trial (medians over the REPS measured trials), the process's peak RSS (it holds
+  the base twice: lorasweep's worker's and the bare side's), the base load (once per worker: the base
+  and the data), the adapter's size and the time MLflow takes to log it;
 - the trial's ONNX exports (fp32 by Model Builder, int8 and int4 by Olive), each one's time and
   size, the parity gate's time, and ms/token of PyTorch and of each export (greedy, batch 1).
 
@@ -35,8 +35,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lorasweep.objectives import Recipe, eval_inputs, load_trial_model
 from lorasweep.objectives.tiny import ensure_tiny_base
 from lorasweep.search import RunOptions, load_sweep, run_sweep
-from lorasweep.search.handover._export import export_fp32, quantize
-from lorasweep.search.handover._parity import Limits, Measured, TorchLM, measure
+from lorasweep.search.handover import Limits, Measured, TorchLM, export_fp32, measure, quantize
 
 # The published config.json of each (hub ids HuggingFaceTB/SmolLM2-135M and Qwen/Qwen2.5-0.5B).
 SHAPES = {
