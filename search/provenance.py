@@ -67,7 +67,7 @@ def check_base(
     trials: list[int], recorded: list[Provenance], loaded: str, log: Callable[[str], None]
 ) -> None:
     """The base the hand-over loaded must be the one each trial trained on."""
-    for trial, provenance in zip(trials, recorded):
+    for trial, provenance in zip(trials, recorded, strict=True):
         if provenance.base is None:
             if provenance.adapter_sha256:  # else check_adapter has said so
                 log(f"note: trial {trial}'s run records no base identity: the base cannot be checked")

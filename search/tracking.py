@@ -134,16 +134,17 @@ class _Outages(logging.Filter):
         retry = getattr(record, "__urllib3-retry-warning", None)
         if retry is not None:
             return self._retrying(retry.get("host"), record)
-        response = isinstance(record.args, tuple) and len(record.args) == 8
-        if record.levelno == logging.DEBUG and self._down and response:
-            return self._answered(record)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.levelno == logging.DEBUG and self._down and len(args) == 8:  # a response's line
+            return self._answered(args)
         # What urllib3 says at DEBUG only reaches the logger because an outage lowered it to watch
         # for the first answer: none of it is for the user's handlers.
         return not (record.levelno == logging.DEBUG and self._level is not None)
 
-    def _retrying(self, host: str | None, record: logging.LogRecord) -> bool:
+    def _retrying(self, retried: str | None, record: logging.LogRecord) -> bool:
+        host = retried or ""
         with self._lock:
-            shown = self._servers.get(host or "")
+            shown = self._servers.get(host)
             if shown is None:
                 return True  # another server's (a hub, a data URL): not ours to reword
             if host in self._down:
@@ -162,11 +163,11 @@ class _Outages(logging.Filter):
         )
         return False
 
-    def _answered(self, record: logging.LogRecord) -> bool:
+    def _answered(self, args: tuple[object, ...]) -> bool:
         """urllib3's line for a response: '%s://%s:%s "%s %s %s" %s %s' (scheme, host, port,
         method, url, version, status, length). A response from a watched server that was down ends
         its outage (a 5xx is a proxy's answer, not the server's)."""
-        host, status = record.args[1], record.args[6]
+        host, status = str(args[1]), args[6]
         raised = self._level is not None
         with self._lock:
             if host not in self._down or not isinstance(status, int) or status >= 500:
@@ -236,9 +237,9 @@ def _forget_artifact_repositories() -> None:
     artifact location when first used: after a relocation those point into the old folder."""
     from mlflow.tracking._tracking_service import utils
 
-    cached = getattr(utils, "_artifact_repos_cache", None)
-    if hasattr(cached, "clear"):
-        cached.clear()
+    clear = getattr(getattr(utils, "_artifact_repos_cache", None), "clear", None)
+    if clear is not None:
+        clear()
 
 
 def _forget_store(uri: str) -> None:
@@ -252,9 +253,9 @@ def _forget_store(uri: str) -> None:
     if engine is not None:
         engine.dispose()
     registry = getattr(utils, "_tracking_store_registry", None)
-    cached = getattr(registry, "_get_store_with_resolved_uri", None)
-    if hasattr(cached, "cache_clear"):
-        cached.cache_clear()
+    cache_clear = getattr(getattr(registry, "_get_store_with_resolved_uri", None), "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
 
 
 class _Guarded:

@@ -26,15 +26,16 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lorasweep.objectives.tiny import ensure_tiny_base
-from lorasweep.search.handover._bundle import check_adapters
-from lorasweep.search.selection import Criterion, top
 from lorasweep.search.cli import main
 from lorasweep.search.errors import UserError
+from lorasweep.search.handover._bundle import check_adapters
+from lorasweep.search.selection import Criterion, top
 
 SWEEP = """\
 study: {name: bundled, metric: eval_loss, sampler: {type: grid, seed: 0}, n_trials: 4}
 data: {train_split: "train[:400]", eval_split: "train[1400:1440]"}
-train: {max_steps: 20, eval_steps: 10, logging_steps: 10, per_device_train_batch_size: 16, learning_rate: 0.01}
+train: {max_steps: 20, eval_steps: 10, logging_steps: 10, per_device_train_batch_size: 16,
+  learning_rate: 0.01}
 eval: {max_samples: 6, max_new_tokens: 8}
 promote: {model_name: tones, precisions: [fp32]}
 search_space:
@@ -240,7 +241,7 @@ def test_promote_top_registers_one_version_whose_pyfunc_takes_the_adapter(swept,
     assert model.predict([PROMPTS[1]], params={"max_new_tokens": 8}) == model.predict(
         [PROMPTS[1]], params={"adapter": str(best_two[0].number), "max_new_tokens": 8}
     )
-    with pytest.raises(Exception, match="params.adapter must be one of"):
+    with pytest.raises(Exception, match=r"params\.adapter must be one of"):
         model.predict([PROMPTS[1]], params={"adapter": "trial-99"})
 
 

@@ -125,7 +125,9 @@ def test_an_altered_adapter_is_refused_before_anything_is_exported(swept, client
 
 def _folders(project: Path) -> list[Path]:
     """The project's folders outside the stores."""
-    return sorted(p for p in project.rglob("*") if p.is_dir() and "mlruns" not in p.relative_to(project).parts)
+    return sorted(
+        p for p in project.rglob("*") if p.is_dir() and "mlruns" not in p.relative_to(project).parts
+    )
 
 
 def test_an_added_file_is_refused_too(swept, client, capsys):
@@ -349,8 +351,8 @@ def test_a_half_done_promote_is_completed_only_while_its_adapter_copy_is_what_wa
     adapter that LoggedModel's pyfunc serves is then changed. The next promote refuses to complete
     it, naming the file and both hashes, and registers nothing."""
     from lorasweep.search import load_study
-    from lorasweep.search.handover import _registry
     from lorasweep.search.handover import _promote as promotion
+    from lorasweep.search.handover import _registry
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # as a kill just after the LoggedModel was finalized
@@ -388,9 +390,7 @@ def test_a_half_done_promote_is_completed_only_while_its_adapter_copy_is_what_wa
         _registry.fail(client, logged)  # the other tests promote this trial from scratch
 
 
-def test_a_promote_that_waited_for_one_that_registered_before_it_started_registers_nothing(
-    swept, client
-):
+def test_a_promote_that_waited_for_one_that_registered_before_it_started_registers_nothing(swept, client):
     """Promote A registered trial 1 (its gate failed) and still holds the lock when B starts: B's
     snapshot already holds A's version, and B must still see it as registered meanwhile."""
     from lorasweep.search.handover._ownership import turn
@@ -452,8 +452,8 @@ def test_adapter_files_of_any_name_are_recorded_by_index(tmp_path):
 
 def test_a_hub_base_is_loaded_at_the_commit_its_trial_recorded(monkeypatch):
     from lorasweep.objectives import InputError, ModelSpec
-    from lorasweep.search.handover import _promote as promotion
     from lorasweep.search.errors import UserError
+    from lorasweep.search.handover import _promote as promotion
     from lorasweep.search.record import Provenance
 
     loaded = []

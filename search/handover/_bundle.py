@@ -28,9 +28,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportFailed, UserError
 from ._export import ModelBuilderUnsupported, architecture, model_builder, quiet_olive, runtime_refusal
+
+if TYPE_CHECKING:
+    import torch
 
 ADAPTER_SUFFIX = ".onnx_adapter"
 
@@ -69,7 +73,8 @@ def check_adapters(adapters: dict[str, Path]) -> None:
             reasons.append("it trains biases, which have no input in the base graph")
         if config.get("modules_to_save"):
             reasons.append(
-                f"it trains whole modules ({', '.join(config['modules_to_save'])}), which one base cannot switch"
+                f"it trains whole modules ({', '.join(config['modules_to_save'])}), "
+                "which one base cannot switch"
             )
         problems += [f"{name}: {r}" for r in reasons]
     if problems:
@@ -128,7 +133,9 @@ def _slot_adapter(adapters: dict[str, Path], out: Path) -> Path:
     of them a LoRA path in the base graph. Its weights are never used (the inputs default to empty)."""
     from safetensors.torch import load_file, save_file
 
-    tensors, modules, config = {}, set(), None
+    tensors: dict[str, torch.Tensor] = {}
+    modules: set[str] = set()
+    config: dict[str, Any] = {}  # the first adapter's: the slot takes its other settings
     for folder in adapters.values():
         trial_config = json.loads((folder / "adapter_config.json").read_text())
         config = config or trial_config

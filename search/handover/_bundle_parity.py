@@ -86,7 +86,7 @@ class BundleParity:
     def save(self, path: Path) -> None:
         data = {"passed": self.passed, **asdict(self)}
         data["base"]["passed"] = self.base.passed
-        for a, figures in zip(data["adapters"], self.adapters):
+        for a, figures in zip(data["adapters"], self.adapters, strict=True):
             a["measured"]["passed"] = figures.measured.passed
         path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -203,7 +203,7 @@ def _switch(
     for other in others:
         outputs(other)
     logits_again, tokens_again = outputs(first)
-    differ = sum(a != b for a, b in zip(tokens, tokens_again))
+    differ = sum(a != b for a, b in zip(tokens, tokens_again, strict=True))
     diff = float(np.abs(logits_again - logits)[mask.astype(bool)].max())
     order = " -> ".join([first.adapter, *(o.adapter for o in others), first.adapter])
     return Check(

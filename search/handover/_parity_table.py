@@ -52,7 +52,7 @@ def format_parity(parity: Parity) -> str:
     verdict = (
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )
-    return "\n".join(lines + [verdict])
+    return "\n".join([*lines, verdict])
 
 
 def gated_cells(m: Measured, prompts: int) -> str:
@@ -60,7 +60,9 @@ def gated_cells(m: Measured, prompts: int) -> str:
     tokens = f"{m.identical}/{prompts}" + (f" +{m.ties} tie" if m.ties else "")
     cells = (f"{m.perplexity_change:+.2%}", f"{m.max_logit_diff:.2g}", tokens)
     checked = {c.name for c in m.checks}
-    shown = [cell if check in checked else f"({cell})" for cell, (_, check) in zip(cells, _GATED)]
+    shown = [
+        cell if check in checked else f"({cell})" for cell, (_, check) in zip(cells, _GATED, strict=True)
+    ]
     return f"{shown[0]:>9}{shown[1]:>14}{shown[2]:>14}"
 
 
@@ -77,16 +79,20 @@ def mb(size: int) -> str:
 def format_bundle(parity: BundleParity) -> str:
     """An adapter bundle's findings: what it weighs against the merged exports it replaces, then a
     row for the base alone and one per adapter (reported columns | gated ones), then the switch."""
-    reported = f"{'':<12}{'rank':>5}{'size':>9}{'load ms':>9}{'switch ms':>11}{'ms/token':>10}{'merged':>8}{'speed':>7}"
+    reported = (
+        f"{'':<12}{'rank':>5}{'size':>9}{'load ms':>9}{'switch ms':>11}{'ms/token':>10}{'merged':>8}"
+        f"{'speed':>7}"
+    )
     gated = f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>14}"
     k = len(parity.adapters)
     lines = [
         f"bundle: {mb(parity.size_bytes)} (one base {mb(parity.base.size_bytes)} + {k} adapters) against "
-        f"{k} merged exports {mb(parity.merged_bytes)} ({parity.size_bytes / max(parity.merged_bytes, 1):.2f}x)",
+        f"{k} merged exports {mb(parity.merged_bytes)} "
+        f"({parity.size_bytes / max(parity.merged_bytes, 1):.2f}x)",
         f"{'reported':<{len(reported)}} | gated",
         f"{reported} |{gated}",
-        f"{'no adapter':<12}{'-':>5}{mb(parity.base.size_bytes):>9}{'-':>9}{'-':>11}{'-':>10}{'-':>8}{'-':>7} |"
-        + gated_cells(parity.base, parity.prompts),
+        f"{'no adapter':<12}{'-':>5}{mb(parity.base.size_bytes):>9}"
+        f"{'-':>9}{'-':>11}{'-':>10}{'-':>8}{'-':>7} |" + gated_cells(parity.base, parity.prompts),
     ]
     for a in parity.adapters:
         m = a.measured
@@ -98,8 +104,9 @@ def format_bundle(parity: BundleParity) -> str:
     lines += [
         f"{parity.switch.name}: {'same' if parity.switch.passed else 'NOT the same'} "
         f"({parity.switch.measured})",
-        f"size: the adapter's file; merged: the ms/token of the trial's merged fp32 export; speed: merged over "
-        f"bundle, medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts (greedy, batch 1)",
+        "size: the adapter's file; merged: the ms/token of the trial's merged fp32 export; speed: merged "
+        f"over bundle, medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts "
+        "(greedy, batch 1)",
         "gated (decide the champion): every row's change, max |dlogit| and greedy same, and the switch",
     ]
     for a in parity.adapters:
@@ -107,4 +114,4 @@ def format_bundle(parity: BundleParity) -> str:
     verdict = (
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )
-    return "\n".join(lines + [verdict])
+    return "\n".join([*lines, verdict])

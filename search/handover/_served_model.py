@@ -45,7 +45,8 @@ class AdapterGenerator(PythonModel):
         name = f"trial-{name}" if name.isdigit() else name
         if name not in self.model.peft_config:
             raise ValueError(
-                f"params.adapter must be one of {', '.join(self.model.peft_config)}, but got adapter={adapter!r}"
+                f"params.adapter must be one of {', '.join(self.model.peft_config)}, "
+                f"but got adapter={adapter!r}"
             )
         self.model.set_adapter(name)
 
