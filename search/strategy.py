@@ -57,12 +57,12 @@ _WRAPPED = "wrapped"  # PatientPruner's wrapped_pruner, itself a pruner spec
 
 
 def make_sampler(study: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The study's sampler over `space`. The grid sampler as it is: it hands out grid points by trial number and
-    skips those finished or running. Any other draws each trial from its own seeded stream and
-    avoids configurations the study holds (_fresh: a continued study would replay its past)."""
+    """The study's sampler over `space`. The grid sampler as it is: it hands out grid points by trial
+    number and skips those finished or running. Any other draws each trial from its own seeded stream
+    and avoids configurations the study holds (_fresh: a continued study would replay its past)."""
     seed, kind, options = study.seed, study.sampler, study.sampler_options
     if kind == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return optuna.samplers.GridSampler(space.grid() or {}, seed=seed)  # checked finite by load_sweep
     return FreshSampler(lambda trial_seed: _sampler(kind, options, trial_seed), space, seed)
 
 
@@ -87,13 +87,13 @@ def parse_sampler_options(kind: str, options: dict[str, Any], problems: Problems
     for key, value in options.items():
         if key not in accepted:
             problems.add(
-                where + (key,),
+                (*where, key),
                 f"the {kind} sampler takes {', '.join(['type', 'seed', *accepted])}, but got {key}="
                 f"{value!r}.{did_you_mean(key, list(accepted))}",
             )
         elif not _is_a(value, accepted[key]):
             names = " or ".join("null" if t is type(None) else t.__name__ for t in accepted[key])
-            problems.add(where + (key,), f"study.sampler.{key} must be {names}, but got {key}={value!r}.")
+            problems.add((*where, key), f"study.sampler.{key} must be {names}, but got {key}={value!r}.")
     if len(problems.items) > before or not options:
         return {}
     try:
@@ -131,8 +131,8 @@ def build_pruner(spec: dict[str, Any] | None) -> BasePruner:
 
 
 def parse_pruner(
-    raw: Any, problems: Problems, n_metrics: int, where: tuple = ("study", "pruner")
-) -> dict | None:
+    raw: Any, problems: Problems, n_metrics: int, where: tuple[Any, ...] = ("study", "pruner")
+) -> dict[str, Any] | None:
     """The pruner spec as {type: name, **options}, or None for no pruning; problems are collected."""
     if raw is None:
         return None
@@ -157,13 +157,13 @@ def parse_pruner(
     before = len(problems.items)
     for key in [k for k in spec if k not in {"type", *accepted}]:  # in file order
         problems.add(
-            where + (key,),
+            (*where, key),
             f"the {kind} pruner takes {', '.join(accepted) or 'no options'}, but got {key}="
             f"{spec[key]!r}.{did_you_mean(key, accepted)}",
         )
     checked = dict(spec)
     if kind == "patient" and spec.get(_WRAPPED) is not None:
-        wrapped = parse_pruner(spec[_WRAPPED], problems, n_metrics, where + (_WRAPPED,))
+        wrapped = parse_pruner(spec[_WRAPPED], problems, n_metrics, (*where, _WRAPPED))
         checked[_WRAPPED] = wrapped
     if len(problems.items) > before:
         return None

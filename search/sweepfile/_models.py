@@ -13,11 +13,13 @@ line: "<key> must <rule>, but got <key>=<value>. <fix>".
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 from pydantic import model_validator as _model_validator
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
 from lorasweep.objectives import METRICS, DataSpec, EvalSpec, ModelSpec
@@ -26,19 +28,15 @@ from ..errors import Problems, unknown_key
 from ..precisions import PRECISIONS, REGISTRY, default_max_perplexity_change
 from ..strategy import PRUNERS, SAMPLERS
 
-if TYPE_CHECKING:  # names the libraries and registries hold, as enums in the schema
-    SamplerName = str
-    PrunerName = str
-    MetricName = str
-    PrecisionName = str
+if TYPE_CHECKING:  # names the libraries and registries hold, enums in the schema
+    SamplerName: TypeAlias = str
+    PrunerName: TypeAlias = str
+    MetricName: TypeAlias = str
+    PrecisionName: TypeAlias = str
 else:
-    SamplerName = Literal[tuple(SAMPLERS)]
-    PrunerName = Literal[tuple(PRUNERS)]
-    MetricName = Literal[tuple(METRICS)]
-    PrecisionName = Literal[PRECISIONS]
-
+    SamplerName, PrunerName = Literal[tuple(SAMPLERS)], Literal[tuple(PRUNERS)]
+    MetricName, PrecisionName = Literal[tuple(METRICS)], Literal[PRECISIONS]
 Direction = Literal["minimize", "maximize"]
-T = TypeVar("T")
 
 # A study's, a local experiment's and a promoted model's names become folder and file names
 # (mlruns/artifacts/<experiment>, reports/<study>, exports/<model>/vK): one path segment, never `.` or
@@ -63,6 +61,8 @@ def name_problem(what: str, name: Any) -> str | None:
             f"but got name={name[:20]!r}... ({len(name.encode())} bytes). Use a shorter name."
         )
     return None
+
+
 _METRICS_TEXT = ", ".join(METRICS)
 
 
@@ -110,54 +110,50 @@ class PrunerOptions(BaseModel):
     type: PrunerName = Field(description="The pruner.")
 
 
+if TYPE_CHECKING:
+    Names = str | Sequence[str]
+    Directions = Direction | list[Direction]
+    Sampler = str | SamplerOptions
+    Pruner = str | PrunerOptions
+else:
+    Names, Directions = _one_or_many(str), _one_or_many(Direction)
+    Sampler, Pruner = (
+        _name_or_mapping(SamplerName, SamplerOptions),
+        _name_or_mapping(PrunerName, PrunerOptions),
+    )
+AtLeast1 = Annotated[int, Field(ge=1), Rule("be at least 1")]
+FOLDER_NAME: JsonDict = {"pattern": f"^{NAME_PATTERN}$"}
+
+
 class Study(Section):
     name: str | None = Field(
         None,
-        description="The study's name in the Optuna storage and MLflow; default: the file's name "
-        "without .yaml. Letters, digits, '.', '-' and '_'.",
-        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+        description="Its name in Optuna and MLflow (default: the file's stem).",
+        json_schema_extra=FOLDER_NAME,
     )
-    metrics: _one_or_many(str) = Field(  # type: ignore[valid-type]
-        "eval_loss",
-        description=f"The metric(s) the study optimises: {_METRICS_TEXT} (or a custom metric the "
-        "Python API computes). Several: a multi-objective study.",
-        json_schema_extra={"examples": [["f1", "eval_loss"]]},
+    metrics: Names = Field(
+        "eval_loss", description=f"What it optimises: {', '.join(METRICS)}, or a custom metric."
     )
-    metric: _one_or_many(str) | None = Field(  # type: ignore[valid-type]
-        None, description="The same as metrics (the singular the Olive material writes)."
-    )
-    directions: _one_or_many(Direction) | None = Field(  # type: ignore[valid-type]
-        None, description="minimize or maximize, one per metric; default: each metric's own."
-    )
-    direction: _one_or_many(Direction) | None = Field(  # type: ignore[valid-type]
-        None, description="The same as directions."
-    )
-    sampler: _name_or_mapping(SamplerName, SamplerOptions) = Field(  # type: ignore[valid-type]
-        "tpe",
-        description="The Optuna sampler, or a mapping of its type, seed and the sampler's own "
-        "options (checked against its signature).",
-        json_schema_extra={"examples": [{"type": "tpe", "seed": 0, "n_startup_trials": 4}]},
-    )
+    metric: Names | None = Field(None, description="The same as metrics (the Olive material's word).")
+    directions: Directions | None = Field(None, description="One per metric; default: each metric's own.")
+    direction: Directions | None = Field(None, description="The same as directions.")
+    sampler: Sampler = Field("tpe", description="The sampler, or {type, seed, the Optuna sampler's options}.")
     n_trials: int = Field(10, ge=1, description="The trial budget.")
     timeout: float | None = Field(None, gt=0, description="Seconds this run of the sweep may take.")
     storage: str | None = Field(
         None, description="An Optuna storage URL; default: the journal under mlruns/."
     )
-    pruner: _name_or_mapping(PrunerName, PrunerOptions) | None = Field(  # type: ignore[valid-type]
-        None,
-        description="Stops trials whose learning curves lag: a pruner, or a mapping of its type and "
-        "the Optuna pruner's own options (patient takes `wrapped`, a pruner). Default: none.",
+    pruner: Pruner | None = Field(
+        None, description="Stops lagging trials: a name, or {type, its Optuna options}."
     )
-    retries: Annotated[
-        int, Field(ge=0), Rule("be an integer >= 0", "0 never reruns a trial.")
-    ] = Field(1, description="Times a trial whose worker died, or was interrupted, runs again.")
+    retries: Annotated[int, Field(ge=0), Rule("be an integer >= 0", "0 never reruns a trial.")] = Field(
+        1, description="Times a trial whose worker died, or was interrupted, runs again."
+    )
     lr_range_test: bool = Field(
-        False, description="Before the first trial, one learning-rate range test narrows learning_rate."
+        False, description="Narrow learning_rate by a range test before the first trial."
     )
     warm_start: str | None = Field(
-        None,
-        description="An earlier study in the same storage, on the same base: its best configurations "
-        "that fit this space run first.",
+        None, description="An earlier study on the same base: its best configs run first."
     )
 
 
@@ -169,16 +165,25 @@ class SearchStrategy(Section):
 
 
 class _Range(Section):
+    type: str
+    low: float = Field(description="The smallest value.")
+    high: float = Field(description="The largest value.")
+    step: float | None = Field(
+        None, gt=0, description="Sample only low, low + step, ... (a grid can take it)."
+    )
+    log: bool = Field(False, description="Sample on a log scale (low > 0).")
+
     @_model_validator(mode="after")
     def _ordered(self) -> _Range:
-        low, high, step, log = getattr(self, "low"), getattr(self, "high"), getattr(self, "step"), getattr(self, "log")  # noqa: B009
+        low, high, step = self.low, self.high, self.step
         if low > high:
             raise ValueError(f"{{where}}.low must be <= high, but got low={low}, high={high}. Swap them.")
-        if log and low <= 0:
+        if self.log and low <= 0:
             raise ValueError(
-                f"{{where}}.low must be > 0 on a log scale, but got low={low}. Use a positive low or log: false."
+                f"{{where}}.low must be > 0 on a log scale, but got low={low}. "
+                "Use a positive low or log: false."
             )
-        if log and step is not None and not (isinstance(self, IntRange) and step == 1):
+        if self.log and step is not None and not (isinstance(self, IntRange) and step == 1):
             raise ValueError(
                 "{where} must not have both log and step (Optuna samples log ranges continuously), but "
                 f"got log=true, step={step}. Drop one."
@@ -188,10 +193,6 @@ class _Range(Section):
 
 class FloatRange(_Range):
     type: Literal["float"] = Field(description="A range of numbers.")
-    low: float = Field(description="The smallest value.")
-    high: float = Field(description="The largest value.")
-    step: float | None = Field(None, gt=0, description="Sample only low, low + step, ... (a grid can take it).")
-    log: bool = Field(False, description="Sample on a log scale (low > 0).")
 
 
 class IntRange(_Range):
@@ -199,7 +200,6 @@ class IntRange(_Range):
     low: int = Field(description="The smallest value.")
     high: int = Field(description="The largest value.")
     step: int | None = Field(None, gt=0, description="Sample only low, low + step, ...")
-    log: bool = Field(False, description="Sample on a log scale (low > 0).")
 
 
 Plain = str | int | float | bool | None
@@ -267,75 +267,56 @@ SpaceEntry = Annotated[
 
 
 class Model(Section):
-    base: str = Field(ModelSpec.base, description="The base model: tiny (built in), a hub id or a local folder.")
+    base: str = Field(ModelSpec.base, description="tiny (built in), a hub id or a local folder.")
     method: Literal["lora", "qlora"] = Field(ModelSpec.method, description="qlora: a 4-bit base (CUDA).")
-    target_modules: _one_or_many(str) = Field(  # type: ignore[valid-type]
-        ModelSpec.target_modules,
-        description="The modules LoRA adapts: all-linear, a regular expression, or a list of names.",
+    target_modules: Names = Field(
+        ModelSpec.target_modules, description="all-linear, a regex, or a list of names."
     )
-    revision: str | None = Field(ModelSpec.revision, description="The hub revision (a branch, tag or commit).")
-    trust_remote_code: bool = Field(
-        ModelSpec.trust_remote_code, description="Allow a base that runs its own code (auto_map)."
+    revision: str | None = Field(
+        ModelSpec.revision, description="The hub revision (a branch, tag or commit)."
     )
+    trust_remote_code: bool = Field(False, description="Allow a base that runs its own code (auto_map).")
     device: Literal["auto", "cpu", "cuda"] = Field(ModelSpec.device, description="Where trials train.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        ModelSpec.precision, description="Training precision; auto: bf16 where the GPU has it."
+        "auto", description="auto: bf16 where the GPU has it."
     )
-
-
-_AT_LEAST_1 = Rule("be at least 1")
 
 
 class Data(Section):
-    path: str = Field(
-        DataSpec.path,
-        description="A .jsonl/.json/.csv/.parquet file (relative to the sweep file), a dataset folder, "
-        "a hub id, an https URL, or builtin:tone / builtin:tone_chat.",
-    )
+    path: str = Field(DataSpec.path, description="A data file, a folder, a hub id, a URL, or builtin:NAME.")
     name: str | None = Field(DataSpec.name, description="The hub dataset's configuration name.")
     train_split: str = Field(DataSpec.train_split, description="A `datasets` split, e.g. train[:80%].")
     eval_split: str | None = Field(
-        DataSpec.eval_split, description="The eval split; default: eval_fraction of the train split."
+        None, description="The eval split; default: eval_fraction of the train split."
     )
     eval_fraction: float = Field(
-        DataSpec.eval_fraction, gt=0, lt=1, description="The share of the train split held out for eval."
+        DataSpec.eval_fraction, gt=0, lt=1, description="The train split's eval share."
     )
-    max_eval_rows: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
-        DataSpec.max_eval_rows, description="Eval rows the loss is computed over (a seeded sample)."
+    max_eval_rows: AtLeast1 = Field(
+        DataSpec.max_eval_rows, description="Eval rows the loss is computed over."
     )
     prompt_template: str | None = Field(
-        DataSpec.prompt_template,
-        description="A str.format template of the row's columns: the prompt. With response_template.",
+        DataSpec.prompt_template, description="The prompt: a str.format template."
     )
     response_template: str | None = Field(
-        DataSpec.response_template, description="The response the model learns to give: its tokens bear the loss."
+        DataSpec.response_template, description="The response (bears the loss)."
     )
     text_template: str | None = Field(
-        DataSpec.text_template,
-        description="The Olive material's single template (instead of the pair): generation starts "
-        "before its last field when that field ends it.",
+        None, description="The Olive material's single template, instead of the pair."
     )
     label_column: str | None = Field(
-        DataSpec.label_column, description="The column macro-F1 and the stratified split use."
+        DataSpec.label_column, description="For macro-F1 and the stratified split."
     )
-    max_length: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
-        DataSpec.max_length, description="Tokens per example, prompt and response together."
-    )
+    max_length: AtLeast1 = Field(DataSpec.max_length, description="Tokens per example, prompt and response.")
     seed: int = Field(DataSpec.seed, description="Seeds the eval carve-out and the eval sample.")
 
 
 class Eval(Section):
-    max_samples: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
-        EvalSpec.max_samples, description="Eval prompts generated from (the rest give loss only)."
-    )
-    max_new_tokens: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
-        EvalSpec.max_new_tokens, description="Tokens generated per prompt."
-    )
-    batch_size: Annotated[int, Field(ge=1), _AT_LEAST_1] = Field(
-        EvalSpec.batch_size, description="The smallest generation batch; larger where memory holds it."
-    )
+    max_samples: AtLeast1 = Field(EvalSpec.max_samples, description="Eval prompts generated from.")
+    max_new_tokens: AtLeast1 = Field(EvalSpec.max_new_tokens, description="Tokens generated per prompt.")
+    batch_size: AtLeast1 = Field(EvalSpec.batch_size, description="The smallest generation batch.")
     f1: Literal["auto", "label", "token"] = Field(
-        EvalSpec.f1, description="label: macro-F1 over label_column; token: SQuAD-style token F1."
+        EvalSpec.f1, description="label: macro-F1; token: token F1."
     )
     log_samples: int = Field(EvalSpec.log_samples, description="Rows in each run's generations table.")
 
@@ -352,46 +333,38 @@ class SelectEntry(Section):
     )
 
 
-_PRECISIONS_TEXT = "; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values())
+if TYPE_CHECKING:
+    Select = list[str | SelectEntry]
+else:
+    Select = list[_name_or_mapping(MetricName, SelectEntry)]
+_PER_PRECISION = "; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values())
 
 
 class Promote(Section):
-    select: list[_name_or_mapping(MetricName, SelectEntry)] = Field(  # type: ignore[valid-type]
-        [],
-        description="With several metrics: which Pareto trial is handed over, metric by metric; "
-        "each a metric or {metric, tolerance}.",
-        json_schema_extra={"examples": [[{"metric": "f1", "tolerance": 0.01}, "eval_loss"]]},
+    select: Select = Field(
+        [], description="Which Pareto trial is handed over: metrics, or {metric, tolerance}."
     )
     model_name: str | None = Field(
-        None,
-        description="The registered MLflow model; default: the study's name.",
-        json_schema_extra={"pattern": f"^{NAME_PATTERN}$"},
+        None, description="The registered model (the study's name).", json_schema_extra=FOLDER_NAME
     )
     precisions: Annotated[
         list[PrecisionName], Field(min_length=1), Rule(f"be a list of {', '.join(PRECISIONS)}")
-    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated ({_PRECISIONS_TEXT}).")
+    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated ({_PER_PRECISION}).")
     max_logit_diff: Annotated[
         float, Field(gt=0), Rule("be a number > 0", "fp32 exports usually differ by 1e-5 or less.")
     ] = Field(1e-3, description="fp32 ONNX against PyTorch: the largest |logit difference|.")
     max_perplexity_change: Annotated[
         dict[PrecisionName, Annotated[float, Field(ge=0)]],
-        Rule(
-            "map precisions to relative changes >= 0",
-            "Example: {int8: 0.05, int4: 0.15} (5% and 15%).",
-        ),
+        Rule("map precisions to relative changes >= 0", "Example: {int8: 0.05, int4: 0.15} (5% and 15%)."),
     ] = Field(
         default_factory=default_max_perplexity_change,
-        description="How far each export's eval perplexity may move from PyTorch's, relative "
-        "(0.01 is 1%); a precision left out keeps its default.",
+        description="How far each export's eval perplexity may move from PyTorch's, relative (0.01 is 1%).",
     )
     max_eval_loss_change: Annotated[
         float,
         Field(ge=0),
         Rule("be a relative change >= 0", "Example: 0.01 (1%); raise it for trials scored in bf16."),
-    ] = Field(
-        0.01,
-        description="How far the rebuilt PyTorch model's eval loss may move from its trial's, relative.",
-    )
+    ] = Field(0.01, description="How far the rebuilt model's eval loss may move from its trial's, relative.")
 
 
 class SweepFile(Section):
@@ -401,7 +374,7 @@ class SweepFile(Section):
     search_strategy: SearchStrategy | None = Field(
         None, description="The Olive material's sampler and trial budget (or study.sampler and n_trials)."
     )
-    search_space: dict[str, SpaceEntry] = Field(  # type: ignore[valid-type]
+    search_space: dict[str, SpaceEntry] = Field(
         {},
         description="Parameter names (TrainingArguments and LoraConfig fields, or their aliases) to "
         "ranges: {type: float|int, low, high, log, step} or {type: choice, values}; lora_alpha may be "
@@ -493,9 +466,9 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
     rule = next((m for m in (field.metadata if field else []) if isinstance(m, Rule)), None)
     if rule is not None and name is not None:
         at = keys.index(name) if name in keys else len(keys)
-        value = _value_at(raw, keys[:at + 1])
+        value = _value_at(raw, keys[: at + 1])
         fix = f" {rule.fix}" if rule.fix else ""
-        return f"{'.'.join([prefix, *keys[:at + 1]])} must {rule.must}, but got {name}={value!r}.{fix}"
+        return f"{'.'.join([prefix, *keys[: at + 1]])} must {rule.must}, but got {name}={value!r}.{fix}"
     key, value = (keys[-1], err["input"]) if keys else (prefix, raw)
     if keys and keys[-1].isdigit():  # an item of a list: the list is what the user wrote
         key = name or keys[-2]
@@ -513,10 +486,14 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
     return f"{dotted} must be {_EXPECTED.get(kind, err['msg'].removeprefix('Input should be '))}, {got}"
 
 
-def _field_at(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str | None, FieldInfo | None]:
+def _field_at(
+    model: type[BaseModel], loc: tuple[Any, ...]
+) -> tuple[type[BaseModel] | None, str | None, FieldInfo | None]:
     """The model that holds the last key of `loc`, and that key's field where one declares it."""
     current: type[BaseModel] | None = model
-    owner, name, field = model, None, None
+    owner: type[BaseModel] | None = model
+    name: str | None = None
+    field: FieldInfo | None = None
     for part in loc:
         if _is_tag(part):
             current = MODELS.get(part, current)
@@ -536,4 +513,3 @@ def _value_at(raw: Any, keys: list[str]) -> Any:
         elif isinstance(raw, list) and key.isdigit() and int(key) < len(raw):
             raw = raw[int(key)]
     return raw
-

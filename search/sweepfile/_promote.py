@@ -37,7 +37,8 @@ def parse_promote(raw: Any, problems: Problems) -> PromoteSpec:
         problems.add(("promote", "model_name"), wrong)
     return PromoteSpec(
         select=tuple(
-            Criterion(c, 0.0) if isinstance(c, str) else Criterion(c.metric, c.tolerance) for c in given.select
+            Criterion(c, 0.0) if isinstance(c, str) else Criterion(c.metric, c.tolerance)
+            for c in given.select
         ),
         model_name=name,
         precisions=("fp32", *(p for p in PRECISIONS[1:] if p in given.precisions)),  # fp32: the reference

@@ -44,7 +44,10 @@ def reference_markdown() -> str:
             for entry in (FloatRange, IntRange, Choice, PerRank):
                 out += ["", f"### {entry.__name__}", "", *_table(entry)]
         else:
-            out += ["", "Run `lorasweep validate` on a file to list the valid names, or see the CLI reference."]
+            out += [
+                "",
+                "Run `lorasweep validate` on a file to list the valid names, or see the CLI reference.",
+            ]
     return "\n".join(out) + "\n"
 
 
@@ -79,13 +82,29 @@ def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         return "one of " + ", ".join(f"`{v}`" for v in prop["enum"])
     if "const" in prop:
         return f"`{prop['const']}`"
-    kind = {"string": "string", "integer": "integer", "number": "number", "boolean": "true/false",
-            "null": "null", "array": "list", "object": "mapping"}.get(prop.get("type", ""), "any")
+    kind = {
+        "string": "string",
+        "integer": "integer",
+        "number": "number",
+        "boolean": "true/false",
+        "null": "null",
+        "array": "list",
+        "object": "mapping",
+    }.get(prop.get("type", ""), "any")
     if kind == "list" and "items" in prop:
         kind = f"list of {_type(prop['items'], defs)}"
     if kind == "mapping" and isinstance(prop.get("additionalProperties"), dict):
-        keys = prop.get("propertyNames", {})
-        kind = f"mapping of {_type(keys, defs) if keys else 'string'} to {_type(prop['additionalProperties'], defs)}"
-    bounds = [f"{op} {prop[k]}" for k, op in (("exclusiveMinimum", ">"), ("minimum", ">="),
-              ("exclusiveMaximum", "<"), ("maximum", "<="), ("minItems", "items >=")) if k in prop]
+        keys, values = prop.get("propertyNames"), prop["additionalProperties"]
+        kind = f"mapping of {_type(keys, defs) if keys else 'string'} to {_type(values, defs)}"
+    bounds = [
+        f"{op} {prop[k]}"
+        for k, op in (
+            ("exclusiveMinimum", ">"),
+            ("minimum", ">="),
+            ("exclusiveMaximum", "<"),
+            ("maximum", "<="),
+            ("minItems", "items >="),
+        )
+        if k in prop
+    ]
     return f"{kind} ({', '.join(bounds)})" if bounds else kind

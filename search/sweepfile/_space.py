@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import yaml
@@ -21,6 +21,7 @@ from lorasweep import objectives
 from ..errors import Problems
 from ._models import Choice, FloatRange, IntRange, PerRank, check
 
+Distribution = FloatDistribution | IntDistribution | CategoricalDistribution
 # The sampled multiplier behind `lora_alpha: {per_rank: {...}}` is stored under this name.
 ALPHA_PER_RANK = "lora_alpha_per_rank"
 # The distribution names of Ray Tune, hyperopt and W&B Sweeps, and how a sweep file writes each.
@@ -43,7 +44,7 @@ _OTHER_TOOLS_TYPES = {
 class SearchSpace:
     """Distributions keyed by the names written in the sweep file, plus the alpha tie."""
 
-    distributions: dict[str, BaseDistribution]
+    distributions: dict[str, Distribution]
     alpha_per_rank: float | None = None  # a fixed k in lora_alpha = k * r
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class SearchSpace:
     def grid(self) -> dict[str, list[Any]] | None:
         """Every point of a finite space (for the grid sampler), or None if any range is continuous."""
         points = {name: grid_points(dist) for name, dist in self.distributions.items()}
-        return None if any(p is None for p in points.values()) else points
+        return None if any(p is None for p in points.values()) else cast(dict[str, list[Any]], points)
 
     def size(self) -> int | None:
         """How many distinct configurations the space holds; None when it is continuous."""
@@ -85,7 +86,7 @@ class SearchSpace:
         return math.prod(len(v) for v in grid.values()) if grid is not None else None
 
 
-def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+def _suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
     if isinstance(dist, IntDistribution):
@@ -93,7 +94,7 @@ def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     return trial.suggest_categorical(name, dist.choices)
 
 
-def describe(dist: BaseDistribution) -> str:
+def describe(dist: Distribution) -> str:
     """A distribution as a sweep file's reader knows it: "one of 8, 16", "int [4, 16]"."""
     if isinstance(dist, CategoricalDistribution):
         return "one of " + ", ".join(map(str, dist.choices))
@@ -144,7 +145,7 @@ def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSp
             f"search_space must be a mapping of parameter names to ranges, but got a {type(raw).__name__}.",
         )
         return SearchSpace({})
-    distributions: dict[str, BaseDistribution] = {}
+    distributions: dict[str, Distribution] = {}
     alpha_per_rank: float | None = None
     seen: dict[str, str] = {}
     for name, spec in (raw or {}).items():
@@ -196,7 +197,10 @@ def _parameter(name: str, seen: dict[str, str], fixed: dict[str, Any], problems:
     return canonical
 
 
-def _entry(name: str, spec: Any, problems: Problems) -> FloatRange | IntRange | Choice | PerRank | None:
+Entry = FloatRange | IntRange | Choice | PerRank
+
+
+def _entry(name: str, spec: Any, problems: Problems) -> Entry | None:
     """One search_space entry as its model (the `type` picks which), or None with its problems added."""
     path = ("search_space", name)
     if not isinstance(spec, dict):
@@ -206,19 +210,23 @@ def _entry(name: str, spec: Any, problems: Problems) -> FloatRange | IntRange | 
             "low: 1e-5, high: 1e-3, log: true}. Fixed values belong in the train section.",
         )
         return None
-    model = {"float": FloatRange, "int": IntRange, "choice": Choice, "categorical": Choice}.get(
-        str(spec.get("type")), PerRank if "per_rank" in spec else None
-    )
+    models: dict[str, type[Entry]] = {
+        "float": FloatRange,
+        "int": IntRange,
+        "choice": Choice,
+        "categorical": Choice,
+    }
+    model = models.get(str(spec.get("type")), PerRank if "per_rank" in spec else None)
     if model is None:
         kind = spec.get("type")
         written = _OTHER_TOOLS_TYPES.get(str(kind).lower())
         hint = f" For {kind} write {written}." if written else ""
         problems.add(path, f"{name}.type must be one of float, int, choice, but got type={kind!r}.{hint}")
         return None
-    return check(model, spec, problems, path, partial=False)
+    return cast(Entry | None, check(model, spec, problems, path, partial=False))
 
 
-def _distribution(entry: FloatRange | IntRange | Choice) -> BaseDistribution:
+def _distribution(entry: FloatRange | IntRange | Choice) -> Distribution:
     if isinstance(entry, Choice):
         return CategoricalDistribution(entry.values)
     if isinstance(entry, IntRange):
@@ -226,7 +234,7 @@ def _distribution(entry: FloatRange | IntRange | Choice) -> BaseDistribution:
     return FloatDistribution(entry.low, entry.high, log=entry.log, step=entry.step)
 
 
-def _endpoints(dist: BaseDistribution) -> list[Any]:
+def _endpoints(dist: Distribution) -> list[Any]:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
     return [dist.low, dist.high]

@@ -74,7 +74,9 @@ class Sweep:
     # Metrics of the user's own, computed by Python functions (lorasweep.run(metrics=...)): their
     # names are valid study metrics; the functions themselves come with each run, not in the file.
     custom_metrics: tuple[str, ...] = ()
-    lines: dict[tuple, int] = field(default_factory=dict, repr=False)  # key path -> line in the file
+    lines: dict[tuple[Any, ...], int] = field(
+        default_factory=dict, repr=False
+    )  # key path -> line in the file
 
     def problems(self) -> Problems:
         """A collector for problems found after loading, located in this file."""
@@ -266,16 +268,21 @@ def _parse_study(
 
 def _metrics(study: Study, custom: tuple[str, ...], problems: Problems) -> tuple[str, ...]:
     """study.metrics (or metric): the built-in metrics and the Python API's custom ones."""
-    given = study.metric if "metric" in study.model_fields_set and "metrics" not in study.model_fields_set else study.metrics
+    given = study.metrics if study.metric is None or "metrics" in study.model_fields_set else study.metric
     metrics = tuple(given) if isinstance(given, list) else (given,)
     for m in metrics:
         if m not in METRICS and m not in custom:
-            problems.add(_where(study, "metrics", "metric"), unknown_key("a study metric", m, [*METRICS, *custom]))
+            problems.add(
+                _where(study, "metrics", "metric"), unknown_key("a study metric", m, [*METRICS, *custom])
+            )
     return metrics
 
 
 def _where(study: Study, plural: str, singular: str) -> tuple[str, str]:
-    return ("study", singular if singular in study.model_fields_set and plural not in study.model_fields_set else plural)
+    return (
+        "study",
+        singular if singular in study.model_fields_set and plural not in study.model_fields_set else plural,
+    )
 
 
 def _directions(
@@ -302,10 +309,14 @@ def _directions(
     return directions
 
 
-def _sampler(study: Study, strategy: SearchStrategy, problems: Problems) -> tuple[str, int | None, dict[str, Any]]:
+def _sampler(
+    study: Study, strategy: SearchStrategy, problems: Problems
+) -> tuple[str, int | None, dict[str, Any]]:
     """(name, seed, the Optuna sampler's own options): study.sampler or search_strategy.type, once."""
     given = study.sampler
-    name, seed, options = (given, 0, {}) if isinstance(given, str) else (given.type, given.seed, given.model_extra or {})
+    name, seed, options = (
+        (given, 0, {}) if isinstance(given, str) else (given.type, given.seed, given.model_extra or {})
+    )
     if "sampler" not in study.model_fields_set:
         name = strategy.type
     elif "type" in strategy.model_fields_set and name != strategy.type:
@@ -317,7 +328,9 @@ def _sampler(study: Study, strategy: SearchStrategy, problems: Problems) -> tupl
     return name, seed, parse_sampler_options(name, options, problems) if options else {}
 
 
-def _check_sampler_fits(sampler: str, metrics: tuple[str, ...], space: SearchSpace, problems: Problems) -> None:
+def _check_sampler_fits(
+    sampler: str, metrics: tuple[str, ...], space: SearchSpace, problems: Problems
+) -> None:
     if sampler == "grid" and space.grid() is None:
         continuous = [n for n, d in space.distributions.items() if grid_points(d) is None]
         problems.add(
@@ -347,7 +360,9 @@ def _budget(study: Study, strategy: SearchStrategy, problems: Problems) -> int:
 
 def _check_lr_range_test(study: Study, space: SearchSpace, problems: Problems) -> None:
     dist = space.distributions.get("learning_rate")
-    if study.lr_range_test and (not isinstance(dist, optuna.distributions.FloatDistribution) or dist.step is not None):
+    if study.lr_range_test and (
+        not isinstance(dist, optuna.distributions.FloatDistribution) or dist.step is not None
+    ):
         problems.add(
             ("study", "lr_range_test"),
             "study.lr_range_test must narrow a searched learning rate, but got "
@@ -439,5 +454,6 @@ def _check_consistency(study: StudySpec, data: DataSpec, problems: Problems, cus
                     f"metric {m} needs prompts to generate from, but got "
                     f"data.text_template={data.text_template!r}, which has one field or text after its "
                     "last one. End the template with the response's field (an end marker such as "
-                    "<|eot_id|> may follow), use prompt_template and response_template, or optimise eval_loss.",
+                    "<|eot_id|> may follow), use prompt_template and response_template, or optimise "
+                    "eval_loss.",
                 )

@@ -35,7 +35,7 @@ _Loader.add_implicit_resolver(
 MAX_VALUES = 100_000
 
 
-def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict[tuple, int], str]:
+def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict[tuple[Any, ...], int], str]:
     """Return (data, lines, text): the safe-loaded mapping, key path -> 1-based line, raw text.
     With `text`, that is parsed instead of the file (which need not exist)."""
     where = str(path)
@@ -51,14 +51,14 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
             "Check its permissions."
         ) from None
     except UnicodeDecodeError as e:
-        line = e.object[: e.start].count(b"\n") + 1
+        at = e.object[: e.start].count(b"\n") + 1
         raise SweepError(
             [
                 Problem(
                     f"the sweep file must be UTF-8, but got the byte {e.object[e.start]:#x}, which UTF-8 "
                     "cannot decode. Save the file as UTF-8.",
                     where,
-                    line,
+                    at,
                 )
             ]
         ) from None
@@ -94,7 +94,7 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
         raise SweepError(
             [Problem(f"the file must hold a mapping of sections, but got a {type(data).__name__}.", where, 1)]
         )
-    lines: dict[tuple, int] = {}
+    lines: dict[tuple[Any, ...], int] = {}
     duplicates: list[Problem] = []
     _collect_lines(node, (), lines, duplicates, where)
     if duplicates:  # YAML would silently keep the last one
@@ -146,11 +146,15 @@ def _check_expansion(node: yaml.Node | None, where: str) -> None:
 
 
 def _collect_lines(
-    node: yaml.Node | None, path: tuple, lines: dict[tuple, int], duplicates: list[Problem], where: str
+    node: yaml.Node | None,
+    path: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    duplicates: list[Problem],
+    where: str,
 ) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key_path = path + (key_node.value,)
+            key_path = (*path, key_node.value)
             line = key_node.start_mark.line + 1
             if key_path in lines:
                 name = ".".join(map(str, key_path))
@@ -167,5 +171,5 @@ def _collect_lines(
             _collect_lines(value_node, key_path, lines, duplicates, where)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _collect_lines(item, path + (i,), lines, duplicates, where)
+            lines[(*path, i)] = item.start_mark.line + 1
+            _collect_lines(item, (*path, i), lines, duplicates, where)
