@@ -93,7 +93,8 @@ CASES = {
         ["data must load from path='http://127.0.0.1:9/rows.jsonl', but got", "that this machine can reach"],
     ),
     "a token in a data URL": (
-        "data: {path: 'https://ghp_s3cret@example.com/rows.jsonl', prompt_template: '{q}', response_template: '{a}'}\n",
+        "data: {path: 'https://ghp_s3cret@example.com/rows.jsonl', prompt_template: '{q}', "
+        "response_template: '{a}'}\n",
         [
             "sweep.yaml:1: data.path must not hold a password or token, but got https://***@example.com/rows.jsonl"
         ],
@@ -166,7 +167,7 @@ def test_files_that_are_not_utf8_name_the_line(in_tmp, capsys):
 
 
 def test_debug_shows_the_traceback(in_tmp, write):
-    with pytest.raises(Exception, match="learning_rate.low must be <= high"):
+    with pytest.raises(Exception, match=r"learning_rate\.low must be <= high"):
         main(["--debug", "run", str(write(CASES["low above high"][0]))])
 
 
@@ -197,7 +198,8 @@ def _model_with_its_own_code(folder: Path, marker: Path) -> Path:
     (base / "config.json").write_text(json.dumps(config))
     (base / "modeling_custom.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "from transformers import LlamaForCausalLM\n\n\nclass CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
+        "from transformers import LlamaForCausalLM\n\n\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
     )
     return base
 

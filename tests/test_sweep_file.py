@@ -1,5 +1,7 @@
 """Sweep files: the Olive-material format, full files, and every error reported at once."""
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -110,7 +112,7 @@ model:
 
 
 def test_secrets_and_managed_fields_are_refused(write):
-    with pytest.raises(SweepError, match="hub_token.*secret.*environment"):
+    with pytest.raises(SweepError, match=r"hub_token.*secret.*environment"):
         load_sweep(write("train:\n  hub_token: hf_abc\n"))
 
 
@@ -139,10 +141,71 @@ def test_validate_shows_the_pruner(capsys):
     assert "sampler    tpe (seed 21, n_startup_trials=4), 8 trials" in out
 
 
-def test_shipped_sweep_files_start_with_their_command():
+def test_shipped_sweep_files_start_with_their_schema_then_their_command():
     for path in (ROOT / "spaces").glob("*.yaml"):
-        first = path.read_text(encoding="utf-8").splitlines()[0]
-        assert first.startswith("# lorasweep run spaces/"), path
+        first, second = path.read_text(encoding="utf-8").splitlines()[:2]
+        assert first == "# yaml-language-server: $schema=./sweep-file.schema.json", path
+        assert second.startswith("# lorasweep run spaces/"), path
+
+
+# Unknown keys on one line (flow mappings): reported in the order written, whatever the hash seed.
+UNKNOWN_KEYS = """\
+study:
+  pruner: {type: median, zeta: 1, alpha: 2, mid: 3, beta: 4}
+search_space:
+  learning_rate: {type: float, low: 0.001, high: 0.01, zz: 1, aa: 2, mm: 3}
+promote: {zulu: 1, alpha: 2, mike: 3}
+"""
+
+
+def test_problems_come_in_file_order_under_every_hash_seed(write):
+    import os
+    import subprocess
+    import sys
+
+    path = write(UNKNOWN_KEYS)
+    script = f"from lorasweep.search.cli import main; raise SystemExit(main(['validate', {str(path)!r}]))"
+    outputs = set()
+    for seed in ("0", "1", "2", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+        assert done.returncode == 2, done.stderr
+        outputs.add(done.stderr)
+    assert len(outputs) == 1, outputs
+    err = outputs.pop()
+    for words in (
+        ("zeta=", "alpha=", "mid=", "beta="),
+        ("'zz'", "'aa'", "'mm'"),
+        ("'zulu'", "'alpha'", "'mike'"),
+    ):
+        at = [err.index(w) for w in words]
+        assert at == sorted(at), err
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "promote: {max_logit_diff: .nan}\n",
+            "promote.max_logit_diff must be a number > 0, but got max_logit_diff=nan",
+        ),
+        (
+            "promote: {max_eval_loss_change: .inf}\n",
+            "promote.max_eval_loss_change must be a relative change >= 0",
+        ),
+        ("search_space:\n  lora_alpha: {per_rank: .inf}\n", "lora_alpha.per_rank must be a positive number"),
+        (
+            "search_space:\n  learning_rate: {type: float, low: .nan, high: 1}\n",
+            "learning_rate.low must be a finite number",
+        ),
+        ("search_space:\n  lora_alpha: {per_rank: true}\n", "lora_alpha.per_rank must be a positive number"),
+    ],
+)
+def test_numbers_in_a_sweep_file_are_finite_numbers(write, text, expected):
+    """A NaN tolerance fails every comparison (a gate no export passes); an infinite one, or an
+    infinite alpha multiplier, is no limit. Both are refused where they are written, as is true."""
+    with pytest.raises(SweepError, match=re.escape(expected)):
+        load_sweep(write(text))
 
 
 def test_pruners_take_their_optuna_options(write):
@@ -175,7 +238,7 @@ def test_early_stopping_is_a_train_knob_and_needs_evaluations(write):
         load_sweep(write("train: {early_stopping_patience: 3, eval_strategy: 'no'}\n"))
     with pytest.raises(SweepError, match="parameter early_stopping_patience must be an integer"):
         load_sweep(write("train: {early_stopping_patience: soon}\n"))
-    with pytest.raises(SweepError, match="study.retries must be an integer >= 0"):
+    with pytest.raises(SweepError, match=r"study\.retries must be an integer >= 0"):
         load_sweep(write("study: {retries: -1}\n"))
 
 
@@ -183,7 +246,7 @@ def _bomb(depth: int) -> str:
     """A "billion laughs": each anchor is a list of nine aliases of the one before."""
     names = [f"l{i}" for i in range(depth + 1)]
     lines = [f"{names[0]}: &{names[0]} [ha, ha, ha, ha, ha, ha, ha, ha, ha]"]
-    lines += [f"{n}: &{n} [{', '.join(['*' + prev] * 9)}]" for prev, n in zip(names, names[1:])]
+    lines += [f"{n}: &{n} [{', '.join(['*' + prev] * 9)}]" for prev, n in itertools.pairwise(names)]
     return "\n".join(lines) + f"\nsearch_space: {{lora_r: {{type: choice, values: *{names[-1]}}}}}\n"
 
 
@@ -247,7 +310,9 @@ def test_a_stored_sweep_is_read_whatever_its_names(in_tmp):
     from lorasweep.search.sweepfile._sweep import stored_sweep
 
     study = optuna.create_study(study_name="s" * 120)
-    study.set_user_attr(record.SWEEP, "study: {name: " + "s" * 120 + "}\ntracking: {experiment: 'team/demo'}\n")
+    study.set_user_attr(
+        record.SWEEP, "study: {name: " + "s" * 120 + "}\ntracking: {experiment: 'team/demo'}\n"
+    )
     sweep = stored_sweep(study)
     assert sweep.experiment == "team/demo" and sweep.study.name == "s" * 120
 

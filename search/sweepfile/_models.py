@@ -76,7 +76,9 @@ class Rule:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # A number in a sweep file is finite: NaN fails every comparison (a gate no export passes), and
+    # an infinite tolerance or multiplier is no limit at all.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 def _one_or_many(item: Any) -> Any:
@@ -419,6 +421,7 @@ _EXPECTED = {
     "model_attributes_type": "a mapping",
     "none_required": "null",
     "too_short": "a non-empty list",
+    "finite_number": "a finite number",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 M = TypeVar("M", bound=BaseModel)
