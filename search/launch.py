@@ -16,9 +16,15 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState
 
 from lorasweep.objectives import BATCH_SIZE, METRICS, BaseFootprint, MetricFn, TrialRunner
@@ -54,7 +60,7 @@ AUTO = "auto"  # --workers auto: the default
 def _pool_asked(options: RunOptions) -> bool:
     """Whether several workers were asked for by number (auto decides later, and only for what can
     run them)."""
-    return options.workers != AUTO and options.workers > 1  # type: ignore[operator]
+    return isinstance(options.workers, int) and options.workers > 1
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,26 @@ class RunOptions:
                 )
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a `run` goes: the study's name, its budget of finished trials, the study storage and
+    the MLflow store (the flags over the sweep file)."""
+
+    name: str
+    budget: int
+    storage_url: str | None
+    uri: str
+
+    @classmethod
+    def of(cls, sweep: Sweep, options: RunOptions) -> _Target:
+        return cls(
+            name=options.study_name or sweep.study.name,
+            budget=options.n_trials or sweep.study.n_trials,
+            storage_url=options.storage or sweep.study.storage,
+            uri=tracking_uri(options.tracking_uri, sweep.tracking_uri),
+        )
+
+
 @first_only()
 def run_sweep(
     sweep: Sweep,
@@ -102,60 +128,99 @@ def run_sweep(
 
     Raises SweepStopped when `options.max_failures` trials fail in this run. `runner` defaults to
     the trial side's Recipe for the sweep's model and data (tests pass stubs)."""
-    name = options.study_name or sweep.study.name
-    check_study_name(name)
-    check_custom_metrics(sweep, options, name)
-    budget = options.n_trials or sweep.study.n_trials
-    storage_url = options.storage or sweep.study.storage
-    if _pool_asked(options) and storage_url and storage_url.startswith("sqlite"):
-        raise UserError(
-            "--workers above 1 needs a study storage that several processes can write at once, but "
-            f"got storage={redact(storage_url)} (SQLite locks up under concurrent writers). Use the "
-            "default journal (mlruns/optuna.journal), a file ending in .journal, or postgresql://."
-        )
-    uri = tracking_uri(options.tracking_uri, sweep.tracking_uri)
-    existing = _existing_study(name, storage_url, sweep)
-    if existing is None and sweep.experiment is not None and is_local(uri):
+    target = _Target.of(sweep, options)
+    # Everything that can be refused is refused before anything is written.
+    _check_run(sweep, options, target)
+    existing = _existing_study(target.name, target.storage_url, sweep)
+    if existing is None and sweep.experiment is not None and is_local(target.uri):
         # A local store makes the experiment a folder; load_sweep could not see a --tracking-uri flag.
         check_study_name(sweep.experiment, "tracking.experiment")
-    earlier = None
-    if sweep.study.warm_start is not None and (existing is None or not existing.get_trials(deepcopy=False)):
-        if sweep.study.warm_start == name:
-            raise UserError(
-                f"study.warm_start must name another study, but got warm_start={name!r}, the study this run "
-                "continues (--study). Name an earlier study, or remove warm_start."
-            )
-        earlier = _warm_start.earlier_study(sweep, storage_url)  # before anything is written
+    earlier = _warm_start_source(sweep, target, existing)
     done = len(existing.get_trials(deepcopy=False, states=FINISHED)) if existing else 0
-    if existing is not None and done >= budget:
-        tracker = Tracker(uri, sweep.experiment or name)
-        if existing.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            # Nothing to run, but a dead worker's trial must not stay RUNNING (nor its MLflow run).
-            Recovery(tracker, retries=0).recover(existing)
-        parent.close_if_left_open(existing, tracker, sweep, plots=options.plots, log=log)
-        log(
-            f"study {name!r} already has {done} finished trials (budget {budget}); nothing to run. "
-            f"{best_text(existing, sweep.study.metrics)}"
-        )
-        return existing
+    if existing is not None and done >= target.budget:
+        return _nothing_to_run(existing, sweep, target, done, options, log)
 
-    session = _Session.open(sweep, name, storage_url, uri, options, log, runner, create=True)
-    study, tracker = session.study, session.tracker
-    first = len(study.get_trials(deepcopy=False))  # trials numbered from here on are this run's
-    choice = _auto_workers(session, options, storage_url, budget - done, ours=runner is None)
+    session = _Session.open(
+        sweep, target.name, target.storage_url, target.uri, options, log, runner, create=True
+    )
+    first = len(session.study.get_trials(deepcopy=False))  # trials numbered from here on are this run's
+    choice = _auto_workers(session, options, target.storage_url, target.budget - done, ours=runner is None)
     if choice is not None:
         options = dataclasses.replace(options, workers=choice.workers)
-    if existing is None:
+    parent_id = _record_start(session, target, new=existing is None, log=log)
+    recovered = session.recovery.recover(session.study)
+    if not options.quiet:  # a runner handed in (tests) runs here: no choice was made
+        _say_start(session, target, done, parent_id, recovered, choice if runner is None else None, log)
+
+    failures = FailureLimit(options.max_failures)
+    ended = _run_or_close(
+        session, options, target, parent_id, failures, earlier, done, log, ours=runner is None
+    )
+    _finish(session, target, parent_id, failures, ended, first, options, log)
+    return session.study
+
+
+def _check_run(sweep: Sweep, options: RunOptions, target: _Target) -> None:
+    """What the sweep file and the flags must agree on before any store is opened."""
+    check_study_name(target.name)
+    check_custom_metrics(sweep, options, target.name)
+    if _pool_asked(options) and target.storage_url and target.storage_url.startswith("sqlite"):
+        raise UserError(
+            "--workers above 1 needs a study storage that several processes can write at once, but "
+            f"got storage={redact(target.storage_url)} (SQLite locks up under concurrent writers). Use "
+            "the default journal (mlruns/optuna.journal), a file ending in .journal, or postgresql://."
+        )
+
+
+def _warm_start_source(sweep: Sweep, target: _Target, existing: optuna.Study | None) -> optuna.Study | None:
+    """study.warm_start's earlier study, found before anything is written; None when the file names
+    none, or when this study has trials of its own already (it started warm, or never will)."""
+    if sweep.study.warm_start is None or (existing is not None and existing.get_trials(deepcopy=False)):
+        return None
+    if sweep.study.warm_start == target.name:
+        raise UserError(
+            f"study.warm_start must name another study, but got warm_start={target.name!r}, the study "
+            "this run continues (--study). Name an earlier study, or remove warm_start."
+        )
+    return _warm_start.earlier_study(sweep, target.storage_url)
+
+
+def _nothing_to_run(
+    study: optuna.Study,
+    sweep: Sweep,
+    target: _Target,
+    done: int,
+    options: RunOptions,
+    log: Callable[[str], None],
+) -> optuna.Study:
+    """The study holds its budget already: it is tidied (a dead worker's trial must not stay
+    RUNNING, nor its MLflow run; a parent run an interrupted run left open is closed) and said so."""
+    tracker = Tracker(target.uri, sweep.experiment or target.name)
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        Recovery(tracker, retries=0).recover(study)
+    parent.close_if_left_open(study, tracker, sweep, plots=options.plots, log=log)
+    log(
+        f"study {target.name!r} already has {done} finished trials (budget {target.budget}); nothing to "
+        f"run. {best_text(study, sweep.study.metrics)}"
+    )
+    return study
+
+
+def _record_start(session: _Session, target: _Target, *, new: bool, log: Callable[[str], None]) -> str:
+    """The study's record of this run (its metric names, sweep file, budget and MLflow store) and its
+    MLflow parent run, opened or re-attached. Returns the parent run's id."""
+    study, sweep = session.study, session.sweep
+    if new:
         with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(sweep.study.metrics))
     elif StudyRecord.of(study).sweep_text != sweep.text:
-        log(f"note: study {name!r} was started from a different sweep file; continuing with this one")
+        log(f"note: study {target.name!r} was started from a different sweep file; continuing with this one")
     record.save_study(
-        study, sweep.text, sweep.path, sweep.custom_metrics, budget, uri, reported_metric(sweep)
+        study, sweep.text, sweep.path, sweep.custom_metrics, target.budget, target.uri, reported_metric(sweep)
     )
-    parent_id = tracker.parent_run(
-        name,
+    parent_id = session.tracker.parent_run(
+        target.name,
         StudyRecord.of(study).parent_run_id,
         parent.study_params(sweep),
         sweep.text,
@@ -163,58 +228,116 @@ def run_sweep(
         warn=log,
     )
     record.save_parent_run(study, parent_id)
-    recovered = session.recovery.recover(study)
-    if not options.quiet:
-        log(
-            f"study {name!r}: {done}/{budget} trials done, sampler {sweep.study.sampler}, "
-            f"pruner {sweep.study.pruner['type'] if sweep.study.pruner else 'none'}, "
-            f"objective {', '.join(f'{m} ({d})' for m, d in zip(sweep.study.metrics, sweep.study.directions))}"
-        )
-        log(f"mlflow: {redact(uri)} (experiment {sweep.experiment or name!r}, parent run {parent_id})")
-        if choice is not None and runner is None:  # a runner handed in (tests) runs here: no choice
-            log(choice.line())
-        if recovered:
-            log(
-                f"recovered: trial {', '.join(map(str, recovered))} did not finish (worker stopped); see retries"
-            )
+    return parent_id
 
-    failures = FailureLimit(options.max_failures)
+
+def _say_start(
+    session: _Session,
+    target: _Target,
+    done: int,
+    parent_id: str,
+    recovered: list[int],
+    choice: WorkerChoice | None,
+    log: Callable[[str], None],
+) -> None:
+    study = session.sweep.study
+    objective = ", ".join(f"{m} ({d})" for m, d in zip(study.metrics, study.directions, strict=True))
+    log(
+        f"study {target.name!r}: {done}/{target.budget} trials done, sampler {study.sampler}, "
+        f"pruner {study.pruner['type'] if study.pruner else 'none'}, objective {objective}"
+    )
+    experiment = session.sweep.experiment or target.name
+    log(f"mlflow: {redact(target.uri)} (experiment {experiment!r}, parent run {parent_id})")
+    if choice is not None:
+        log(choice.line())
+    if recovered:
+        log(f"recovered: trial {', '.join(map(str, recovered))} did not finish (worker stopped); see retries")
+
+
+def _run_or_close(
+    session: _Session,
+    options: RunOptions,
+    target: _Target,
+    parent_id: str,
+    failures: FailureLimit,
+    earlier: optuna.Study | None,
+    done: int,
+    log: Callable[[str], None],
+    *,
+    ours: bool,
+) -> str:
+    """What runs before the trials (the learning-rate range test, the warm start, the base model's
+    scores), then the trials, here or in a pool. Whatever stops them early closes the parent run
+    (KILLED on Ctrl-C, else FAILED) and is raised. Returns why the trials ended (work's reasons)."""
     try:
-        if sweep.study.lr_range_test or _lr_range.recorded(study) is not None:
-            session.sweep = sweep = _lr_range.apply(
-                study,
-                sweep,
-                session.runner,
-                (lambda _: None) if options.quiet else log,
-                lambda tags: tracker.log_study_tags(parent_id, tags),
+        _before_trials(session, options, parent_id, earlier, target.budget, log, ours=ours)
+        if isinstance(options.workers, int) and options.workers > 1:  # "auto" is a number by now
+            return _run_pool(
+                session, options.workers, options, target.storage_url, failures, done, target.budget, log
             )
-            study.sampler = make_sampler(sweep.study, sweep.space)  # lorasweep's sampler draws from the space it was built with
-        if earlier is not None and not study.get_trials(deepcopy=False):
-            _warm_start.enqueue(study, earlier, sweep, budget, (lambda _: None) if options.quiet else log)
-        if StudyRecord.of(study).base_metrics is None:
-            base = _base_scores_of(session, options, ours=runner is None)
-            record.save_base_metrics(study, base)
-            tracker.log_base_metrics(parent_id, base)
-            if not options.quiet:
-                log("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
-        if options.workers > 1:
-            ended = _run_pool(session, options, storage_url, failures, done, budget, log)
-        else:
-            ended = session.run_trials(parent_id, failures, done, budget, options)
+        return session.run_trials(parent_id, failures, done, target.budget, options)
     except BaseException as e:
-        _stop_if_deleted(study, tracker, parent_id)
+        _stop_if_deleted(session.study, session.tracker, parent_id)
         try:
-            tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            session.tracker.fail_study(parent_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         except Exception as cleanup:
             if store_error(cleanup, "") is None:
                 raise
         raise
-    _say_if_exhausted(study, sweep, budget, log)
-    _say_if_timed_out(study, sweep, budget, ended, log, first)
+
+
+def _before_trials(
+    session: _Session,
+    options: RunOptions,
+    parent_id: str,
+    earlier: optuna.Study | None,
+    budget: int,
+    log: Callable[[str], None],
+    *,
+    ours: bool,
+) -> None:
+    """What the trials start from: the learning-rate range test's narrowed space (measured once,
+    applied again on every later run), the warm start's trials (enqueued into an empty study) and
+    the base model's scores (once per study)."""
+    study, tracker = session.study, session.tracker
+    say = (lambda _: None) if options.quiet else log
+    if session.sweep.study.lr_range_test or _lr_range.recorded(study) is not None:
+        session.sweep = _lr_range.apply(
+            study,
+            session.sweep,
+            session.runner,
+            say,
+            lambda tags: tracker.log_study_tags(parent_id, tags),
+        )
+        # lorasweep's sampler draws from the space it was built with: the narrowed one from now on
+        study.sampler = make_sampler(session.sweep.study, session.sweep.space)
+    if earlier is not None and not study.get_trials(deepcopy=False):
+        _warm_start.enqueue(study, earlier, session.sweep, budget, say)
+    if StudyRecord.of(study).base_metrics is None:
+        base = _base_scores_of(session, options, ours=ours)
+        record.save_base_metrics(study, base)
+        tracker.log_base_metrics(parent_id, base)
+        say("base model: " + " ".join(f"{k}={v:.4g}" for k, v in base.items()))
+
+
+def _finish(
+    session: _Session,
+    target: _Target,
+    parent_id: str,
+    failures: FailureLimit,
+    ended: str,
+    first: int,
+    options: RunOptions,
+    log: Callable[[str], None],
+) -> None:
+    """Why the sweep ended short of its budget, if it did; the parent run's summary and plots; and
+    SweepStopped when failures stopped it."""
+    study, sweep = session.study, session.sweep
+    _say_if_exhausted(study, sweep, target.budget, log)
+    _say_if_timed_out(study, sweep, target.budget, ended, log, first)
     status = "FAILED" if failures.tripped else "FINISHED"
-    parent.finish(study, tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
-    failures.raise_if_tripped(study, budget)
-    return study
+    parent.finish(study, session.tracker, parent_id, sweep, plots=options.plots, log=log, status=status)
+    failures.raise_if_tripped(study, target.budget)
 
 
 @first_only()
@@ -369,37 +492,12 @@ class _Session:
         *,
         create: bool,
     ) -> _Session:
-        if runner is None:
-            from lorasweep.objectives import Recipe  # torch and transformers: only where trials run
-
-            if not options.quiet:
-                log(f"loading the data ({sweep.data.path}) and the base model ({sweep.model.base})")
-            runner = Recipe(
-                sweep.model, sweep.data, sweep.eval, None if options.quiet else log, options.metrics
-            )
-        sweep.check_batch_fits(runner.train_rows)
-        if _pool_asked(options):
-            _check_workers(sweep, runner, options, log)
+        trial_runner = runner if runner is not None else _recipe(sweep, options, log)
+        _check_fits(sweep, trial_runner, options, log)
         tracker = Tracker(uri, sweep.experiment or name)
         recovery = Recovery(tracker, sweep.study.retries)
-        storage = open_storage(storage_url, on_stale=recovery)
-        sampler, pruner = make_sampler(sweep.study, sweep.space), build_pruner(sweep.study.pruner)
-        if create:
-            study = optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=sampler,
-                pruner=pruner,
-                directions=list(sweep.study.directions),
-                load_if_exists=True,
-            )
-        else:
-            # Reseeded, as Optuna does for n_jobs > 1: the grid picks among its free points at
-            # random once trial numbers pass its size. Other samplers draw each trial from a stream
-            # of its own (seed, trial number) and ignore this. (A trial trains with seed + number.)
-            sampler.reseed_rng()
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        return cls(sweep, runner, tracker, recovery, study)
+        study = _open_study(sweep, name, open_storage(storage_url, on_stale=recovery), create=create)
+        return cls(sweep, trial_runner, tracker, recovery, study)
 
     def run_trials(
         self, parent_id: str, failures: FailureLimit, done: int, budget: int, options: RunOptions
@@ -428,7 +526,7 @@ class _Session:
             ended = work(
                 study,
                 objective,
-                budget=lambda: StudyRecord.of(study).budget,
+                budget=lambda: StudyRecord.of(study).budget or budget,  # raised by a later run's --trials
                 callbacks=[progress, failures],
                 recover=self.recovery.fail_dead,
                 stop=lambda: failures.tripped or objective.fault is not None,
@@ -442,8 +540,51 @@ class _Session:
         return ended
 
 
+def _recipe(sweep: Sweep, options: RunOptions, log: Callable[[str], None]) -> TrialRunner:
+    """The trial side's runner: the data and the base model loaded first, so that bad input fails
+    before anything is written."""
+    from lorasweep.objectives import Recipe  # torch and transformers: only where trials run
+
+    if not options.quiet:
+        log(f"loading the data ({sweep.data.path}) and the base model ({sweep.model.base})")
+    recipe = Recipe(sweep.model, sweep.data, sweep.eval, None if options.quiet else log, options.metrics)
+    # A TrialRunner: the Recipe always knows its footprint, which the protocol (whose attributes are
+    # writable, so mypy holds them invariant) allows to be None. Only read here.
+    return cast(TrialRunner, recipe)
+
+
+def _check_fits(sweep: Sweep, runner: TrialRunner, options: RunOptions, log: Callable[[str], None]) -> None:
+    """The batch against the training rows, and `--workers N` against this machine."""
+    sweep.check_batch_fits(runner.train_rows)
+    if isinstance(options.workers, int) and options.workers > 1:
+        _check_workers(sweep, runner, options.workers, options.force, log)
+
+
+def _open_study(
+    sweep: Sweep, name: str, storage: optuna.storages.BaseStorage | str, *, create: bool
+) -> optuna.Study:
+    """The study with the sweep's sampler and pruner: created (or continued) by `run`, joined by a
+    worker."""
+    sampler, pruner = make_sampler(sweep.study, sweep.space), build_pruner(sweep.study.pruner)
+    if create:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=list(sweep.study.directions),
+            load_if_exists=True,
+        )
+    # Reseeded, as Optuna does for n_jobs > 1: the grid picks among its free points at random once
+    # trial numbers pass its size. Other samplers draw each trial from a stream of its own (seed,
+    # trial number) and ignore this. (A trial trains with seed + number.)
+    sampler.reseed_rng()
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
 def _run_pool(
     session: _Session,
+    workers: int,
     options: RunOptions,
     storage_url: str | None,
     failures: FailureLimit,
@@ -454,19 +595,25 @@ def _run_pool(
     """`--workers N`: N local worker processes run the trials; this process only watches. Returns
     why they ended ("timeout" or "budget", as work's reasons)."""
     study = session.study
-    session.runner = None  # type: ignore[assignment] - each worker loads its own model
+    # Each worker loads its own model: this process lets go of its copy before they start.
+    session.runner = None  # type: ignore[assignment]
     gc.unfreeze()  # the Recipe froze what it loaded: out of the collector's sight otherwise
     gc.collect()
     progress = Progress(session.sweep.study.metrics, budget, done, options.quiet)
+
+    def on_trial(trial: optuna.trial.FrozenTrial) -> None:
+        progress(study, trial)
+        failures.count(trial)
+
     try:
         problems = run_pool(
             study,
-            options.workers,
+            workers,
             storage=storage_url or str(DEFAULT_STORAGE.resolve()),
             tracking_uri=session.tracker.uri,
             max_failures=options.max_failures,
             system_metrics=options.system_metrics,
-            on_trial=lambda trial: (progress(study, trial), failures.count(trial)),
+            on_trial=on_trial,
             stop=lambda: failures.tripped,
         )
     finally:
@@ -521,20 +668,20 @@ def _auto_workers(
 
 
 def _check_workers(
-    sweep: Sweep, runner: TrialRunner, options: RunOptions, log: Callable[[str], None]
+    sweep: Sweep, runner: TrialRunner, workers: int, force: bool, log: Callable[[str], None]
 ) -> None:
     """`--workers N` against this machine's cores and memory, before any worker starts or anything
     is written (the estimate: _machine)."""
     batch = sweep.space.largest(BATCH_SIZE) or sweep.fixed.get(BATCH_SIZE, 8)
     machine = _as_pool_finds_it(this_machine(), runner.footprint)
     cost = worker_cost(runner.footprint, batch, sweep.data.max_length)
-    problem = too_many_workers(options.workers, machine, cost)
+    problem = too_many_workers(workers, machine, cost)
     if problem is None:
         return
-    if not options.force:
+    if not force:
         raise UserError(problem)
     log(
-        f"warning: {options.workers} workers are more than fit this machine "
+        f"warning: {workers} workers are more than fit this machine "
         f"({largest_workers(machine, cost)}); starting them all, as --force asks"
     )
 
@@ -565,6 +712,14 @@ def _existing_study(name: str, storage_url: str | None, sweep: Sweep) -> optuna.
     return study
 
 
+def _described(dist: BaseDistribution) -> str:
+    """A trial's distribution as describe() shows the kinds a sweep file makes; any other kind was
+    sampled by something other than lorasweep, and is shown as Optuna writes it."""
+    if isinstance(dist, (FloatDistribution, IntDistribution, CategoricalDistribution)):
+        return describe(dist)
+    return repr(dist)
+
+
 def _check_space(study: optuna.Study, sweep: Sweep) -> None:
     """A continued study must sample what its trials sampled. Optuna refuses another kind of
     distribution (or other choices) under a name only when a trial asks for it, failing trial after
@@ -581,7 +736,7 @@ def _check_space(study: optuna.Study, sweep: Sweep) -> None:
     if not old:
         return
     changed = [
-        f"{name}: {describe(old[name])} -> {describe(new)}"
+        f"{name}: {_described(old[name])} -> {describe(new)}"
         for name, new in sweep.space.distributions.items()
         if name in old and old[name] != new
     ]
