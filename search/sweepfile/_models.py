@@ -22,7 +22,7 @@ from pydantic import model_validator as _model_validator
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
-from lorasweep.objectives import METRICS, DataSpec, EvalSpec, ModelSpec
+from lorasweep.objectives import DEFAULTS, METRICS, DataSpec, EvalSpec, ModelSpec
 
 from ..errors import Problems, unknown_key
 from ..precisions import PRECISIONS, REGISTRY, default_max_perplexity_change
@@ -76,9 +76,13 @@ class Rule:
 
 
 class Section(BaseModel):
+    """A section of the file: its keys are its fields, each described by the docstring below it."""
+
     # A number in a sweep file is finite: NaN fails every comparison (a gate no export passes), and
     # an infinite tolerance or multiplier is no limit at all.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
 
 def _one_or_many(item: Any) -> Any:
@@ -100,16 +104,19 @@ def _name_or_mapping(name: Any, mapping: type[BaseModel]) -> Any:
 class SamplerOptions(BaseModel):
     """`sampler: {type: tpe, seed: 0, ...}`: any other key is the Optuna sampler's own option."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-    type: SamplerName = Field("tpe", description="The Optuna sampler.")
-    seed: int | None = Field(0, description="Seeds the sampler; null: a new stream each run.")
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, use_attribute_docstrings=True)
+    type: SamplerName = "tpe"
+    """The Optuna sampler."""
+    seed: int | None = 0
+    """Seeds the sampler; null: a new stream each run."""
 
 
 class PrunerOptions(BaseModel):
     """`pruner: {type: median, ...}`: any other key is the Optuna pruner's own option."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-    type: PrunerName = Field(description="The pruner.")
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, use_attribute_docstrings=True)
+    type: PrunerName
+    """The pruner."""
 
 
 if TYPE_CHECKING:
@@ -128,52 +135,65 @@ FOLDER_NAME: JsonDict = {"pattern": f"^{NAME_PATTERN}$"}
 
 
 class Study(Section):
-    name: str | None = Field(
-        None,
-        description="Its name in Optuna and MLflow (default: the file's stem).",
-        json_schema_extra=FOLDER_NAME,
-    )
+    name: str | None = Field(None, json_schema_extra=FOLDER_NAME)
+    """The study, MLflow experiment and parent run name (default: the file's name without .yaml):
+    letters, digits, '.', '-' and '_'."""
     metrics: Names = Field(
-        "eval_loss", description=f"What it optimises: {', '.join(METRICS)}, or a custom metric."
+        "eval_loss",
+        description=f"One objective, or a list for a multi-objective study: {_METRICS_TEXT}, or a custom "
+        "metric the Python API computes.",
     )
-    metric: Names | None = Field(None, description="The same as metrics (the Olive material's word).")
-    directions: Directions | None = Field(None, description="One per metric; default: each metric's own.")
-    direction: Directions | None = Field(None, description="The same as directions.")
-    sampler: Sampler = Field("tpe", description="The sampler, or {type, seed, the Optuna sampler's options}.")
-    n_trials: int = Field(10, ge=1, description="The trial budget.")
-    timeout: float | None = Field(None, gt=0, description="Seconds this run of the sweep may take.")
-    storage: str | None = Field(
-        None, description="An Optuna storage URL; default: the journal under mlruns/."
-    )
-    pruner: Pruner | None = Field(
-        None, description="Stops lagging trials: a name, or {type, its Optuna options}."
-    )
-    retries: Annotated[int, Field(ge=0), Rule("be an integer >= 0", "0 never reruns a trial.")] = Field(
-        1, description="Times a trial whose worker died, or was interrupted, runs again."
-    )
-    lr_range_test: bool = Field(
-        False, description="Narrow learning_rate by a range test before the first trial."
-    )
-    warm_start: str | None = Field(
-        None, description="An earlier study on the same base: its best configs run first."
-    )
+    metric: Names | None = None
+    """The same as metrics (the Olive material's word)."""
+    directions: Directions | None = None
+    """minimize or maximize, one per metric (default: each metric's natural direction)."""
+    direction: Directions | None = None
+    """The same as directions."""
+    sampler: Sampler = "tpe"
+    """The sampler, or {type: tpe, seed: 0} with the Optuna sampler's own plain-valued options beside
+    them, e.g. {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}: checked against its
+    signature."""
+    n_trials: int = Field(10, ge=1)
+    """The trial budget: finished trials, counted across reruns and workers, never exceeded."""
+    timeout: float | None = Field(None, gt=0)
+    """Seconds for one `run` (default: none)."""
+    storage: str | None = None
+    """An Optuna storage URL (default: the journal under mlruns/)."""
+    pruner: Pruner | None = None
+    """Stops trials whose learning curves lag: a name (curve is lorasweep's learning-curve pruner),
+    or a mapping of type and the Optuna pruner's own options, e.g. {type: median, n_startup_trials: 3,
+    n_warmup_steps: 20}; patient wraps another: {type: patient, patience: 2, wrapped: median}.
+    Default: none."""
+    retries: Annotated[int, Field(ge=0), Rule("be an integer >= 0", "0 never reruns a trial.")] = 1
+    """Times a trial whose worker died or was interrupted runs again."""
+    lr_range_test: bool = False
+    """true: before the study's first trial, one learning-rate range test (as fastai's lr_find)
+    narrows the searched learning_rate to the rates of steepest descent / 10 up to the lowest loss,
+    within the declared range. A study that already has trials keeps the declared range."""
+    warm_start: str | None = None
+    """An earlier study in the same storage, on the same base: its 3 best complete configurations
+    that fit this space run first, as this study's own trials; the earlier study is only read."""
 
 
 class SearchStrategy(Section):
     """The Olive material's way to name the sampler and the budget."""
 
-    type: SamplerName = Field("tpe", description="The Optuna sampler (study.sampler's name).")
-    num_trials: int = Field(10, ge=1, description="The trial budget (study.n_trials).")
+    type: SamplerName = "tpe"
+    """The Optuna sampler (study.sampler)."""
+    num_trials: int = Field(10, ge=1)
+    """The trial budget (study.n_trials)."""
 
 
 class _Range(Section):
     type: str
-    low: float = Field(description="The smallest value.")
-    high: float = Field(description="The largest value.")
-    step: float | None = Field(
-        None, gt=0, description="Sample only low, low + step, ... (a grid can take it)."
-    )
-    log: bool = Field(False, description="Sample on a log scale (low > 0).")
+    low: float
+    """The smallest value."""
+    high: float
+    """The largest value."""
+    step: float | None = Field(None, gt=0)
+    """Sample only low, low + step, ... (a grid sampler needs a step on every float range)."""
+    log: bool = False
+    """Sample on a log scale (low > 0; no step)."""
 
     @_model_validator(mode="after")
     def _ordered(self) -> _Range:
@@ -194,26 +214,33 @@ class _Range(Section):
 
 
 class FloatRange(_Range):
-    type: Literal["float"] = Field(description="A range of numbers.")
+    type: Literal["float"]
+    """A range of numbers, mapped onto optuna.distributions.FloatDistribution."""
 
 
 class IntRange(_Range):
-    type: Literal["int"] = Field(description="A range of integers.")
-    low: int = Field(description="The smallest value.")
-    high: int = Field(description="The largest value.")
-    step: int | None = Field(None, gt=0, description="Sample only low, low + step, ...")
+    type: Literal["int"]
+    """A range of integers (IntDistribution)."""
+    low: int
+    """The smallest value."""
+    high: int
+    """The largest value."""
+    step: int | None = Field(None, gt=0)
+    """Sample only low, low + step, ..."""
 
 
 Plain = str | int | float | bool | None
 
 
 class Choice(Section):
-    type: Literal["choice", "categorical"] = Field(description="One of the values.")
+    type: Literal["choice", "categorical"]
+    """One of the values (CategoricalDistribution); categorical is a synonym."""
     values: Annotated[
         list[Plain],
         Field(min_length=1),
         Rule("be a non-empty list of distinct plain values (numbers, strings, true or false)"),
-    ] = Field(description="The values to choose from.")
+    ]
+    """The values to choose from."""
 
     @field_validator("values")
     @classmethod
@@ -250,7 +277,8 @@ class PerRank(Section):
         ],
         Discriminator(lambda v: "#range" if isinstance(v, dict) else "#number"),
         Rule("be a positive number or a range", "Example: lora_alpha: {per_rank: 2}."),
-    ] = Field(description="k in lora_alpha = k x r: a number, or a range to search.")
+    ]
+    """lora_alpha only: k in lora_alpha = k x r, a number or itself a range to search."""
 
 
 def _entry_tag(value: Any) -> str | None:
@@ -269,70 +297,82 @@ SpaceEntry = Annotated[
 
 
 class Model(Section):
-    base: str = Field(ModelSpec.base, description="tiny (built in), a hub id or a local folder.")
-    method: Literal["lora", "qlora"] = Field(ModelSpec.method, description="qlora: a 4-bit base (CUDA).")
-    target_modules: Names = Field(
-        ModelSpec.target_modules, description="all-linear, a regex, or a list of names."
-    )
-    revision: str | None = Field(
-        ModelSpec.revision, description="The hub revision (a branch, tag or commit)."
-    )
-    trust_remote_code: bool = Field(False, description="Allow a base that runs its own code (auto_map).")
-    device: Literal["auto", "cpu", "cuda"] = Field(ModelSpec.device, description="Where trials train.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 where the GPU has it."
-    )
+    base: str = ModelSpec.base
+    """tiny (the built-in tiny Llama), a hub id, or a local folder."""
+    method: Literal["lora", "qlora"] = ModelSpec.method
+    """lora, or qlora (a 4-bit base through bitsandbytes; CUDA only)."""
+    target_modules: Names = ModelSpec.target_modules
+    """all-linear, attention, mlp (found on the base itself), or a list of module names. Searched as
+    target_modules in search_space, a choice value such as "q_proj,v_proj" names modules."""
+    revision: str | None = ModelSpec.revision
+    """The hub revision (a branch, tag or commit), passed to from_pretrained."""
+    trust_remote_code: bool = ModelSpec.trust_remote_code
+    """A base whose config names code of its own (auto_map) is refused unless true."""
+    device: Literal["auto", "cpu", "cuda"] = ModelSpec.device
+    """Where trials train; auto: CUDA where present."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = ModelSpec.precision
+    """auto: bf16 where the GPU has it, else fp16; fp32 on the CPU."""
 
 
 class Data(Section):
-    path: str = Field(DataSpec.path, description="A data file, a folder, a hub id, a URL, or builtin:NAME.")
-    name: str | None = Field(DataSpec.name, description="The hub dataset's configuration name.")
-    train_split: str = Field(DataSpec.train_split, description="A `datasets` split, e.g. train[:80%].")
-    eval_split: str | None = Field(
-        None, description="The eval split; default: eval_fraction of the train split."
-    )
-    eval_fraction: float = Field(
-        DataSpec.eval_fraction, gt=0, lt=1, description="The train split's eval share."
-    )
-    max_eval_rows: AtLeast1 = Field(
-        DataSpec.max_eval_rows, description="Eval rows the loss is computed over."
-    )
-    prompt_template: str | None = Field(
-        DataSpec.prompt_template, description="The prompt: a str.format template."
-    )
-    response_template: str | None = Field(
-        DataSpec.response_template, description="The response (bears the loss)."
-    )
-    text_template: str | None = Field(
-        None, description="The Olive material's single template, instead of the pair."
-    )
-    label_column: str | None = Field(
-        DataSpec.label_column, description="For macro-F1 and the stratified split."
-    )
-    max_length: AtLeast1 = Field(DataSpec.max_length, description="Tokens per example, prompt and response.")
-    seed: int = Field(DataSpec.seed, description="Seeds the eval carve-out and the eval sample.")
+    path: str = DataSpec.path
+    """A local .jsonl/.json/.csv/.parquet file (relative to the sweep file), a dataset folder, a hub id,
+    a URL, builtin:tone or builtin:tone_chat (the same rows as conversations)."""
+    name: str | None = DataSpec.name
+    """The hub dataset's configuration name."""
+    train_split: str = DataSpec.train_split
+    """A `datasets` split expression such as train[:80%]."""
+    eval_split: str | None = DataSpec.eval_split
+    """The eval split; none: eval_fraction of train is carved out, stratified on the label."""
+    eval_fraction: float = Field(DataSpec.eval_fraction, gt=0, lt=1)
+    """The share of the train split carved out for eval when there is no eval_split."""
+    max_eval_rows: AtLeast1 = DataSpec.max_eval_rows
+    """Eval rows the loss is computed over at every evaluation: a larger eval split is sampled,
+    seeded by data.seed, the same rows for every trial."""
+    prompt_template: str | None = DataSpec.prompt_template
+    """A str.format template over the columns: the prompt. With no template at all, rows carry their
+    turns (a messages column, or prompt and completion) and the tokenizer's chat template renders them."""
+    response_template: str | None = DataSpec.response_template
+    """The response, a str.format template; the loss is on its tokens only."""
+    text_template: str | None = DataSpec.text_template
+    """The Olive material's single template instead of the pair: loss on every token; when its last
+    field ends it, the text before that field is the prompt for the generation metrics."""
+    label_column: str | None = DataSpec.label_column
+    """The column macro-F1 and the stratified split use (none for your own data)."""
+    max_length: AtLeast1 = DataSpec.max_length
+    """Tokens per example, prompt and response together; generation prompts keep their last
+    max_length tokens."""
+    seed: int = DataSpec.seed
+    """Seeds the eval carve-out and the sample of max_eval_rows."""
 
 
 class Eval(Section):
-    max_samples: AtLeast1 = Field(EvalSpec.max_samples, description="Eval prompts generated from.")
-    max_new_tokens: AtLeast1 = Field(EvalSpec.max_new_tokens, description="Tokens generated per prompt.")
-    batch_size: AtLeast1 = Field(EvalSpec.batch_size, description="The smallest generation batch.")
-    f1: Literal["auto", "label", "token"] = Field(
-        EvalSpec.f1, description="label: macro-F1; token: token F1."
-    )
-    log_samples: int = Field(EvalSpec.log_samples, description="Rows in each run's generations table.")
+    max_samples: AtLeast1 = EvalSpec.max_samples
+    """Eval prompts generated from for the generation metrics (ROUGE, F1, exact match, BLEU...)."""
+    max_new_tokens: AtLeast1 = EvalSpec.max_new_tokens
+    """The generation cap, in tokens."""
+    batch_size: AtLeast1 = EvalSpec.batch_size
+    """The eval-loss batch and the smallest generation batch; generation takes up to 256 prompts at
+    once where memory holds them."""
+    f1: Literal["auto", "label", "token"] = EvalSpec.f1
+    """auto: macro-F1 over labels when a label column is named or the responses form a small closed
+    set, token F1 otherwise; or force label / token."""
+    log_samples: int = EvalSpec.log_samples
+    """Rows in each run's generations.json table."""
 
 
 class Tracking(Section):
-    uri: str | None = Field(None, description="The MLflow tracking URI; default: sqlite under mlruns/.")
-    experiment: str | None = Field(None, description="The MLflow experiment; default: the study's name.")
+    uri: str | None = None
+    """The MLflow tracking URI (default: sqlite under mlruns/, or MLFLOW_TRACKING_URI)."""
+    experiment: str | None = None
+    """The MLflow experiment (default: the study's name); a local store's is a folder name."""
 
 
 class SelectEntry(Section):
-    metric: MetricName = Field(description="A metric the trials recorded.")
-    tolerance: Annotated[float, Field(ge=0), Rule("be a number >= 0 in the metric's units")] = Field(
-        0.0, description="Trials within this much of the best count as tied on it."
-    )
+    metric: MetricName
+    """A metric the trials recorded."""
+    tolerance: Annotated[float, Field(ge=0), Rule("be a number >= 0 in the metric's units")] = 0.0
+    """Trials within this much of the best (in the metric's units) count as tied on it."""
 
 
 if TYPE_CHECKING:
@@ -343,56 +383,69 @@ _PER_PRECISION = "; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values())
 
 
 class Promote(Section):
-    select: Select = Field(
-        [], description="Which Pareto trial is handed over: metrics, or {metric, tolerance}."
-    )
-    model_name: str | None = Field(
-        None, description="The registered model (the study's name).", json_schema_extra=FOLDER_NAME
-    )
+    select: Select = []
+    """With several metrics, which Pareto trial `best` picks: a list of metrics, each a name or
+    {metric, tolerance}. The trials within tolerance of the best on the first metric are kept, then
+    those within tolerance on the next, and the best on the last wins. Example: [{metric: f1,
+    tolerance: 0.01}, eval_loss]. Default: the study's metrics in order, tolerance 0."""
+    model_name: str | None = Field(None, json_schema_extra=FOLDER_NAME)
+    """The registered MLflow model promote adds versions to (default: the study's name)."""
     precisions: Annotated[
         list[PrecisionName], Field(min_length=1), Rule(f"be a list of {', '.join(PRECISIONS)}")
-    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated ({_PER_PRECISION}).")
+    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated: {_PER_PRECISION}.")
     max_logit_diff: Annotated[
         float, Field(gt=0), Rule("be a number > 0", "fp32 exports usually differ by 1e-5 or less.")
-    ] = Field(1e-3, description="fp32 ONNX against PyTorch: the largest |logit difference|.")
+    ] = 1e-3
+    """The largest absolute logit difference between the fp32 export and PyTorch, over every eval row."""
     max_perplexity_change: Annotated[
         dict[PrecisionName, Annotated[float, Field(ge=0)]],
         Rule("map precisions to relative changes >= 0", "Example: {int8: 0.05, int4: 0.15} (5% and 15%)."),
-    ] = Field(
-        default_factory=default_max_perplexity_change,
-        description="How far each export's eval perplexity may move from PyTorch's, relative (0.01 is 1%).",
-    )
+    ] = Field(default_max_perplexity_change())
+    """How far each export's eval perplexity may move from PyTorch's, relative (0.01 is 1%); a
+    partial mapping keeps the other precisions' defaults."""
     max_eval_loss_change: Annotated[
-        float,
-        Field(ge=0),
-        Rule("be a relative change >= 0", "Example: 0.01 (1%); raise it for trials scored in bf16."),
-    ] = Field(0.01, description="How far the rebuilt model's eval loss may move from its trial's, relative.")
+        float, Field(ge=0), Rule("be a relative change >= 0", "Example: 0.01 (1%); raise it for bf16 trials.")
+    ] = 0.01
+    """How far the rebuilt PyTorch model's eval loss may move from the one its trial recorded,
+    relative (measured: a CPU fp32 trial reproduces exactly, a bf16 one moves 0.04%)."""
+
+
+_TRAIN_DEFAULTS = ", ".join(f"{k}: {v}" for k, v in DEFAULTS.items())
 
 
 class SweepFile(Section):
     """A lorasweep sweep file: every section is optional."""
 
     model_config = ConfigDict(title="lorasweep sweep file")
-    search_strategy: SearchStrategy | None = Field(
-        None, description="The Olive material's sampler and trial budget (or study.sampler and n_trials)."
-    )
-    search_space: dict[str, SpaceEntry] = Field(
-        {},
-        description="Parameter names (TrainingArguments and LoraConfig fields, or their aliases) to "
-        "ranges: {type: float|int, low, high, log, step} or {type: choice, values}; lora_alpha may be "
-        "{per_rank: k}.",
-    )
-    study: Study | None = Field(None, description="The Optuna study: objective, sampler, budget, pruner.")
-    model: Model | None = Field(None, description="The base model and how it is adapted.")
-    data: Data | None = Field(None, description="The rows and how they become prompts and responses.")
+    search_strategy: SearchStrategy | None = None
+    """The Olive material's names for study.sampler and study.n_trials."""
+    search_space: dict[str, SpaceEntry] = {}
+    """Parameter names to ranges, each {type: float|int, low, high, log, step} or {type: choice,
+    values}; lora_alpha may also be {per_rank: k}. Parameter names are the fields of transformers'
+    TrainingArguments and peft's LoraConfig, the arguments of EarlyStoppingCallback, and the aliases
+    lora_r (r) and batch_size (per_device_train_batch_size); any other name is refused with a
+    did-you-mean, as are fields lorasweep sets itself (output_dir, report_to, ...) and secrets."""
+    study: Study | None = None
+    """The Optuna study: objective, sampler, budget, pruner."""
+    model: Model | None = None
+    """The base model and how it is adapted."""
+    data: Data | None = None
+    """The rows, and how they become prompts and responses."""
     train: dict[str, Any] = Field(
         {},
-        description="Fixed TrainingArguments and LoraConfig fields (and their aliases) for every trial.",
+        description="Fixed values for every trial, under the same parameter names as search_space "
+        f"(a name is searched or fixed, not both). Defaults: {_TRAIN_DEFAULTS}; evaluation every "
+        "max_steps / 5 steps unless eval_steps says otherwise. early_stopping_patience and "
+        "early_stopping_threshold stop a trial after that many evaluations without improvement and "
+        "keep the best evaluation's adapter.",
         json_schema_extra={"examples": [{"max_steps": 60, "lora_dropout": 0.05}]},
     )
-    eval: Eval | None = Field(None, description="Generation after training, for the generation metrics.")
-    tracking: Tracking | None = Field(None, description="Where MLflow records the runs.")
-    promote: Promote | None = Field(None, description="What `lorasweep promote` hands over, and its gate.")
+    eval: Eval | None = None
+    """Generation after training, for the generation metrics."""
+    tracking: Tracking | None = None
+    """Where MLflow records the runs."""
+    promote: Promote | None = None
+    """What `lorasweep promote` hands over, and the limits of the gate its ONNX exports must pass."""
 
 
 SECTIONS: tuple[str, ...] = tuple(SweepFile.model_fields)

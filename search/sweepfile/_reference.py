@@ -31,23 +31,13 @@ def reference_markdown() -> str:
         "`lorasweep schema` prints the schema.",
     ]
     for section, field in SweepFile.model_fields.items():
-        out += ["", f"## {section}", "", field.description or ""]
-        annotation = field.annotation
-        model = next((a for a in getattr(annotation, "__args__", ()) if _is_model(a)), None)
+        out += ["", f"## {section}", "", " ".join((field.description or "").split())]
+        model = next((a for a in getattr(field.annotation, "__args__", ()) if _is_model(a)), None)
         if model is not None:
             out += ["", *_table(model)]
         elif section == "search_space":
-            out += [
-                "",
-                "Each key is a parameter name (a `train` knob or its alias); each value one of:",
-            ]
             for entry in (FloatRange, IntRange, Choice, PerRank):
                 out += ["", f"### {entry.__name__}", "", *_table(entry)]
-        else:
-            out += [
-                "",
-                "Run `lorasweep validate` on a file to list the valid names, or see the CLI reference.",
-            ]
     return "\n".join(out) + "\n"
 
 
@@ -62,7 +52,7 @@ def _table(model: type[BaseModel]) -> list[str]:
     required = set(schema.get("required", []))
     for key, prop in schema["properties"].items():
         default = "(required)" if key in required else f"`{json.dumps(prop.get('default'))}`"
-        description = (prop.get("description") or "").replace("|", "\\|").replace("\n", " ")
+        description = " ".join((prop.get("description") or "").split()).replace("|", "\\|")
         rows.append(f"| `{key}` | {_type(prop, defs)} | {default} | {description} |")
     return rows
 
