@@ -35,8 +35,8 @@ def check_type(value: Any, hint: Any) -> tuple[bool, Any, str]:
     if hint is type(None):
         return value is None, value, "null"
     if origin is tuple:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) and value
-        return bool(ok), tuple(value) if ok else value, "a list of strings"
+        strings = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+        return strings, tuple(value) if strings else value, "a list of strings"
     if hint is bool:
         return isinstance(value, bool), value, "true or false"
     if hint is int:

@@ -12,20 +12,22 @@ from ..precisions import PRECISIONS, default_max_perplexity_change
 from ..selection import Criterion
 from ._models import Promote, check, name_problem
 
+_DEFAULTS = Promote.model_fields  # one default per key: the sweep file's
+
 
 @dataclass(frozen=True)
 class PromoteSpec:
     select: tuple[Criterion, ...] = ()  # with several metrics: which Pareto trial is handed over
     model_name: str | None = None  # the registered MLflow model; None: the study's name
     precisions: tuple[str, ...] = PRECISIONS  # ONNX exports made and gated
-    max_logit_diff: float = 1e-3  # fp32 ONNX against PyTorch: the largest |logit difference|
+    max_logit_diff: float = _DEFAULTS["max_logit_diff"].default  # fp32 ONNX against PyTorch: max |logit diff|
     # How far each export's eval perplexity may move from PyTorch's, relative (0.01 is 1%).
     max_perplexity_change: dict[str, float] = field(default_factory=default_max_perplexity_change)
     # How far the rebuilt PyTorch model's eval loss may move from the one its trial recorded,
     # relative: a model that does not reproduce its own trial is not handed over. Measured on the
     # tiny base: a CPU fp32 trial reproduces exactly, one trained and scored in bf16 moves 0.04%; an
     # adapter with every lora_B negated, +2000%.
-    max_eval_loss_change: float = 0.01
+    max_eval_loss_change: float = _DEFAULTS["max_eval_loss_change"].default
 
 
 def parse_promote(raw: Any, problems: Problems) -> PromoteSpec:
