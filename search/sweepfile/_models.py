@@ -170,7 +170,7 @@ class Study(Section):
     """true: before the study's first trial, one learning-rate range test (as fastai's lr_find)
     narrows the searched learning_rate to the rates of steepest descent / 10 up to the lowest loss,
     within the declared range. A study that already has trials keeps the declared range."""
-    warm_start: str | None = None
+    warm_start: Annotated[str | None, Rule("be the name of an earlier study", "Fix it.")] = None
     """An earlier study in the same storage, on the same base: its 3 best complete configurations
     that fit this space run first, as this study's own trials; the earlier study is only read."""
 
