@@ -29,9 +29,9 @@ from statistics import median
 
 import mlflow
 import optuna
-from _trials import Paired
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from _trials import Paired
 from lorasweep.objectives import Recipe, eval_inputs, load_trial_model
 from lorasweep.objectives.tiny import ensure_tiny_base
 from lorasweep.search import RunOptions, load_sweep, run_sweep
