@@ -475,6 +475,7 @@ _EXPECTED = {
     "none_required": "null",
     "too_short": "a non-empty list",
     "finite_number": "a finite number",
+    "missing": "given",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 M = TypeVar("M", bound=BaseModel)
@@ -531,7 +532,7 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
         value = _value_at(raw, keys[: keys.index(key) + 1])
         dotted = ".".join([prefix, *keys[: keys.index(key) + 1]])
         dotted = f"each item of {dotted}"
-    got = f"but got {key}={value!r}."
+    got = "but got none." if kind == "missing" else f"but got {key}={value!r}."
     if kind == "literal_error":
         plain = ".".join(k for k in [prefix, *keys] if not k.isdigit())
         return unknown_key(_WHAT.get(plain, plain), err["input"], re.findall(r"'([^']*)'", ctx["expected"]))
