@@ -342,6 +342,32 @@ def test_a_bad_promote_section_is_refused_with_its_line(write, promote, message)
     assert "sweep.yaml:2:" in str(error.value)
 
 
+def test_each_precision_is_one_registry_entry_that_the_parser_the_sweep_file_and_the_gate_read():
+    """A new precision is one entry in search/precisions.py: nothing else lists them."""
+    from lorasweep.search.cli import build_parser
+    from lorasweep.search.handover._parity import Limits, Measured, gate
+    from lorasweep.search.precisions import PRECISIONS, REGISTRY
+    from lorasweep.search.sweepfile import PromoteSpec
+
+    assert PRECISIONS[0] == "fp32" and REGISTRY["fp32"].olive_pass is None  # the reference
+    assert all(REGISTRY[p].olive_pass is not None for p in PRECISIONS[1:])
+    commands = build_parser()._subparsers._group_actions[0].choices  # argparse lists them nowhere public
+    flags = [
+        action
+        for command in commands.values()
+        for action in command._actions
+        if "--precision" in action.option_strings
+    ]
+    assert flags and all(tuple(f.choices) == PRECISIONS for f in flags)
+    assert all(p.summary in " ".join(f.help.split()) for f in flags for p in REGISTRY.values())
+    assert PromoteSpec().max_perplexity_change == {p.name: p.max_perplexity_change for p in REGISTRY.values()}
+    limits = Limits(0.1, PromoteSpec().max_perplexity_change)
+    for precision in PRECISIONS:
+        measured = Measured(precision, "", 0, 0.0, identical=3)
+        gate(measured, 3, limits, precision)
+        assert len(measured.checks) == (3 if REGISTRY[precision].exact else 1)  # exact: tokens and logits too
+
+
 def test_promote_refuses_trials_it_cannot_hand_over_before_doing_anything(stores, write, capsys):
     from lorasweep.search import RunOptions, load_sweep, run_sweep
 
