@@ -140,7 +140,6 @@ class EvalSpec:
     log_samples: int = 20  # rows in the run's generations table
 
 
-
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial: the resolved hyperparameters, split by the library that takes them."""
