@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
@@ -101,7 +101,8 @@ class FreshSampler(BaseSampler):
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
-        sampler, _ = self._drawn.pop(trial._trial_id, None) or (self._sampler(trial.number, 0), {})
+        drawn = self._drawn.pop(trial._trial_id, None)
+        sampler = drawn[0] if drawn is not None else self._sampler(trial.number, 0)
         sampler.after_trial(study, trial, state, values)
 
     def is_exhausted(self, study: optuna.Study) -> bool:
@@ -116,7 +117,7 @@ class FreshSampler(BaseSampler):
         if grid is None or math.prod(len(v) for v in grid.values()) > _ENUMERABLE:
             return None
         names = list(grid)
-        every = (dict(zip(names, values)) for values in itertools.product(*grid.values()))
+        every = (dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values()))
         return [c for c in every if configuration(c) not in taken]
 
     def _taken(self, study: optuna.Study, number: int | None) -> set[tuple]:
@@ -154,9 +155,16 @@ def _draw(
     drawn = {}
     for name, dist in space.items():
         if dist.single():  # no draw (a Trial takes the one value itself), but part of the configuration
-            drawn[name] = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+            drawn[name] = dist.choices[0] if isinstance(dist, CategoricalDistribution) else _low(dist)
         elif name in relative and relative_space.get(name) == dist:
             drawn[name] = relative[name]
         else:
             drawn[name] = sampler.sample_independent(study, trial, name, dist)
     return drawn
+
+
+def _low(dist: BaseDistribution) -> float:
+    """A numeric range's low end (its only value, when the range is one value wide)."""
+    if not isinstance(dist, FloatDistribution | IntDistribution):
+        raise TypeError(f"a search space holds int, float and categorical distributions, but got {dist!r}")
+    return dist.low

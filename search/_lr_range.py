@@ -60,7 +60,7 @@ def range_spec(sweep: Sweep) -> LrRangeSpec:
     """What the test trains: the space's middle value of every other parameter (the middle choice,
     the geometric or plain midpoint of a range), the sweep's fixed settings, its seed, and as many
     steps as a trial (at most TEST_STEPS)."""
-    dist = sweep.space.distributions[LEARNING_RATE]
+    dist = _learning_rate(sweep)
     middle = {name: _middle(d) for name, d in sweep.space.distributions.items() if name != LEARNING_RATE}
     params = sweep.space.resolve({**middle, LEARNING_RATE: dist.low}, sweep.fixed)
     max_steps = int(sweep.fixed.get("max_steps", -1) or -1)
@@ -68,14 +68,22 @@ def range_spec(sweep: Sweep) -> LrRangeSpec:
     return LrRangeSpec(trial_spec(params, sweep.study.seed or 0), dist.low, dist.high, steps)
 
 
-def _middle(dist: optuna.distributions.BaseDistribution):
+def _middle(dist: optuna.distributions.BaseDistribution) -> object:
     if isinstance(dist, CategoricalDistribution):
         return dist.choices[(len(dist.choices) - 1) // 2]
     if isinstance(dist, IntDistribution):
         return (dist.low + dist.high) // 2
-    if isinstance(dist, FloatDistribution) and dist.log:
-        return math.sqrt(dist.low * dist.high)
-    return (dist.low + dist.high) / 2
+    if isinstance(dist, FloatDistribution):
+        return math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+    raise TypeError(f"a search space holds int, float and categorical distributions, but got {dist!r}")
+
+
+def _learning_rate(sweep: Sweep) -> FloatDistribution:
+    """The searched learning rate's range, which `testable` checked is a float range."""
+    dist = sweep.space.distributions[LEARNING_RATE]
+    if not isinstance(dist, FloatDistribution):
+        raise TypeError(f"learning_rate must be searched as a float range to be narrowed, but got {dist!r}")
+    return dist
 
 
 def testable(sweep: Sweep) -> str | None:
@@ -94,8 +102,7 @@ def recorded(study: optuna.Study) -> tuple[float, float] | None:
 
 def with_range(sweep: Sweep, low: float, high: float) -> Sweep:
     """The sweep sampling learning_rate from [low, high] (log as declared)."""
-    dist = sweep.space.distributions[LEARNING_RATE]
-    narrowed = FloatDistribution(low, high, log=dist.log)
+    narrowed = FloatDistribution(low, high, log=_learning_rate(sweep).log)
     distributions = {**sweep.space.distributions, LEARNING_RATE: narrowed}
     return dataclasses.replace(sweep, space=dataclasses.replace(sweep.space, distributions=distributions))
 

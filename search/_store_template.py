@@ -103,10 +103,8 @@ def _migrated(path: Path) -> bool:
 
 def _default_location() -> str:
     """The default experiment's artifact location, as MLflow's store would set it from here."""
-    from mlflow.tracking._tracking_service.utils import (
-        _SERVER_ARTIFACT_ROOT_ENV_VAR,
-        DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH,
-    )
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH  # where it is defined
+    from mlflow.tracking._tracking_service.utils import _SERVER_ARTIFACT_ROOT_ENV_VAR
     from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
 
     root = os.environ.get(_SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)

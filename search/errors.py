@@ -10,6 +10,10 @@ import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+# Where a value sits in a sweep file: its keys from the top (strings, or whatever YAML made of a key)
+# and list indexes, e.g. ("search_space", "lora_r", "values", 0).
+KeyPath = tuple[object, ...]
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -52,13 +56,13 @@ class ExportFailed(Exception):
 class Problems:
     """Collects problems while a file is checked, then raises them all at once."""
 
-    def __init__(self, file: str | None = None, lines: dict[tuple, int] | None = None) -> None:
+    def __init__(self, file: str | None = None, lines: dict[KeyPath, int] | None = None) -> None:
         self.file = file
         self._lines = lines or {}
         self.items: list[Problem] = []
         self.notes: dict[str, None] = {}  # said once after the problems (a list of valid names...)
 
-    def add(self, path: tuple, message: str) -> None:
+    def add(self, path: KeyPath, message: str) -> None:
         """Record a problem at `path` (the key path in the file; the nearest known line is used)."""
         line = None
         for end in range(len(path), -1, -1):
@@ -158,8 +162,8 @@ EQUIVALENTS = {
 
 
 def unknown_key(what: str, key: object, valid: Iterable[str]) -> str:
-    """"<what> must be one of ..., but got <key>." with the lorasweep name another tool's word means,
-    or the closest valid name."""
+    """The message '<what> must be one of ..., but got <key>.', with the lorasweep name another
+    tool's word means, or the closest valid name."""
     from lorasweep.objectives import did_you_mean  # the trial side's spelling check, loaded on demand
 
     valid = list(valid)

@@ -78,13 +78,14 @@ def check_pool(
     if failures.tripped or not problems:
         return
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    budget = StudyRecord.of(study).budget
-    if done >= budget:
+    budget = StudyRecord.of(study).budget  # None only on a study lorasweep did not make: not met
+    if budget is not None and done >= budget:
         for problem in problems:
             log(f"note: {problem}")
         return
+    finished = f"{done}/{budget}" if budget is not None else f"{done}"
     raise SweepStopped(
-        f"the sweep stopped: {'; '.join(problems)}. {done}/{budget} trials finished. Run the same "
+        f"the sweep stopped: {'; '.join(problems)}. {finished} trials finished. Run the same "
         "command again to continue; finished trials are kept."
     )
 

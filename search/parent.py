@@ -115,7 +115,8 @@ def summary(study: optuna.Study, sweep: Sweep) -> tuple[dict[str, float], dict[s
         if len(sweep.study.metrics) == 1:
             best = study.best_trial
             kept = TrialRecord.of(best)
-            metrics[f"best_{sweep.study.metrics[0]}"] = best.value
+            if best.value is not None:  # a complete trial of one objective has its value
+                metrics[f"best_{sweep.study.metrics[0]}"] = best.value
             metrics["best_trial"] = float(best.number)
             tags[BEST_RUN_TAG] = kept.run_id or ""
             metrics.update({f"best_{k}": v for k, v in kept.metrics.items()})
@@ -132,7 +133,7 @@ def _log_plots(study: optuna.Study, tracker: Tracker, parent_id: str, log: Calla
         with tempfile.TemporaryDirectory(prefix="lorasweep-report-") as folder:
             write_report(study, Path(folder))
             tracker.log_folder(parent_id, Path(folder), "report")
-    except Exception as e:  # noqa: BLE001 - the sweep's results matter more than its pictures
+    except Exception as e:  # the sweep's results matter more than its pictures
         log(
             f"note: the study's plots could not be written: {type(e).__name__}: {e}. "
             "Finished trials are kept; lorasweep report writes the plots again."

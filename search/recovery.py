@@ -91,7 +91,8 @@ def live_trials(study: optuna.Study) -> list[FrozenTrial]:
     cannot be asked, so its trial counts as live."""
     storage = study._storage
     heartbeat = is_heartbeat_enabled(storage)
-    stale = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat else set()  # type: ignore
+    # A storage with its heartbeat enabled is a BaseHeartbeat (RDB, gRPC), which has this method.
+    stale = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat else set()  # type: ignore[attr-defined]
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

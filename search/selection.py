@@ -1,5 +1,5 @@
-"""Which trial a study hands over: the best, or, with several objectives, one trial of the Pareto front chosen by the rule
-`promote.select`.
+"""Which trial a study hands over: the best, or, with several objectives, one trial of the Pareto
+front chosen by the rule `promote.select`.
 
 The rule is a list of metrics, each with a tolerance in the metric's own units. Among the front,
 keep the trials within the tolerance of the best on the first metric; among those, the ones
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from lorasweep.objectives import METRICS
 
 from .errors import UserError
 from .record import TrialRecord
@@ -41,7 +43,8 @@ def top(study: optuna.Study, rule: tuple[Criterion, ...], k: int) -> list[Frozen
     if len(study.directions) == 1:
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        ranked = sorted(complete, key=lambda t: (sign * t.value, t.number))
+        scored = [(t.value, t) for t in complete if t.value is not None]  # a complete trial has its value
+        ranked = [t for _, t in sorted(scored, key=lambda vt: (sign * vt[0], vt[1].number))]
     else:
         remaining, ranked = sorted(study.best_trials, key=lambda t: t.number), []
         while remaining:
@@ -72,7 +75,7 @@ def _by_rule(study: optuna.Study, rule: tuple[Criterion, ...], candidates: list[
             continue
         values = [_metrics(t)[criterion.metric] for t in scored]
         best = max(values) if maximize else min(values)
-        candidates = [t for t, v in zip(scored, values) if abs(v - best) <= criterion.tolerance]
+        candidates = [t for t, v in zip(scored, values, strict=True) if abs(v - best) <= criterion.tolerance]
     last = rule[-1].metric if rule else None
     if last is not None and all(last in _metrics(t) for t in candidates):
         sign = -1.0 if _maximize(study, names, last) else 1.0

@@ -42,34 +42,40 @@ def open_storage(
 
     Database URLs get Optuna's heartbeat, so a trial whose worker died is failed (and handed to
     `on_stale`) by whichever worker notices. A journal has no heartbeat: dead workers on this
-    machine are found by process id instead (_recovery)."""
+    machine are found by process id instead (recovery.py)."""
+    if url is None:
+        return _journal(DEFAULT_STORAGE)
     path = journal_path(url)
-    if path is None:
-        if re.match(r"(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
-            with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                try:
-                    return RDBStorage(
-                        url,
-                        heartbeat_interval=HEARTBEAT_S,
-                        grace_period=GRACE_S,
-                        heartbeat_stale_trial_callback=on_stale,
-                    )
-                except SQLAlchemyError as e:  # a server that is down, a wrong password, no driver
-                    reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-                    raise UserError(
-                        f"the study storage must be a database this machine can open, but got "
-                        f"storage={redact(url)}: {reason}. Check the server, the URL and its password."
-                    ) from e
-                except ImportError as e:  # SQLAlchemy knows the dialect, but its driver is not installed
-                    reason = str(e.__cause__ or e).rstrip(".")  # Optuna's wrapper hides the module's name
-                    raise UserError(
-                        f"the study storage's database driver must be installed, but got "
-                        f"storage={redact(url)}: {reason}. Install the driver (for MySQL: pip install "
-                        "PyMySQL, then mysql+pymysql://...), or use postgresql://, whose driver lorasweep "
-                        "installs."
-                    ) from None
-        return url
+    if path is not None:
+        return _journal(path)
+    if re.match(r"(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
+        with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+            except SQLAlchemyError as e:  # a server that is down, a wrong password, no driver
+                reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+                raise UserError(
+                    f"the study storage must be a database this machine can open, but got "
+                    f"storage={redact(url)}: {reason}. Check the server, the URL and its password."
+                ) from e
+            except ImportError as e:  # SQLAlchemy knows the dialect, but its driver is not installed
+                reason = str(e.__cause__ or e).rstrip(".")  # Optuna's wrapper hides the module's name
+                raise UserError(
+                    f"the study storage's database driver must be installed, but got "
+                    f"storage={redact(url)}: {reason}. Install the driver (for MySQL: pip install "
+                    "PyMySQL, then mysql+pymysql://...), or use postgresql://, whose driver lorasweep "
+                    "installs."
+                ) from None
+    return url
+
+
+def _journal(path: Path) -> JournalStorage:
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(_Journal(str(path), lock_obj=_RepairingLock(path)))
 
@@ -220,6 +226,6 @@ def still_stored(study: optuna.Study) -> bool:
         study._storage.get_study_name_from_id(study._study_id)
     except KeyError:  # every Optuna storage's answer for a study id it does not have
         return False
-    except Exception:  # noqa: BLE001 - a storage that does not answer: not known to be deleted
+    except Exception:  # a storage that does not answer: not known to be deleted
         return True
     return True
