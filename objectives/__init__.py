@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._knobs import cache_root  # lorasweep's cache folder, shared with the study side
 from ._typing import check_type, did_you_mean
 from .config import (
     BUILTIN_DATA_PREFIX,
@@ -28,7 +29,6 @@ from .config import (
     TrialSpec,
     curve_metric,
 )
-from ._knobs import cache_root  # lorasweep's cache folder, shared with the study side
 from .logs import quiet_libraries
 from .params import (
     BATCH_SIZE,

@@ -11,8 +11,8 @@ every step; no evaluation, no checkpoint, no generation.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -26,6 +26,14 @@ SMOOTHING = 0.9
 # Stop once the smoothed loss passes this multiple of its minimum (fastai's stop_div: 4x): the
 # rates beyond blow up, and training on would only spend steps.
 DIVERGED = 4.0
+
+_T = TypeVar("_T", bound=Trainer)
+
+
+class TrainerFactory(Protocol):
+    """Builds a Trainer of class `cls` as a trial's is built, with these settings and callbacks."""
+
+    def __call__(self, cls: type[_T], overrides: dict[str, Any], callbacks: list[TrainerCallback]) -> _T: ...
 
 
 def lr_at(spec: LrRangeSpec, step: int) -> float:
@@ -41,8 +49,11 @@ class _RangeScheduleTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None:
             spec = self.range_spec
+            optimizer = optimizer or self.optimizer
+            if optimizer is None:  # the Trainer creates the optimiser before the scheduler
+                raise RuntimeError("the range test's scheduler needs the Trainer's optimiser")
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer or self.optimizer, lambda step: lr_at(spec, step) / spec.low
+                optimizer, lambda step: lr_at(spec, step) / spec.low
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
@@ -73,7 +84,7 @@ class _RangeRecorder(TrainerCallback):
 
 
 def run_range_test(
-    make_trainer: Callable[..., Trainer], spec: LrRangeSpec, workdir: Path
+    make_trainer: TrainerFactory, spec: LrRangeSpec, workdir: Path
 ) -> list[tuple[float, float]]:
     """Train `spec.steps` steps (fewer if the loss blows up) with the ramp; (lr, smoothed loss) per
     step. `make_trainer(trainer_class, settings, callbacks)` builds the Trainer as a trial's is built."""

@@ -27,7 +27,8 @@ def split_indices(
     n_train = n_samples - n_test
     if n_train <= 0:
         raise ValueError(
-            f"With n_samples={n_samples} and test_size={eval_fraction}, the resulting train set will be empty."
+            f"With n_samples={n_samples} and test_size={eval_fraction}, "
+            "the resulting train set will be empty."
         )
     rng = np.random.RandomState(seed)
     if strata is None:

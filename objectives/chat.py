@@ -117,4 +117,6 @@ def _turns(row: dict[str, Any]) -> list[dict[str, str]] | None:
 def _render(
     tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, str]], generation_prompt: bool = False
 ) -> str:
-    return tokenizer.apply_chat_template(turns, add_generation_prompt=generation_prompt, tokenize=False)
+    text = tokenizer.apply_chat_template(turns, add_generation_prompt=generation_prompt, tokenize=False)
+    assert isinstance(text, str)  # tokenize=False: the rendered text, not ids
+    return text

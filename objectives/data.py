@@ -150,21 +150,7 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
         if builder is None and local.is_file():
             raise InputError(WRONG_KIND_OF_FILE.format(path=path))
         if builder is not None:
-            if not local.is_file():
-                raise InputError(
-                    f"data.path must be an existing file, but got path={path!r}. "
-                    "Check the path (relative paths start at the sweep file's folder)."
-                )
-            if builder != "parquet":
-                _check_utf8(local)
-            with local.open("rb") as f:
-                empty = not f.read(4096).strip()
-            if empty:  # the json loader would die on a bare StopIteration
-                raise InputError(f"data.path must hold rows, but got an empty file: path={path!r}.")
-            rows = datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
-            if builder == "csv":
-                _check_header(rows.column_names, path)
-            return rows
+            return _load_file(local, path, builder, split)
         return datasets.load_dataset(path, spec.name, split=split)
     except InputError:
         raise
@@ -177,20 +163,44 @@ def _load_split(spec: DataSpec, key: str) -> datasets.Dataset:
             f"reading path={path!r} failed: {cause}"
         ) from None
     except (ValueError, OSError, ConnectionError) as e:  # a bad split, a missing file, no hub
-        if "corresponds to no data" in str(e):
-            raise InputError(
-                f"data.{key} must select rows, but got {key}={split!r}, which selects none of path={path!r}."
-            ) from None
-        reason = str(e).splitlines()[0]
-        if spec.is_url or "split" not in reason.lower():
-            raise InputError(
-                f"data must load from path={path!r}, but got: {reason}. Check the path, the hub id or "
-                "the URL, and that this machine can reach it."
-            ) from None
+        raise _not_loaded(e, spec, key, path, split) from None
+
+
+def _load_file(local: Path, path: str, builder: str, split: str | None) -> datasets.Dataset:
+    """A local data file read by `datasets`' builder for its suffix, once it is known to hold text."""
+    if not local.is_file():
         raise InputError(
-            f"data must load from path={path!r} with split={split!r}, but got: {reason}. Split "
-            "expressions look like train, train[:80%] or train[100:200]."
-        ) from None
+            f"data.path must be an existing file, but got path={path!r}. "
+            "Check the path (relative paths start at the sweep file's folder)."
+        )
+    if builder != "parquet":
+        _check_utf8(local)
+    with local.open("rb") as f:
+        empty = not f.read(4096).strip()
+    if empty:  # the json loader would die on a bare StopIteration
+        raise InputError(f"data.path must hold rows, but got an empty file: path={path!r}.")
+    rows = datasets.load_dataset(builder, data_files={"train": str(local)}, split=split)
+    if builder == "csv":
+        _check_header(rows.column_names, path)
+    return rows
+
+
+def _not_loaded(e: Exception, spec: DataSpec, key: str, path: str, split: str | None) -> InputError:
+    """What `datasets` raising ValueError, OSError or ConnectionError means for the user's data."""
+    if "corresponds to no data" in str(e):
+        return InputError(
+            f"data.{key} must select rows, but got {key}={split!r}, which selects none of path={path!r}."
+        )
+    reason = str(e).splitlines()[0]
+    if spec.is_url or "split" not in reason.lower():
+        return InputError(
+            f"data must load from path={path!r}, but got: {reason}. Check the path, the hub id or "
+            "the URL, and that this machine can reach it."
+        )
+    return InputError(
+        f"data must load from path={path!r} with split={split!r}, but got: {reason}. Split "
+        "expressions look like train, train[:80%] or train[100:200]."
+    )
 
 
 # What a CSV header's column names look like (pandas names a header's empty cell "Unnamed: N").
@@ -302,6 +312,7 @@ def tokenize(
     # many tokens can hold is cut before it is tokenized, so a row of megabytes costs no more than
     # a long one.
     longest = spec.max_length * MAX_CHARS_PER_TOKEN
+    templates = _prompt_and_response(spec)
 
     if spec.conversational and len(train_rows) + len(eval_rows):
         sample = train_rows[0] if len(train_rows) else eval_rows[0]
@@ -314,10 +325,12 @@ def tokenize(
             ids = tokenizer(render(spec.text_template, row)[:longest])["input_ids"] + [eos]
             ids = ids[: spec.max_length]
             return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
-        prompt = tokenizer(render(spec.prompt_template, row)[:longest])["input_ids"]
-        response = tokenizer(render(spec.response_template, row)[:longest], add_special_tokens=False)[
-            "input_ids"
-        ] + [eos]
+        if templates is None:  # DataSpec allows no other case; said for the type checker
+            raise InputError("data must give prompt_template and response_template together")
+        prompt = tokenizer(render(templates[0], row)[:longest])["input_ids"]
+        response = tokenizer(render(templates[1], row)[:longest], add_special_tokens=False)["input_ids"] + [
+            eos
+        ]
         ids = (prompt + response)[: spec.max_length]
         labels = ([-100] * len(prompt) + response)[: spec.max_length]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
@@ -335,22 +348,30 @@ def tokenize(
                 f"which the prompts alone fill in all {len(split)} {name} rows. Raise data.max_length, "
                 "or shorten the prompts."
             )
-    split = spec.text_split
-    if split is not None:  # the text before the template's last field, and that field
-        prompt_template, response_template = split.prompt_template, "{" + split.field + "}"
-    else:
-        prompt_template, response_template = spec.prompt_template, spec.response_template
     if spec.conversational:
         pairs = [chat.prompt_and_reference(row, tokenizer) for row in eval_rows]
         prompts, references = [p[-longest:] for p, _ in pairs], [r for _, r in pairs]
-    elif spec.has_prompts:
+    elif templates is not None:  # spec.has_prompts
         # Generation keeps a prompt's last max_length tokens (where the cue to answer is): its end.
-        prompts = [render(prompt_template, row)[-longest:] for row in eval_rows]
-        references = [render(response_template, row).strip() for row in eval_rows]
+        prompts = [render(templates[0], row)[-longest:] for row in eval_rows]
+        references = [render(templates[1], row).strip() for row in eval_rows]
     else:
         prompts, references = [], []
     labels = (
         [str(v) for v in eval_rows[spec.label_column]] if spec.label_column and spec.has_prompts else None
     )
+    split = spec.text_split
     stop = split.end if split is not None and split.end else None
     return TaskData(train, eval_, prompts, references, labels, lost_responses=lost, eval_stop=stop)
+
+
+def _prompt_and_response(spec: DataSpec) -> tuple[str, str] | None:
+    """The templates that split an example into prompt and response: the two given, or a
+    text_template's text before its last field and that field; None for rows of turns, or a
+    text_template that does not end in a field."""
+    split = spec.text_split
+    if split is not None:
+        return split.prompt_template, "{" + split.field + "}"
+    if spec.prompt_template is not None and spec.response_template is not None:
+        return spec.prompt_template, spec.response_template
+    return None

@@ -36,7 +36,7 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = Counter()
+    totals = dict.fromkeys(("rouge1", "rouge2", "rougeL"), 0.0)
     for prediction, reference in zip(predictions, references, strict=True):
         for name, score in scorer.score(reference, prediction).items():
             totals[name] += score.fmeasure
@@ -132,7 +132,9 @@ def generation_metrics(
     # accuracy: of the label over label_column where one is named, else exact match
     if labels is not None:
         predicted = [find_label(p, sorted(set(labels))) or "<none>" for p in predictions]
-        metrics["accuracy"] = sum(p == g for p, g in zip(predicted, labels, strict=True)) / max(len(predicted), 1)
+        metrics["accuracy"] = sum(p == g for p, g in zip(predicted, labels, strict=True)) / max(
+            len(predicted), 1
+        )
     else:
         metrics["accuracy"] = metrics["exact_match"]
     return metrics

@@ -178,7 +178,8 @@ def load_base(
 
         model = prepare_model_for_kbit_training(model)
     elif placement.device == "cuda":
-        model.to("cuda")
+        # transformers wraps PreTrainedModel.to in a decorator whose declared type loses `self`
+        model.to("cuda")  # type: ignore[arg-type]
     model.config.use_cache = False  # training; generation turns it back on per call
     return model, tokenizer
 

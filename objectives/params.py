@@ -211,8 +211,9 @@ def _ask_libraries(routed: dict[str, dict[str, Any]]) -> list[str]:
             if target == "training"
             else {}
         )
+        kwargs: dict[str, Any] = {**extra, **values}  # checking these is what the call is for
         try:
-            cls(**extra, **values)
+            cls(**kwargs)
         except (TypeError, ValueError) as e:
             problems.append(
                 f"the train settings must be valid {cls.__name__} values, but {cls.__name__} said: {e}"

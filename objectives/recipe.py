@@ -14,11 +14,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from peft import PeftModel
 from transformers import (
     DataCollatorForSeq2Seq,
     EarlyStoppingCallback,
+    PreTrainedModel,
     PrinterCallback,
     Trainer,
     TrainerCallback,
@@ -36,6 +39,8 @@ from .resources import MemoryWatch
 from .runner import BaseFootprint, CurveHook, LrRangeSpec, MetricFn, TrialResult, TrialTimedOut
 from .scoring import perplexity, summed_nll
 from .tiny import fit_note
+
+_T = TypeVar("_T", bound=Trainer)  # the Trainer class a range test or a trial builds
 
 
 class Recipe:
@@ -133,7 +138,7 @@ class Recipe:
             generate_seconds = time.perf_counter() - generating
 
             adapter_dir = workdir / "adapter"
-            model.save_pretrained(adapter_dir)
+            model.save_pretrained(str(adapter_dir))
             describe_adapter(adapter_dir, self.model_spec, self.data_spec, trial, metrics)
             peak = memory.peak()
             return TrialResult(
@@ -165,7 +170,9 @@ class Recipe:
         model = add_adapter(self.base, self.model_spec, spec.trial.lora_args)
         try:
 
-            def make_trainer(cls: type[Trainer], overrides: dict, callbacks: list) -> Trainer:
+            def make_trainer(
+                cls: type[_T], overrides: dict[str, Any], callbacks: list[TrainerCallback]
+            ) -> _T:
                 settings = {**training_settings(spec.trial.training_args), **overrides}
                 settings.update(self._own_settings(spec.trial, workdir))
                 trainer = cls(
@@ -199,7 +206,7 @@ class Recipe:
         workdir: Path,
         on_curve: CurveHook | None,
         deadline: float | None,
-    ) -> Trainer:
+    ) -> _ExactEvalTrainer:
         settings = training_settings(trial.training_args)
         if trial.early_stopping:
             # Early stopping keeps the best evaluation's adapter, not the last: the Trainer saves a
@@ -261,7 +268,7 @@ class Recipe:
         return {"eval_loss": loss, "eval_perplexity": perplexity(loss)}
 
     @torch.no_grad()
-    def _loss_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+    def _loss_metrics(self, model: PeftModel | PreTrainedModel) -> dict[str, float]:
         """eval_loss is the mean NLL per response token over the whole eval split (not the Trainer's
         mean of per-batch means), and eval_perplexity its exp."""
         model.eval()
@@ -278,7 +285,9 @@ class Recipe:
         return {"eval_loss": loss, "eval_perplexity": perplexity(loss)}
 
     @torch.no_grad()
-    def _generation_metrics(self, model: torch.nn.Module) -> tuple[dict[str, float], list[dict[str, str]]]:
+    def _generation_metrics(
+        self, model: PeftModel | PreTrainedModel
+    ) -> tuple[dict[str, float], list[dict[str, str]]]:
         """Greedy generation on the first eval.max_samples eval prompts, batched and left-padded."""
         model.eval()
         device = next(model.parameters()).device
@@ -296,7 +305,9 @@ class Recipe:
                 truncation=True,
                 max_length=self.data_spec.max_length,
             ).to(device)
-            generated = model.generate(
+            # generate: the loaded causal-LM class's (GenerationMixin), reached through peft's wrapper;
+            # the declared types stop at PreTrainedModel, which does not have it
+            generated = model.generate(  # type: ignore[operator]
                 **enc,
                 max_new_tokens=self.eval_spec.max_new_tokens,
                 do_sample=False,
@@ -314,10 +325,10 @@ class Recipe:
         for name, score in self.custom_metrics.items():
             metrics[name] = _custom_score(name, score, outputs, list(references))
         samples = [
-            {"prompt": p, "reference": r, "output": o} for p, r, o in zip(prompts, references, outputs)
+            {"prompt": p, "reference": r, "output": o}
+            for p, r, o in zip(prompts, references, outputs, strict=True)
         ][: self.eval_spec.log_samples]
         return metrics, samples
-
 
     def _generation_batch(self, n: int) -> int:
         """The largest generation batch that fits, up to all n prompts at once (bounded by
@@ -380,7 +391,7 @@ class _ExactEvalTrainer(Trainer):
         finally:
             self._sums = None
         prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
-        if tokens and f"{prefix}_loss" in output.metrics:
+        if tokens and output.metrics is not None and f"{prefix}_loss" in output.metrics:
             output.metrics[f"{prefix}_loss"] = nll / tokens
             self.last_eval = (self.state.global_step, nll / tokens)
         return output
@@ -430,7 +441,7 @@ class _Deadline(TrainerCallback):
         _check_deadline(self.deadline, state.global_step)
 
 
-def _footprint(base: torch.nn.Module, device: str) -> BaseFootprint:
+def _footprint(base: PreTrainedModel, device: str) -> BaseFootprint:
     """The loaded base's weight and shape (its config's names; GPT-2's n_embd, n_layer too, through
     the config's attribute map)."""
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config

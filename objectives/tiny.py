@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -48,8 +49,26 @@ SHIPPED_SHA256 = {
     "tokenizer_config.json": "83f9010345c3fb219eb02aac38bc476c2b6cf73cbd84c4b1b77790ae587e5fd3",
 }
 
+
 # The recipe the shipped files were built from.
-RECIPE = {
+class _Recipe(TypedDict):
+    corpus_version: int
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    max_length: int
+    block: int
+    documents: int
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    seed: int
+
+
+RECIPE: _Recipe = {
     "corpus_version": _corpus.CORPUS_VERSION,
     "vocab_size": 1024,  # a cap: this small corpus runs out of merges near 830 tokens
     "hidden_size": 128,
@@ -90,7 +109,8 @@ def fit_note(rows: Sequence[Sequence[int]], tokenizer: PreTrainedTokenizerBase) 
     vocabulary was trained on the tone data alone, so other text splits almost into characters and
     every trial ends up predicting one label. None when they are."""
     sample = list(rows[:200])
-    words = sum(len(tokenizer.decode(ids, skip_special_tokens=True).split()) for ids in sample)
+    # decode gives one string for one row of ids (its list results are for batches)
+    words = sum(len(str(tokenizer.decode(list(ids), skip_special_tokens=True)).split()) for ids in sample)
     tokens = sum(len(ids) for ids in sample)
     if not words or tokens / words <= TOKENS_PER_WORD_LIMIT:
         return None
@@ -135,7 +155,11 @@ def build(out: Path, log: Callable[[str], None] = print) -> dict[str, str]:
     """Build the tiny base from ``RECIPE`` into ``out``; returns each file's SHA-256."""
     out.mkdir(parents=True, exist_ok=True)
     _build(out, log)
-    return {path.name: file_sha256(path) for path in sorted(out.iterdir()) if path.is_file()}
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(out.iterdir())
+        if path.is_file()
+    }
 
 
 def _build(out: Path, log: Callable[[str], None]) -> None:
@@ -182,7 +206,7 @@ def _pack(docs: list[str], tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
     rows: list[list[int]] = []
     row: list[int] = []
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-        ids = ids[: block - 1] + [eos]
+        ids = [*ids[: block - 1], eos]
         if len(row) + len(ids) > block:
             rows.append(row + [pad] * (block - len(row)))
             row = []
