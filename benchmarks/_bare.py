@@ -137,7 +137,7 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_s
 
 def _score(outputs: list[str], references: list[str], labels: list[str]) -> dict[str, float]:
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    scores = [scorer.score(r, o) for o, r in zip(outputs, references)]
+    scores = [scorer.score(r, o) for o, r in zip(outputs, references, strict=True)]
     rouge = {k: sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
     predicted = [(o.split(",")[0].split() or [""])[0] for o in outputs]  # "<tone>, about the <topic>"
     return {**rouge, "f1": float(f1_score(labels, predicted, average="macro", zero_division=0))}

@@ -70,7 +70,9 @@ def _study(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(
-            sampler=make_sampler(sweep.study, sweep.space), pruner=build_pruner(sweep.study.pruner), direction="minimize"
+            sampler=make_sampler(sweep.study, sweep.space),
+            pruner=build_pruner(sweep.study.pruner),
+            direction="minimize",
         )
         for params in enqueue:
             study.enqueue_trial(params)

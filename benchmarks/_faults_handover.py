@@ -66,7 +66,7 @@ def adapter_altered(folder: Path) -> Row:
     run_id = finished(folder)[0]
     (adapter,) = folder.glob(f"mlruns/artifacts/*/{run_id}/artifacts/adapter/adapter_model.safetensors")
     with safe_open(adapter, "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open has no __iter__
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # a safe_open has no __iter__
         metadata = f.metadata()
     save_file({k: -t if "lora_B" in k else t for k, t in tensors.items()}, adapter, metadata=metadata)
     done = [

@@ -188,7 +188,7 @@ def trials(folder: Path, study: str = STUDY) -> list:
     try:
         found = optuna.load_study(study_name=study, storage=JournalStorage(JournalFileBackend(str(journal))))
         return found.get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 - unreadable is what this reports
+    except Exception:  # unreadable is what this reports
         return []
 
 
@@ -259,9 +259,8 @@ def lost(folder: Path, before: dict[int, str]) -> str:
 
 def nothing_written(folder: Path) -> bool:
     """No study and no MLflow experiment of the study's: what a refused command must leave."""
-    from mlflow.entities import ViewType
-
     import optuna
+    from mlflow.entities import ViewType
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 

@@ -125,8 +125,10 @@ def data_links_to_secrets(folder: Path) -> Row:
         (folder / what / "s.yaml").write_text(sweep(1, data=data), encoding="utf-8")
         calls += [(folder / what, ("validate", "s.yaml")), (folder / what, ("run", "s.yaml"))]
     done = many(calls)
-    said = {what: "\n".join(line for d in done[2 * i : 2 * i + 2] if d for line in d.out + d.err)
-            for i, what in enumerate(targets)}
+    said = {
+        what: "\n".join(line for d in done[2 * i : 2 * i + 2] if d for line in d.out + d.err)
+        for i, what in enumerate(targets)
+    }
     shown = {what: any(secret in said[what] for secret in secrets[what]) for what in targets}
     return Row(
         "data.path a `.csv` symlink to a file with a secret first line"
@@ -163,10 +165,22 @@ def _free_port() -> int:
 def _server(folder: Path, port: int) -> subprocess.Popen:
     """`mlflow server` on loopback, its runs in folder/mlruns/mlflow.db, artifacts under mlruns/."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server"]
-        + ["--backend-store-uri", f"sqlite:///{folder}/mlruns/mlflow.db"]
-        + ["--artifacts-destination", str(folder / "mlruns" / "artifacts"), "--host", "127.0.0.1"]
-        + ["--port", str(port), "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder}/mlruns/mlflow.db",
+            "--artifacts-destination",
+            str(folder / "mlruns" / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -86,7 +86,7 @@ def main() -> None:
     def encode(row: dict) -> dict:
         prompt = tokenizer(PROMPT.format(**row))["input_ids"]
         response = tokenizer(RESPONSE.format(**row), add_special_tokens=False)["input_ids"]
-        response = response + [tokenizer.eos_token_id]
+        response = [*response, tokenizer.eos_token_id]
         ids = (prompt + response)[:MAX_LENGTH]
         labels = ([-100] * len(prompt) + response)[:MAX_LENGTH]
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _bare import BareResult, LoopResult, bare_loop, bare_trial
 from transformers import AutoModelForCausalLM
 
+from _bare import BareResult, LoopResult, bare_loop, bare_trial
 from lorasweep.objectives import BaseFootprint, Recipe, TrialResult, TrialSpec
 from lorasweep.objectives.model import resolve_base
 from lorasweep.search import RunOptions, load_sweep, run_sweep

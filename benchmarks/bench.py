@@ -25,12 +25,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import torch
+
 import _below_floor
 import _replay
 import _scale
 import _trials
-import torch
-
 from lorasweep.search.cli import _quiet_libraries
 
 
@@ -118,7 +118,8 @@ def _search(s: _replay.SearchFigures) -> list[str]:
             _row(
                 f"(c) {table.name}: {m.name}: best eval perplexity at {checkpoints} steps; steps to reach "
                 f"random's final best ({s.target:.3f})",
-                f"{best}; {reach}; {m.trials:.0f} trials in {table.budget} steps, {m.pruned_share:.0%} pruned",
+                f"{best}; {reach}; {m.trials:.0f} trials in {table.budget} steps, "
+                f"{m.pruned_share:.0%} pruned",
                 "<= 25% of random's" if main else "-",
                 _verdict(m.share(table), 0.25) if main else "-",
             )
@@ -164,8 +165,9 @@ def _below(s: _replay.SearchFigures, figures: list[_replay.MethodFigures]) -> li
         rows.append(
             _row(
                 f"(c) {table.name}: {m.name}: steps to reach random's final best ({s.target:.3f})",
-                f"**{m.steps_to_target:.0f} steps = {m.share(table):.0%} of random's** ({m.reached}/{s.seeds} "
-                f"seeds; {how}); {m.trials:.0f} trials in {table.budget} steps, {m.pruned_share:.0%} pruned",
+                f"**{m.steps_to_target:.0f} steps = {m.share(table):.0%} of random's** "
+                f"({m.reached}/{s.seeds} seeds; {how}); {m.trials:.0f} trials in {table.budget} steps, "
+                f"{m.pruned_share:.0%} pruned",
                 "<= 25% of random's on both tables",
                 _verdict(m.share(table), _below_floor.GOAL),
             )

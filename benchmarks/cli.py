@@ -91,7 +91,8 @@ def main() -> int:
         target = TARGETS.get(name)
         verdict = "-" if target is None else ("met" if median <= target else "MISSED")
         print(
-            f"| `{name}` | {median:.2f} | {median / base:.1f}x | {f'<= {target}' if target else '-'} | {verdict} |"
+            f"| `{name}` | {median:.2f} | {median / base:.1f}x "
+            f"| {f'<= {target}' if target else '-'} | {verdict} |"
         )
     return 0
 

@@ -68,7 +68,8 @@ def main() -> int:
         print("no CUDA device: this check needs a GPU")
         return 1
     print(
-        f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}"
+        f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+        f"bf16 {torch.cuda.is_bf16_supported()}"
     )
     with tempfile.TemporaryDirectory(prefix="lorasweep-gpu-") as tmp:
         folder = Path(tmp)

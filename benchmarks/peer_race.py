@@ -128,8 +128,10 @@ search_space:
   batch_size: {type: choice, values: [8, 16, 32]}
 """
 # The second race's sweep: the same case with lorasweep's own sampler and pruner (none named).
-DEFAULTS_SWEEP = SWEEP.replace("  sampler: {type: tpe, seed: 0}\n", "").replace("  pruner: none\n", "").replace(
-    "n_trials: 4", f"n_trials: {DEFAULTS_TRIALS}"
+DEFAULTS_SWEEP = (
+    SWEEP.replace("  sampler: {type: tpe, seed: 0}\n", "")
+    .replace("  pruner: none\n", "")
+    .replace("n_trials: 4", f"n_trials: {DEFAULTS_TRIALS}")
 )
 # What the peer imports (its first lines), and what a `lorasweep run` imports before its first trial:
 # the CLI, then on the way search/launch.py (Optuna, MLflow and its SQLAlchemy store),
@@ -141,12 +143,13 @@ PEER_IMPORTS = (
     "import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments"
 )
 RUN_IMPORTS = (
-    "import lorasweep.search.cli, lorasweep.search.api, lorasweep.search.launch, lorasweep.objectives.recipe, "
-    "mlflow.store.tracking.sqlalchemy_store, mlflow.system_metrics.system_metrics_monitor"
+    "import lorasweep.search.cli, lorasweep.search.api, lorasweep.search.launch, "
+    "lorasweep.objectives.recipe, mlflow.store.tracking.sqlalchemy_store, "
+    "mlflow.system_metrics.system_metrics_monitor"
 )
 PLOT_IMPORTS = (
-    "import lorasweep.search.report, optuna.visualization, optuna.visualization.matplotlib, matplotlib.pyplot, "
-    "plotly.graph_objects"
+    "import lorasweep.search.report, optuna.visualization, optuna.visualization.matplotlib, "
+    "matplotlib.pyplot, plotly.graph_objects"
 )
 # For `-X importtime`, by package: the libraries both sides load first, so that each library after
 # them is charged only what it adds.
@@ -232,7 +235,9 @@ def race_lorasweep(folder: Path, workers: str | None, sweep: str = SWEEP) -> dic
             "train": train * overlap,
             "generate": generate * overlap,
             "trial_rest": (in_trials - train - generate) * overlap,
-            "between": (min(start for start, _ in spans) - scored) + (last_end - min(s for s, _ in spans)) - busy,
+            "between": (min(start for start, _ in spans) - scored)
+            + (last_end - min(s for s, _ in spans))
+            - busy,
             "end": closed - last_end,
             "exit": ended - closed,
         },
@@ -328,7 +333,8 @@ PHASES = {
     "train": "training (Trainer.train: 100 steps, 2 evaluations)",
     "generate": "generation for ROUGE/F1 after each trial",
     "trial_rest": "rest of the trials (lorasweep: final loss pass, adapter, MLflow; peer: model_init)",
-    "between": "before and between trials (sampler, study storage; several workers: their processes starting)",
+    "between": "before and between trials (sampler, study storage; several workers: their processes "
+    "starting)",
     "end": "after the last trial: summary (and plots, where drawn before the parent run closes)",
     "exit": "after the parent run closed: the result line, plots drawn after it, process exit",
 }
@@ -351,7 +357,9 @@ def workers_text(flag: str | None, results: list[dict]) -> str:
     return f"lorasweep run with {how}: {'/'.join(map(str, ran))} worker process(es) ran its trials"
 
 
-def report(results: dict[str, list[dict]], imports: dict, order: list[tuple[str, str]], flag: str | None) -> None:
+def report(
+    results: dict[str, list[dict]], imports: dict, order: list[tuple[str, str]], flag: str | None
+) -> None:
     ours, peers = results["lorasweep"], results["peer"]
     mine, theirs = statistics.median(r["wall"] for r in ours), statistics.median(r["wall"] for r in peers)
     ratio = mine / theirs
@@ -361,7 +369,7 @@ def report(results: dict[str, list[dict]], imports: dict, order: list[tuple[str,
     print(f"{len(ours)} rounds, alternating ({alternation}); wall seconds of the whole process\n")
     print("| round | lorasweep run | peer (Trainer.hyperparameter_search) | lorasweep / peer |")
     print("| --- | --- | --- | --- |")
-    for n, (a, b) in enumerate(zip(ours, peers), start=1):
+    for n, (a, b) in enumerate(zip(ours, peers, strict=True), start=1):
         print(f"| {n} | {a['wall']:.1f} | {b['wall']:.1f} | {a['wall'] / b['wall']:.2f} |")
     verdict = "met" if ratio <= TARGET else "MISSED"
     print(f"| median | {mine:.1f} | {theirs:.1f} | **{ratio:.2f}** (target <= {TARGET}: {verdict}) |")
@@ -447,10 +455,13 @@ def race_defaults(scratch: Path, base: Path, split: Path, rounds: int, flag: str
         "round(s), alternating. Seconds from launch to the end of the first trial whose eval loss "
         "(per response token) is at most the peer's best of the round:\n"
     )
-    print("| round | peer's best eval loss | lorasweep: to reach it | peer: to reach it | lorasweep / peer | lorasweep's best | wall: lorasweep / peer |")
+    print(
+        "| round | peer's best eval loss | lorasweep: to reach it | peer: to reach it | lorasweep / peer "
+        "| lorasweep's best | wall: lorasweep / peer |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     ratios = []
-    for n, (ours, peer) in enumerate(zip(results["lorasweep"], results["peer"]), start=1):
+    for n, (ours, peer) in enumerate(zip(results["lorasweep"], results["peer"], strict=True), start=1):
         target = min(loss for _, loss in peer["finished"])
         peer_at = next(t for t, loss in peer["finished"] if loss <= target)
         reached = [t for t, loss in ours["finished"] if loss <= target]

@@ -7,9 +7,10 @@ the search-efficiency benchmark (item c of benchmarks/bench.py) replays.
 With no arguments it records spaces/demo.yaml into benchmarks/demo_grid.json; `make bench-grid-phrase`
 records the second table, spaces/phrase.yaml into benchmarks/phrase_grid.json (about 30 min).
 
-Both sweeps search learning_rate (log-uniform), lora_r, the alpha-per-rank factor and batch_size. The learning rate is cut into LR_CELLS cells of equal width in log space; each
-configuration is (cell, r, k, batch) and trains at the cell's centre through objectives.Recipe with the
-sweep's own settings (the demo: 100 steps, an evaluation every 20) and one seed. For each, the table keeps the eval
+Both sweeps search learning_rate (log-uniform), lora_r, the alpha-per-rank factor and batch_size.
+The learning rate is cut into LR_CELLS cells of equal width in log space; each configuration is
+(cell, r, k, batch) and trains at the cell's centre through objectives.Recipe with the sweep's own
+settings (the demo: 100 steps, an evaluation every 20) and one seed. For each, the table keeps the eval
 perplexity the Trainer reported at every evaluation (what the pruner sees), the final exact eval
 perplexity and generation metrics (what the trial returns), and the seconds and tokens it took.
 

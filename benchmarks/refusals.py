@@ -10,6 +10,7 @@ includes Python, the libraries each command imports, and the tiny base where a c
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -56,7 +57,7 @@ def _rows(n: int, long_prompt: set[int] | None = None, huge_eval: bool = False) 
 def _bomb(depth: int) -> str:
     names = [f"l{i}" for i in range(depth + 1)]
     lines = [f"{names[0]}: &{names[0]} [ha, ha, ha, ha, ha, ha, ha, ha, ha]"]
-    lines += [f"{n}: &{n} [{', '.join(['*' + prev] * 9)}]" for prev, n in zip(names, names[1:])]
+    lines += [f"{n}: &{n} [{', '.join(['*' + prev] * 9)}]" for prev, n in itertools.pairwise(names)]
     return "\n".join(lines) + f"\nsearch_space: {{lora_r: {{type: choice, values: *{names[-1]}}}}}\n"
 
 
@@ -67,7 +68,8 @@ def _custom_code(folder: Path) -> None:
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
     (base / "config.json").write_text(json.dumps(config))
     (base / "modeling_custom.py").write_text(
-        "from transformers import LlamaForCausalLM\n\n\nclass CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
+        "from transformers import LlamaForCausalLM\n\n\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
     )
 
 
@@ -189,7 +191,8 @@ CASES = [
         "three misspelt parameter names",
         ["validate", "s.yaml"],
         {
-            "s.yaml": "train: {max_step: 3, learnig_rate: 0.1}\nsearch_space: {lora_rr: {type: int, low: 1, high: 2}}\n"
+            "s.yaml": "train: {max_step: 3, learnig_rate: 0.1}\n"
+            "search_space: {lora_rr: {type: int, low: 1, high: 2}}\n"
         },
     ),
     Case("`sampler: bayes`", ["validate", "s.yaml"], {"s.yaml": "study: {sampler: bayes}\n"}),
@@ -281,7 +284,8 @@ def main() -> int:
         said = outcome.said.replace("|", "\\|")
         more = f" (+{outcome.lines - 1})" if outcome.lines > 1 else ""
         print(
-            f"| {case.what} | {outcome.code} | {said}{more} | {outcome.seconds:.1f} | {outcome.peak_mib:.0f} |",
+            f"| {case.what} | {outcome.code} | {said}{more} "
+            f"| {outcome.seconds:.1f} | {outcome.peak_mib:.0f} |",
             flush=True,
         )
     return 0

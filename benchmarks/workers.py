@@ -102,7 +102,9 @@ def sweeps(shapes: list[str], trials: int, smol_trials: int) -> dict[str, str]:
         out["tiny (1.0M params)"] = SPACE.format(trials=trials)
     if "smol" in shapes:
         base = smol_base()
-        out["SmolLM2-135M shape (135M params)"] = SMOL_SPACE.format(trials=smol_trials, base=base, steps=SMOL_STEPS)
+        out["SmolLM2-135M shape (135M params)"] = SMOL_SPACE.format(
+            trials=smol_trials, base=base, steps=SMOL_STEPS
+        )
     return out
 
 
@@ -137,7 +139,10 @@ def main() -> int:
         measured = {}
         for workers in (1, cores):  # one process on every core first, then one per core
             measured[workers] = run(sweep, workers)
-            print(f"  {shape}: {workers} x {cores // workers}: {measured[workers][0]:.1f} s ({uptime()})", flush=True)
+            print(
+                f"  {shape}: {workers} x {cores // workers}: {measured[workers][0]:.1f} s ({uptime()})",
+                flush=True,
+            )
         for workers, (wall, span, done) in measured.items():
             rows.append((shape, workers, cores // workers, done, wall, span, wall / measured[1][0]))
     print(f"after: {uptime()}\n")

@@ -34,6 +34,7 @@ KEPT = 200  # entries remembered (a few hundred bytes each); the oldest go first
 def key(sweep: Sweep, device: str) -> str | None:
     """The cache key of `sweep`'s base scores on `device`; None where they may not be cached."""
     from lorasweep.objectives import base_identity  # transformers: loaded by the run that asks
+
     data = _data_sha256(sweep.data.path)
     if data is None:
         return None
@@ -83,7 +84,8 @@ def _read() -> dict[str, dict[str, float]]:
     return {
         k: v
         for k, v in stored.items()
-        if isinstance(v, dict) and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in v.values())
+        if isinstance(v, dict)
+        and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in v.values())
     }
 
 
@@ -98,7 +100,11 @@ def _data_sha256(path: str) -> str | None:
     """The data's bytes: a local file's, or the built-in set's as the trial side ships it."""
     if path.startswith(BUILTIN_DATA_PREFIX):
         # The assets folder is data, not code: reading it does not reach around the trial side's API.
-        asset = resources.files("lorasweep.objectives") / "assets" / f"{path.removeprefix(BUILTIN_DATA_PREFIX)}.jsonl"
+        asset = (
+            resources.files("lorasweep.objectives")
+            / "assets"
+            / f"{path.removeprefix(BUILTIN_DATA_PREFIX)}.jsonl"
+        )
         return hashlib.sha256(asset.read_bytes()).hexdigest() if asset.is_file() else None
     file = Path(path)
     if not file.is_file():

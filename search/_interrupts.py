@@ -6,13 +6,13 @@ marked, the parent run closed. A second signal raised there too would cut that s
 impatient Ctrl-C Ctrl-C Ctrl-C left a trial FAIL with its MLflow run RUNNING, untagged, and an empty
 scratch folder. So while a sweep runs, later signals are noted on stderr and otherwise ignored; the
 previous handlers come back when it returns or raises. (A sweep that will not close can still be
-killed with SIGKILL: its trial is then recovered as a dead worker's, see _recovery.)
+killed with SIGKILL: its trial is then recovered as a dead worker's, see recovery.py.)
 
 A KeyboardInterrupt raised while Python runs a finalizer or a weakref callback is swallowed
 ("Exception ignored in ..."): a sweep whose one signal landed there ran on to the end, exit 0,
-through Ctrl-C Ctrl-C Ctrl-C (reproduced with an object whose __del__ is running). Python hands such an exception to
-sys.unraisablehook, so while a sweep runs that hook sends the signal again a moment later: it is then
-raised in the sweep's own code, as the first would have been.
+through Ctrl-C Ctrl-C Ctrl-C (reproduced with an object whose __del__ is running). Python hands such
+an exception to sys.unraisablehook, so while a sweep runs that hook sends the signal again a moment
+later: it is then raised in the sweep's own code, as the first would have been.
 """
 
 from __future__ import annotations

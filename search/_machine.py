@@ -143,7 +143,9 @@ def choose_workers(
     left = max(1, trials_left)
     if footprint is not None and footprint.device == "cuda":
         workers = max(1, min(gpus, largest, left))
-        return WorkerChoice(workers, machine.cores // workers or 1, f"{gpus} visible GPU(s): one worker per GPU")
+        return WorkerChoice(
+            workers, machine.cores // workers or 1, f"{gpus} visible GPU(s): one worker per GPU"
+        )
     where = f"{machine.cores} cores, {_gb(machine.memory_bytes)} free"
     if footprint is None or footprint.device != "cpu":
         return WorkerChoice(1, machine.cores, f"{where}; the base's size is unknown: one process")

@@ -117,7 +117,7 @@ def _url(host: str, port: int) -> str:
 def _start(name: str, command: list[str], url: str, probe: str, env: dict[str, str] | None = None) -> Server:
     """Start a server and wait until it answers; its own error if it dies first (a busy port...)."""
     # Its log goes to a file, not a pipe: a server logs every request, and a full pipe would stall it.
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the Server closes it when it stops
+    log = tempfile.TemporaryFile("w+")  # the Server closes it when it stops
     process = subprocess.Popen(
         command,
         stdout=log,

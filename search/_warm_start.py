@@ -50,9 +50,7 @@ def earlier_study(sweep: Sweep, storage: str | None) -> optuna.Study:
     return study
 
 
-def best_fitting(
-    earlier: optuna.Study, sweep: Sweep, k: int = BEST
-) -> list[tuple[int, dict[str, object]]]:
+def best_fitting(earlier: optuna.Study, sweep: Sweep, k: int = BEST) -> list[tuple[int, dict[str, object]]]:
     """The earlier study's best k complete trials (by its first objective), as (number, params)
     restricted to this space's parameters, keeping only those whose every value fits this space;
     a configuration is taken once."""

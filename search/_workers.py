@@ -190,7 +190,7 @@ def run_pool(
     pool: list[_Process] = []
     try:
         for index in range(workers):
-            log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in finally
+            log = tempfile.TemporaryFile("w+")  # closed in finally
             # A session of its own: Ctrl-C reaches the pool, which stops each worker once, rather
             # than a second signal landing in a worker that is closing its trial. Started from the
             # main thread: a worker's PR_SET_PDEATHSIG (die_with_pool) fires when this thread ends.

@@ -81,8 +81,18 @@ def postgres() -> Iterator[Postgres]:
     run = {"capture_output": True, "text": True, **owner}
     try:
         subprocess.run(
-            [binaries / "initdb", "-D", data, "-U", USER, f"--pwfile={folder / 'password'}"]
-            + ["--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8"],
+            [
+                binaries / "initdb",
+                "-D",
+                data,
+                "-U",
+                USER,
+                f"--pwfile={folder / 'password'}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+            ],
             check=True,
             **run,
         )
@@ -110,11 +120,24 @@ def mlflow_server(postgres: Postgres, tmp_path_factory) -> Iterator[str]:
     store = postgres.create_database("mlflow")
     artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
     port = free_port()
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in finally
+    log = tempfile.TemporaryFile("w+")  # closed in finally
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
-        + ["--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)]
-        + ["--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store,
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
         # Without MLflow's job runner (GenAI evaluation jobs): a dozen idle processes that poll.
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=log,

@@ -79,7 +79,8 @@ SWEEP = """\
 study: {{name: {kind}, metric: eval_loss, sampler: {{type: grid, seed: 0}}, n_trials: 3}}
 model: {{base: {base}}}
 data: {{train_split: "train[:64]", eval_split: "train[1400:1416]"}}
-train: {{max_steps: 4, eval_steps: 2, logging_steps: 2, per_device_train_batch_size: 8, r: 4, learning_rate: 0.01}}
+train: {{max_steps: 4, eval_steps: 2, logging_steps: 2, per_device_train_batch_size: 8, r: 4,
+        learning_rate: 0.01}}
 eval: {{max_samples: 4, max_new_tokens: 6, log_samples: 0}}
 promote: {{precisions: [fp32]}}
 search_space:

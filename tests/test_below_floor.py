@@ -4,7 +4,9 @@ first, as this study's own trials. Stub runners, and one Recipe range test of a 
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -99,7 +101,9 @@ def test_bad_keys_are_named_with_their_fix(write, extra, message):
 
 def test_a_range_test_needs_a_searched_learning_rate(write):
     text = "study: {name: x, lr_range_test: true}\nsearch_space:\n  lora_r: {type: choice, values: [2, 4]}\n"
-    with pytest.raises(SweepError, match="study.lr_range_test must narrow a searched learning rate"):
+    with pytest.raises(
+        SweepError, match=re.escape("study.lr_range_test must narrow a searched learning rate")
+    ):
         load_sweep(write(text))
 
 
@@ -174,7 +178,7 @@ def test_a_recipe_range_test_on_the_tiny_base_returns_a_rising_lr_curve(tmp_path
     lrs = [lr for lr, _ in points]
     assert len(points) == 6
     assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-2)
-    assert all(a < b for a, b in zip(lrs, lrs[1:]))
+    assert all(a < b for a, b in itertools.pairwise(lrs))
     assert all(math.isfinite(loss) and loss > 0 for _, loss in points)
 
 

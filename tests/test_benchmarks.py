@@ -47,9 +47,11 @@ def test_every_recorded_trial_has_its_curve_and_result(table):
 def test_replay_charges_each_trial_the_steps_it_trained(table, monkeypatch):
     monkeypatch.setattr(_replay, "BUDGET_TRIALS", 7.5)  # every study runs to 15 full trials' steps
     pruned = _replay.run_study(table, _replay.METHODS["TPE + median pruning"], seed=0)
-    costs = [b[0] - a[0] for a, b in zip([(0, None), *pruned], pruned)]
-    assert all(c == table.steps for c, (_, v) in zip(costs, pruned) if v is not None)  # every step
-    stopped = [c for c, (_, v) in zip(costs, pruned) if v is None]
+    costs = [b[0] - a[0] for a, b in zip([(0, None), *pruned], pruned, strict=False)]  # start and end of each
+    assert all(
+        c == table.steps for c, (_, v) in zip(costs, pruned, strict=True) if v is not None
+    )  # every step
+    stopped = [c for c, (_, v) in zip(costs, pruned, strict=True) if v is None]
     evaluations = set(range(table.first_evaluation, table.steps, table.first_evaluation))
     assert stopped and set(stopped) <= evaluations  # pruned: up to the evaluation that stopped it
     assert pruned[-1][0] >= table.run_to > pruned[-2][0]  # it stops once the budget is spent

@@ -30,7 +30,7 @@ def tokenizer():
 def _labelled_text(tokenizer, encoded) -> list[str]:
     """The runs of labelled tokens, decoded."""
     runs, current = [], []
-    for token, label in zip(encoded["input_ids"], encoded["labels"]):
+    for token, label in zip(encoded["input_ids"], encoded["labels"], strict=True):
         if label == -100:
             if current:
                 runs.append(tokenizer.decode(current))
@@ -55,8 +55,8 @@ def test_loss_is_on_every_assistant_turn_and_nothing_else(tokenizer):
 def test_the_last_assistant_turn_is_generated_from_the_turns_before_it(tokenizer):
     prompt, reference = chat.prompt_and_reference({"messages": CONVERSATION}, tokenizer)
     assert (
-        prompt
-        == "Phrase: what a great seat\nTone: positive, about the seat<|eos|>\nPhrase: the battery died again\nTone:"
+        prompt == "Phrase: what a great seat\nTone: positive, about the seat<|eos|>\n"
+        "Phrase: the battery died again\nTone:"
     )
     assert reference == "negative, about the battery"
 
@@ -89,7 +89,8 @@ def test_a_messages_sweep_learns_the_assistant_turn(in_tmp, capsys):
     _write_rows(in_tmp / "rows.jsonl")
     (in_tmp / "s.yaml").write_text(
         "study: {name: chat, metric: f1, n_trials: 1}\n"
-        "data: {path: rows.jsonl, label_column: tone, eval_split: 'train[320:400]', train_split: 'train[:320]'}\n"
+        "data: {path: rows.jsonl, label_column: tone, eval_split: 'train[320:400]',"
+        " train_split: 'train[:320]'}\n"
         "train: {max_steps: 60, learning_rate: 0.005}\n"
         "search_space:\n  lora_r: {type: choice, values: [8]}\n",
         encoding="utf-8",

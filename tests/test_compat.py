@@ -175,7 +175,7 @@ def test_resume_adds_a_trial_under_the_old_parent_run(old_study):
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
     )
-    assert sorted(r.info.run_id for r in children) == sorted(old_run_ids + [run.info.run_id])
+    assert sorted(r.info.run_id for r in children) == sorted([*old_run_ids, run.info.run_id])
 
 
 def test_the_old_champion_loads_and_generates(old_study, monkeypatch):

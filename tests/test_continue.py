@@ -77,7 +77,9 @@ def test_an_exhausted_space_says_so_once_and_stops_cleanly(stores, write, capsys
             "stopping at 3/5 finished trials"
         )
     ]
-    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(study.user_attrs["mlflow_parent_run_id"])
+    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(
+        study.user_attrs["mlflow_parent_run_id"]
+    )
     assert parent.info.status == "FINISHED"
 
 
@@ -156,7 +158,11 @@ def test_a_study_stopped_before_its_first_trial_takes_an_edited_space(stores, wr
     ("before", "after", "said"),
     [
         ("{per_rank: 2}", "{per_rank: 4}", "lora_alpha: 2 x r -> 4 x r"),
-        ("{per_rank: 2}", "{per_rank: {type: choice, values: [1, 2]}}", "lora_alpha: 2 x r -> a sampled per_rank x r"),
+        (
+            "{per_rank: 2}",
+            "{per_rank: {type: choice, values: [1, 2]}}",
+            "lora_alpha: 2 x r -> a sampled per_rank x r",
+        ),
         ("{per_rank: 2}", "{type: int, low: 8, high: 32}", "lora_alpha: 2 x r -> not tied to r"),
     ],
 )

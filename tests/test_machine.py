@@ -206,7 +206,9 @@ def test_the_timeout_names_only_a_trial_this_run_stopped(write):
     sweep = load_sweep(write(SWEEP.format(extra=", timeout: 1.5")))
     study = optuna.create_study()
     earlier = study.ask()
-    record.failed(earlier, TrialTimedOut("the study's timeout passed at step 10: the trial was stopped there"))
+    record.failed(
+        earlier, TrialTimedOut("the study's timeout passed at step 10: the trial was stopped there")
+    )
     study.tell(earlier, state=optuna.trial.TrialState.FAIL)
     study.tell(study.ask(), 1.0)  # this run's one trial, finished before its deadline
     said: list[str] = []

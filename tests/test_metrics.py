@@ -97,7 +97,11 @@ def test_label_f1_and_accuracy_are_scikit_learns():
         gold = [rng.choice(classes) for _ in range(n)]
         predicted = [rng.choice([*classes, None, "other"]) for _ in range(n)]
         expected = f1_score(
-            gold, [p or "<none>" for p in predicted], labels=sorted(set(gold)), average="macro", zero_division=0
+            gold,
+            [p or "<none>" for p in predicted],
+            labels=sorted(set(gold)),
+            average="macro",
+            zero_division=0,
         )
         assert label_f1(predicted, gold) == pytest.approx(expected, abs=1e-12)
         labelled = generation_metrics([p or "nothing" for p in predicted], gold, gold, "label")

@@ -109,7 +109,8 @@ def test_resume_after_a_move_records_into_the_moved_store(tmp_path, monkeypatch,
     from .stubs import Scripted, StubRunner
 
     monkeypatch.setattr(
-        "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
+        "lorasweep.objectives.Recipe",
+        lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r})),
     )
     proj = _store(tmp_path, _empty_mlflow_db)
     (proj / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n' * 20, encoding="utf-8")
@@ -145,7 +146,8 @@ def _old_study(tmp_path, monkeypatch, _empty_mlflow_db) -> Path:
     from .stubs import Scripted, StubRunner
 
     monkeypatch.setattr(
-        "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
+        "lorasweep.objectives.Recipe",
+        lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r})),
     )
     proj = _store(tmp_path, _empty_mlflow_db)
     (proj / "rows.jsonl").write_text('{"q": "a", "a": "b"}\n' * 20, encoding="utf-8")
@@ -168,7 +170,9 @@ def _runs(folder: Path) -> int:
     return len(client.search_runs([client.get_experiment_by_name("old").experiment_id]))
 
 
-def test_an_old_study_stored_absolute_follows_its_moved_folder(tmp_path, monkeypatch, capsys, _empty_mlflow_db):
+def test_an_old_study_stored_absolute_follows_its_moved_folder(
+    tmp_path, monkeypatch, capsys, _empty_mlflow_db
+):
     from lorasweep.search.cli import main
     from lorasweep.search.record import StudyRecord
     from lorasweep.search.storage import find_study
@@ -180,7 +184,9 @@ def test_an_old_study_stored_absolute_follows_its_moved_folder(tmp_path, monkeyp
     capsys.readouterr()
     assert main(["-q", "resume", "old", "--trials", "2"]) == 0
     assert not proj.exists()  # not made again by a write into the old folder's store
-    notes = [line for line in capsys.readouterr().err.splitlines() if "another folder than this project" in line]
+    notes = [
+        line for line in capsys.readouterr().err.splitlines() if "another folder than this project" in line
+    ]
     assert len(notes) == 1 and str(moved / "mlruns" / "mlflow.db") in notes[0]
     assert _runs(moved) == 3  # the parent and both trials, in the moved store
     stored = StudyRecord.of(find_study("old", None))
@@ -200,7 +206,9 @@ def test_an_old_study_in_a_copied_folder_never_writes_into_the_original(
     assert (_runs(proj), _runs(copy)) == (2, 3)
 
 
-def test_a_stranger_store_in_the_working_folder_is_not_taken_for_the_studys(tmp_path, _empty_mlflow_db, monkeypatch):
+def test_a_stranger_store_in_the_working_folder_is_not_taken_for_the_studys(
+    tmp_path, _empty_mlflow_db, monkeypatch
+):
     """Another project's folder with its own store: the study's runs are not there, so its stored
     store is kept."""
     from lorasweep.search._moved import moved
@@ -220,7 +228,8 @@ def test_the_sweep_file_is_found_from_another_folder(tmp_path, monkeypatch, _emp
     from .stubs import Scripted, StubRunner
 
     monkeypatch.setattr(
-        "lorasweep.objectives.Recipe", lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r}))
+        "lorasweep.objectives.Recipe",
+        lambda *a, **k: StubRunner(lambda r: Scripted(metrics={"eval_loss": r})),
     )
     proj = _store(tmp_path, _empty_mlflow_db)
     (proj / "sweep.yaml").write_text(

@@ -7,9 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-import peer_race  # noqa: E402
-
-from lorasweep.search.sweepfile._sweep import load_sweep  # noqa: E402
+import peer_race
+from lorasweep.search.sweepfile._sweep import load_sweep
 
 
 def test_overlapping_trials_count_once_on_the_wall_clock():

@@ -193,7 +193,7 @@ def test_local_csv_with_a_split_expression(tmp_path):
 def test_qlora_says_it_needs_cuda_on_a_cpu_machine():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(InputError, match="qlora must run on CUDA.*method: lora"):
+    with pytest.raises(InputError, match=r"qlora must run on CUDA.*method: lora"):
         place(ModelSpec(method="qlora"))
 
 
@@ -323,7 +323,8 @@ def test_the_final_eval_loss_is_the_exact_pass_taken_once(worker, tmp_path, monk
     # the number the Trainer's evaluation gave at the final step (the first trial's).
     args = {k: v for k, v in TRAINING.items() if k != "eval_steps"} | {"eval_strategy": "no"}
     again = worker.run_trial(
-        TrialSpec(training_args=args, lora_args={"r": 4, "lora_alpha": 8}, seed=1, generate=False), tmp_path / "b"
+        TrialSpec(training_args=args, lora_args={"r": 4, "lora_alpha": 8}, seed=1, generate=False),
+        tmp_path / "b",
     )
     assert passes == [1]
     assert again.metrics["eval_loss"] == pytest.approx(result.metrics["eval_loss"], rel=1e-5)

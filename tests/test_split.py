@@ -11,7 +11,12 @@ from lorasweep.objectives._split import split_indices
 
 def _cases():
     rng = random.Random(0)
-    yield 1500, 0.2, 0, [("formal", "casual", "angry")[i % 3] for i in range(1500)]  # the shipped tone data's shape
+    yield (
+        1500,
+        0.2,
+        0,
+        [("formal", "casual", "angry")[i % 3] for i in range(1500)],
+    )  # the shipped tone data's shape
     for n in (10, 37, 100, 333):
         for fraction in (0.1, 0.2, 0.25, 0.5):
             for seed in (0, 1, 42):
@@ -45,10 +50,16 @@ def test_loading_data_imports_no_scikit_learn():
     import sys
 
     code = (
-        "import sys; from lorasweep.objectives.config import DataSpec; from lorasweep.objectives.data import load_rows; "
+        "import sys; from lorasweep.objectives.config import DataSpec; "
+        "from lorasweep.objectives.data import load_rows; "
         "load_rows(DataSpec(path='builtin:tone', prompt_template='Phrase: {phrase}', "
         "response_template=' {tone}', label_column='tone')); print('sklearn' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
     assert done.stdout.strip().splitlines()[-1] == "False"

@@ -140,7 +140,7 @@ def test_two_processes_creating_fresh_stores_at_once_both_work(tmp_path):
         for i in (1, 2)
     ]
     results = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, results):
+    for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-3000:]
         assert out.strip()
     experiment = _client(tmp_path).get_experiment_by_name("shared")

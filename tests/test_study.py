@@ -8,9 +8,9 @@ import optuna
 import pytest
 
 from lorasweep.search import UserError, load_sweep
-from lorasweep.search.urls import redact, tracking_uri
 from lorasweep.search.storage import load_study, open_storage
 from lorasweep.search.strategy import make_sampler
+from lorasweep.search.urls import redact, tracking_uri
 
 SPACE = """\
 search_space:
@@ -21,7 +21,9 @@ search_space:
 
 
 def _sampled(sweep, n: int) -> list[dict]:
-    study = optuna.create_study(sampler=make_sampler(sweep.study, sweep.space), directions=list(sweep.study.directions))
+    study = optuna.create_study(
+        sampler=make_sampler(sweep.study, sweep.space), directions=list(sweep.study.directions)
+    )
     seen = []
     study.optimize(
         lambda t: seen.append(sweep.space.resolve(sweep.space.sample(t), sweep.fixed)) or 0.0, n_trials=n
@@ -54,7 +56,7 @@ def test_load_study_names_the_studies_it_has(in_tmp):
     storage = open_storage(None)
     for name in ("a", "b"):
         optuna.create_study(study_name=name, storage=storage)
-    with pytest.raises(UserError, match="--study must name a study.*Studies: a, b"):
+    with pytest.raises(UserError, match=r"--study must name a study.*Studies: a, b"):
         load_study(None, None)
     with pytest.raises(UserError, match="study='c'"):
         load_study("c", None)
@@ -89,6 +91,6 @@ def test_tracking_uri_precedence(monkeypatch):
 
 
 def test_listing_without_a_storage_writes_nothing(in_tmp):
-    with pytest.raises(UserError, match="storage must exist.*lorasweep run"):
+    with pytest.raises(UserError, match=r"storage must exist.*lorasweep run"):
         load_study(None, None)
     assert not (in_tmp / "mlruns").exists()

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from lorasweep.objectives import DataSpec
-from lorasweep.search import _base_scores, _store_template, load_sweep, parent, run_sweep, RunOptions
+from lorasweep.search import RunOptions, _base_scores, load_sweep, parent, run_sweep
 from lorasweep.search.tracking import client
 
 from .stubs import Scripted, StubRunner

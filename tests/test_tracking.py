@@ -89,7 +89,7 @@ def test_a_tracking_server_outage_is_one_line_when_it_starts_and_one_when_it_end
     tracking._OUTAGES.watch("127.0.0.1", f"http://127.0.0.1:{port}")
 
     class Ok(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):  # http.server's name
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.end_headers()

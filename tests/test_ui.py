@@ -71,7 +71,9 @@ def test_ui_serves_both_stores_on_loopback_and_stops_cleanly(served):
     ]
     tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
     assert sorted(t["lorasweep.role"] for t in tags) == ["study"] + ["trial"] * 4
-    parent = next(r["info"]["run_id"] for r, t in zip(runs, tags) if t["lorasweep.role"] == "study")
+    parent = next(
+        r["info"]["run_id"] for r, t in zip(runs, tags, strict=True) if t["lorasweep.role"] == "study"
+    )
     assert all(t["mlflow.parentRunId"] == parent for t in tags if t["lorasweep.role"] == "trial")
     assert {t["lorasweep.state"] for t in tags if t["lorasweep.role"] == "trial"} == {"COMPLETE", "PRUNED"}
     assert [s["study_name"] for s in _json(f"{dashboard}/api/studies")["study_summaries"]] == ["cmp"]
@@ -101,8 +103,19 @@ def test_ui_beyond_loopback_warns_and_answers_only_the_allowed_hosts(stores, wri
     run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--host", "0.0.0.0", "--port", str(port)]
-        + ["--allowed-hosts", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "lorasweep.search",
+            "ui",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--allowed-hosts",
+            f"127.0.0.1:{port}",
+        ],
         cwd=stores,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

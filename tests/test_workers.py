@@ -20,10 +20,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from lorasweep.search import RunOptions, _workers, load_sweep, run_sweep
-from lorasweep.search.recovery import Recovery, worker_id
 from lorasweep.search._workers import holds_slot, run_pool, work, worker_env
 from lorasweep.search.cli import main
 from lorasweep.search.record import WORKER as WORKER_ATTR
+from lorasweep.search.recovery import Recovery, worker_id
 from lorasweep.search.tracking import Tracker
 
 from .test_resilience import GRID, _client, curve_runner
