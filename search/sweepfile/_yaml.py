@@ -52,15 +52,9 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
         ) from None
     except UnicodeDecodeError as e:
         at = e.object[: e.start].count(b"\n") + 1
-        raise SweepError(
-            [
-                Problem(
-                    f"the sweep file must be UTF-8, but got the byte {e.object[e.start]:#x}, which UTF-8 "
-                    "cannot decode. Save the file as UTF-8.",
-                    where,
-                    at,
-                )
-            ]
+        bad = f"the byte {e.object[e.start]:#x}, which UTF-8 cannot decode"
+        raise _error(
+            f"the sweep file must be UTF-8, but got {bad}. Save the file as UTF-8.", where, at
         ) from None
     try:
         # One parse gives both the node tree (with positions) and, from it, the plain values.
@@ -68,14 +62,8 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
         _check_expansion(node, where)
         data = _Loader(text).construct_document(node) if node is not None else None
     except RecursionError:  # PyYAML composes nested collections recursively
-        raise SweepError(
-            [
-                Problem(
-                    "the file must nest its values a few levels deep, but got nesting too deep to read.",
-                    where,
-                    1,
-                )
-            ]
+        raise _error(
+            "the file must nest its values a few levels deep, but got nesting too deep to read.", where
         ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -85,21 +73,24 @@ def load_yaml(path: Path, text: str | None = None) -> tuple[dict[str, Any], dict
         context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
         if context and context_mark:  # where the broken construct began, often the real culprit
             reason += f" ({context} on line {context_mark.line + 1})"
-        raise SweepError(
-            [Problem(f"the file must be valid YAML, but got a syntax error{column}: {reason}.", where, line)]
+        raise _error(
+            f"the file must be valid YAML, but got a syntax error{column}: {reason}.", where, line
         ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SweepError(
-            [Problem(f"the file must hold a mapping of sections, but got a {type(data).__name__}.", where, 1)]
-        )
+        raise _error(f"the file must hold a mapping of sections, but got a {type(data).__name__}.", where)
     lines: dict[tuple[Any, ...], int] = {}
     duplicates: list[Problem] = []
     _collect_lines(node, (), lines, duplicates, where)
     if duplicates:  # YAML would silently keep the last one
         raise SweepError(duplicates)
     return data, lines, text
+
+
+def _error(message: str, where: str, line: int | None = 1) -> SweepError:
+    """A problem that stops the reading of the file, at its line (the file's first by default)."""
+    return SweepError([Problem(message, where, line)])
 
 
 def _check_regular(path: Path) -> None:
@@ -133,15 +124,10 @@ def _check_expansion(node: yaml.Node | None, where: str) -> None:
         return sizes[id(n)]
 
     if node is not None and size(node) > MAX_VALUES:
-        raise SweepError(
-            [
-                Problem(
-                    f"the file must expand to at most {MAX_VALUES:,} values, but its anchors and aliases "
-                    "(&name, *name) expand it to more. Write the values out, or use fewer aliases.",
-                    where,
-                    1,
-                )
-            ]
+        raise _error(
+            f"the file must expand to at most {MAX_VALUES:,} values, but its anchors and aliases "
+            "(&name, *name) expand it to more. Write the values out, or use fewer aliases.",
+            where,
         )
 
 
@@ -158,13 +144,9 @@ def _collect_lines(
             line = key_node.start_mark.line + 1
             if key_path in lines:
                 name = ".".join(map(str, key_path))
+                again = f"{name} again (first on line {lines[key_path]})"
                 duplicates.append(
-                    Problem(
-                        f"each key must appear once, but got {name} again (first on "
-                        f"line {lines[key_path]}). Keep one.",
-                        where,
-                        line,
-                    )
+                    Problem(f"each key must appear once, but got {again}. Keep one.", where, line)
                 )
                 continue
             lines[key_path] = line
