@@ -3,8 +3,8 @@ chromium-driver, as `make test-browser` installs them):
 
     make demo && .venv/bin/python docs/screenshots.py
 
-Serves the sweep's stores with `lorasweep ui`, opens MLflow's compare view of trials 0, 1 and 2, writes the study's report, and saves docs/img/mlflow-ui.png and
-docs/img/report.png.
+Serves the sweep's stores with `lorasweep ui`, opens MLflow's compare view of trials 0, 1 and 2,
+writes the study's report, and saves docs/img/mlflow-ui.png and docs/img/report.png.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def study_run(base: str, experiment: str, number: int) -> str:
 def main(study: str = "demo", compare: tuple[int, ...] = (0, 1, 2)) -> None:
     OUT.mkdir(exist_ok=True)
     ui = subprocess.Popen(
-        [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--port", str(PORT)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-P", "-m", "lorasweep.search", "ui", "--port", str(PORT)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -63,7 +65,8 @@ def main(study: str = "demo", compare: tuple[int, ...] = (0, 1, 2)) -> None:
         browser.save_screenshot(str(OUT / "mlflow-ui.png"))
 
         subprocess.run(
-            [sys.executable, "-P", "-m", "lorasweep.search", "-q", "report", "--out", "reports/screenshot"], check=True
+            [sys.executable, "-P", "-m", "lorasweep.search", "-q", "report", "--out", "reports/screenshot"],
+            check=True,
         )
         browser.get((Path("reports/screenshot/report.html")).resolve().as_uri() + "#curves")
         time.sleep(3)
