@@ -13,7 +13,6 @@ saving, gc). The first trial (it also carries the sweep's start) and its twins a
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -171,7 +170,7 @@ def measure(reps: int = REPS, log=print) -> TrialFigures:
         # (d): the last trial again, generating for every eval prompt instead of eval.max_samples.
         last = pairs[-1]
         capped = worker.eval_spec
-        worker.eval_spec = dataclasses.replace(capped, max_samples=len(worker.data.eval_prompts))
+        worker.eval_spec = capped.model_copy(update={"max_samples": len(worker.data.eval_prompts)})
         try:
             everything = worker.run_trial(last.spec, Path(folder) / "all-prompts")
         finally:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag
 
 # Every metric a trial can return, with the direction in which it improves. The study's objective
 # is one or several of these.
@@ -54,38 +56,81 @@ class InputError(ValueError):
     Raised in the project's error grammar; the CLI prints it without a traceback and exits 2."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    base: str = TINY_BASE_NAME  # the built-in tiny model, a hub id or a local path
+class Spec(BaseModel):
+    """A section of the sweep file, as the code that runs reads it: its keys are its fields, each
+    described by the docstring under it (the JSON Schema and the reference page are generated from
+    them, search/sweepfile/_reference.py)."""
+
+    # A number in a sweep file is finite: NaN fails every comparison (a gate no export passes), and
+    # an infinite tolerance or multiplier is no limit at all.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
+
+
+# A value or a list of them; a list is kept as a tuple (the spec is frozen, and hashed)
+if TYPE_CHECKING:
+    Names = str | tuple[str, ...]
+else:
+    Names = Annotated[
+        Union[Annotated[str, Tag("#one")], Annotated[tuple[str, ...], Strict(False), Tag("#list")]],  # noqa: UP007
+        Discriminator(lambda v: "#list" if isinstance(v, list | tuple) else "#one"),
+    ]
+AtLeast1 = Annotated[int, Field(ge=1)]
+
+
+class ModelSpec(Spec):
+    base: str = TINY_BASE_NAME
+    """tiny (the built-in tiny Llama), a hub id, or a local folder."""
     method: Literal["lora", "qlora"] = "lora"
-    target_modules: str | tuple[str, ...] = "all-linear"
+    """lora, or qlora (a 4-bit base through bitsandbytes; CUDA only)."""
+    target_modules: Names = "all-linear"
+    """all-linear, attention, mlp (found on the base itself), or a list of module names. Searched as
+    target_modules in search_space, a choice value such as "q_proj,v_proj" names modules."""
     revision: str | None = None
+    """The hub revision (a branch, tag or commit), passed to from_pretrained."""
     trust_remote_code: bool = False
+    """A base whose config names code of its own (auto_map) is refused unless true."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where trials train; auto: CUDA where present."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 where the GPU has it, else fp16; fp32 on the CPU."""
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """Defaults describe the built-in data set; a sweep file that names its own data starts from
-    USER_DATA instead, so built-in templates never leak onto a user's columns."""
-
-    path: str = "builtin:tone"  # local jsonl/json/csv/parquet file, a hub id, or builtin:NAME
-    name: str | None = None  # hub configuration name
-    train_split: str = "train"  # any `datasets` split expression, e.g. train[:80%]
-    eval_split: str | None = None  # None: carve eval_fraction out of the train split
-    eval_fraction: float = 0.2
-    # Eval rows the loss is computed over, at every evaluation: a seeded sample (data.seed) when the
-    # eval split is larger. A few thousand rows estimate the loss as well as forty thousand.
-    max_eval_rows: int = 2000
+# The defaults describe the built-in data set; a sweep file that names its own data starts from
+# USER_DATA instead, so built-in templates never leak onto a user's columns. (No docstring: the
+# schema would show it.)
+class DataSpec(Spec):
+    path: str = "builtin:tone"
+    """A local .jsonl/.json/.csv/.parquet file (relative to the sweep file), a dataset folder, a hub id,
+    a URL, builtin:tone or builtin:tone_chat (the same rows as conversations)."""
+    name: str | None = None
+    """The hub dataset's configuration name."""
+    train_split: str = "train"
+    """A `datasets` split expression such as train[:80%]."""
+    eval_split: str | None = None
+    """The eval split; none: eval_fraction of train is carved out, stratified on the label."""
+    eval_fraction: float = Field(0.2, gt=0, lt=1)
+    """The share of the train split carved out for eval when there is no eval_split."""
+    # A few thousand rows estimate the loss as well as forty thousand.
+    max_eval_rows: AtLeast1 = 2000
+    """Eval rows the loss is computed over at every evaluation: a larger eval split is sampled,
+    seeded by data.seed, the same rows for every trial."""
     prompt_template: str | None = "Phrase: {phrase}\nTone:"
+    """A str.format template over the columns: the prompt. With no template at all, rows carry their
+    turns (a messages column, or prompt and completion) and the tokenizer's chat template renders them."""
     response_template: str | None = " {tone}, about the {topic}"
-    # Olive's single template: loss on every token; generation from the text before its last field
-    # when that field ends it (text_split)
+    """The response, a str.format template; the loss is on its tokens only."""
     text_template: str | None = None
-    label_column: str | None = "tone"  # macro-F1 and stratified split over this column
-    max_length: int = 128  # tokens per example, prompt and response together
-    seed: int = 0  # the eval split carve-out and the sample of max_eval_rows
+    """The Olive material's single template instead of the pair: loss on every token; when its last
+    field ends it, the text before that field is the prompt for the generation metrics."""
+    label_column: str | None = "tone"
+    """The column macro-F1 and the stratified split use (none for your own data)."""
+    max_length: AtLeast1 = 128
+    """Tokens per example, prompt and response together; generation prompts keep their last
+    max_length tokens."""
+    seed: int = 0
+    """Seeds the eval carve-out and the sample of max_eval_rows."""
 
     @property
     def is_url(self) -> bool:
@@ -131,13 +176,19 @@ class DataSpec:
 USER_DATA = DataSpec(path="", prompt_template=None, response_template=None, label_column=None)
 
 
-@dataclass(frozen=True)
-class EvalSpec:
-    max_samples: int = 64  # eval prompts that are generated from (the rest only give loss)
-    max_new_tokens: int = 16
-    batch_size: int = 32  # the smallest generation batch: the recipe goes up to what memory holds
+class EvalSpec(Spec):
+    max_samples: AtLeast1 = 64
+    """Eval prompts generated from for the generation metrics (ROUGE, F1, exact match, BLEU...)."""
+    max_new_tokens: AtLeast1 = 16
+    """The generation cap, in tokens."""
+    batch_size: AtLeast1 = 32
+    """The eval-loss batch and the smallest generation batch; generation takes up to 256 prompts at
+    once where memory holds them."""
     f1: Literal["auto", "label", "token"] = "auto"
-    log_samples: int = 20  # rows in the run's generations table
+    """auto: macro-F1 over labels when a label column is named or the responses form a small closed
+    set, token F1 otherwise; or force label / token."""
+    log_samples: int = 20
+    """Rows in each run's generations.json table."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ copy of the base, unmerged (the model the trial scored).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ def load_trial_model(spec: ModelSpec, adapter: Path | Mapping[str, Path], scratc
     time is measured from disk like an export's. Several adapters (name -> folder, for a bundle)
     are loaded on the one base under their names, the first active (peft's set_adapter switches)."""
     adapters = {"adapter": adapter} if isinstance(adapter, Path) else dict(adapter)
-    base, tokenizer = load_base(dataclasses.replace(spec, method="lora"), Placement("cpu", "fp32"))
+    base, tokenizer = load_base(spec.model_copy(update={"method": "lora"}), Placement("cpu", "fp32"))
     identity = base_identity(spec.base, spec.revision)  # after the load: the cache is up to date
     base.config.use_cache = True  # load_base turns the cache off for training; generation wants it
     base.save_pretrained(scratch / "base")

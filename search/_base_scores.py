@@ -13,7 +13,6 @@ written is not an error.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -42,10 +41,10 @@ def key(sweep: Sweep, device: str) -> str | None:
     described = {
         "format": FORMAT,
         "base": base_identity(sweep.model.base, sweep.model.revision),
-        "model": dataclasses.asdict(sweep.model),
-        "data": dataclasses.asdict(sweep.data),
+        "model": sweep.model.model_dump(),
+        "data": sweep.data.model_dump(),
         "data_sha256": data,
-        "eval": dataclasses.asdict(sweep.eval),
+        "eval": sweep.eval.model_dump(),
         "metrics": sorted(METRICS),
         "device": device,
         "versions": versions,

@@ -582,7 +582,7 @@ def _load(
         return load_trial_model(spec, adapters, scratch)  # tiny, a folder, or several commits: as named
     (commit,) = commits
     try:
-        return load_trial_model(dataclasses.replace(spec, revision=commit), adapters, scratch)
+        return load_trial_model(spec.model_copy(update={"revision": commit}), adapters, scratch)
     except InputError as e:
         raise UserError(
             f"the base model must load at the commit its trials trained on, but got "

@@ -22,7 +22,9 @@ from pydantic import model_validator as _model_validator
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
-from lorasweep.objectives import DEFAULTS, METRICS, DataSpec, EvalSpec, ModelSpec
+from lorasweep.objectives import DEFAULTS, METRICS
+from lorasweep.objectives.config import DataSpec, EvalSpec, ModelSpec
+from lorasweep.objectives.config import Spec as Section  # a section of the file: one config for all
 
 from ..errors import Problems, unknown_key
 from ..precisions import PRECISIONS, REGISTRY, default_max_perplexity_change
@@ -75,16 +77,6 @@ class Rule:
     fix: str = ""
 
 
-class Section(BaseModel):
-    """A section of the file: its keys are its fields, each described by the docstring below it."""
-
-    # A number in a sweep file is finite: NaN fails every comparison (a gate no export passes), and
-    # an infinite tolerance or multiplier is no limit at all.
-    model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
-
-
 def _one_or_many(item: Any) -> Any:
     """A value or a list of them (`metric: f1` or `metrics: [f1, eval_loss]`)."""
     return Annotated[
@@ -130,7 +122,6 @@ else:
         _name_or_mapping(SamplerName, SamplerOptions),
         _name_or_mapping(PrunerName, PrunerOptions),
     )
-AtLeast1 = Annotated[int, Field(ge=1), Rule("be at least 1")]
 FOLDER_NAME: JsonDict = {"pattern": f"^{NAME_PATTERN}$"}
 
 
@@ -296,71 +287,6 @@ SpaceEntry = Annotated[
 ]
 
 
-class Model(Section):
-    base: str = ModelSpec.base
-    """tiny (the built-in tiny Llama), a hub id, or a local folder."""
-    method: Literal["lora", "qlora"] = ModelSpec.method
-    """lora, or qlora (a 4-bit base through bitsandbytes; CUDA only)."""
-    target_modules: Names = ModelSpec.target_modules
-    """all-linear, attention, mlp (found on the base itself), or a list of module names. Searched as
-    target_modules in search_space, a choice value such as "q_proj,v_proj" names modules."""
-    revision: str | None = ModelSpec.revision
-    """The hub revision (a branch, tag or commit), passed to from_pretrained."""
-    trust_remote_code: bool = ModelSpec.trust_remote_code
-    """A base whose config names code of its own (auto_map) is refused unless true."""
-    device: Literal["auto", "cpu", "cuda"] = ModelSpec.device
-    """Where trials train; auto: CUDA where present."""
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = ModelSpec.precision
-    """auto: bf16 where the GPU has it, else fp16; fp32 on the CPU."""
-
-
-class Data(Section):
-    path: str = DataSpec.path
-    """A local .jsonl/.json/.csv/.parquet file (relative to the sweep file), a dataset folder, a hub id,
-    a URL, builtin:tone or builtin:tone_chat (the same rows as conversations)."""
-    name: str | None = DataSpec.name
-    """The hub dataset's configuration name."""
-    train_split: str = DataSpec.train_split
-    """A `datasets` split expression such as train[:80%]."""
-    eval_split: str | None = DataSpec.eval_split
-    """The eval split; none: eval_fraction of train is carved out, stratified on the label."""
-    eval_fraction: float = Field(DataSpec.eval_fraction, gt=0, lt=1)
-    """The share of the train split carved out for eval when there is no eval_split."""
-    max_eval_rows: AtLeast1 = DataSpec.max_eval_rows
-    """Eval rows the loss is computed over at every evaluation: a larger eval split is sampled,
-    seeded by data.seed, the same rows for every trial."""
-    prompt_template: str | None = DataSpec.prompt_template
-    """A str.format template over the columns: the prompt. With no template at all, rows carry their
-    turns (a messages column, or prompt and completion) and the tokenizer's chat template renders them."""
-    response_template: str | None = DataSpec.response_template
-    """The response, a str.format template; the loss is on its tokens only."""
-    text_template: str | None = DataSpec.text_template
-    """The Olive material's single template instead of the pair: loss on every token; when its last
-    field ends it, the text before that field is the prompt for the generation metrics."""
-    label_column: str | None = DataSpec.label_column
-    """The column macro-F1 and the stratified split use (none for your own data)."""
-    max_length: AtLeast1 = DataSpec.max_length
-    """Tokens per example, prompt and response together; generation prompts keep their last
-    max_length tokens."""
-    seed: int = DataSpec.seed
-    """Seeds the eval carve-out and the sample of max_eval_rows."""
-
-
-class Eval(Section):
-    max_samples: AtLeast1 = EvalSpec.max_samples
-    """Eval prompts generated from for the generation metrics (ROUGE, F1, exact match, BLEU...)."""
-    max_new_tokens: AtLeast1 = EvalSpec.max_new_tokens
-    """The generation cap, in tokens."""
-    batch_size: AtLeast1 = EvalSpec.batch_size
-    """The eval-loss batch and the smallest generation batch; generation takes up to 256 prompts at
-    once where memory holds them."""
-    f1: Literal["auto", "label", "token"] = EvalSpec.f1
-    """auto: macro-F1 over labels when a label column is named or the responses form a small closed
-    set, token F1 otherwise; or force label / token."""
-    log_samples: int = EvalSpec.log_samples
-    """Rows in each run's generations.json table."""
-
-
 class Tracking(Section):
     uri: str | None = None
     """The MLflow tracking URI (default: sqlite under mlruns/, or MLFLOW_TRACKING_URI)."""
@@ -383,7 +309,7 @@ _PER_PRECISION = "; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values())
 
 
 class Promote(Section):
-    select: Select = []
+    select: Select = Field([])
     """With several metrics, which Pareto trial `best` picks: a list of metrics, each a name or
     {metric, tolerance}. The trials within tolerance of the best on the first metric are kept, then
     those within tolerance on the next, and the best on the last wins. Example: [{metric: f1,
@@ -419,7 +345,7 @@ class SweepFile(Section):
     model_config = ConfigDict(title="lorasweep sweep file")
     search_strategy: SearchStrategy | None = None
     """The Olive material's names for study.sampler and study.n_trials."""
-    search_space: dict[str, SpaceEntry] = {}
+    search_space: dict[str, SpaceEntry] = Field({})
     """Parameter names to ranges, each {type: float|int, low, high, log, step} or {type: choice,
     values}; lora_alpha may also be {per_rank: k}. Parameter names are the fields of transformers'
     TrainingArguments and peft's LoraConfig, the arguments of EarlyStoppingCallback, and the aliases
@@ -427,9 +353,9 @@ class SweepFile(Section):
     did-you-mean, as are fields lorasweep sets itself (output_dir, report_to, ...) and secrets."""
     study: Study | None = None
     """The Optuna study: objective, sampler, budget, pruner."""
-    model: Model | None = None
+    model: ModelSpec | None = None
     """The base model and how it is adapted."""
-    data: Data | None = None
+    data: DataSpec | None = None
     """The rows, and how they become prompts and responses."""
     train: dict[str, Any] = Field(
         {},
@@ -440,7 +366,7 @@ class SweepFile(Section):
         "keep the best evaluation's adapter.",
         json_schema_extra={"examples": [{"max_steps": 60, "lora_dropout": 0.05}]},
     )
-    eval: Eval | None = None
+    eval: EvalSpec | None = None
     """Generation after training, for the generation metrics."""
     tracking: Tracking | None = None
     """Where MLflow records the runs."""
@@ -449,9 +375,10 @@ class SweepFile(Section):
 
 
 SECTIONS: tuple[str, ...] = tuple(SweepFile.model_fields)
+# The models a union tags its members with (the tags show in an error's location)
 MODELS: dict[str, type[BaseModel]] = {
-    m.__name__: m for m in (Study, SamplerOptions, PrunerOptions, SearchStrategy, FloatRange, IntRange)
-} | {m.__name__: m for m in (Choice, PerRank, Model, Data, Eval, Tracking, SelectEntry, Promote)}
+    m.__name__: m for m in (SamplerOptions, PrunerOptions, SelectEntry, FloatRange, IntRange, Choice, PerRank)
+}
 
 # The thing an enum names, where the key alone says less
 _WHAT = {

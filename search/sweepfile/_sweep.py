@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel
 
 from lorasweep import objectives
 from lorasweep.objectives import (
@@ -32,7 +31,7 @@ from ..errors import Problems, UserError, unknown_key
 from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
 from ..strategy import parse_pruner, parse_sampler_options
 from ..urls import is_local, redact, tracking_uri
-from ._models import SECTIONS, Data, Eval, Model, SearchStrategy, Study, Tracking, check, name_problem
+from ._models import SECTIONS, M, SearchStrategy, Study, Tracking, check, name_problem
 from ._promote import PromoteSpec, parse_promote
 from ._space import SearchSpace, grid_points, parse_space
 from ._yaml import load_yaml
@@ -121,15 +120,11 @@ def load_sweep(
             problems.add((key,), unknown_key("top-level section", key, SECTIONS))
     fixed = _parse_train(raw.get("train"), problems)
     space = parse_space(raw.get("search_space"), problems, fixed)
-    given_model = _given(Model, raw, "model", problems)
-    if isinstance(given_model.get("target_modules"), list):
-        given_model["target_modules"] = tuple(given_model["target_modules"])
-    model = ModelSpec(**given_model)
+    model, eval_ = _section(ModelSpec, raw, "model", problems), _section(EvalSpec, raw, "eval", problems)
     data = _parse_data(raw, path, problems)
-    eval_ = EvalSpec(**_given(Eval, raw, "eval", problems))
     custom_metrics = tuple(custom_metrics)
     study = _parse_study(raw, path, problems, space, custom_metrics, stored=stored)
-    tracking = Tracking(**_given(Tracking, raw, "tracking", problems))
+    tracking = _section(Tracking, raw, "tracking", problems)
     _check_tracking(tracking, problems, stored)
     urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.uri)
     _check_no_secrets((*urls, (("data", "path"), data.path)), problems)
@@ -154,10 +149,9 @@ def load_sweep(
     )
 
 
-def _given(model: type[BaseModel], raw: dict[str, Any], section: str, problems: Problems) -> dict[str, Any]:
-    """The keys a section sets, checked against its model (a wrong value is left out, its default kept)."""
-    given = check(model, raw.get(section) or {}, problems, (section,))
-    return {} if given is None else given.model_dump(include=given.model_fields_set)
+def _section(model: type[M], raw: dict[str, Any], name: str, problems: Problems) -> M:
+    """A section as its model; a key whose value is wrong keeps its default."""
+    return check(model, raw.get(name) or {}, problems, (name,)) or model()
 
 
 def _check_tracking(tracking: Tracking, problems: Problems, stored: bool) -> None:
@@ -407,19 +401,21 @@ def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:
 
 def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec:
     """The data section; a file path in it is taken relative to the sweep file's folder."""
-    given = _given(Data, raw, "data", problems)
+    given = _section(DataSpec, raw, "data", problems)
     # The built-in templates are the built-in tone data's: any other data, builtin:tone_chat included,
     # starts from none.
-    own = str(given.get("path", DataSpec().path)) != DataSpec().path
-    data = dataclasses.replace(USER_DATA if own else DataSpec(), **given)
+    own = given.path != DataSpec().path
+    data = (
+        USER_DATA.model_copy(update={k: getattr(given, k) for k in given.model_fields_set}) if own else given
+    )
     if data.text_template is not None:
-        if "prompt_template" in given or "response_template" in given:
+        if {"prompt_template", "response_template"} & given.model_fields_set:
             problems.add(
                 ("data", "text_template"),
                 "data must use text_template alone or the "
                 "prompt_template/response_template pair, but got both. Keep one.",
             )
-        data = dataclasses.replace(data, prompt_template=None, response_template=None)
+        data = data.model_copy(update={"prompt_template": None, "response_template": None})
     if own and not data.path:
         problems.add(
             ("data",),
@@ -431,7 +427,7 @@ def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec
     if data.path.lower().endswith(DATA_SUFFIXES):
         if not local.is_absolute():
             local = path.parent / local
-            data = dataclasses.replace(data, path=str(local))
+            data = data.model_copy(update={"path": str(local)})
         if not local.is_file():
             problems.add(
                 ("data", "path"),
