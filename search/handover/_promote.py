@@ -266,7 +266,7 @@ def export(
             "quantize a base with LoRA inputs. Drop --precision, or export the trials one by one."
         )
     precisions = tuple(p for p in PRECISIONS if p == "fp32" or p in precisions)  # fp32: the reference
-    sweep = dataclasses.replace(sweep, promote=dataclasses.replace(sweep.promote, precisions=precisions))
+    sweep = dataclasses.replace(sweep, promote=sweep.promote.model_copy(update={"precisions": precisions}))
     client = tracking.client(study_tracking_uri(study, tracking_uri))
     with (
         _interruptible(),

@@ -4,7 +4,6 @@ _yaml.py       the YAML loader with a line for every key, so each problem names 
 _models.py     one pydantic model per section: every key, its type, default and description
 _sweep.py      load_sweep / stored_sweep: the sections, checked together -> Sweep
 _space.py      search_space: Optuna distributions, grid points, the lora_alpha tie
-_promote.py    the promote section: the selection rule, the registered name, the gate's limits
 _reference.py  the JSON Schema and the reference page, generated from the models
 
 `python -m lorasweep.search.sweepfile` writes spaces/sweep-file.schema.json and
@@ -13,8 +12,8 @@ docs/reference/sweep-file.md from the models.
 
 from __future__ import annotations
 
+from ._models import Promote as PromoteSpec
 from ._models import name_problem
-from ._promote import PromoteSpec
 from ._reference import json_schema, reference_markdown
 from ._space import SearchSpace, alpha_tie, describe, stored_alpha_tie
 from ._sweep import StudySpec, Sweep, load_sweep, promote_spec, stored_sweep

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from pydantic import model_validator as _model_validator
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
@@ -28,6 +28,7 @@ from lorasweep.objectives.config import Spec as Section  # a section of the file
 
 from ..errors import Problems, unknown_key
 from ..precisions import PRECISIONS, REGISTRY, default_max_perplexity_change
+from ..selection import Criterion
 from ..strategy import PRUNERS, SAMPLERS
 
 if TYPE_CHECKING:  # names the libraries and registries hold, enums in the schema
@@ -223,6 +224,12 @@ class IntRange(_Range):
 Plain = str | int | float | bool | None
 
 
+def _distinct(values: list[Plain]) -> list[Plain]:
+    if len(set(map(repr, values))) != len(values):
+        raise ValueError("values must be distinct")
+    return values
+
+
 class Choice(Section):
     type: Literal["choice", "categorical"]
     """One of the values (CategoricalDistribution); categorical is a synonym."""
@@ -230,15 +237,9 @@ class Choice(Section):
         list[Plain],
         Field(min_length=1),
         Rule("be a non-empty list of distinct plain values (numbers, strings, true or false)"),
+        AfterValidator(_distinct),
     ]
     """The values to choose from."""
-
-    @field_validator("values")
-    @classmethod
-    def _distinct(cls, values: list[Plain]) -> list[Plain]:
-        if len(set(map(repr, values))) != len(values):
-            raise ValueError("values must be distinct")
-        return values
 
 
 def _range_tag(value: Any) -> str | None:
@@ -301,24 +302,45 @@ class SelectEntry(Section):
     """Trials within this much of the best (in the metric's units) count as tied on it."""
 
 
-if TYPE_CHECKING:
-    Select = list[str | SelectEntry]
+def _criteria(rule: tuple[str | SelectEntry, ...]) -> tuple[Criterion, ...]:
+    return tuple(Criterion(c) if isinstance(c, str) else Criterion(c.metric, c.tolerance) for c in rule)
+
+
+if TYPE_CHECKING:  # as the code reads it: _criteria makes each item a Criterion
+    Select = tuple[Criterion, ...]
 else:
-    Select = list[_name_or_mapping(MetricName, SelectEntry)]
+    Select = Annotated[
+        tuple[_name_or_mapping(MetricName, SelectEntry), ...], Field(strict=False), AfterValidator(_criteria)
+    ]
 _PER_PRECISION = "; ".join(f"{p.name}: {p.summary}" for p in REGISTRY.values())
 
 
+def _folder_name(name: str) -> str:
+    if (wrong := name_problem("{where}", name)) is not None:
+        raise ValueError(wrong)
+    return name
+
+
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
+# The promote section: which trial a study hands over (the rule, see selection.py), under what name,
+# and the limits of the parity gate its ONNX exports must pass.
 class Promote(Section):
-    select: Select = Field([])
+    select: Select = Field(())
     """With several metrics, which Pareto trial `best` picks: a list of metrics, each a name or
     {metric, tolerance}. The trials within tolerance of the best on the first metric are kept, then
     those within tolerance on the next, and the best on the last wins. Example: [{metric: f1,
     tolerance: 0.01}, eval_loss]. Default: the study's metrics in order, tolerance 0."""
-    model_name: str | None = Field(None, json_schema_extra=FOLDER_NAME)
+    # It names folders too (exports/NAME/vK, the .promote-NAME.lock): the study's name rule, whole.
+    model_name: FolderName | None = Field(None, json_schema_extra=FOLDER_NAME)
     """The registered MLflow model promote adds versions to (default: the study's name)."""
     precisions: Annotated[
-        list[PrecisionName], Field(min_length=1), Rule(f"be a list of {', '.join(PRECISIONS)}")
-    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated: {_PER_PRECISION}.")
+        tuple[PrecisionName, ...],
+        Field(strict=False, min_length=1),
+        Rule(f"be a list of {', '.join(PRECISIONS)}"),
+        AfterValidator(lambda given: ("fp32", *(p for p in PRECISIONS[1:] if p in given))),  # fp32 first
+    ] = Field(PRECISIONS, description=f"The ONNX exports made and gated: {_PER_PRECISION}.")
     max_logit_diff: Annotated[
         float, Field(gt=0), Rule("be a number > 0", "fp32 exports usually differ by 1e-5 or less.")
     ] = 1e-3
@@ -326,6 +348,7 @@ class Promote(Section):
     max_perplexity_change: Annotated[
         dict[PrecisionName, Annotated[float, Field(ge=0)]],
         Rule("map precisions to relative changes >= 0", "Example: {int8: 0.05, int4: 0.15} (5% and 15%)."),
+        AfterValidator(lambda given: {**default_max_perplexity_change(), **given}),
     ] = Field(default_max_perplexity_change())
     """How far each export's eval perplexity may move from PyTorch's, relative (0.01 is 1%); a
     partial mapping keeps the other precisions' defaults."""
@@ -445,7 +468,7 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
     if kind == "extra_forbidden":
         parent = ".".join([prefix, *keys[:-1]])
         return unknown_key(f"a key of {parent}", keys[-1], owner.model_fields if owner else [])
-    if kind == "value_error" and "{where}" in str(ctx["error"]):  # a range's own rule across its keys
+    if kind == "value_error" and "{where}" in str(ctx["error"]):  # a validator's own message, whole
         return str(ctx["error"]).removeprefix("Value error, ").replace("{where}", dotted)
     rule = next((m for m in (field.metadata if field else []) if isinstance(m, Rule)), None)
     if rule is not None and name is not None:

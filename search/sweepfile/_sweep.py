@@ -31,8 +31,7 @@ from ..errors import Problems, UserError, unknown_key
 from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
 from ..strategy import parse_pruner, parse_sampler_options
 from ..urls import is_local, redact, tracking_uri
-from ._models import SECTIONS, M, SearchStrategy, Study, Tracking, check, name_problem
-from ._promote import PromoteSpec, parse_promote
+from ._models import SECTIONS, M, Promote, SearchStrategy, Study, Tracking, check, name_problem
 from ._space import SearchSpace, grid_points, parse_space
 from ._yaml import load_yaml
 
@@ -67,7 +66,7 @@ class Sweep:
     eval: EvalSpec = field(default_factory=EvalSpec)
     tracking_uri: str | None = None
     experiment: str | None = None
-    promote: PromoteSpec = field(default_factory=PromoteSpec)
+    promote: Promote = field(default_factory=Promote)
     path: Path | None = None
     text: str = ""  # the file as written; stored with the study
     # Metrics of the user's own, computed by Python functions (lorasweep.run(metrics=...)): their
@@ -128,7 +127,7 @@ def load_sweep(
     _check_tracking(tracking, problems, stored)
     urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.uri)
     _check_no_secrets((*urls, (("data", "path"), data.path)), problems)
-    promote = parse_promote(raw.get("promote"), problems)
+    promote = _section(Promote, raw, "promote", problems)
     _check_consistency(study, data, problems, custom_metrics)
     _check_train(fixed, space, problems)
     problems.raise_if_any()
@@ -151,7 +150,8 @@ def load_sweep(
 
 def _section(model: type[M], raw: dict[str, Any], name: str, problems: Problems) -> M:
     """A section as its model; a key whose value is wrong keeps its default."""
-    return check(model, raw.get(name) or {}, problems, (name,)) or model()
+    given = raw.get(name)
+    return check(model, {} if given is None else given, problems, (name,)) or model()
 
 
 def _check_tracking(tracking: Tracking, problems: Problems, stored: bool) -> None:
@@ -389,12 +389,12 @@ def stored_sweep(study: optuna.Study) -> Sweep:
     return dataclasses.replace(sweep, tracking_uri=stored_tracking_uri(study) or sweep.tracking_uri)
 
 
-def promote_spec(text: str, path: str = "the stored sweep file") -> PromoteSpec:
+def promote_spec(text: str, path: str = "the stored sweep file") -> Promote:
     """The promote section alone, from a sweep file's text: what `best` needs, without the data
     checks that a whole load_sweep does (the data may have moved since the sweep ran)."""
     raw, lines, _ = load_yaml(Path(path), text)
     problems = Problems(path, lines)
-    spec = parse_promote(raw.get("promote"), problems)
+    spec = _section(Promote, raw, "promote", problems)
     problems.raise_if_any()
     return spec
 
