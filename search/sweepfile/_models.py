@@ -242,11 +242,11 @@ class Choice(Section):
     """The values to choose from."""
 
 
+_RANGE_TAGS = {"float": "FloatRange", "int": "IntRange", "choice": "Choice", "categorical": "Choice"}
+
+
 def _range_tag(value: Any) -> str | None:
-    kind = value.get("type") if isinstance(value, dict) else None
-    return {"float": "FloatRange", "int": "IntRange", "choice": "Choice", "categorical": "Choice"}.get(
-        str(kind)
-    )
+    return _RANGE_TAGS.get(str(value.get("type"))) if isinstance(value, dict) else None
 
 
 Range = Annotated[
@@ -273,8 +273,9 @@ class PerRank(Section):
     """lora_alpha only: k in lora_alpha = k x r, a number or itself a range to search."""
 
 
-def _entry_tag(value: Any) -> str | None:
-    return "PerRank" if isinstance(value, dict) and "per_rank" in value else _range_tag(value)
+def entry_tag(value: Any) -> str | None:
+    """The model a search_space entry is (its type picks; lora_alpha's {per_rank: k} has none), or None."""
+    return _range_tag(value) or ("PerRank" if isinstance(value, dict) and "per_rank" in value else None)
 
 
 SpaceEntry = Annotated[
@@ -284,7 +285,7 @@ SpaceEntry = Annotated[
         Annotated[Choice, Tag("Choice")],
         Annotated[PerRank, Tag("PerRank")],
     ],
-    Discriminator(_entry_tag),
+    Discriminator(entry_tag),
 ]
 
 
@@ -403,15 +404,11 @@ MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m for m in (SamplerOptions, PrunerOptions, SelectEntry, FloatRange, IntRange, Choice, PerRank)
 }
 
-# The thing an enum names, where the key alone says less
+# The thing an enum names (by its names), where the key alone says less
 _WHAT = {
-    "study.sampler": "the sampler",
-    "study.sampler.type": "the sampler",
-    "search_strategy.type": "the sampler",
-    "study.pruner": "the pruner",
-    "study.pruner.type": "the pruner",
-    "promote.select": "a promote.select metric",
-    "promote.select.metric": "a promote.select metric",
+    tuple(SAMPLERS): "the sampler",
+    tuple(PRUNERS): "the pruner",
+    tuple(METRICS): "a promote.select metric",
 }
 _EXPECTED = {
     "int_type": "an integer",
@@ -484,8 +481,11 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
         dotted = f"each item of {dotted}"
     got = "but got none." if kind == "missing" else f"but got {key}={value!r}."
     if kind == "literal_error":
-        plain = ".".join(k for k in [prefix, *keys] if not k.isdigit())
-        return unknown_key(_WHAT.get(plain, plain), err["input"], re.findall(r"'([^']*)'", ctx["expected"]))
+        plain, names = (
+            ".".join(k for k in [prefix, *keys] if not k.isdigit()),
+            re.findall(r"'([^']*)'", ctx["expected"]),
+        )
+        return unknown_key(_WHAT.get(tuple(names), plain), err["input"], names)
     if kind in _BOUNDS:
         integer = field is not None and field.annotation in (int, int | None)
         bound = next(iter(ctx.values()))

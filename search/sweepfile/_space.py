@@ -19,7 +19,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from lorasweep import objectives
 
 from ..errors import Problems
-from ._models import Choice, FloatRange, IntRange, PerRank, check
+from ._models import MODELS, Choice, FloatRange, IntRange, PerRank, check, entry_tag
 
 Distribution = FloatDistribution | IntDistribution | CategoricalDistribution
 # The sampled multiplier behind `lora_alpha: {per_rank: {...}}` is stored under this name.
@@ -210,13 +210,7 @@ def _entry(name: str, spec: Any, problems: Problems) -> Entry | None:
             "low: 1e-5, high: 1e-3, log: true}. Fixed values belong in the train section.",
         )
         return None
-    models: dict[str, type[Entry]] = {
-        "float": FloatRange,
-        "int": IntRange,
-        "choice": Choice,
-        "categorical": Choice,
-    }
-    model = models.get(str(spec.get("type")), PerRank if "per_rank" in spec else None)
+    model = MODELS.get(entry_tag(spec) or "")
     if model is None:
         kind = spec.get("type")
         written = _OTHER_TOOLS_TYPES.get(str(kind).lower())
