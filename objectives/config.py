@@ -68,14 +68,19 @@ class Spec(BaseModel):
     )
 
 
-# A value or a list of them; a list is kept as a tuple (the spec is frozen, and hashed)
+def one_or_many(item: Any) -> Any:
+    """A value or a list of them (`metric: f1`, `metrics: [f1, eval_loss]`); a list is kept as a tuple
+    (a spec is frozen, and hashed). The tags keep pydantic from reporting a wrong value twice."""
+    return Annotated[
+        Union[Annotated[item, Tag("#one")], Annotated[tuple[item, ...], Strict(False), Tag("#list")]],  # noqa: UP007
+        Discriminator(lambda v: "#list" if isinstance(v, list | tuple) else "#one"),
+    ]
+
+
 if TYPE_CHECKING:
     Names = str | tuple[str, ...]
 else:
-    Names = Annotated[
-        Union[Annotated[str, Tag("#one")], Annotated[tuple[str, ...], Strict(False), Tag("#list")]],  # noqa: UP007
-        Discriminator(lambda v: "#list" if isinstance(v, list | tuple) else "#one"),
-    ]
+    Names = one_or_many(str)
 AtLeast1 = Annotated[int, Field(ge=1)]
 
 

@@ -13,7 +13,6 @@ line: "<key> must <rule>, but got <key>=<value>. <fix>".
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar, Union
 
@@ -23,7 +22,7 @@ from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
 from lorasweep.objectives import DEFAULTS, METRICS
-from lorasweep.objectives.config import DataSpec, EvalSpec, ModelSpec
+from lorasweep.objectives.config import DataSpec, EvalSpec, ModelSpec, Names, one_or_many
 from lorasweep.objectives.config import Spec as Section  # a section of the file: one config for all
 
 from ..errors import Problems, unknown_key
@@ -78,14 +77,6 @@ class Rule:
     fix: str = ""
 
 
-def _one_or_many(item: Any) -> Any:
-    """A value or a list of them (`metric: f1` or `metrics: [f1, eval_loss]`)."""
-    return Annotated[
-        Union[Annotated[item, Tag("#one")], Annotated[list[item], Tag("#list")]],  # noqa: UP007
-        Discriminator(lambda v: "#list" if isinstance(v, list) else "#one"),
-    ]
-
-
 def _name_or_mapping(name: Any, mapping: type[BaseModel]) -> Any:
     """A name (`pruner: median`) or a mapping of the name and options (`pruner: {type: median, ...}`)."""
     return Annotated[
@@ -113,12 +104,11 @@ class PrunerOptions(BaseModel):
 
 
 if TYPE_CHECKING:
-    Names = str | Sequence[str]
-    Directions = Direction | list[Direction]
+    Directions = Direction | tuple[Direction, ...]
     Sampler = str | SamplerOptions
     Pruner = str | PrunerOptions
 else:
-    Names, Directions = _one_or_many(str), _one_or_many(Direction)
+    Directions = one_or_many(Direction)
     Sampler, Pruner = (
         _name_or_mapping(SamplerName, SamplerOptions),
         _name_or_mapping(PrunerName, PrunerOptions),

@@ -72,9 +72,7 @@ class Sweep:
     # Metrics of the user's own, computed by Python functions (lorasweep.run(metrics=...)): their
     # names are valid study metrics; the functions themselves come with each run, not in the file.
     custom_metrics: tuple[str, ...] = ()
-    lines: dict[tuple[Any, ...], int] = field(
-        default_factory=dict, repr=False
-    )  # key path -> line in the file
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False)  # key path -> line
 
     def problems(self) -> Problems:
         """A collector for problems found after loading, located in this file."""
@@ -244,6 +242,7 @@ def _parse_study(
         _check_warm_start(study.warm_start, name, problems)
     pruner = study.pruner if isinstance(study.pruner, str | None) else study.pruner.model_dump()
     return StudySpec(
+        **study.model_dump(include={"timeout", "storage", "retries", "lr_range_test", "warm_start"}),
         name=name,
         metrics=metrics,
         directions=_directions(study, metrics, custom, problems),
@@ -251,19 +250,14 @@ def _parse_study(
         sampler_options=options,
         seed=seed,
         n_trials=_budget(study, strategy, problems),
-        timeout=study.timeout,
-        storage=study.storage,
         pruner=parse_pruner(pruner, problems, len(metrics)),
-        retries=study.retries,
-        lr_range_test=study.lr_range_test,
-        warm_start=study.warm_start,
     )
 
 
 def _metrics(study: Study, custom: tuple[str, ...], problems: Problems) -> tuple[str, ...]:
     """study.metrics (or metric): the built-in metrics and the Python API's custom ones."""
     given = study.metrics if study.metric is None or "metrics" in study.model_fields_set else study.metric
-    metrics = tuple(given) if isinstance(given, list) else (given,)
+    metrics = given if isinstance(given, tuple) else (given,)
     for m in metrics:
         if m not in METRICS and m not in custom:
             problems.add(
@@ -293,7 +287,7 @@ def _directions(
                     "study.directions. Add directions: [maximize] (or minimize), one per metric.",
                 )
         return tuple(METRICS.get(m, "minimize") for m in metrics)
-    directions = tuple(given) if isinstance(given, list) else (given,)
+    directions = given if isinstance(given, tuple) else (given,)
     if len(directions) != len(metrics):
         problems.add(
             _where(study, "directions", "direction"),
