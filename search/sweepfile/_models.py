@@ -13,6 +13,7 @@ line: "<key> must <rule>, but got <key>=<value>. <fix>".
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar, Union
 
@@ -239,14 +240,15 @@ def _range_tag(value: Any) -> str | None:
     return _RANGE_TAGS.get(str(value.get("type"))) if isinstance(value, dict) else None
 
 
-Range = Annotated[
-    Union[  # noqa: UP007
-        Annotated[FloatRange, Tag("FloatRange")],
-        Annotated[IntRange, Tag("IntRange")],
-        Annotated[Choice, Tag("Choice")],
-    ],
-    Discriminator(_range_tag),
-]
+def _tagged(pick: Callable[[Any], str | None], *models: type[BaseModel]) -> Any:
+    """One of `models`, the one `pick` names (each is tagged with its name, a key of MODELS)."""
+    return Annotated[Union[tuple(Annotated[m, Tag(m.__name__)] for m in models)], Discriminator(pick)]  # noqa: UP007
+
+
+if TYPE_CHECKING:
+    Range = FloatRange | IntRange | Choice
+else:
+    Range = _tagged(_range_tag, FloatRange, IntRange, Choice)
 
 
 class PerRank(Section):
@@ -268,15 +270,10 @@ def entry_tag(value: Any) -> str | None:
     return _range_tag(value) or ("PerRank" if isinstance(value, dict) and "per_rank" in value else None)
 
 
-SpaceEntry = Annotated[
-    Union[  # noqa: UP007
-        Annotated[FloatRange, Tag("FloatRange")],
-        Annotated[IntRange, Tag("IntRange")],
-        Annotated[Choice, Tag("Choice")],
-        Annotated[PerRank, Tag("PerRank")],
-    ],
-    Discriminator(entry_tag),
-]
+if TYPE_CHECKING:
+    SpaceEntry = Range | PerRank
+else:
+    SpaceEntry = _tagged(entry_tag, FloatRange, IntRange, Choice, PerRank)
 
 
 class Tracking(Section):
