@@ -86,20 +86,20 @@ def _name_or_mapping(name: Any, mapping: type[BaseModel]) -> Any:
     ]
 
 
-class SamplerOptions(BaseModel):
+class SamplerOptions(Section):
     """`sampler: {type: tpe, seed: 0, ...}`: any other key is the Optuna sampler's own option."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow")
     type: SamplerName = "tpe"
     """The Optuna sampler."""
     seed: int | None = 0
     """Seeds the sampler; null: a new stream each run."""
 
 
-class PrunerOptions(BaseModel):
+class PrunerOptions(Section):
     """`pruner: {type: median, ...}`: any other key is the Optuna pruner's own option."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow")
     type: PrunerName
     """The pruner."""
 
@@ -468,10 +468,8 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
         dotted = f"each item of {dotted}"
     got = "but got none." if kind == "missing" else f"but got {key}={value!r}."
     if kind == "literal_error":
-        plain, names = (
-            ".".join(k for k in [prefix, *keys] if not k.isdigit()),
-            re.findall(r"'([^']*)'", ctx["expected"]),
-        )
+        names = re.findall(r"'([^']*)'", ctx["expected"])
+        plain = ".".join(k for k in [prefix, *keys] if not k.isdigit())
         return unknown_key(_WHAT.get(tuple(names), plain), err["input"], names)
     if kind in _BOUNDS:
         integer = field is not None and field.annotation in (int, int | None)

@@ -16,16 +16,7 @@ from typing import Any, Literal
 import optuna
 
 from lorasweep import objectives
-from lorasweep.objectives import (
-    DATA_SUFFIXES,
-    GENERATION_METRICS,
-    METRICS,
-    USER_DATA,
-    WRONG_KIND_OF_FILE,
-    DataSpec,
-    EvalSpec,
-    ModelSpec,
-)
+from lorasweep.objectives import METRICS, DataSpec, EvalSpec, ModelSpec
 
 from ..errors import Problems, UserError, unknown_key
 from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
@@ -399,9 +390,8 @@ def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec
     # The built-in templates are the built-in tone data's: any other data, builtin:tone_chat included,
     # starts from none.
     own = given.path != DataSpec().path
-    data = (
-        USER_DATA.model_copy(update={k: getattr(given, k) for k in given.model_fields_set}) if own else given
-    )
+    base = objectives.USER_DATA if own else DataSpec()
+    data = base.model_copy(update={k: getattr(given, k) for k in given.model_fields_set})
     if data.text_template is not None:
         if {"prompt_template", "response_template"} & given.model_fields_set:
             problems.add(
@@ -418,7 +408,7 @@ def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec
     local = Path(data.path)
     if data.is_url:  # datasets reads it from the server, at run time
         return data
-    if data.path.lower().endswith(DATA_SUFFIXES):
+    if data.path.lower().endswith(objectives.DATA_SUFFIXES):
         if not local.is_absolute():
             local = path.parent / local
             data = data.model_copy(update={"path": str(local)})
@@ -429,7 +419,7 @@ def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec
                 f"path={str(local)!r}. Relative paths start at the sweep file's folder.",
             )
     elif data.path and (local if local.is_absolute() else path.parent / local).is_file():
-        problems.add(("data", "path"), WRONG_KIND_OF_FILE.format(path=data.path))
+        problems.add(("data", "path"), objectives.WRONG_KIND_OF_FILE.format(path=data.path))
     return data
 
 
@@ -438,7 +428,7 @@ def _check_consistency(study: StudySpec, data: DataSpec, problems: Problems, cus
         problems.add(("data",) if key is None else ("data", key), problem)
     if not data.has_prompts:
         for m in study.metrics:
-            if m in GENERATION_METRICS or m in custom:
+            if m in objectives.GENERATION_METRICS or m in custom:
                 problems.add(
                     ("study",),
                     f"metric {m} needs prompts to generate from, but got "
