@@ -110,10 +110,8 @@ if TYPE_CHECKING:
     Pruner = str | PrunerOptions
 else:
     Directions = one_or_many(Direction)
-    Sampler, Pruner = (
-        _name_or_mapping(SamplerName, SamplerOptions),
-        _name_or_mapping(PrunerName, PrunerOptions),
-    )
+    Sampler = _name_or_mapping(SamplerName, SamplerOptions)
+    Pruner = _name_or_mapping(PrunerName, PrunerOptions)
 FOLDER_NAME: JsonDict = {"pattern": f"^{NAME_PATTERN}$"}
 
 

@@ -218,9 +218,8 @@ def _parse_study(
     stored: bool,
 ) -> StudySpec:
     """The study, from the study section and the Olive material's search_strategy, in named steps."""
-    strategy = check(SearchStrategy, raw.get("search_strategy") or {}, problems, ("search_strategy",))
-    study = check(Study, raw.get("study") or {}, problems, ("study",)) or Study()
-    strategy = strategy or SearchStrategy()
+    strategy = _section(SearchStrategy, raw, "search_strategy", problems)
+    study = _section(Study, raw, "study", problems)
     metrics = _metrics(study, custom, problems)
     sampler, seed, options = _sampler(study, strategy, problems)
     _check_sampler_fits(sampler, metrics, space, problems)
@@ -258,10 +257,8 @@ def _metrics(study: Study, custom: tuple[str, ...], problems: Problems) -> tuple
 
 
 def _where(study: Study, plural: str, singular: str) -> tuple[str, str]:
-    return (
-        "study",
-        singular if singular in study.model_fields_set and plural not in study.model_fields_set else plural,
-    )
+    given = study.model_fields_set
+    return ("study", singular if singular in given and plural not in given else plural)
 
 
 def _directions(
