@@ -137,18 +137,20 @@ def grid_points(dist: BaseDistribution) -> list[Any] | None:
     return None
 
 
+def mapping(raw: Any, section: str, of: str, problems: Problems) -> dict[Any, Any]:
+    """A section that maps names to values (search_space, train), or {} with the problem added."""
+    if isinstance(raw, dict | None):
+        return raw or {}
+    problems.add((section,), f"{section} must be a mapping of {of}, but got a {type(raw).__name__}.")
+    return {}
+
+
 def parse_space(raw: Any, problems: Problems, fixed: dict[str, Any]) -> SearchSpace:
     """Check the `search_space` mapping and build the space; problems are collected, not raised."""
-    if not isinstance(raw, dict | None):
-        problems.add(
-            ("search_space",),
-            f"search_space must be a mapping of parameter names to ranges, but got a {type(raw).__name__}.",
-        )
-        return SearchSpace({})
     distributions: dict[str, Distribution] = {}
     alpha_per_rank: float | None = None
     seen: dict[str, str] = {}
-    for name, spec in (raw or {}).items():
+    for name, spec in mapping(raw, "search_space", "parameter names to ranges", problems).items():
         canonical = _parameter(str(name), seen, fixed, problems)
         entry = _entry(str(name), spec, problems) if canonical is not None else None
         if isinstance(entry, PerRank):

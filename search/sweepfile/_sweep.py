@@ -23,7 +23,7 @@ from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
 from ..strategy import parse_pruner, parse_sampler_options
 from ..urls import is_local, redact, tracking_uri
 from ._models import SECTIONS, M, Promote, SearchStrategy, Study, Tracking, check, name_problem
-from ._space import SearchSpace, grid_points, parse_space
+from ._space import SearchSpace, grid_points, mapping, parse_space
 from ._yaml import load_yaml
 
 
@@ -180,27 +180,15 @@ def _check_train(fixed: dict[str, Any], space: SearchSpace, problems: Problems) 
 
 
 def _parse_train(raw: Any, problems: Problems) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.add(
-            ("train",),
-            f"train must be a mapping of TrainingArguments/LoraConfig fields to "
-            f"fixed values, but got a {type(raw).__name__}.",
-        )
-        return {}
-    fixed: dict[str, Any] = {}
-    for name, value in raw.items():
+    given, fixed = mapping(raw, "train", "TrainingArguments/LoraConfig fields to fixed values", problems), {}
+    for name, value in given.items():
         canonical = objectives.canonical(str(name))
         if objectives.target_of(canonical) is None:
             problems.add(("train", name), objectives.unknown_name_message(str(name)))
             problems.note(objectives.valid_names_text())
         elif canonical in fixed:
-            problems.add(
-                ("train", name),
-                f"each parameter must be set once, but got {name!r} "
-                f"and another alias of {canonical!r}. Keep one.",
-            )
+            twice = f"{name!r} and another alias of {canonical!r}"
+            problems.add(("train", name), f"each parameter must be set once, but got {twice}. Keep one.")
         elif (wrong := objectives.type_problem(canonical, value)) is not None:
             problems.add(("train", name), wrong)
         else:
@@ -224,9 +212,8 @@ def _parse_study(
     sampler, seed, options = _sampler(study, strategy, problems)
     _check_sampler_fits(sampler, metrics, space, problems)
     name = study.name if study.name is not None else path.stem
-    wrong = None if stored else name_problem("study.name", name)
-    if wrong is not None:
-        problems.add(("study", "name") if "name" in study.model_fields_set else ("study",), wrong)
+    if not stored and (wrong := name_problem("study.name", name)) is not None:
+        problems.add(("study", "name"), wrong)  # at the study section's line where no name is written
     _check_lr_range_test(study, space, problems)
     if study.warm_start is not None and not stored:
         _check_warm_start(study.warm_start, name, problems)
