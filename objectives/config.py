@@ -1,8 +1,10 @@
 """What one trial needs to know, as typed, frozen values, and the metrics a trial can give.
 
-search/ builds these from the sweep file; objectives/ reads them. Each spec says what is wrong with
-its own values (`problems()`), so the rules live beside the fields they constrain. Nothing here
-knows about Optuna, MLflow or the CLI.
+ModelSpec, DataSpec and EvalSpec are the sweep file's model, data and eval sections themselves
+(frozen pydantic models: each field's docstring is the key's description in the generated schema);
+search/sweepfile validates a file's sections into them; objectives/ reads them. DataSpec also says
+what is wrong with its values taken together (`problems()`), beside the fields it constrains.
+Nothing here knows about Optuna, MLflow or the CLI.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The sweep file's schema: one pydantic model per section, one field (with its description) per key.
 
 The models say what a file may hold: keys, types, enums, defaults and bounds, and they are where a
-new key is added. The JSON Schema editors read and the reference page are generated from them
-(_reference.py). What the libraries decide at run time stays theirs: TrainingArguments and
+new key is added. The model, data and eval sections are the trial side's own specs (ModelSpec,
+DataSpec, EvalSpec in objectives/config.py), validated here like the others; the promote section's
+model is PromoteSpec itself. The JSON Schema editors read and the reference page are generated from
+them (_reference.py). What the libraries decide at run time stays theirs: TrainingArguments and
 LoraConfig knob names (train, search_space names) and Optuna's sampler and pruner options are
 checked by _sweep.py's steps against the libraries themselves.
 
@@ -462,8 +464,7 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
     if keys and keys[-1].isdigit():  # an item of a list: the list is what the user wrote
         key = name or keys[-2]
         value = _value_at(raw, keys[: keys.index(key) + 1])
-        dotted = ".".join([prefix, *keys[: keys.index(key) + 1]])
-        dotted = f"each item of {dotted}"
+        dotted = "each item of " + ".".join([prefix, *keys[: keys.index(key) + 1]])
     got = "but got none." if kind == "missing" else f"but got {key}={value!r}."
     if kind == "literal_error":
         names = re.findall(r"'([^']*)'", ctx["expected"])
