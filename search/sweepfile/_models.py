@@ -324,11 +324,11 @@ class Promote(Section):
     model_name: FolderName | None = Field(None, json_schema_extra=FOLDER_NAME)
     """The registered MLflow model promote adds versions to (default: the study's name)."""
     precisions: Annotated[
-        tuple[PrecisionName, ...],
-        Field(strict=False, min_length=1),
+        list[PrecisionName],
+        Field(min_length=1),
         Rule(f"be a list of {', '.join(PRECISIONS)}"),
-        AfterValidator(lambda given: ("fp32", *(p for p in PRECISIONS[1:] if p in given))),  # fp32 first
-    ] = Field(PRECISIONS, description=f"The ONNX exports made and gated: {_PER_PRECISION}.")
+        AfterValidator(lambda given: ["fp32", *(p for p in PRECISIONS[1:] if p in given)]),  # fp32 first
+    ] = Field(list(PRECISIONS), description=f"The ONNX exports made and gated: {_PER_PRECISION}.")
     max_logit_diff: Annotated[
         float, Field(gt=0), Rule("be a number > 0", "fp32 exports usually differ by 1e-5 or less.")
     ] = 1e-3
@@ -403,6 +403,7 @@ _EXPECTED = {
     "string_type": "a string",
     "bool_type": "true or false",
     "list_type": "a list",
+    "tuple_type": "a list",  # a list kept as a tuple
     "dict_type": "a mapping",
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
