@@ -389,20 +389,18 @@ def _parse_data(raw: dict[str, Any], path: Path, problems: Problems) -> DataSpec
             ("data",),
             "data.path must name a file or a hub id, but got none. Example: data: {path: data/train.jsonl}.",
         )
-    local = Path(data.path)
     if data.is_url:  # datasets reads it from the server, at run time
         return data
+    local = Path(data.path) if Path(data.path).is_absolute() else path.parent / data.path
     if data.path.lower().endswith(objectives.DATA_SUFFIXES):
-        if not local.is_absolute():
-            local = path.parent / local
-            data = data.model_copy(update={"path": str(local)})
+        data = data.model_copy(update={"path": str(local)})
         if not local.is_file():
             problems.add(
                 ("data", "path"),
                 f"data.path must be an existing file, but got "
                 f"path={str(local)!r}. Relative paths start at the sweep file's folder.",
             )
-    elif data.path and (local if local.is_absolute() else path.parent / local).is_file():
+    elif data.path and local.is_file():
         problems.add(("data", "path"), objectives.WRONG_KIND_OF_FILE.format(path=data.path))
     return data
 
