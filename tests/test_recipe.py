@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
@@ -170,7 +169,7 @@ def test_olive_text_template_trains_on_every_token(worker):
     assert task.eval_prompts[0] == f"Phrase: {rows[0]['phrase']} Tone: "
     assert task.eval_references == [str(t) for t in rows["tone"]]
     one_field = tokenize(
-        dataclasses.replace(spec, text_template="Phrase: {phrase}"), rows, rows, worker.tokenizer
+        spec.model_copy(update={"text_template": "Phrase: {phrase}"}), rows, rows, worker.tokenizer
     )
     assert one_field.eval_prompts == []  # nothing to generate from: loss metrics only
 
