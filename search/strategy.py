@@ -163,8 +163,7 @@ def parse_pruner(
         )
     checked = dict(spec)
     if kind == "patient" and spec.get(_WRAPPED) is not None:
-        wrapped = parse_pruner(spec[_WRAPPED], problems, n_metrics, (*where, _WRAPPED))
-        checked[_WRAPPED] = wrapped
+        checked[_WRAPPED] = parse_pruner(spec[_WRAPPED], problems, n_metrics, (*where, _WRAPPED))
     if len(problems.items) > before:
         return None
     try:
