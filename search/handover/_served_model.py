@@ -15,7 +15,7 @@ just 3); the first, the best, is the default.
 
 import mlflow
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel  # its home: mlflow.pyfunc does not re-export it
 
 
 class AdapterGenerator(PythonModel):
