@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import cached_file
+from transformers.utils.hub import cached_file  # its home: transformers.utils does not declare the re-export
 
 from .config import TINY_BASE_NAME, InputError, ModelSpec
 
