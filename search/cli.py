@@ -2,7 +2,7 @@
 
 Bad input exits with code 2 and one readable message per problem; a traceback only with --debug.
 A sweep that stops on failures exits 1 with a summary, as does an export that fails or fails its
-parity gate; an interrupted command (Ctrl-C, SIGTERM) exits 130.
+parity gate; an interrupted command (Ctrl-C, SIGTERM) exits 130; one whose reader closed the pipe, 141.
 """
 
 from __future__ import annotations
@@ -182,6 +182,11 @@ def _exit_code(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lorasweep schema | head`): what it wanted it has; the rest of the
+        # output goes nowhere, so the exit flush cannot raise again. 141 is a shell's code for SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import argparse
 import importlib.metadata
 import json
 import signal
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -74,3 +76,18 @@ def test_a_study_without_metric_names_shows_optunas_value_names():
     assert objective_names(study) == ("value0", "value1")
     study.set_metric_names(["f1", "eval_loss"])
     assert objective_names(study) == ("f1", "eval_loss")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback():
+    """`lorasweep schema | head -1`: the pipe closes before the output is written; the command ends
+    quietly with a shell's SIGPIPE code instead of a BrokenPipeError traceback."""
+    done = subprocess.Popen(
+        [sys.executable, "-m", "lorasweep.search", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    done.stdout.close()  # before the command has written anything: its write meets a closed pipe
+    err = done.stderr.read()
+    assert done.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
