@@ -256,7 +256,8 @@ class PerRank(Section):
 
     per_rank: Annotated[
         Union[  # noqa: UP007
-            Annotated[float, Field(gt=0), Tag("#number")],
+            # An int stays one: per_rank 2 at r=4 gives lora_alpha 8, recorded as 8 (not 8.0).
+            Annotated[int | float, Field(gt=0), Tag("#number")],
             Annotated[Range, Tag("#range")],
         ],
         Discriminator(lambda v: "#range" if isinstance(v, dict) else "#number"),
