@@ -20,12 +20,8 @@ from .config import (
     DATA_SUFFIXES,
     GENERATION_METRICS,
     METRICS,
-    USER_DATA,
     WRONG_KIND_OF_FILE,
-    DataSpec,
-    EvalSpec,
     InputError,
-    ModelSpec,
     TrialSpec,
     curve_metric,
 )
@@ -59,8 +55,9 @@ if TYPE_CHECKING:
     from .model import adapter_base_identity, base_identity
     from .recipe import Recipe
     from .scoring import perplexity, summed_nll
+    from .specs import USER_DATA, DataSpec, EvalSpec, ModelSpec
 
-# Names whose modules import torch, transformers or datasets: loaded when first asked for.
+# Names whose modules import torch, transformers, datasets or pydantic: loaded when first asked for.
 _HEAVY = {
     "Recipe": "recipe",
     "DataShape": "data",
@@ -72,6 +69,11 @@ _HEAVY = {
     "load_trial_model": "handover",
     "perplexity": "scoring",
     "summed_nll": "scoring",
+    # pydantic models: the command line's --help should not wait for pydantic
+    "ModelSpec": "specs",
+    "DataSpec": "specs",
+    "EvalSpec": "specs",
+    "USER_DATA": "specs",
 }
 
 

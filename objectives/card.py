@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import TINY_BASE_NAME, DataSpec, ModelSpec, TrialSpec
+from .config import TINY_BASE_NAME, TrialSpec
+from .specs import DataSpec, ModelSpec
 
 
 def describe_adapter(folder: Path, model: ModelSpec, data: DataSpec, trial: TrialSpec, metrics: dict) -> None:

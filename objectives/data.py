@@ -24,13 +24,12 @@ from .config import (
     BUILTIN_DATA_PREFIX,
     TINY_BASE_NAME,
     WRONG_KIND_OF_FILE,
-    DataSpec,
     InputError,
-    ModelSpec,
     template_fields,
 )
 from .metrics import is_closed_set
 from .model import tokenizer_at_hand
+from .specs import DataSpec, ModelSpec
 from .tiny import fit_note
 
 # Tokens of real text are rarely longer than this many characters, so a text cut at max_length *

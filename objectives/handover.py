@@ -15,9 +15,9 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from .config import DataSpec, EvalSpec, ModelSpec
 from .data import load_rows, tokenize
 from .model import Placement, base_identity, load_base
+from .specs import DataSpec, EvalSpec, ModelSpec
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils.hub import cached_file  # its home: transformers.utils does not declare the re-export
 
-from .config import TINY_BASE_NAME, InputError, ModelSpec
+from .config import TINY_BASE_NAME, InputError
+from .specs import ModelSpec
 
 # Target-module presets. "all-linear" is peft's own; "attention" and "mlp" are found on the base
 # itself (_preset_targets): every projection of its attention blocks, or of its MLP. Names differ

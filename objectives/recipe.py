@@ -31,13 +31,14 @@ from transformers import (
 
 from . import data as data_lib
 from .card import describe_adapter
-from .config import CURVE_METRICS, TINY_BASE_NAME, DataSpec, EvalSpec, ModelSpec, TrialSpec
+from .config import CURVE_METRICS, TINY_BASE_NAME, TrialSpec
 from .metrics import generation_metrics
 from .model import add_adapter, base_identity, check_targets, load_base, place, remove_adapter
 from .params import training_settings
 from .resources import MemoryWatch
 from .runner import BaseFootprint, CurveHook, LrRangeSpec, MetricFn, TrialResult, TrialTimedOut
 from .scoring import perplexity, summed_nll
+from .specs import DataSpec, EvalSpec, ModelSpec
 from .tiny import fit_note
 
 _T = TypeVar("_T", bound=Trainer)  # the Trainer class a range test or a trial builds

@@ -56,11 +56,16 @@ class ExportFailed(Exception):
 class Problems:
     """Collects problems while a file is checked, then raises them all at once."""
 
-    def __init__(self, file: str | None = None, lines: dict[KeyPath, int] | None = None) -> None:
+    def __init__(
+        self, file: str | None = None, lines: dict[KeyPath, int] | None = None, *, stored: bool = False
+    ) -> None:
         self.file = file
         self._lines = lines or {}
         self.items: list[Problem] = []
         self.notes: dict[str, None] = {}  # said once after the problems (a list of valid names...)
+        # The file was stored with a study that already ran: what an earlier version let through
+        # (a key it ignored, an infinite tolerance) must not make that study unusable now.
+        self.stored = stored
 
     def add(self, path: KeyPath, message: str) -> None:
         """Record a problem at `path` (the key path in the file; the nearest known line is used)."""
@@ -69,7 +74,9 @@ class Problems:
             if path[:end] in self._lines:
                 line = self._lines[path[:end]]
                 break
-        self.items.append(Problem(message, self.file, line))
+        problem = Problem(message, self.file, line)
+        if problem not in self.items:  # one wrong value can fail several branches of a union alike
+            self.items.append(problem)
 
     def note(self, text: str) -> None:
         self.notes[text] = None

@@ -50,7 +50,7 @@ def test_loading_data_imports_no_scikit_learn():
     import sys
 
     code = (
-        "import sys; from lorasweep.objectives.config import DataSpec; "
+        "import sys; from lorasweep.objectives.specs import DataSpec; "
         "from lorasweep.objectives.data import load_rows; "
         "load_rows(DataSpec(path='builtin:tone', prompt_template='Phrase: {phrase}', "
         "response_template=' {tone}', label_column='tone')); print('sklearn' in sys.modules)"

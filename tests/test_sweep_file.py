@@ -343,3 +343,53 @@ def test_a_sweep_file_that_is_a_folder_or_a_fifo_is_one_line(tmp_path, capsys):
             assert err.strip() == f"error: {path}: sweep file must be a YAML file, but got path={path}, " + (
                 kind if kind.startswith("a directory") else "a FIFO. Save the sweep as a file and name that."
             ), err
+
+
+# A file 0.1 ran: its study section had a key 0.1 ignored, its gate tolerances were not finite.
+RAN_BEFORE = """\
+study: {name: old, n_trials: 2, seed: 3, timeout: .inf}
+search_space:
+  learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
+promote: {max_logit_diff: .nan, max_perplexity_change: {int4: .inf}}
+"""
+
+
+def test_a_sweep_stored_by_a_study_that_ran_still_loads(write):
+    """New files are refused for what 0.1 let through; a study that ran with such a file stays
+    resumable and promotable: those keys fall back to their defaults."""
+    path = write(RAN_BEFORE, "old.yaml")
+    with pytest.raises(SweepError) as refused:
+        load_sweep(path)
+    assert "'seed'" in str(refused.value) and "max_logit_diff" in str(refused.value)
+    sweep = load_sweep(path, RAN_BEFORE, stored=True)
+    assert sweep.study.name == "old" and sweep.study.n_trials == 2 and sweep.study.timeout is None
+    assert sweep.promote.max_logit_diff == 1e-3 and sweep.promote.max_perplexity_change["int4"] == 0.15
+    from lorasweep.search.sweepfile import promote_spec
+
+    assert promote_spec(RAN_BEFORE).max_logit_diff == 1e-3
+
+
+def test_one_wrong_value_is_reported_once(write):
+    """A value that fails every branch of a union alike was listed once per branch."""
+    path = write(
+        "search_space:\n  lora_r: {type: choice, values: [[2, 4]]}\n  lora_alpha: {per_rank: true}\n",
+        "nested.yaml",
+    )
+    with pytest.raises(SweepError) as refused:
+        load_sweep(path)
+    lines = [str(p) for p in refused.value.problems]
+    assert len(lines) == len(set(lines)) and len(lines) == 2, lines
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("study: {timeout: 0}\n", "study.timeout must be a positive number of seconds, but got timeout=0."),
+        ("data: {eval_fraction: 1.5}\n", "data.eval_fraction must be a number > 0 and < 1, but got"),
+        ("study: {sampler: {type: tpe, seed: true}}\n", "study.sampler.seed must be an integer or null"),
+    ],
+)
+def test_a_bound_says_both_ends_and_null_is_named_where_it_is_allowed(write, text, said):
+    with pytest.raises(SweepError) as refused:
+        load_sweep(write(text, "bounds.yaml"))
+    assert said in str(refused.value)

@@ -1,7 +1,7 @@
 """The sweep file: the YAML a user writes, loaded and checked whole into a frozen `Sweep`.
 
 _yaml.py       the YAML loader with a line for every key, so each problem names its place
-_models.py     one pydantic model per section (model, data, eval: objectives/config.py's specs):
+_models.py     one pydantic model per section (model, data, eval: objectives/specs.py):
                every key, its type, default and description
 _sweep.py      load_sweep / stored_sweep: the sections, checked together -> Sweep
 _space.py      search_space: Optuna distributions, grid points, the lora_alpha tie

@@ -2,7 +2,7 @@
 
 The models say what a file may hold: keys, types, enums, defaults and bounds, and they are where a
 new key is added. The model, data and eval sections are the trial side's own specs (ModelSpec,
-DataSpec, EvalSpec in objectives/config.py), validated here like the others; the promote section's
+DataSpec, EvalSpec in objectives/specs.py), validated here like the others; the promote section's
 model is PromoteSpec itself. The JSON Schema editors read and the reference page are generated from
 them (_reference.py). What the libraries decide at run time stays theirs: TrainingArguments and
 LoraConfig knob names (train, search_space names) and Optuna's sampler and pruner options are
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, TypeVar, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from pydantic import model_validator as _model_validator
@@ -25,8 +25,8 @@ from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 
 from lorasweep.objectives import DEFAULTS, METRICS
-from lorasweep.objectives.config import DataSpec, EvalSpec, ModelSpec, Names, one_or_many
-from lorasweep.objectives.config import Spec as Section  # a section of the file: one config for all
+from lorasweep.objectives.specs import DataSpec, EvalSpec, ModelSpec, Names, one_or_many
+from lorasweep.objectives.specs import Spec as Section  # a section of the file: one config for all
 
 from ..errors import Problems, unknown_key
 from ..precisions import PRECISIONS, REGISTRY, default_max_perplexity_change
@@ -138,7 +138,9 @@ class Study(Section):
     signature."""
     n_trials: int = Field(10, ge=1)
     """The trial budget: finished trials, counted across reruns and workers, never exceeded."""
-    timeout: float | None = Field(None, gt=0)
+    timeout: Annotated[
+        float | None, Rule("be a positive number of seconds", "Example: timeout: 3600 (an hour).")
+    ] = Field(None, gt=0)
     """Seconds for one `run` (default: none)."""
     storage: str | None = None
     """An Optuna storage URL (default: the journal under mlruns/)."""
@@ -414,7 +416,13 @@ _EXPECTED = {
     "missing": "given",
 }
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}  # annotated_types' bounds, as pydantic keeps them
 M = TypeVar("M", bound=BaseModel)
+
+
+# What 0.1's checks let through in a file, and so may be in one stored with a study that ran: a key
+# of the study section it did not use (seed, sampler_options) and numbers that are not finite.
+_LET_THROUGH_BEFORE = {"extra_forbidden", "finite_number"}
 
 
 def check(
@@ -430,6 +438,8 @@ def check(
     order = list(raw) if isinstance(raw, dict) else []
     errors.sort(key=lambda e: order.index(e["loc"][0]) if e["loc"] and e["loc"][0] in order else -1)
     for err in errors:
+        if problems.stored and err["type"] in _LET_THROUGH_BEFORE:
+            continue  # the key falls back to its default, as the study that ran in effect had it
         keys = tuple(p for p in err["loc"] if not _is_tag(p))
         problems.add(where + keys, _message(model, raw, err, where))
     bad = {e["loc"][0] for e in errors if e["loc"]}
@@ -473,10 +483,22 @@ def _message(model: type[BaseModel], raw: Any, err: Any, where: tuple[Any, ...])
         plain = ".".join(k for k in [prefix, *keys] if not k.isdigit())
         return unknown_key(_WHAT.get(tuple(names), plain), err["input"], names)
     if kind in _BOUNDS:
-        integer = field is not None and field.annotation in (int, int | None)
-        bound = next(iter(ctx.values()))
-        return f"{dotted} must be {'an integer' if integer else 'a number'} {_BOUNDS[kind]} {bound}, {got}"
-    return f"{dotted} must be {_EXPECTED.get(kind, err['msg'].removeprefix('Input should be '))}, {got}"
+        number = "an integer" if field is not None and field.annotation in (int, int | None) else "a number"
+        return f"{dotted} must be {number} {_bounds(field, kind, ctx)}, {got}"
+    expected = _EXPECTED.get(kind, err["msg"].removeprefix("Input should be "))
+    if field is not None and type(None) in get_args(field.annotation) and kind != "missing":
+        expected += " or null"  # null is a value the key takes too (its default)
+    return f"{dotted} must be {expected}, {got}"
+
+
+def _bounds(field: FieldInfo | None, kind: str, ctx: dict[str, Any]) -> str:
+    """The bound broken ("> 0"), or both ends where the field has two ("> 0 and < 1")."""
+    metadata = field.metadata if field else []
+    given = [(sign, getattr(m, attr, None)) for m in metadata for attr, sign in _SIGNS.items()]
+    ends = [(sign, value) for sign, value in given if value is not None]
+    if len(ends) < 2:
+        ends = [(_BOUNDS[kind], next(iter(ctx.values())))]
+    return " and ".join(f"{sign} {value:g}" for sign, value in ends)
 
 
 def _field_at(

@@ -102,7 +102,7 @@ def load_sweep(
     (a study that ran must stay resumable, promotable and exportable)."""
     path = Path(path)
     raw, lines, text = load_yaml(path, text)
-    problems = Problems(str(path), lines)
+    problems = Problems(str(path), lines, stored=stored)
     for key in raw:
         if key not in SECTIONS:
             problems.add((key,), unknown_key("top-level section", key, SECTIONS))
@@ -362,7 +362,7 @@ def promote_spec(text: str, path: str = "the stored sweep file") -> Promote:
     """The promote section alone, from a sweep file's text: what `best` needs, without the data
     checks that a whole load_sweep does (the data may have moved since the sweep ran)."""
     raw, lines, _ = load_yaml(Path(path), text)
-    problems = Problems(path, lines)
+    problems = Problems(path, lines, stored=True)  # the text stored with a study that ran
     spec = _section(Promote, raw, "promote", problems)
     problems.raise_if_any()
     return spec
