@@ -829,13 +829,15 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import make_report
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
     out = Path(args.out or Path("reports") / study.study_name)
-    files = write_report(study, out)
-    print(f"wrote {files[0]} and {len(files) - 1} PNGs to {out}/")
+    report = make_report(study, out)
+    print(f"wrote {report.page} and {len(report.pngs)} PNGs to {out}/")
+    for title, why in report.left_out.items():  # the page says it too
+        print(f"left out: {title.lower()}: {why}")
     return 0
 
 

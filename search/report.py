@@ -32,12 +32,52 @@ class Plot:
     why: str  # one line under the title: what the plot answers
 
 
+@dataclass(frozen=True)
+class Report:
+    """What `make_report` wrote: the HTML page, one PNG per plot drawn, and the plots it left out,
+    each with the reason (the page says it too, in the plot's section and at the top)."""
+
+    page: Path
+    pngs: list[Path]
+    left_out: dict[str, str]  # plot title -> why it is not in the report
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.page, *self.pngs]
+
+
+class LeftOut(Exception):
+    """A plot the study cannot have (yet), with the reason the report gives in its place."""
+
+
+# fANOVA splits the objective's variance between the parameters with a random forest fitted to the
+# complete trials. On a handful of trials each tree sees a few points, and the ranking follows
+# whichever parameter happens to separate them: the demo's 3 complete trials ranked lora_r (0.48)
+# above learning_rate (0.17), though learning_rate is what decided them. Below this many complete
+# trials, or two per searched parameter if that is more, the report shows a note instead.
+IMPORTANCE_MIN_TRIALS = 10
+IMPORTANCE_TRIALS_PER_PARAM = 2
+
+
+def importance_basis(study: optuna.Study) -> tuple[int, int]:
+    """(complete trials, the fewest the importance plot needs) for `study`."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    searched = {
+        name for t in complete for name, d in t.distributions.items() if not d.single()
+    }  # a one-value parameter cannot explain anything: fANOVA leaves it out too
+    return len(complete), max(IMPORTANCE_MIN_TRIALS, IMPORTANCE_TRIALS_PER_PARAM * len(searched))
+
+
 def plots_for(study: optuna.Study) -> list[Plot]:
     several = len(study.directions) > 1
     plots = [
         Plot("history", "Optimization history", "How the objective improved, trial by trial."),
         Plot("parallel", "Parallel coordinates", "Which parameter values the good trials share."),
-        Plot("importance", "Parameter importances", "Which parameters moved the objective most (fANOVA)."),
+        Plot(
+            "importance",
+            "Parameter importances",
+            "Which parameters moved the objective most (fANOVA over the complete trials).",
+        ),
         Plot("slice", "Slice", "The objective against each parameter, one dot per trial."),
         Plot("curves", "Learning curves", "Eval loss at each evaluation, pruned trials included (dashed)."),
     ]
@@ -46,20 +86,22 @@ def plots_for(study: optuna.Study) -> list[Plot]:
     return plots
 
 
-def write_report(study: optuna.Study, out: Path) -> list[Path]:
-    """Write report.html and one PNG per plot into `out`; returns the files written. A plot that
-    the study cannot have yet (importances need two finished trials) is left out with a note."""
+def make_report(study: optuna.Study, out: Path) -> Report:
+    """Write report.html and one PNG per plot into `out`. A plot the study cannot have (too few
+    trials for it, importances below `importance_basis`'s minimum) is left out, and the page says
+    why in its place and at its top."""
     out.mkdir(parents=True, exist_ok=True)
-    sections, written = [], []
+    sections, written, left_out = [], [], {}
     first_figure = True
     for plot in plots_for(study):
         try:
             figure = _plotly(study, plot.name)
             png = out / f"{plot.name}.png"
             _matplotlib(study, plot.name, png)
-        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for this plot
-            log.info("plot %s skipped: %s", plot.name, e)
-            sections.append(_section(plot, f"<p class=note>Not available yet: {html.escape(str(e))}</p>"))
+        except (LeftOut, ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for it
+            log.info("plot %s left out: %s", plot.name, e)
+            left_out[plot.title] = str(e)
+            sections.append(_section(plot, f"<p class=note>Left out: {html.escape(str(e))}</p>"))
             continue
         written.append(png)
         # plotly.js goes in once, inline: the report opens offline, from a file, anywhere.
@@ -67,8 +109,13 @@ def write_report(study: optuna.Study, out: Path) -> list[Path]:
         first_figure = False
         sections.append(_section(plot, body))
     page = out / "report.html"
-    page.write_text(_page(study, sections), encoding="utf-8")
-    return [page, *written]
+    page.write_text(_page(study, sections, left_out), encoding="utf-8")
+    return Report(page, written, left_out)
+
+
+def write_report(study: optuna.Study, out: Path) -> list[Path]:
+    """`make_report`'s files: report.html first, then the PNGs."""
+    return make_report(study, out).files
 
 
 # -- the figures ---------------------------------------------------------------------------------
@@ -95,11 +142,22 @@ def _optuna_plot(study: optuna.Study, name: str, backend: Any) -> Any:
     if name == "pareto":
         return plot(study)
     target, target_name = _objective(study)
-    extra: dict[str, Any] = {}
-    if name == "importance":
-        _need_complete(study, 2)
-        extra["evaluator"] = _importance_evaluator()
-    return plot(study, target=target, target_name=target_name, **extra)
+    if name != "importance":
+        return plot(study, target=target, target_name=target_name)
+    complete, needed = importance_basis(study)
+    if complete < needed:
+        raise LeftOut(
+            f"fANOVA needs at least {needed} complete trials to rank the parameters, and the study "
+            f"has {complete}: on fewer, the ranking is noise. Run more trials "
+            f"(lorasweep resume {study.study_name} --trials N)."
+        )
+    figure = plot(study, target=target, target_name=target_name, evaluator=_importance_evaluator())
+    title = f"Parameter importances: fANOVA over {complete} complete trials"
+    if hasattr(figure, "update_layout"):  # plotly's figure; the matplotlib twin returns its axes
+        figure.update_layout(title=title)
+    else:
+        figure.set_title(title)
+    return figure
 
 
 def _plotly(study: optuna.Study, name: str) -> Any:
@@ -130,12 +188,6 @@ def _importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
     """fANOVA, seeded: it splits the objective's variance, whatever the direction. (Optuna's default,
     PED-ANOVA, assumes lower is better, which a maximised first metric is not.)"""
     return optuna.importance.FanovaImportanceEvaluator(seed=0)
-
-
-def _need_complete(study: optuna.Study, n: int) -> None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < n:
-        raise ValueError(f"needs {n} complete trials, the study has {len(complete)}")
 
 
 def learning_curves(study: optuna.Study) -> tuple[str, dict[int, tuple[str, dict[int, float]]]]:
@@ -203,7 +255,7 @@ def _section(plot: Plot, body: str) -> str:
     )
 
 
-def _page(study: optuna.Study, sections: list[str]) -> str:
+def _page(study: optuna.Study, sections: list[str], left_out: dict[str, str]) -> str:
     metrics = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
     rows = []
@@ -225,6 +277,8 @@ def _page(study: optuna.Study, sections: list[str]) -> str:
             + "</tr>"
         )
     objective = ", ".join(f"{m} ({d})" for m, d in zip(metrics, directions, strict=True))
+    missing = "".join(f"<li>{html.escape(title)}: {html.escape(why)}</li>" for title, why in left_out.items())
+    missing = f"<p class=note>Left out of this report:</p><ul class=note>{missing}</ul>" if missing else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>lorasweep: {html.escape(study.study_name)}</title>
 <style>
@@ -235,6 +289,7 @@ section {{ margin-top: 2.5em; }} .note {{ color: #777; }}
 </style></head><body>
 <h1>Study {html.escape(study.study_name)}</h1>
 <p>Objective: {html.escape(objective)}. {len(rows)} trials.</p>
+{missing}
 <table><tr><th>trial</th><th>state</th><th>value</th><th>params</th></tr>
 {"".join(rows)}
 </table>
