@@ -20,8 +20,6 @@ Optuna's grid and brute-force samplers count it.
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +44,8 @@ def configuration(params: Mapping[str, Any]) -> tuple:
 
 class FreshSampler(BaseSampler):
     """`make(seed)` builds the sweep's sampler (tpe, random, ...); `seed` is the sweep's (None:
-    unseeded). Works for the space's parameters, which every trial samples (the space is flat)."""
+    unseeded). Works for the space's parameters: a configuration holds those a trial samples (with
+    conditions, only the active ones), in the order SearchSpace.draw asks for them."""
 
     def __init__(
         self, make: Callable[[int | None], BaseSampler], space: SearchSpace, seed: int | None
@@ -69,7 +68,7 @@ class FreshSampler(BaseSampler):
         for attempt in range(MAX_DRAWS):
             if attempt:
                 sampler = self._sampler(trial.number, attempt)
-            drawn = _draw(sampler, study, trial, self._space.distributions)
+            drawn = _draw(sampler, study, trial, self._space)
             if configuration(drawn) not in taken:
                 break
         else:
@@ -113,12 +112,10 @@ class FreshSampler(BaseSampler):
     def _free(self, taken: set[tuple]) -> list[dict[str, Any]] | None:
         """The configurations of a finite space no trial holds; None when the space is continuous
         or too large to list (then a draw is almost never taken)."""
-        grid = self._space.grid()
-        if grid is None or math.prod(len(v) for v in grid.values()) > _ENUMERABLE:
+        size = self._space.size()
+        if size is None or size > _ENUMERABLE:
             return None
-        names = list(grid)
-        every = (dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values()))
-        return [c for c in every if configuration(c) not in taken]
+        return [c for c in self._space.configurations() or [] if configuration(c) not in taken]
 
     def _taken(self, study: optuna.Study, number: int | None) -> set[tuple]:
         """The configurations the study's trials hold, but trial `number`'s. A finished trial's is
@@ -146,21 +143,21 @@ class FreshSampler(BaseSampler):
 
 
 def _draw(
-    sampler: BaseSampler, study: optuna.Study, trial: FrozenTrial, space: Mapping[str, BaseDistribution]
+    sampler: BaseSampler, study: optuna.Study, trial: FrozenTrial, space: SearchSpace
 ) -> dict[str, Any]:
     """One configuration, asked of `sampler` the way a Trial asks it: its relative proposal first,
-    the rest one parameter at a time."""
+    the rest one parameter at a time, each only where its condition holds."""
     relative_space = sampler.infer_relative_search_space(study, trial)
     relative = sampler.sample_relative(study, trial, relative_space) if relative_space else {}
-    drawn = {}
-    for name, dist in space.items():
+
+    def ask(name: str, dist: BaseDistribution) -> Any:
         if dist.single():  # no draw (a Trial takes the one value itself), but part of the configuration
-            drawn[name] = dist.choices[0] if isinstance(dist, CategoricalDistribution) else _low(dist)
-        elif name in relative and relative_space.get(name) == dist:
-            drawn[name] = relative[name]
-        else:
-            drawn[name] = sampler.sample_independent(study, trial, name, dist)
-    return drawn
+            return dist.choices[0] if isinstance(dist, CategoricalDistribution) else _low(dist)
+        if name in relative and relative_space.get(name) == dist:
+            return relative[name]
+        return sampler.sample_independent(study, trial, name, dist)
+
+    return space.draw(ask)
 
 
 def _low(dist: BaseDistribution) -> float:

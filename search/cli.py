@@ -591,7 +591,10 @@ def _validate(args: argparse.Namespace) -> int:
         + " ".join(f"{k}={v}" for k, v in sweep.fixed.items() if k not in sweep.space.searched()),
         "search space (" + (f"{size} configurations" if size is not None else "continuous") + "):",
     ]
-    lines += [f"  {name}: {_describe(dist)}" for name, dist in sweep.space.distributions.items()]
+    lines += [
+        f"  {name}: {_describe(dist)}  {sweep.space.condition_text(name)}".rstrip()
+        for name, dist in sweep.space.distributions.items()
+    ]
     if sweep.space.alpha_per_rank is not None:
         lines.append(f"  lora_alpha: {sweep.space.alpha_per_rank:g} x r")
     max_steps = sweep.space.largest("max_steps") or sweep.fixed.get("max_steps")

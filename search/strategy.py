@@ -3,7 +3,8 @@ that stops trials whose learning curves lag.
 
 `study.sampler` (or the Olive format's `search_strategy.type`) names a sampler, seeded by
 `study.sampler.seed`, with the Optuna sampler's own options beside them
-(`sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}`). `study.pruner` is a
+(`sampler: {type: tpe, seed: 0, n_startup_trials: 4, multivariate: true}`); on a space with
+conditions, TPE defaults to `multivariate: true, group: true` (conditional_options). `study.pruner` is a
 name, or a mapping of a name and the Optuna pruner's own options:
 
     pruner: median
@@ -64,6 +65,17 @@ def make_sampler(study: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSa
     if kind == "grid":
         return optuna.samplers.GridSampler(space.grid() or {}, seed=seed)  # checked finite by load_sweep
     return FreshSampler(lambda trial_seed: _sampler(kind, options, trial_seed), space, seed)
+
+
+def conditional_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The sampler's options for a space with conditions (`when:`). TPE: multivariate TPE over the
+    groups of parameters that trials sample together (`multivariate: true, group: true`), the
+    setting Optuna documents for conditional spaces; plain TPE models each parameter alone, and
+    multivariate TPE without groups models only the parameters every trial has. The file's own
+    multivariate or group wins; multivariate: false keeps the independent TPE."""
+    if kind != "tpe" or options.get("multivariate") is False:
+        return options
+    return {"multivariate": True, "group": True, **options}
 
 
 def _sampler(kind: str, options: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:

@@ -169,6 +169,24 @@ class SearchStrategy(Section):
     """The trial budget (study.n_trials)."""
 
 
+Plain = str | int | float | bool | None
+# `when:` on a search_space entry: other entries' names -> the value, or list of values, each must take
+Condition = Annotated[
+    dict[str, Plain | list[Plain]] | None,
+    Rule(
+        "map other search_space parameters to a value or a list of values",
+        "Example: when: {use_dora: false} or when: {r: [8, 16]}.",
+    ),
+]
+WHEN = (
+    "Sample this parameter only when other search_space parameters take these values, each a value or "
+    "a list of values, all of them holding: {use_dora: false}, {r: [8, 16], use_dora: false}. A trial "
+    "where they do not hold never samples it, records nothing for it and trains with the library's "
+    "default (peft's, transformers'). Parents are sampled first; with conditions, TPE defaults to "
+    "multivariate: true, group: true."
+)
+
+
 class _Range(Section):
     type: str
     low: float
@@ -179,6 +197,7 @@ class _Range(Section):
     """Sample only low, low + step, ... (a grid sampler needs a step on every float range)."""
     log: bool = False
     """Sample on a log scale (low > 0; no step)."""
+    when: Condition = Field(None, description=WHEN)
 
     @_model_validator(mode="after")
     def _ordered(self) -> _Range:
@@ -214,9 +233,6 @@ class IntRange(_Range):
     """Sample only low, low + step, ..."""
 
 
-Plain = str | int | float | bool | None
-
-
 def _distinct(values: list[Plain]) -> list[Plain]:
     if len(set(map(repr, values))) != len(values):
         raise ValueError("values must be distinct")
@@ -233,6 +249,7 @@ class Choice(Section):
         AfterValidator(_distinct),
     ]
     """The values to choose from."""
+    when: Condition = Field(None, description=WHEN)
 
 
 _RANGE_TAGS = {"float": "FloatRange", "int": "IntRange", "choice": "Choice", "categorical": "Choice"}

@@ -57,6 +57,9 @@ def _table(model: type[BaseModel]) -> list[str]:
     return rows
 
 
+_PLAIN = {"string", "integer", "number", "true/false", "null"}
+
+
 def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     """A property's type as a reader writes it: `one of a, b`, `integer (>= 1)`, `list of string`."""
     if "$ref" in prop:
@@ -67,7 +70,10 @@ def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         return _type(target, defs)
     for union in ("anyOf", "oneOf"):
         if union in prop:
-            return " or ".join(dict.fromkeys(_type(p, defs) for p in prop[union]))
+            parts = list(dict.fromkeys(_type(p, defs) for p in prop[union]))
+            if _PLAIN <= set(parts):  # a value YAML writes plainly: said once, not as its five types
+                parts = ["plain value", *(p for p in parts if p not in _PLAIN)]
+            return " or ".join(parts)
     if "enum" in prop:
         return "one of " + ", ".join(f"`{v}`" for v in prop["enum"])
     if "const" in prop:
@@ -82,7 +88,7 @@ def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         "object": "mapping",
     }.get(prop.get("type", ""), "any")
     if kind == "list" and "items" in prop:
-        kind = f"list of {_type(prop['items'], defs)}"
+        kind = f"list of {_type(prop['items'], defs)}".replace("list of plain value", "list of plain values")
     if kind == "mapping" and isinstance(prop.get("additionalProperties"), dict):
         keys, values = prop.get("propertyNames"), prop["additionalProperties"]
         kind = f"mapping of {_type(keys, defs) if keys else 'string'} to {_type(values, defs)}"

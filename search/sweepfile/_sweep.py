@@ -20,10 +20,10 @@ from lorasweep.objectives import METRICS, DataSpec, EvalSpec, ModelSpec
 
 from ..errors import Problems, UserError, unknown_key
 from ..record import StudyRecord, stored_tracking_uri, study_sweep_file
-from ..strategy import parse_pruner, parse_sampler_options
+from ..strategy import conditional_options, parse_pruner, parse_sampler_options
 from ..urls import is_local, redact, tracking_uri
 from ._models import SECTIONS, M, Promote, SearchStrategy, Study, Tracking, check, name_problem
-from ._space import SearchSpace, grid_points, mapping, parse_space
+from ._space import SearchSpace, grid_points, mapping, parse_space, written_name
 from ._yaml import load_yaml
 
 
@@ -210,6 +210,8 @@ def _parse_study(
     study = _section(Study, raw, "study", problems)
     metrics = _metrics(study, custom, problems)
     sampler, seed, options = _sampler(study, strategy, problems)
+    if space.conditions:
+        options = conditional_options(sampler, options)
     _check_sampler_fits(sampler, metrics, space, problems)
     name = study.name if study.name is not None else path.stem
     if not stored and (wrong := name_problem("study.name", name)) is not None:
@@ -235,6 +237,14 @@ def _metrics(study: Study, custom: tuple[str, ...], problems: Problems) -> tuple
     """study.metrics (or metric): the built-in metrics and the Python API's custom ones."""
     given = study.metrics if study.metric is None or "metrics" in study.model_fields_set else study.metric
     metrics = given if isinstance(given, tuple) else (given,)
+    if not metrics:  # a study with no objective would run trials that Optuna cannot rank
+        where = _where(study, "metrics", "metric")
+        problems.add(
+            where,
+            f"study.{where[1]} must name at least one metric, but got {where[1]}=[]. "
+            "Example: metrics: eval_loss, or metrics: [f1, eval_loss].",
+        )
+        return ("eval_loss",)
     for m in metrics:
         if m not in METRICS and m not in custom:
             problems.add(
@@ -300,6 +310,14 @@ def _check_sampler_fits(
             ("search_space",),
             f"a grid sampler needs a finite space, but got continuous "
             f"ranges: {', '.join(continuous)}. Give them a step, or use choice values.",
+        )
+    if sampler == "grid" and space.conditions:
+        problems.add(
+            ("study", "sampler"),
+            "the grid sampler must search a space without conditions (Optuna's GridSampler has none: it "
+            "would run each configuration again for every value of a parameter the trial leaves out), "
+            f"but got when: on {', '.join(map(written_name, space.conditions))}. Use random or tpe (a finite "
+            "space still runs each configuration at most once), or drop the when: clauses.",
         )
     if sampler == "cmaes" and len(metrics) > 1:
         problems.add(
