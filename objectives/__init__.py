@@ -25,7 +25,15 @@ from .config import (
     TrialSpec,
     curve_metric,
 )
-from .logs import quiet_libraries
+from .logs import libraries_quieted, quiet_libraries
+from .metric_paths import (
+    MetricSource,
+    importable_source,
+    load_metric,
+    metric_name_problem,
+    metric_problems,
+    why_not_importable,
+)
 from .params import (
     BATCH_SIZE,
     DEFAULTS,
@@ -55,7 +63,7 @@ if TYPE_CHECKING:
     from .model import adapter_base_identity, base_identity
     from .recipe import Recipe
     from .scoring import perplexity, summed_nll
-    from .specs import USER_DATA, DataSpec, EvalSpec, ModelSpec
+    from .specs import USER_DATA, DataSpec, EvalSpec, MetricPath, ModelSpec
 
 # Names whose modules import torch, transformers, datasets or pydantic: loaded when first asked for.
 _HEAVY = {
@@ -73,6 +81,7 @@ _HEAVY = {
     "ModelSpec": "specs",
     "DataSpec": "specs",
     "EvalSpec": "specs",
+    "MetricPath": "specs",
     "USER_DATA": "specs",
 }
 
@@ -102,6 +111,8 @@ __all__ = [
     "LrRangeSpec",
     "LrRangeTester",
     "MetricFn",
+    "MetricPath",
+    "MetricSource",
     "ModelSpec",
     "Recipe",
     "TrialModel",
@@ -119,7 +130,12 @@ __all__ = [
     "did_you_mean",
     "eval_inputs",
     "fixed_problems",
+    "importable_source",
+    "libraries_quieted",
+    "load_metric",
     "load_trial_model",
+    "metric_name_problem",
+    "metric_problems",
     "perplexity",
     "quiet_libraries",
     "spellings",
@@ -129,4 +145,5 @@ __all__ = [
     "type_problem",
     "unknown_name_message",
     "valid_names_text",
+    "why_not_importable",
 ]

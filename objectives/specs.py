@@ -139,6 +139,24 @@ class DataSpec(Spec):
 USER_DATA = DataSpec(path="", prompt_template=None, response_template=None, label_column=None)
 
 
+class MetricPath(Spec):
+    path: str
+    """The function as module:function: a module file beside the sweep file (my_metrics.py gives
+    my_metrics:tone_hit) or an installed module. It takes (outputs, references), two lists of
+    strings, and returns a number."""
+    direction: Literal["minimize", "maximize"] | None = None
+    """Which way the metric improves: its direction as a study objective unless study.directions says."""
+
+
+if TYPE_CHECKING:
+    PathOrMapping = str | MetricPath
+else:  # tagged, so that pydantic reports a wrong value once, from the form it was written in
+    PathOrMapping = Annotated[
+        Union[Annotated[str, Tag("#path")], Annotated[MetricPath, Tag("#mapping")]],  # noqa: UP007
+        Discriminator(lambda v: "#path" if isinstance(v, str) else "#mapping"),
+    ]
+
+
 class EvalSpec(Spec):
     max_samples: AtLeast1 = 64
     """Eval prompts generated from for the generation metrics (ROUGE, F1, exact match, BLEU...)."""
@@ -152,3 +170,16 @@ class EvalSpec(Spec):
     set, token F1 otherwise; or force label / token."""
     log_samples: int = 20
     """Rows in each run's generations.json table."""
+    metrics: dict[str, PathOrMapping] = Field({})
+    """Metrics of your own, by name: "module:function" or {path: "module:function", direction:
+    maximize}. Each function scores the same generations as ROUGE and F1, fn(outputs, references) ->
+    float; its module is imported from the sweep file's folder first, then from the installed
+    packages, in every process that runs trials. A name may be a study metric."""
+
+    def metric_paths(self) -> dict[str, str]:
+        """Each metric of the user's own: name -> module:function."""
+        return {n: m if isinstance(m, str) else m.path for n, m in self.metrics.items()}
+
+    def metric_directions(self) -> dict[str, Literal["minimize", "maximize"]]:
+        """The directions given with the metrics of the user's own."""
+        return {n: m.direction for n, m in self.metrics.items() if isinstance(m, MetricPath) and m.direction}

@@ -27,7 +27,16 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from lorasweep.objectives import BATCH_SIZE, METRICS, BaseFootprint, MetricFn, TrialRunner
+from lorasweep.objectives import (
+    BATCH_SIZE,
+    METRICS,
+    BaseFootprint,
+    MetricFn,
+    MetricSource,
+    TrialRunner,
+    importable_source,
+    why_not_importable,
+)
 
 from . import _base_scores, _lr_range, _warm_start, parent, record
 from ._interrupts import first_only
@@ -77,10 +86,13 @@ class RunOptions:
     # the base (_machine.choose_workers) once the base is loaded.
     workers: int | str = AUTO
     plots: bool = True  # the study's plots on the parent run at the end (a few seconds)
-    # The Python API's custom metrics, name -> fn(outputs, references): they run in this process,
-    # so only with workers=1 (a function cannot be handed to another process by name).
+    # The Python API's custom metrics, name -> fn(outputs, references). A module-level function goes
+    # to other processes by its import path (module:function); any other callable (a lambda, a
+    # closure, a function of __main__) runs in this process only, so with workers=1.
     metrics: Mapping[str, MetricFn] = field(default_factory=dict)
     system_metrics: bool = True  # MLflow's CPU/memory/GPU samples on each trial's run
+    # How trials show while they run (progress.py: auto, bar, lines, none); quiet shows none.
+    progress: str = "auto"
     force: bool = False  # start `workers` even beyond what fits this machine (_machine)
 
     def __post_init__(self) -> None:
@@ -132,6 +144,8 @@ def run_sweep(
     # Everything that can be refused is refused before anything is written.
     _check_run(sweep, options, target)
     existing = _existing_study(target.name, target.storage_url, sweep)
+    sweep, sources = metric_sources(sweep, options, StudyRecord.of(existing) if existing else None)
+    check_custom_metrics(sweep, options, target.name, sources)
     if existing is None and sweep.experiment is not None and is_local(target.uri):
         # A local store makes the experiment a folder; load_sweep could not see a --tracking-uri flag.
         check_study_name(sweep.experiment, "tracking.experiment")
@@ -141,13 +155,13 @@ def run_sweep(
         return _nothing_to_run(existing, sweep, target, done, options, log)
 
     session = _Session.open(
-        sweep, target.name, target.storage_url, target.uri, options, log, runner, create=True
+        sweep, target.name, target.storage_url, target.uri, options, log, runner, sources, create=True
     )
     first = len(session.study.get_trials(deepcopy=False))  # trials numbered from here on are this run's
     choice = _auto_workers(session, options, target.storage_url, target.budget - done, ours=runner is None)
     if choice is not None:
         options = dataclasses.replace(options, workers=choice.workers)
-    parent_id = _record_start(session, target, new=existing is None, log=log)
+    parent_id = _record_start(session, target, sources, new=existing is None, log=log)
     recovered = session.recovery.recover(session.study)
     if not options.quiet:  # a runner handed in (tests) runs here: no choice was made
         _say_start(session, target, done, parent_id, recovered, choice if runner is None else None, log)
@@ -163,7 +177,6 @@ def run_sweep(
 def _check_run(sweep: Sweep, options: RunOptions, target: _Target) -> None:
     """What the sweep file and the flags must agree on before any store is opened."""
     check_study_name(target.name)
-    check_custom_metrics(sweep, options, target.name)
     if _pool_asked(options) and target.storage_url and target.storage_url.startswith("sqlite"):
         raise UserError(
             "--workers above 1 needs a study storage that several processes can write at once, but "
@@ -206,9 +219,17 @@ def _nothing_to_run(
     return study
 
 
-def _record_start(session: _Session, target: _Target, *, new: bool, log: Callable[[str], None]) -> str:
-    """The study's record of this run (its metric names, sweep file, budget and MLflow store) and its
-    MLflow parent run, opened or re-attached. Returns the parent run's id."""
+def _record_start(
+    session: _Session,
+    target: _Target,
+    sources: Mapping[str, MetricSource],
+    *,
+    new: bool,
+    log: Callable[[str], None],
+) -> str:
+    """The study's record of this run (its metric names, where their functions import from, sweep
+    file, budget and MLflow store) and its MLflow parent run, opened or re-attached. Returns the
+    parent run's id."""
     study, sweep = session.study, session.sweep
     if new:
         with warnings.catch_warnings():  # "experimental since Optuna 3.2": stable enough for us
@@ -217,7 +238,14 @@ def _record_start(session: _Session, target: _Target, *, new: bool, log: Callabl
     elif StudyRecord.of(study).sweep_text != sweep.text:
         log(f"note: study {target.name!r} was started from a different sweep file; continuing with this one")
     record.save_study(
-        study, sweep.text, sweep.path, sweep.custom_metrics, target.budget, target.uri, reported_metric(sweep)
+        study,
+        sweep.text,
+        sweep.path,
+        sweep.custom_metrics,
+        target.budget,
+        target.uri,
+        reported_metric(sweep),
+        {name: (s.path, s.folder) for name, s in sources.items()},
     )
     parent_id = session.tracker.parent_run(
         target.name,
@@ -362,9 +390,10 @@ def join_sweep(
             f"a study to join must have its MLflow parent run, but study {name!r} has none yet. "
             f"Start it with lorasweep run FILE --study {name}, then start workers."
         )
-    check_custom_metrics(sweep, options, name)
+    sweep, sources = metric_sources(sweep, options, StudyRecord.of(study))
+    check_custom_metrics(sweep, options, name, sources)
     uri = record.study_tracking_uri(study, options.tracking_uri)
-    session = _Session.open(sweep, name, storage, uri, options, log, runner, create=False)
+    session = _Session.open(sweep, name, storage, uri, options, log, runner, sources, create=False)
     study = session.study
     first = len(study.get_trials(deepcopy=False))  # trials numbered from here on are this run's
     session.recovery.recover(study)
@@ -443,27 +472,75 @@ def check_study_name(name: str, what: str = "a study name") -> None:
         raise UserError(wrong)
 
 
-def check_custom_metrics(sweep: Sweep, options: RunOptions, name: str) -> None:
-    """Every custom metric the study records needs its function in this run, and the functions run
-    in this process only."""
+def metric_sources(
+    sweep: Sweep, options: RunOptions, stored: StudyRecord | None
+) -> tuple[Sweep, dict[str, MetricSource]]:
+    """Where every process of this run imports each custom metric's function from: what the study
+    recorded, then the sweep file's eval.metrics (beside the file: folder None), then the Python
+    API's module-level functions (a function no other process can import has no source). Returns
+    the sweep with every metric that has a path in its eval.metrics (the runs show them) and the
+    sources."""
+    sources = {
+        name: MetricSource(path, folder)
+        for name, (path, folder) in (stored.metric_paths if stored else {}).items()
+        if name in sweep.custom_metrics
+    }
+    sources.update({name: MetricSource(path) for name, path in sweep.eval.metric_paths().items()})
+    for name, fn in options.metrics.items():
+        found = importable_source(fn)
+        if found is None:
+            sources.pop(name, None)
+        else:
+            sources[name] = found
+    shown = {**{n: s.path for n, s in sources.items()}, **sweep.eval.metrics}
+    if shown != sweep.eval.metrics:
+        sweep = dataclasses.replace(sweep, eval=sweep.eval.model_copy(update={"metrics": shown}))
+    return sweep, sources
+
+
+def check_custom_metrics(
+    sweep: Sweep, options: RunOptions, name: str, sources: Mapping[str, MetricSource]
+) -> None:
+    """Every custom metric the study records needs its function in this run: given by the Python
+    API, or imported by path. A function only this process has keeps the trials here."""
     clashing = sorted(set(options.metrics) & set(METRICS))
     if clashing:
         raise UserError(
             f"a custom metric must not take a built-in metric's name, but got metrics={clashing}. "
             "Rename it (e.g. my_f1)."
         )
-    missing = [m for m in sweep.custom_metrics if m not in options.metrics]
+    missing = [m for m in sweep.custom_metrics if m not in options.metrics and m not in sources]
     if missing:
         raise UserError(
             f"a study with custom metrics needs their functions, but study {name!r} records "
             f"{', '.join(missing)}, computed by Python functions that this run was not given. Continue "
-            f"it from Python: lorasweep.resume({name!r}, metrics={{{missing[0]!r}: fn, ...}})."
+            f"it from Python: lorasweep.resume({name!r}, metrics={{{missing[0]!r}: fn, ...}}), or name "
+            "the function in the sweep file: eval: {metrics: {NAME: module:function}}."
         )
-    if options.metrics and _pool_asked(options):
+    stuck = {m: fn for m, fn in options.metrics.items() if m not in sources}
+    if stuck and _pool_asked(options):
+        metric, fn = next(iter(stuck.items()))
         raise UserError(
-            f"custom metrics run in the process that calls lorasweep, but got workers={options.workers}"
-            " with metrics. Use workers=1, or compute the metric from each run's logged generations."
+            f"a custom metric must be importable by the worker processes, but got workers={options.workers} "
+            f"with metrics[{metric!r}]: {why_not_importable(fn)}. Define the function in a module (a .py "
+            "file beside the sweep file or an installed one) and pass it from there, name it in the sweep "
+            "file (eval: {metrics: {NAME: module:function}}), or use workers=1."
         )
+
+
+def _metric_functions(
+    sweep: Sweep, options: RunOptions, sources: Mapping[str, MetricSource]
+) -> dict[str, MetricFn]:
+    """The custom metrics' functions in this process: the API's own objects, the rest imported by
+    path (an InputError, in the project's grammar, where one cannot be)."""
+    folder = sweep.path.parent if sweep.path is not None else None
+    functions = dict(options.metrics)
+    for name, source in sources.items():
+        if name not in functions:
+            # a path from the sweep file is checked as validate checks it; a function that the API
+            # was once given is taken as it was then
+            functions[name] = source.load(name, folder, check_signature=source.folder is None)
+    return functions
 
 
 @dataclass
@@ -489,10 +566,11 @@ class _Session:
         options: RunOptions,
         log: Callable[[str], None],
         runner: TrialRunner | None,
+        sources: Mapping[str, MetricSource],
         *,
         create: bool,
     ) -> _Session:
-        trial_runner = runner if runner is not None else _recipe(sweep, options, log)
+        trial_runner = runner if runner is not None else _recipe(sweep, options, log, sources)
         _check_fits(sweep, trial_runner, options, log)
         tracker = Tracker(uri, sweep.experiment or name)
         recovery = Recovery(tracker, sweep.study.retries)
@@ -510,7 +588,7 @@ class _Session:
         study, sweep = self.study, self.sweep
         timeout = sweep.study.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        progress = Progress(sweep.study.metrics, budget, done, options.quiet)
+        progress = Progress(sweep.study.metrics, budget, done, "none" if options.quiet else options.progress)
         objective = Objective(
             sweep,
             self.runner,
@@ -540,14 +618,17 @@ class _Session:
         return ended
 
 
-def _recipe(sweep: Sweep, options: RunOptions, log: Callable[[str], None]) -> TrialRunner:
-    """The trial side's runner: the data and the base model loaded first, so that bad input fails
-    before anything is written."""
+def _recipe(
+    sweep: Sweep, options: RunOptions, log: Callable[[str], None], sources: Mapping[str, MetricSource]
+) -> TrialRunner:
+    """The trial side's runner: the custom metrics' functions, the data and the base model loaded
+    first, so that bad input fails before anything is written."""
     from lorasweep.objectives import Recipe  # torch and transformers: only where trials run
 
+    metrics = _metric_functions(sweep, options, sources)
     if not options.quiet:
         log(f"loading the data ({sweep.data.path}) and the base model ({sweep.model.base})")
-    recipe = Recipe(sweep.model, sweep.data, sweep.eval, None if options.quiet else log, options.metrics)
+    recipe = Recipe(sweep.model, sweep.data, sweep.eval, None if options.quiet else log, metrics)
     # A TrialRunner: the Recipe always knows its footprint, which the protocol (whose attributes are
     # writable, so mypy holds them invariant) allows to be None. Only read here.
     return cast(TrialRunner, recipe)
@@ -599,7 +680,9 @@ def _run_pool(
     session.runner = None  # type: ignore[assignment]
     gc.unfreeze()  # the Recipe froze what it loaded: out of the collector's sight otherwise
     gc.collect()
-    progress = Progress(session.sweep.study.metrics, budget, done, options.quiet)
+    progress = Progress(
+        session.sweep.study.metrics, budget, done, "none" if options.quiet else options.progress
+    )
 
     def on_trial(trial: optuna.trial.FrozenTrial) -> None:
         progress(study, trial)
@@ -629,7 +712,7 @@ def _base_scores_of(session: _Session, options: RunOptions, *, ours: bool) -> di
     """The base model's scores: from the cache of an earlier study on the same base and data
     (_base_scores), else evaluated (and kept there). Only for the trial side's own Recipe without
     custom metrics: a runner handed in, or a Python function, may score anything."""
-    footprint = session.runner.footprint if ours and not options.metrics else None
+    footprint = session.runner.footprint if ours and not session.sweep.custom_metrics else None
     key = _base_scores.key(session.sweep, footprint.device) if footprint is not None else None
     known = _base_scores.recall(key) if key is not None else None
     if known is not None:
@@ -644,16 +727,17 @@ def _auto_workers(
     session: _Session, options: RunOptions, storage_url: str | None, trials_left: int, *, ours: bool
 ) -> WorkerChoice | None:
     """`--workers auto`: what runs the trials (None where a number was given). In this process where
-    a pool cannot run them: a runner handed in, custom metrics (Python functions) and SQLite as the
-    study storage stay here; otherwise _machine's choice for the base, the cores and the memory."""
+    a pool cannot run them: a runner handed in, a custom metric only this process can import (a
+    lambda, a closure, a function of __main__) and SQLite as the study storage stay here; otherwise
+    _machine's choice for the base, the cores and the memory."""
     if options.workers != AUTO:
         return None
     machine = this_machine()
     here = (
         "the trial runner was handed in"
         if not ours
-        else "custom metrics run in this process"
-        if options.metrics
+        else "a custom metric's function cannot be imported by another process"
+        if any(importable_source(fn) is None for fn in options.metrics.values())
         else "SQLite as the study storage takes one writer"
         if storage_url and storage_url.startswith("sqlite")
         else None

@@ -37,6 +37,8 @@ def setup_params(sweep: Sweep) -> dict[str, Any]:
         "data.eval_split": sweep.data.eval_split,
         "data.max_eval_rows": sweep.data.max_eval_rows,  # with data.seed: which eval rows score
         "data.seed": sweep.data.seed,
+        # the user's metric functions, as every process imports them (module:function)
+        **{f"eval.metrics.{name}": path for name, path in sweep.eval.metric_paths().items()},
     }
 
 

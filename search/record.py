@@ -36,6 +36,11 @@ STUDY_ID = "study_id"
 BASE_METRICS = "base_metrics"
 REPORTED = "reported_metric"  # {metric, sign}: what trials report to Optuna while they train
 CUSTOM_METRICS = "custom_metrics"  # names of metrics the user's Python functions compute
+# ...and where every process imports those functions from: {name: {"path": "module:function",
+# "folder": the folder looked in first (relative to the working folder where it lies under it), or
+# None for the sweep file's own}}. A function the Python API was given that no other process can
+# import (a lambda, a closure, one defined in __main__) has none.
+CUSTOM_METRIC_PATHS = "custom_metric_paths"
 
 # -- each trial's user attributes ----------------------------------------------------------------
 WORKER = "worker"  # host:pid:start of the process that runs it (set first: a kill is detectable)
@@ -53,6 +58,12 @@ DIED = "worker died mid-trial"  # the error of a trial failed for its dead worke
 # ...and the system attributes of a retry, as Optuna's RetryHeartbeatStaleTrialCallback writes them.
 FAILED_TRIAL = "failed_trial"
 RETRY_HISTORY = "retry_history"
+
+# -- MLflow tags: the experiment ---------------------------------------------------------------
+# MLflow 3's UI opens an experiment by its kind: a GenAI one on its traces overview, a classic one
+# ("custom model development") on the runs table, where a sweep's trials are.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+CLASSIC_EXPERIMENT = "custom_model_development"
 
 # -- MLflow tags: runs ---------------------------------------------------------------------------
 STUDY_TAG = "lorasweep.study"
@@ -122,6 +133,8 @@ class StudyRecord:
     base_metrics: dict[str, float] | None = None  # None: not evaluated yet
     reported: tuple[str, float] | None = None  # (metric, sign)
     custom_metrics: tuple[str, ...] = ()
+    # name -> (module:function, the folder looked in first; None: the sweep file's)
+    metric_paths: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -138,6 +151,10 @@ class StudyRecord:
             base_metrics=attrs.get(BASE_METRICS),
             reported=(reported["metric"], reported["sign"]) if reported else None,
             custom_metrics=tuple(attrs.get(CUSTOM_METRICS) or ()),
+            metric_paths={
+                name: (entry["path"], entry.get("folder"))
+                for name, entry in (attrs.get(CUSTOM_METRIC_PATHS) or {}).items()
+            },
         )
 
 
@@ -149,10 +166,16 @@ def save_study(
     budget: int,
     tracking: str,
     reported: tuple[str, float] | None,
+    metric_paths: Mapping[str, tuple[str, str | None]],
 ) -> None:
     """What a run of a sweep stores on its study: the file (its text, and where it lies: None for
     one given as text), the budget, where MLflow records (never with its password: workers get that
-    from their flag or environment) and the names of the user's own metrics."""
+    from their flag or environment), the names of the user's own metrics and where each process
+    imports their functions from (name -> (module:function, folder or None))."""
+    paths = {
+        name: {"path": path, "folder": _portable(Path(folder)) if folder is not None else None}
+        for name, (path, folder) in metric_paths.items()
+    }
     for key, value in (
         (REPORTED, {"metric": reported[0], "sign": reported[1]} if reported else None),
         (SWEEP, sweep_text),
@@ -161,6 +184,7 @@ def save_study(
         (BUDGET, budget),
         (TRACKING, redact(tracking)),
         (CUSTOM_METRICS, list(custom_metrics)),
+        (CUSTOM_METRIC_PATHS, paths),
     ):
         study.set_user_attr(key, value)
 

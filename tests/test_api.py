@@ -61,12 +61,13 @@ def test_a_custom_metric_needs_a_direction_its_function_and_this_process(stores,
         lorasweep.run({"study": {"metric": "hit"}}, metrics={"hit": len})
     with pytest.raises(lorasweep.UserError, match=r"metric must not take a built-in metric's name.*\['f1'\]"):
         lorasweep.run({}, metrics={"f1": len})
-    with pytest.raises(lorasweep.UserError, match="got workers=2 with metrics"):
-        lorasweep.run({"study": {"storage": "mlruns/x.journal"}}, workers=2, metrics={"hit": len})
+    only_here = lambda outputs, references: 0.0  # noqa: E731 - no other process can import it
+    with pytest.raises(lorasweep.UserError, match=r"got workers=2 with metrics.*a lambda has no name"):
+        lorasweep.run({"study": {"storage": "mlruns/x.journal"}}, workers=2, metrics={"hit": only_here})
 
-    # A study that records a custom metric cannot be continued without its function.
+    # A study that records a custom metric no other process can import cannot be continued without it.
     sweep = load_sweep(write(SWEEP), custom_metrics=("hit",))
-    run_sweep(sweep, RunOptions(quiet=True, plots=False, metrics={"hit": len}), runner=scored_runner())
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, metrics={"hit": only_here}), runner=scored_runner())
     with pytest.raises(
         lorasweep.UserError, match=r"records hit, computed by Python functions.*lorasweep.resume"
     ):

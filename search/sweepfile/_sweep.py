@@ -110,8 +110,11 @@ def load_sweep(
     space = parse_space(raw.get("search_space"), problems, fixed)
     model, eval_ = _section(ModelSpec, raw, "model", problems), _section(EvalSpec, raw, "eval", problems)
     data = _parse_data(raw, path, problems)
-    custom_metrics = tuple(custom_metrics)
-    study = _parse_study(raw, path, problems, space, custom_metrics, stored=stored)
+    # eval.metrics: the user's functions by import path, checked (imported) unless stored
+    custom_metrics = tuple(dict.fromkeys([*custom_metrics, *eval_.metrics]))
+    for name, wrong in objectives.metric_problems(eval_, path.parent, load=not stored):
+        problems.add(("eval", "metrics", name), wrong)
+    study = _parse_study(raw, path, problems, space, custom_metrics, eval_.metric_directions(), stored=stored)
     tracking = _section(Tracking, raw, "tracking", problems)
     _check_tracking(tracking, problems, stored)
     urls = (("study", "storage"), study.storage), (("tracking", "uri"), tracking.uri)
@@ -202,6 +205,7 @@ def _parse_study(
     problems: Problems,
     space: SearchSpace,
     custom: tuple[str, ...],
+    custom_directions: dict[str, Literal["minimize", "maximize"]],
     *,
     stored: bool,
 ) -> StudySpec:
@@ -224,7 +228,7 @@ def _parse_study(
         **study.model_dump(include={"timeout", "storage", "retries", "lr_range_test", "warm_start"}),
         name=name,
         metrics=metrics,
-        directions=_directions(study, metrics, custom, problems),
+        directions=_directions(study, metrics, custom, problems, custom_directions),
         sampler=sampler,
         sampler_options=options,
         seed=seed,
@@ -259,19 +263,25 @@ def _where(study: Study, plural: str, singular: str) -> tuple[str, str]:
 
 
 def _directions(
-    study: Study, metrics: tuple[str, ...], custom: tuple[str, ...], problems: Problems
+    study: Study,
+    metrics: tuple[str, ...],
+    custom: tuple[str, ...],
+    problems: Problems,
+    custom_directions: dict[str, Literal["minimize", "maximize"]],
 ) -> tuple[Literal["minimize", "maximize"], ...]:
-    """One per metric: as written, else each metric's own (a custom metric must say its own)."""
+    """One per metric: as written, else each metric's own (a custom metric must say its own, in
+    study.directions or beside its path in eval.metrics)."""
     given = study.directions if study.directions is not None else study.direction
+    known = {**METRICS, **custom_directions}
     if given is None:
         for m in metrics:
-            if m in custom:  # a function of the user's: lorasweep cannot know which way is better
+            if m in custom and m not in known:  # a function of the user's: which way is better?
                 problems.add(
                     _where(study, "metrics", "metric"),
                     f"a custom metric must come with its direction, but got metric {m!r} and no "
                     "study.directions. Add directions: [maximize] (or minimize), one per metric.",
                 )
-        return tuple(METRICS.get(m, "minimize") for m in metrics)
+        return tuple(known.get(m, "minimize") for m in metrics)
     directions = given if isinstance(given, tuple) else (given,)
     if len(directions) != len(metrics):
         problems.add(
