@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .choices import DEFAULT_MAX_FAILURES
 from .urls import STORAGE_ENV
@@ -209,8 +209,11 @@ class Best:
     metrics: dict[str, float]
     run_id: str | None
     adapter_uri: str | None  # runs:/RUN/adapter: mlflow.artifacts.download_artifacts takes it
-    rule: str  # "best f1", or the promote.select rule that picked from the Pareto front
+    rule: str  # "best f1", or the promote.select rule, and how a tie was broken if there was one
     candidates: tuple[int, ...]  # the Pareto front (one trial with one objective)
+    # The line saying that it does not beat the base model on the objective; None when it does, or
+    # when the study kept no base scores.
+    no_gain: str | None = None
 
 
 def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
@@ -218,7 +221,7 @@ def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
     file's promote.select picks from the Pareto front."""
     from .progress import objective_names
     from .record import StudyRecord, TrialRecord
-    from .selection import choose, describe, pick
+    from .selection import choose, describe, no_gain, pick, tie_note
     from .sweepfile import promote_spec
 
     found = _load(study, storage)
@@ -227,14 +230,18 @@ def best(study: StudyRef = None, *, storage: str | None = None) -> Best:
     chosen = pick(found, rule)  # a reused result stands for its original, whose run has the adapter
     objective = list(objective_names(found))
     kept = TrialRecord.of(chosen)
+    tie = tie_note(found, rule, chosen)
+    gain = no_gain(found, chosen)
     return Best(
         number=chosen.number,
         params=dict(chosen.params),
         metrics=kept.metrics,
         run_id=kept.run_id,
         adapter_uri=f"runs:/{kept.run_id}/adapter" if kept.run_id else None,
-        rule=describe(rule, objective) if len(objective) > 1 else f"best {objective[0]}",
+        rule=(describe(rule, objective) if len(objective) > 1 else f"best {objective[0]}")
+        + (f"; {tie}" if tie else ""),
         candidates=tuple(t.number for t in choose(found, rule)[1]),
+        no_gain=gain.line() if gain is not None else None,
     )
 
 
@@ -264,15 +271,25 @@ def promote(
     out: str | os.PathLike | None = None,
     quiet: bool = False,
     force: bool = False,
+    allow_no_gain: bool = False,
 ) -> Promotion:
     """`lorasweep promote`: register the trial (default: best's) with its ONNX exports, and move the
     champion alias if every parity check passed. A failed gate is not an exception: the version is
     registered with its evidence and `.parity.passed` is False, the alias unmoved. A champion that
-    another study promoted under the same name is moved only with `force`."""
+    another study promoted under the same name is moved only with `force`. A trial that does not
+    beat the base model on the objective raises UserError unless `allow_no_gain`."""
     from .handover import promote as hand_over
 
     found = _load(study, storage)
-    return hand_over(found, trial, tracking_uri, Path(out) if out else None, log=_log(quiet), force=force)
+    return hand_over(
+        found,
+        trial,
+        tracking_uri,
+        Path(out) if out else None,
+        log=_log(quiet),
+        force=force,
+        allow_no_gain=allow_no_gain,
+    )
 
 
 def export(
@@ -307,14 +324,22 @@ def studies(storage: str | None = None) -> pandas.DataFrame:
 
 
 def delete(
-    study: StudyRef, *, storage: str | None = None, tracking_uri: str | None = None, force: bool = False
+    study: StudyRef,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    force: bool = False,
+    alias: Literal["keep", "drop"] = "keep",
 ) -> int:
     """`lorasweep delete STUDY --yes`: remove the study from its storage and delete its MLflow runs
     (restorable until `mlflow gc`). Returns the number of runs deleted. A study with a live trial is
-    refused unless `force` (its sweep then stops)."""
+    refused unless `force` (its sweep then stops). A registered model's alias on a version from one
+    of its runs is kept (it still loads) or dropped (`alias="drop"`), and a line says which."""
     from .catalog import delete_study
 
-    return delete_study(_load(study, storage), _storage(storage), tracking_uri, force=force)
+    return delete_study(
+        _load(study, storage), _storage(storage), tracking_uri, force=force, aliases=alias, say=print
+    )
 
 
 def _load(study: StudyRef, storage: str | None) -> optuna.Study:

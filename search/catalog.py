@@ -3,12 +3,19 @@
 A study lives in two stores: its trials in the Optuna storage, its runs in MLflow. Listing reads
 both; deleting removes the study from the first and deletes its runs in the second the way MLflow
 deletes (marked deleted: `mlflow gc` removes them for good, and until then they can be restored).
+
+A study's run may hold a registered model's version with an alias (`models:/NAME@champion`, or an
+alias of the user's). Deleting the run does not delete the version: its model files are the
+registry's, so the alias still loads. `delete` says so first and does what the user chose: keep the
+alias (the default: whatever loads `models:/NAME@ALIAS` keeps working, on a version whose run is
+now deleted) or drop it (the version stays, reachable by its number, until it is deleted in the
+registry).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -23,6 +30,8 @@ from .storage import open_storage, require
 from .urls import sqlite_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
@@ -86,8 +95,67 @@ def _parent_status(study: optuna.Study) -> str:
         return "not in the MLflow store"
 
 
+AliasChoice = Literal["keep", "drop"]
+KEEP_ALIAS: AliasChoice = "keep"  # without a choice: what loads models:/NAME@ALIAS keeps working
+
+
+@dataclass(frozen=True)
+class HeldAlias:
+    """A registered model's alias on a version registered from one of the study's runs."""
+
+    model: str
+    version: str
+    alias: str
+    run_id: str
+
+    def __str__(self) -> str:
+        return f"models:/{self.model}@{self.alias} (version {self.version}, run {self.run_id})"
+
+    def outcome(self, choice: AliasChoice) -> str:
+        """What deleting the study does to it, in a line."""
+        if choice == "drop":
+            return (
+                f"dropped alias {self}: the version remains, as models:/{self.model}/{self.version}, "
+                "until it is deleted in the registry"
+            )
+        return (
+            f"kept alias {self}: it still loads, but its run is deleted "
+            "(restorable until mlflow gc); move or drop the alias in the registry"
+        )
+
+
+def held_aliases(study: optuna.Study, tracking_uri: str | None) -> list[HeldAlias]:
+    """The aliases of registered versions made from the study's runs, by run id."""
+    client = _client(study, tracking_uri)
+    if client is None:
+        return []
+    return _aliases(client, [r.info.run_id for r in _runs(study, client)])
+
+
+def _aliases(client: MlflowClient, run_ids: list[str]) -> list[HeldAlias]:
+    from mlflow.exceptions import MlflowException
+
+    held = []
+    for start in range(0, len(run_ids), 100):  # a filter of bounded length
+        ids = ", ".join(f"'{r}'" for r in run_ids[start : start + 100])
+        try:
+            versions = client.search_model_versions(f"run_id IN ({ids})")
+        except MlflowException:  # a store without a registry
+            return []
+        for v in versions:
+            # A version's search result may omit its aliases: the version itself names them.
+            full = client.get_model_version(v.name, v.version)
+            held += [HeldAlias(v.name, str(v.version), a, v.run_id) for a in full.aliases]
+    return sorted(held, key=lambda h: (h.model, int(h.version), h.alias))
+
+
 def delete_study(
-    study: optuna.Study, storage: str | None, tracking_uri: str | None, force: bool = False
+    study: optuna.Study,
+    storage: str | None,
+    tracking_uri: str | None,
+    force: bool = False,
+    aliases: AliasChoice = KEEP_ALIAS,
+    say: Callable[[str], None] | None = None,
 ) -> int:
     """Delete the study's MLflow runs, then the study itself. Returns how many runs were deleted.
 
@@ -95,11 +163,19 @@ def delete_study(
     or an earlier one whose storage was moved aside): its runs are its parent run, the runs tagged
     with its id and the parent's children. A study with a live trial is refused unless `force`; runs
     still RUNNING are closed KILLED first, so a sweep stopped by the deletion leaves none open. The
-    runs go before the study: a delete stopped half-way leaves a study that can be deleted again."""
+    runs go before the study: a delete stopped half-way leaves a study that can be deleted again.
+
+    An alias on a version registered from one of its runs is kept or dropped as `aliases` says,
+    and `say` is told which, one line each."""
     refuse_live(study, force)
     client = _client(study, tracking_uri)
     runs = [] if client is None else _runs(study, client)
     if client is not None:
+        for held in _aliases(client, [r.info.run_id for r in runs]):
+            if aliases == "drop":
+                client.delete_registered_model_alias(held.model, held.alias)
+            if say is not None:
+                say(held.outcome(aliases))
         for run in runs:
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, status="KILLED")

@@ -291,6 +291,11 @@ def _add_promote(new_command: NewCommand) -> None:
         action="store_true",
         help="move the champion even when another study promoted it (same promote.model_name)",
     )
+    promote.add_argument(
+        "--allow-no-gain",
+        action="store_true",
+        help="promote a trial that does not beat the base model on the objective (refused by default)",
+    )
     promote.set_defaults(command=_promote)
 
 
@@ -379,6 +384,22 @@ def _add_delete(new_command: NewCommand) -> None:
         "--force",
         action="store_true",
         help="delete even while a trial of the study runs (its sweep stops, its runs closed)",
+    )
+    alias = delete.add_mutually_exclusive_group()
+    alias.add_argument(
+        "--keep-alias",
+        dest="aliases",
+        action="store_const",
+        const="keep",
+        help="keep a registered model's alias (champion) on a version from the study's runs: it still "
+        "loads, its run deleted (the default without a terminal to ask on)",
+    )
+    alias.add_argument(
+        "--drop-alias",
+        dest="aliases",
+        action="store_const",
+        const="drop",
+        help="drop such an alias; the version itself remains in the registry",
     )
     delete.set_defaults(command=_delete)
 
@@ -546,10 +567,15 @@ def _print_result(study) -> None:
     """The best trial (or the Pareto front) beside the base model."""
     from .progress import format_params, objective_names
     from .record import StudyRecord, TrialRecord
+    from .selection import choose, no_gain
+    from .sweepfile import promote_spec
 
-    base = StudyRecord.of(study).base_metrics or {}
+    record = StudyRecord.of(study)
+    base = record.base_metrics or {}
     metrics = objective_names(study)
-    best = [study.best_trial] if len(metrics) == 1 else study.best_trials
+    rule = promote_spec(record.sweep_text).select if record.sweep_text is not None else ()
+    chosen, front = choose(study, rule)  # ties broken by eval loss, then trial number
+    best = front if len(metrics) > 1 else [chosen] if chosen is not None else []
     for trial in best:
         label = "best" if len(metrics) == 1 else "pareto"
         kept = TrialRecord.of(trial)
@@ -561,6 +587,9 @@ def _print_result(study) -> None:
             f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
             f"mlflow run {kept.run_id or '-'}"
         )
+    gain = no_gain(study, chosen) if chosen is not None else None
+    if gain is not None:
+        print(gain.line())
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -713,6 +742,8 @@ def _best(args: argparse.Namespace) -> int:
     print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({chosen.rule})")
     if chosen.run_id:
         print(f"mlflow run {chosen.run_id}; its adapter: {chosen.adapter_uri}")
+    if chosen.no_gain is not None:
+        print(chosen.no_gain)
     return 0
 
 
@@ -734,22 +765,36 @@ def _studies(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from .catalog import delete_study, refuse_live
+    from .catalog import KEEP_ALIAS, delete_study, held_aliases, refuse_live
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
     refuse_live(study, args.force)  # before asking: a yes would not change the answer
     what = f"study {study.study_name!r} ({len(study.get_trials(deepcopy=False))} trials) and its MLflow runs"
+    held = held_aliases(study, args.tracking_uri)
+    for alias in held:
+        print(f"run {alias.run_id} of this study holds {alias}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError(
                 f"delete must be confirmed, but got no --yes and no terminal to ask on. Add --yes to "
                 f"delete {what}."
             )
-        if input(f"delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+        named = f" (the run of {', '.join(str(h) for h in held)})" if held else ""
+        if input(f"delete {what}{named}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    runs = delete_study(study, args.storage, args.tracking_uri, force=args.force)
+        if held and args.aliases is None:
+            answer = input("keep the alias (it still loads, its run deleted) or drop it? [K/d] ")
+            args.aliases = "drop" if answer.strip().lower() in ("d", "drop") else "keep"
+    runs = delete_study(
+        study,
+        args.storage,
+        args.tracking_uri,
+        force=args.force,
+        aliases=args.aliases or KEEP_ALIAS,
+        say=print,
+    )
     print(f"deleted {what}: {runs} runs, restorable until mlflow gc")
     return 0
 
@@ -760,7 +805,14 @@ def _promote(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.storage)
     done = promote(
-        study, args.trial, args.tracking_uri, args.out, log=_say(args), top=args.top, force=args.force
+        study,
+        args.trial,
+        args.tracking_uri,
+        args.out,
+        log=_say(args),
+        top=args.top,
+        force=args.force,
+        allow_no_gain=args.allow_no_gain,
     )
     name = done.name
     if done.parity is None:

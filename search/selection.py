@@ -3,12 +3,23 @@ front chosen by the rule `promote.select`.
 
 The rule is a list of metrics, each with a tolerance in the metric's own units. Among the front,
 keep the trials within the tolerance of the best on the first metric; among those, the ones
-within the tolerance of the best on the next; and so on. The best on the last metric wins, and
-the lower trial number breaks a tie.
+within the tolerance of the best on the next; and so on. The best on the last metric wins.
+
+Ties. Trials that tie on the objective (with several, on the rule's last metric) are told apart
+by their eval loss, lower wins, and then by trial number, lower wins: everywhere a best is
+picked (`best`, `promote`, `--top K` and an adapter bundle's "best first" order). A trial
+without an eval loss comes after those with one. Optuna's own `study.best_trial` breaks a tie by
+trial number alone, so it is never asked here.
+
+The base. A trial is handed over only if it beats the base model (its scores, taken before the
+first trial) on the objective: strictly, an equal score is no gain. With several objectives, it
+must beat the base on at least one of them. A study without base scores (made before they were
+kept, or with base scoring off) is not checked.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import optuna
@@ -17,7 +28,10 @@ from optuna.trial import FrozenTrial, TrialState
 from lorasweep.objectives import METRICS
 
 from .errors import UserError
-from .record import TrialRecord
+from .progress import objective_names
+from .record import StudyRecord, TrialRecord
+
+TIE_BREAKER = "eval_loss"  # lower wins; then the lower trial number
 
 
 @dataclass(frozen=True)
@@ -31,7 +45,8 @@ def choose(study: optuna.Study, rule: tuple[Criterion, ...]) -> tuple[FrozenTria
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None, []
     if len(study.directions) == 1:
-        return study.best_trial, [study.best_trial]
+        best = _ranked(study)[0]
+        return best, [best]
     front = sorted(study.best_trials, key=lambda t: t.number)
     return _by_rule(study, rule, front), front
 
@@ -41,10 +56,7 @@ def top(study: optuna.Study, rule: tuple[Criterion, ...], k: int) -> list[Frozen
     trials, with several the Pareto front in the order the rule picks from it. A duplicate
     configuration stands for the trial it copied, which is counted once."""
     if len(study.directions) == 1:
-        sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        scored = [(t.value, t) for t in complete if t.value is not None]  # a complete trial has its value
-        ranked = [t for _, t in sorted(scored, key=lambda vt: (sign * vt[0], vt[1].number))]
+        ranked = _ranked(study)
     else:
         remaining, ranked = sorted(study.best_trials, key=lambda t: t.number), []
         while remaining:
@@ -79,8 +91,103 @@ def _by_rule(study: optuna.Study, rule: tuple[Criterion, ...], candidates: list[
     last = rule[-1].metric if rule else None
     if last is not None and all(last in _metrics(t) for t in candidates):
         sign = -1.0 if _maximize(study, names, last) else 1.0
-        candidates = sorted(candidates, key=lambda t: (sign * _metrics(t)[last], t.number))
+        candidates = sorted(candidates, key=lambda t: (sign * _metrics(t)[last], *_tie_key(t)))
+    else:
+        candidates = sorted(candidates, key=_tie_key)
     return candidates[0]
+
+
+def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """One objective: the complete trials, best first, ties broken by eval loss, then number."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    scored = [t for t in complete if t.value is not None]  # a complete trial has its value
+    return sorted(scored, key=lambda t: (sign * t.value, *_tie_key(t)))
+
+
+def _tie_key(trial: FrozenTrial) -> tuple[float, int]:
+    loss = _metrics(trial).get(TIE_BREAKER)
+    return (loss if loss is not None and not math.isnan(loss) else math.inf, trial.number)
+
+
+def tie_note(study: optuna.Study, rule: tuple[Criterion, ...], chosen: FrozenTrial) -> str | None:
+    """How a tie on the deciding figure was broken, for `best` to say: "a tie on f1=0 with trials
+    1, 2 broken by eval_loss (lower wins)"; None when no other candidate had the same figure."""
+    names = list(objective_names(study))
+    if len(study.directions) == 1:
+        metric, candidates = names[0], _ranked(study)
+        figure = chosen.value
+        tied = [t for t in candidates if t.value == figure and t.number != chosen.number]
+    else:
+        rule = rule or tuple(Criterion(m) for m in names)
+        metric = rule[-1].metric
+        figure = _metrics(chosen).get(metric)
+        if figure is None:
+            return None
+        tied = [
+            t for t in study.best_trials if _metrics(t).get(metric) == figure and t.number != chosen.number
+        ]
+    if not tied:
+        return None
+    mine = _tie_key(chosen)[0]
+    deciders = [TIE_BREAKER] if any(_tie_key(t)[0] != mine for t in tied) else []
+    deciders += ["trial number"] if any(_tie_key(t)[0] == mine for t in tied) else []
+    by = ", then ".join(deciders) + " (lower wins)"
+    others = ", ".join(str(t.number) for t in sorted(tied, key=lambda t: t.number))
+    return f"a tie on {metric}={figure:.4g} with trial{'s' if len(tied) > 1 else ''} {others} broken by {by}"
+
+
+@dataclass(frozen=True)
+class NoGain:
+    """The chosen trial does not beat the base model on the objective (or on any of several)."""
+
+    trial: int
+    scores: str  # the trial's figures: "f1=0"
+    base: str  # the base's: "f1=0"
+
+    def line(self) -> str:
+        return (
+            f"best trial {self.trial} {self.scores} does not beat the base model ({self.base}): no trial "
+            "learned; see docs/failures.md#no-trial-beats-the-base-model"
+        )
+
+
+def no_gain(study: optuna.Study, trial: FrozenTrial) -> NoGain | None:
+    """None when `trial` beats the base model on the objective (with several objectives: on at least
+    one), or when the study kept no base scores to compare with; else what the two scored."""
+    base = StudyRecord.of(study).base_metrics
+    if not base:
+        return None
+    names = objective_names(study)
+    kept = _metrics(trial)
+    compared = []
+    for i, metric in enumerate(names):
+        value = kept.get(metric, trial.values[i] if trial.values else None)
+        if metric not in base or value is None:
+            continue
+        maximize = study.directions[i] == optuna.study.StudyDirection.MAXIMIZE
+        if (value > base[metric]) if maximize else (value < base[metric]):
+            return None
+        compared.append((metric, value, base[metric]))
+    if not compared:
+        return None  # the base was not scored on the objective: nothing to compare
+    return NoGain(
+        trial.number,
+        " ".join(f"{m}={v:.4g}" for m, v, _ in compared),
+        " ".join(f"{m}={b:.4g}" for m, _, b in compared),
+    )
+
+
+def require_gain(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Refuse to hand over a trial that does not beat the base model (promote, unless told to)."""
+    found = no_gain(study, trial)
+    if found is not None:
+        raise UserError(
+            f"a trial to promote must beat the base model on the objective, but trial {found.trial} "
+            f"scored {found.scores} against the base's {found.base}: no trial learned. Sweep longer or "
+            "check the data (docs/failures.md#no-trial-beats-the-base-model), or add --allow-no-gain to "
+            "promote it anyway."
+        )
 
 
 def describe(rule: tuple[Criterion, ...], names: list[str]) -> str:

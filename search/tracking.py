@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sqlalchemy.exc import SQLAlchemyError
 
 from lorasweep.objectives import TrialResult
@@ -41,9 +41,11 @@ from ._relocate import artifact_folder, relocate
 from ._store_template import seed
 from .errors import UserError, store_error
 from .record import (
+    CLASSIC_EXPERIMENT,
     DUPLICATE_OF_TAG,
     DUPLICATE_RUN_TAG,
     ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
     PRUNED_STEP_TAG,
     ROLE_TAG,
     SAMPLED_TAG,
@@ -64,6 +66,7 @@ HEALTH_TIMEOUT_S = 10  # a tracking server's first answer
 # a sample every this many seconds while it trains ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL wins).
 # MLflow's default of 10 s would give a demo trial one point or none.
 SYSTEM_METRICS_S = 2.0
+PRUNED_SUFFIX = " (pruned)"  # on a pruned trial's run name
 
 
 def client(uri: str) -> MlflowClient:
@@ -300,20 +303,26 @@ class Tracker:
         self._sent_at: dict[str, float] = {}  # run id -> time.monotonic() of its last curve batch
         self._params: dict[str, list[Param]] = {}  # run id -> parameters not sent yet
         self._artifacts: dict[str, _Guarded] = {}  # run id -> its artifact repository, while it runs
+        self._names: dict[str, str] = {}  # run id -> its trial's run name, while it runs
+        kind = {EXPERIMENT_KIND_TAG: CLASSIC_EXPERIMENT}
         found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
+        if found is None:
             # A local store keeps artifacts beside it (mlruns/artifacts for the default store), so
             # that the folder holding both moves as one; a server decides for itself.
             location = (artifact_folder(database) / experiment).as_uri() if database is not None else None
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags=kind
+                )
+                return
             except MlflowException:  # another process created it meanwhile
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
                     raise
-                self.experiment_id = found.experiment_id
+        self.experiment_id = found.experiment_id
+        # One made by an earlier version (or kind-guessed by the UI) is made a classic one now.
+        if found.tags.get(EXPERIMENT_KIND_TAG) != CLASSIC_EXPERIMENT:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, CLASSIC_EXPERIMENT)
 
     # -- the study's parent run ------------------------------------------------------------------
     def parent_run(
@@ -421,9 +430,10 @@ class Tracker:
         sampled: list[str],
         tags: dict[str, str] | None = None,
     ) -> str:
+        name = f"trial-{number}"
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number}",
+            run_name=name,
             tags={
                 MLFLOW_PARENT_RUN_ID: parent_id,
                 STUDY_TAG: study_name,
@@ -434,6 +444,7 @@ class Tracker:
             },
         )
         run_id = run.info.run_id
+        self._names[run_id] = name
         # The parameters go with the first batch of curve points (or the trial's end): a log_batch
         # of their own cost each trial four database transactions, a tenth of a stub trial's time
         # at 1,000 trials (make bench, item e). The UI shows them CURVE_FLUSH_S later.
@@ -480,6 +491,7 @@ class Tracker:
     def finish_trial(self, run_id: str, result: TrialResult, wall_seconds: float) -> None:
         """Final metrics, costs, samples and the adapter; then the run is closed FINISHED."""
         tags = {STATE_TAG: "COMPLETE"}
+        self._names.pop(run_id, None)
         artifacts = self._artifacts.pop(run_id, None) or self._repository(
             self.client.get_run(run_id).info.artifact_uri  # a run this process did not start
         )
@@ -527,9 +539,12 @@ class Tracker:
         self.client.set_terminated(run_id, status="FINISHED")
 
     def prune_trial(self, run_id: str, step: int, wall_seconds: float) -> None:
-        """A pruned trial keeps the curve it logged; no generation metrics, no adapter."""
-        tags = {STATE_TAG: "PRUNED", PRUNED_STEP_TAG: str(step)}
+        """A pruned trial keeps the curve it logged; no generation metrics, no adapter. Its run is
+        renamed "trial-7 (pruned)": the runs table shows a run's name, and MLflow has no pruned
+        status (the run is FINISHED, as a complete trial's)."""
+        tags = {STATE_TAG: "PRUNED", PRUNED_STEP_TAG: str(step), MLFLOW_RUN_NAME: self._pruned_name(run_id)}
         self._artifacts.pop(run_id, None)
+        self._names.pop(run_id, None)
         self._send(run_id, {"wall_seconds": wall_seconds}, step, tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
@@ -538,9 +553,12 @@ class Tracker:
     ) -> None:
         """A duplicate configuration: the earlier trial's metrics, and where its adapter is."""
         tags = {STATE_TAG: state, DUPLICATE_OF_TAG: str(twin)}
+        if state == "PRUNED":
+            tags[MLFLOW_RUN_NAME] = self._pruned_name(run_id)
         if twin_run_id:
             tags[DUPLICATE_RUN_TAG] = twin_run_id
         self._artifacts.pop(run_id, None)
+        self._names.pop(run_id, None)
         self._send(run_id, metrics, 0, tags)
         self.client.set_terminated(run_id, status="FINISHED")
 
@@ -549,6 +567,7 @@ class Tracker:
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         tags = {ERROR_TAG: f"{type(error).__name__}: {error}"[:5000], STATE_TAG: "FAIL"}
         self._artifacts.pop(run_id, None)
+        self._names.pop(run_id, None)
         self._send(run_id, tags=tags)
         try:  # the traceback is a nicety; the run must not stay RUNNING for want of it (a full disk)
             self.client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
@@ -587,6 +606,10 @@ class Tracker:
                 self.kill_trial(run.info.run_id, "the trial's worker stopped before the trial finished")
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _pruned_name(self, run_id: str) -> str:
+        name = self._names.pop(run_id, None) or self.client.get_run(run_id).info.run_name
+        return name if name.endswith(PRUNED_SUFFIX) else name + PRUNED_SUFFIX
+
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch

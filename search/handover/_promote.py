@@ -66,7 +66,7 @@ from ..record import (
     study_tracking_uri,
 )
 from ..recovery import died_here, worker_id
-from ..selection import pick
+from ..selection import pick, require_gain
 from ..selection import top as top_trials
 from ..sweepfile import Sweep, stored_sweep
 from . import _registry
@@ -126,16 +126,21 @@ def promote(
     log: Log = print,
     top: int | None = None,
     force: bool = False,
+    allow_no_gain: bool = False,
 ) -> Promotion:
     """Register the chosen trial as a new version and make it the champion if its exports pass the
     gate. Several trials (a list, or the `top` k) are registered as one version: an adapter bundle.
     A failed gate still registers the version (tagged lorasweep.gate=failed, with the reasons), so
     the evidence is kept; the alias stays where it was. A promote of this trial that was killed
     after it logged its model is completed (version, exports, run tag, alias), not repeated. A
-    champion promoted from another study is moved only with `force`."""
+    champion promoted from another study is moved only with `force`. A trial (a bundle's best) that
+    does not beat the base model on the objective is refused unless `allow_no_gain`
+    (selection.require_gain)."""
     sweep = stored_sweep(study)
     name = sweep.promote.model_name or study.study_name
     handover = _handed_over(study, sweep, trial_number, top)
+    if not allow_no_gain:
+        require_gain(study, handover.lead)  # before anything is loaded, exported or registered
     trial, run_id = handover.lead, _run_of(handover.lead)
     uri = study_tracking_uri(study, tracking_uri)
     client = tracking.client(uri)
