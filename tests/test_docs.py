@@ -74,3 +74,76 @@ def test_the_cli_reference_has_a_section_with_every_flag_for_each_command():
         for action in parser._actions:
             for option in action.option_strings:
                 assert f"`{option}" in section, f"lorasweep {name}: {option} missing from the CLI reference"
+
+
+# -- the example outputs: docs/examples.py writes them from the demo; test_demo.py checks them ----
+def _examples_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_examples", ROOT / "docs" / "examples.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_marked_example_shows_its_command_and_is_one_lorasweep_accepts():
+    from lorasweep.search.cli import build_parser
+
+    generator = _examples_generator()
+    found = generator.all_examples()
+    assert {e.page.name for e in found} >= {"choosing.md", "commands.md"}
+    for example in found:
+        assert example.body.startswith(f"$ {example.command}\n"), f"{example.page.name}: {example.command}"
+        build_parser().parse_args(example.command.split()[1:])  # a flag that is gone exits 2 here
+        assert generator.normalize(example.body) == example.body, "a figure that changes run to run"
+
+
+def test_the_examples_and_the_generated_references_stay_apart():
+    """docs/reference/ is rewritten whole by its own generators: an example marked there would be
+    overwritten, and the examples' generator never writes there."""
+    generator = _examples_generator()
+    reference = ROOT / "docs" / "reference"
+    assert not any(page.is_relative_to(reference) for page in generator.pages())
+    for page in reference.glob("*.md"):
+        assert "<!-- output:" not in page.read_text(encoding="utf-8"), page.name
+    assert _reference_generator().PAGE.is_relative_to(reference)
+
+
+def test_what_changes_from_run_to_run_is_a_placeholder_and_the_rest_must_match(tmp_path):
+    generator = _examples_generator()
+    printed = (
+        "trial 1: lr=0.003714  (mlflow run e224b1a5395c4d1e84f4b977954369cc)\n"
+        f"export: fp32 (5.6 s, 3.7 MB) to {tmp_path}/exports/demo/v1\n"
+        "sha256=" + "ad" * 32 + "\n"
+        "trial  state     f1      seconds  note\n"
+        "0      COMPLETE  0.8629  126.4    -\n"
+        "1      PRUNED    -       3.3      pruned at step 20\n"
+        "\n"
+        "study  last activity\n"
+        "demo   2026-12-06 12:10\n"
+    )
+    assert generator.normalize(printed, tmp_path) == (
+        "trial 1: lr=0.003714  (mlflow run <run-id>)\n"
+        "export: fp32 (… s, 3.7 MB) to exports/demo/v1\n"
+        "sha256=<sha256>\n"
+        "trial  state     f1      seconds  note\n"
+        "0      COMPLETE  0.8629  …        -\n"
+        "1      PRUNED    -       …        pruned at step 20\n"
+        "\n"
+        "study  last activity\n"
+        "demo   …\n"
+    )
+    # another machine's seconds (the table aligned to them) normalize to the same text
+    elsewhere = printed.replace("126.4 ", "12.5  ").replace("5.6 s", "61.0 s")
+    assert generator.normalize(elsewhere, tmp_path) == generator.normalize(printed, tmp_path)
+
+
+def test_a_committed_example_that_differs_from_the_command_fails_with_a_diff_and_the_fix():
+    generator = _examples_generator()
+    found = generator.all_examples()
+    fresh = {e.command: e.body for e in found}
+    assert generator.differences(fresh) == []
+    command = next(e.command for e in found if e.command.startswith("lorasweep compare 0 1"))
+    fresh[command] = fresh[command].replace("0.8629", "0.8630", 1)
+    (diff,) = generator.differences(fresh)
+    assert "-  f1 " in diff and "0.8630" in diff and "docs/choosing.md" in diff
+    assert "run python docs/examples.py" in generator.stale_message([diff])

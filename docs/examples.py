@@ -1,0 +1,277 @@
+"""Rewrite the example outputs in README.md and the manual from commands run against the shipped demo.
+
+    python docs/examples.py                # run the demo in a temp folder, rewrite every marked block
+    python docs/examples.py --check        # the same run; exit 1 with a diff where a block differs
+    python docs/examples.py --demo DIR     # use the demo already run in DIR (DIR/mlruns), or run it there
+
+An example is a comment naming the command, then a fenced block that starts with the command:
+
+    <!-- output: lorasweep compare 0 1 2 7 -->
+    ```
+    $ lorasweep compare 0 1 2 7
+    ...what it printed...
+    ```
+
+The demo (`lorasweep -q run spaces/demo.yaml`, about a minute on 2 quiet cores) runs once, in a folder
+of its own; then each marked command runs there, in page order (README.md, then docs/ by name), in
+this process, its standard output and error captured together. Figures that differ from run to run
+of the same code (durations, timestamps, run ids, hashes, the folder) are replaced by placeholders
+(`…`, `<time>`, `<run-id>`, `<sha256>`), in the pages and in what a check compares alike; everything
+else (parameters, metrics, states, pruned steps) must match. tests/test_demo.py checks the pages
+against the demo run it makes. Generated reference pages (docs/reference/, written by
+docs/reference.py and `python -m lorasweep.search.sweepfile`) hold no examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import io
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+REGENERATE = "python docs/examples.py"
+
+# A marker line, then a fenced block: ``` or ```text ... ``` on lines of their own.
+MARKED = re.compile(
+    r"^<!-- output: (?P<command>lorasweep [^\n]*?) -->\n(?P<fence>```[^\n]*)\n(?P<body>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
+
+# Table columns whose figures are the machine's, not the sweep's: their cells become "…".
+VOLATILE_COLUMNS = {
+    "seconds",
+    "last activity",
+    "load s",
+    "ms/token",
+    "speed",
+    "load ms",
+    "switch ms",
+    "merged",
+}
+# Anywhere in a line: (pattern, placeholder). Hashes before run ids (a run id is 32 hex digits).
+VOLATILE = [
+    (re.compile(r"\b[0-9a-f]{64}\b"), "<sha256>"),
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<run-id>"),
+    (re.compile(r"\b\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?"), "<time>"),
+    (re.compile(r"(?<![\w.])\d+(?:\.\d+)? ?(ms|s|min)\b(?!/)"), r"… \1"),  # 12.3 s, 0.20 ms: not ms/token
+]
+
+
+class Example(NamedTuple):
+    page: Path
+    command: str  # as the marker names it: "lorasweep compare 0 1 2 7"
+    body: str  # the block's text between its fences, with the final newline
+    start: int  # the block's body's span in the page's text
+    end: int
+
+
+def pages() -> list[Path]:
+    """The pages that may hold examples: README.md and the manual, not its generated reference."""
+    manual = sorted(p for p in DOCS.rglob("*.md") if not p.is_relative_to(DOCS / "reference"))
+    return [ROOT / "README.md", *manual]
+
+
+def examples(page: Path) -> list[Example]:
+    text = page.read_text(encoding="utf-8")
+    return [
+        Example(page, m.group("command"), m.group("body"), m.start("body"), m.end("body"))
+        for m in MARKED.finditer(text)
+    ]
+
+
+def all_examples() -> list[Example]:
+    return [example for page in pages() for example in examples(page)]
+
+
+# -- running the demo and the commands -----------------------------------------------------------
+@contextlib.contextmanager
+def _inside(folder: Path) -> Iterator[None]:
+    """In `folder`, offline, with the demo's own stores (no tracking URI or storage from outside)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "LORASWEEP_STORAGE", "HF_HUB_OFFLINE")}
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("LORASWEEP_STORAGE", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        with contextlib.chdir(folder):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_demo(folder: Path) -> None:
+    """The shipped demo, as `make demo` runs it, in `folder` (its mlruns/ lands there). A folder
+    that holds it already is left as it is: `run` would find the study finished."""
+    from lorasweep.search.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "mlruns").exists():
+        return
+    shutil.copytree(ROOT / "spaces", folder / "spaces", dirs_exist_ok=True)
+    with _inside(folder):
+        code = main(["-q", "run", "spaces/demo.yaml"])
+    if code != 0:
+        raise RuntimeError(f"the demo sweep exited {code} in {folder}")
+
+
+def output(command: str, folder: Path) -> str:
+    """What `command` prints in `folder`, standard output and error in the order written."""
+    from lorasweep.search.cli import main
+
+    argv = shlex.split(command)[1:]  # the "lorasweep" the marker names
+    captured = io.StringIO()
+    with _inside(folder), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        try:
+            main(argv)
+        except SystemExit:  # argparse's own refusals print, then exit
+            pass
+    return captured.getvalue()
+
+
+# -- what may differ from run to run -------------------------------------------------------------
+def _columns(header: str) -> list[int]:
+    """Where each column of an aligned table starts: names are 2 or more spaces apart."""
+    return [m.start() for m in re.finditer(r"(?:(?<=\s\s)|^)\S", header)]
+
+
+def _cells(line: str, starts: list[int]) -> list[str]:
+    ends = [*(s - 2 for s in starts[1:]), None]
+    return [line[s:e].strip() for s, e in zip(starts, ends, strict=True)]
+
+
+def _tables(lines: list[str]) -> list[str]:
+    """Tables with a volatile column (a header naming one, then rows up to a blank line): that
+    column's cells become "…", and the table is aligned again as lorasweep aligns tables, so that a
+    duration one character longer shifts nothing."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        starts = _columns(lines[i])
+        header = _cells(lines[i], starts) if len(starts) > 1 else []
+        volatile = [k for k, name in enumerate(header) if name in VOLATILE_COLUMNS]
+        if not volatile:
+            out.append(lines[i])
+            i += 1
+            continue
+        rows = [header]
+        i += 1
+        while i < len(lines) and lines[i].strip():
+            rows.append(_cells(lines[i], starts))
+            i += 1
+        for row in rows[1:]:
+            for k in volatile:
+                row[k] = "…" if row[k] not in ("", "-") else row[k]
+        widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return out
+
+
+def normalize(text: str, folder: Path | None = None) -> str:
+    """`text` with what differs from run to run replaced by placeholders."""
+    if folder is not None:
+        for spelling in {str(folder), str(folder.resolve())}:
+            text = text.replace(spelling + os.sep, "").replace(spelling, ".")
+    for pattern, placeholder in VOLATILE:
+        text = pattern.sub(placeholder, text)
+    lines = [line.rstrip() for line in _tables(text.splitlines())]
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def block(command: str, folder: Path) -> str:
+    """A marked block's body: the command, then what it printed, normalized."""
+    return f"$ {command}\n" + normalize(output(command, folder), folder)
+
+
+def comparable(body: str) -> str:
+    """What a check compares: the body's words, whatever the alignment (a right-aligned column
+    moves with the width of its widest figure, which may be a placeholder's neighbour)."""
+    return "\n".join(" ".join(line.split()) for line in body.strip().splitlines())
+
+
+# -- the pages -----------------------------------------------------------------------------------
+def fresh_blocks(folder: Path) -> dict[str, str]:
+    """Every marked command's block, run once in `folder` (where the demo ran), in page order."""
+    fresh: dict[str, str] = {}
+    for example in all_examples():
+        if example.command not in fresh:
+            fresh[example.command] = block(example.command, folder)
+    return fresh
+
+
+def rewrite(fresh: dict[str, str]) -> list[Path]:
+    """Write the fresh blocks into their pages; returns the pages that changed."""
+    changed = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        new = text
+        for example in reversed(examples(page)):  # from the end: earlier spans stay where they are
+            new = new[: example.start] + fresh[example.command] + new[example.end :]
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            changed.append(page)
+    return changed
+
+
+def differences(fresh: dict[str, str]) -> list[str]:
+    """A unified diff for each committed block whose words differ from the fresh one's."""
+    found = []
+    for example in all_examples():
+        now = fresh[example.command]
+        if comparable(example.body) != comparable(now):
+            where = example.page.relative_to(ROOT)
+            diff = difflib.unified_diff(
+                example.body.splitlines(),
+                now.splitlines(),
+                f"{where}: {example.command} (committed)",
+                f"{where}: {example.command} (printed now)",
+                lineterm="",
+            )
+            found.append("\n".join(diff))
+    return found
+
+
+def stale_message(found: list[str]) -> str:
+    return "\n\n".join(found) + f"\n\n{len(found)} example(s) differ from the demo: run {REGENERATE}"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 with a diff where a block differs")
+    parser.add_argument("--demo", type=Path, help="the folder to run the demo in, or that holds it (kept)")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        folder = args.demo or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="lorasweep-examples-"))
+        )
+        print(f"the demo: {folder}", file=sys.stderr)
+        run_demo(folder.resolve())
+        fresh = fresh_blocks(folder.resolve())
+    if args.check:
+        found = differences(fresh)
+        if found:
+            print(stale_message(found), file=sys.stderr)
+            return 1
+        print(f"{len(fresh)} examples match the demo")
+        return 0
+    for page in rewrite(fresh):
+        print(f"wrote {page.relative_to(ROOT)}")
+    print(f"{len(fresh)} examples from the demo")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
