@@ -143,3 +143,42 @@ def test_a_sweep_whose_study_is_deleted_under_it_stops_in_one_line_with_its_runs
     )
     runs = _runs_by_status(stores)
     assert runs["active"] == [] and "RUNNING" not in runs["deleted"] and len(runs["deleted"]) == 4
+
+
+def _registered(client: MlflowClient, study: str, model: str, *aliases: str) -> str:
+    """A version of `model` registered from the run of the study's trial 0, holding `aliases`."""
+    run_id = (
+        optuna.load_study(study_name=study, storage=open_storage(None)).trials[0].user_attrs["mlflow_run_id"]
+    )
+    client.create_registered_model(model)
+    version = client.create_model_version(model, f"runs:/{run_id}/adapter", run_id=run_id).version
+    for alias in aliases:
+        client.set_registered_model_alias(model, alias, version)
+    return run_id
+
+
+def test_delete_names_the_alias_a_run_holds_and_keeps_it_by_default_or_drops_it(stores, write, capsys):
+    _two_studies(write)
+    client = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db")
+    kept_run = _registered(client, "first", "tone", "champion")
+    dropped_run = _registered(client, "second", "mood", "champion", "staging")
+
+    assert main(["delete", "first", "--yes"]) == 0  # no terminal to ask on: the alias is kept
+    out = capsys.readouterr().out
+    assert f"run {kept_run} of this study holds models:/tone@champion (version 1, run {kept_run})" in out
+    assert (
+        f"kept alias models:/tone@champion (version 1, run {kept_run}): it still loads, but its run is "
+        "deleted (restorable until mlflow gc); move or drop the alias in the registry"
+    ) in out
+    version = client.get_model_version_by_alias("tone", "champion")
+    assert version.run_id == kept_run and client.get_run(kept_run).info.lifecycle_stage == "deleted"
+
+    assert main(["delete", "second", "--yes", "--drop-alias"]) == 0
+    out = capsys.readouterr().out
+    for alias in ("champion", "staging"):
+        assert (
+            f"dropped alias models:/mood@{alias} (version 1, run {dropped_run}): the version remains, as "
+            "models:/mood/1, until it is deleted in the registry"
+        ) in out
+    assert client.get_model_version("mood", "1").aliases == []  # the version itself stays
+    assert optuna.get_all_study_names(open_storage(None)) == []

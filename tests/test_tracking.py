@@ -141,3 +141,40 @@ def test_orphan_runs_of_another_study_of_the_same_name_are_left_running(tracker)
     client = MlflowClient(tracker.uri)
     assert client.get_run(mine).info.status == "KILLED"
     assert client.get_run(theirs).info.status == "RUNNING"
+
+
+def test_the_experiment_is_a_classic_one_and_an_older_one_becomes_one_when_opened(stores):
+    """MLflow's UI opens a classic experiment on its runs table, a GenAI one on an empty traces view."""
+    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    made = Tracker("sqlite:///mlruns/mlflow.db", "fresh")
+    assert (
+        client.get_experiment(made.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    )
+    older = client.create_experiment("older")  # as lorasweep 0.x made it: no kind
+    guessed = client.create_experiment("guessed", tags={"mlflow.experimentKind": "genai_development"})
+    for name, experiment_id in (("older", older), ("guessed", guessed)):
+        assert Tracker("sqlite:///mlruns/mlflow.db", name).experiment_id == experiment_id
+        assert (
+            client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+        )
+
+
+def test_a_pruned_trials_run_is_named_pruned_in_the_runs_table(tracker):
+    """MLflow has no pruned status (the run is FINISHED as a complete one): its name says it."""
+    client = MlflowClient(tracker.uri)
+    parent = tracker.parent_run("s", None, {}, "")
+    pruned, complete = (tracker.start_trial(parent, "s", n, {}, []) for n in (7, 8))
+    tracker.prune_trial(pruned, 20, 1.0)
+    tracker.finish_trial(complete, TrialResult(metrics={"eval_loss": 1.0}, adapter_dir=None, steps=30), 1.0)
+    assert client.get_run(pruned).info.run_name == "trial-7 (pruned)"
+    assert client.get_run(complete).info.run_name == "trial-8"
+    # A duplicate of a pruned trial is pruned too; one closed by another process (a worker, resume)
+    # is named from its run, and a name already marked is not marked twice.
+    other = Tracker(tracker.uri, "batched")
+    twin = tracker.start_trial(parent, "s", 9, {}, [])
+    other.reuse_trial(twin, 7, pruned, {"eval_loss": 2.0}, "PRUNED")
+    other.prune_trial(pruned, 20, 1.0)
+    assert [client.get_run(r).info.run_name for r in (twin, pruned)] == [
+        "trial-9 (pruned)",
+        "trial-7 (pruned)",
+    ]
