@@ -52,9 +52,11 @@ class LeftOut(Exception):
 
 # fANOVA splits the objective's variance between the parameters with a random forest fitted to the
 # complete trials. On a handful of trials each tree sees a few points, and the ranking follows
-# whichever parameter happens to separate them: the demo's 3 complete trials ranked lora_r (0.48)
-# above learning_rate (0.17), though learning_rate is what decided them. Below this many complete
-# trials, or two per searched parameter if that is more, the report shows a note instead.
+# whichever parameter happens to separate them: on the demo's 3 complete trials, which differ in
+# learning_rate, lora_r and lora_alpha_per_rank at once, it ranked lora_r (0.48) above learning_rate
+# (0.17). 10 is where Optuna's own TPE stops sampling at random and starts modelling; two trials per
+# parameter keeps a wide space from resting on one point per dimension. Below this many complete
+# trials the report shows a note instead.
 IMPORTANCE_MIN_TRIALS = 10
 IMPORTANCE_TRIALS_PER_PARAM = 2
 
