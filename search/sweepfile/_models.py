@@ -123,13 +123,14 @@ class Study(Section):
     letters, digits, '.', '-' and '_'."""
     metrics: Names = Field(
         "eval_loss",
-        description=f"One objective, or a list for a multi-objective study: {_METRICS_TEXT}, or a custom "
-        "metric the Python API computes.",
+        description=f"One objective, or a list for a multi-objective study: {_METRICS_TEXT}, or a metric "
+        "of your own (named in eval.metrics, or given to the Python API's metrics=).",
     )
     metric: Names | None = None
     """The same as metrics (the Olive material's word)."""
     directions: Directions | None = None
-    """minimize or maximize, one per metric (default: each metric's natural direction)."""
+    """minimize or maximize, one per metric (default: each metric's natural direction; for a metric of
+    your own, the direction beside its path in eval.metrics)."""
     direction: Directions | None = None
     """The same as directions."""
     sampler: Sampler = "tpe"
