@@ -899,14 +899,16 @@ def _report(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     from . import tracking
     from ._serve import is_loopback, serve_dashboard, serve_mlflow
-    from .record import study_tracking_uri
+    from .record import StudyRecord, study_tracking_uri
     from .storage import load_study
     from .urls import absolute
 
     uri = tracking_uri(args.tracking_uri, None)
+    parent_run = None
     if not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         try:  # the store the sweep recorded to, when the storage holds one study (tracking.uri)
-            uri = study_tracking_uri(load_study(None, args.storage), None)
+            study = load_study(None, args.storage)
+            uri, parent_run = study_tracking_uri(study, None), StudyRecord.of(study).parent_run_id
         except UserError:
             pass
     database = sqlite_path(uri)
@@ -922,7 +924,8 @@ def _ui(args: argparse.Namespace) -> int:
         )
     servers = [serve_mlflow(uri, args.host, args.port, args.allowed_hosts, args.cors_allowed_origins)]
     try:
-        print(f"MLflow UI: {servers[0].url}  (Ctrl-C stops it)", flush=True)
+        page = tracking.runs_page(servers[0].url, absolute(uri), parent_run)  # the runs table, not GenAI's
+        print(f"MLflow UI: {page}  (Ctrl-C stops it)", flush=True)
         if args.dashboard:
             servers.append(serve_dashboard(args.storage, args.host, args.port + 1))
             print(f"optuna-dashboard: {servers[1].url}", flush=True)
