@@ -94,6 +94,22 @@ def client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+def runs_page(ui_url: str, uri: str, parent_run_id: str | None) -> str:
+    """The MLflow UI's address of a sweep's runs table: its experiment's runs tab in the machine-
+    learning view. MLflow 3.17's UI picks an experiment's first tab by a view of its own (GenAI by
+    default, kept per browser), not by the experiment's kind; the address's `workflowType` sets it.
+    Without the study's parent run, the list of experiments in that view."""
+    view = "?workflowType=machine_learning"
+    if parent_run_id is not None:
+        try:
+            experiment = client(uri).get_run(parent_run_id).info.experiment_id
+        except (MlflowException, UserError):  # a run not in this store, a store that does not answer
+            experiment = None
+        if experiment is not None:
+            return f"{ui_url}/#/experiments/{experiment}/runs{view}"
+    return f"{ui_url}/#/experiments{view}"
+
+
 def _say(line: str) -> None:
     # Through tqdm: the sweep's progress bar shares stderr, and a bare print lands on its line.
     from tqdm import tqdm

@@ -178,3 +178,15 @@ def test_a_pruned_trials_run_is_named_pruned_in_the_runs_table(tracker):
         "trial-9 (pruned)",
         "trial-7 (pruned)",
     ]
+
+
+def test_the_ui_address_opens_the_studys_runs_table_in_the_machine_learning_view(tracker):
+    parent = tracker.parent_run("s", None, {}, "")
+    ui = "http://127.0.0.1:5000"
+    assert tracking.runs_page(ui, tracker.uri, parent) == (
+        f"{ui}/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
+    )
+    assert tracking.runs_page(ui, tracker.uri, None) == f"{ui}/#/experiments?workflowType=machine_learning"
+    assert tracking.runs_page(ui, tracker.uri, "0" * 32).endswith(
+        "/#/experiments?workflowType=machine_learning"
+    )
