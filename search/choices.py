@@ -14,4 +14,8 @@ STATES = {
     "waiting": "WAITING",
 }
 
-__all__ = ["DEFAULT_MAX_FAILURES", "STATES"]
+# `--progress`: how a sweep shows its trials. auto: a bar on a terminal (a widget in a notebook),
+# plain lines otherwise (a log file, CI); none: only the result and errors.
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+
+__all__ = ["DEFAULT_MAX_FAILURES", "PROGRESS_MODES", "STATES"]

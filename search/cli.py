@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from lorasweep import __version__  # pyproject's version, as the installed package carries it
 from lorasweep.objectives import InputError, quiet_libraries
 
-from .choices import DEFAULT_MAX_FAILURES, STATES
+from .choices import DEFAULT_MAX_FAILURES, PROGRESS_MODES, STATES
 from .errors import ExportFailed, StoreError, SweepError, SweepStopped, UserError
 from .precisions import PRECISIONS, REGISTRY
 from .urls import STORAGE_ENV, redact, sqlite_path, tracking_uri
@@ -416,6 +416,7 @@ def _add_worker(new_command: NewCommand) -> None:
     _study_flags(worker, tracking=True)
     _max_failures_flag(worker)
     _system_metrics_flag(worker)
+    _progress_flag(worker)
     worker.set_defaults(command=_worker)
 
 
@@ -462,6 +463,7 @@ def _run_flags(command: argparse.ArgumentParser, tracking_help: str) -> None:
         help="start --workers N even beyond what this machine's cores and memory fit",
     )
     _system_metrics_flag(command)
+    _progress_flag(command)
 
 
 def _workers_flag(value: str) -> int | str:
@@ -480,6 +482,18 @@ def _system_metrics_flag(command: argparse.ArgumentParser) -> None:
         dest="system_metrics",
         action="store_false",
         help="don't sample CPU, memory and GPU use onto each trial's MLflow run",
+    )
+
+
+def _progress_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="how trials show while they run: bar (a bar with the running trial's step), lines (a "
+        "plain line per finished trial and a heartbeat every 30 s for a running one: for a log "
+        "file), none (only the result and errors, as -q); auto: bar on a terminal, lines otherwise "
+        "(default auto)",
     )
 
 
@@ -538,7 +552,8 @@ def _run_options(args: argparse.Namespace) -> dict:
         "tracking_uri": args.tracking_uri,
         "workers": args.workers,
         "force": args.force,
-        "quiet": args.quiet,
+        "quiet": args.quiet or args.progress == "none",
+        "progress": args.progress,
         "max_failures": args.max_failures,
         "system_metrics": args.system_metrics,
     }
@@ -553,7 +568,8 @@ def _worker(args: argparse.Namespace) -> int:
     die_with_pool()  # first: a pool killed from here on takes this worker with it
     options = RunOptions(  # checks the flags before the storage is opened
         tracking_uri=args.tracking_uri,
-        quiet=args.quiet,
+        quiet=args.quiet or args.progress == "none",
+        progress=args.progress,
         max_failures=args.max_failures,
         system_metrics=args.system_metrics,
     )
@@ -565,7 +581,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _print_result(study) -> None:
     """The best trial (or the Pareto front) beside the base model."""
-    from .progress import format_params, objective_names
+    from .progress import fit_line, format_params, objective_names
     from .record import StudyRecord, TrialRecord
     from .selection import choose, no_gain
     from .sweepfile import promote_spec
@@ -584,8 +600,10 @@ def _print_result(study) -> None:
             for m in metrics
         )
         print(
-            f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
-            f"mlflow run {kept.run_id or '-'}"
+            fit_line(
+                f"{label}: trial {trial.number} {scores}  {format_params(trial.params)}  "
+                f"mlflow run {kept.run_id or '-'}"
+            )
         )
     gain = no_gain(study, chosen) if chosen is not None else None
     if gain is not None:
@@ -869,7 +887,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _say(args: argparse.Namespace):
-    return (lambda _line: None) if args.quiet else print
+    silent = args.quiet or getattr(args, "progress", None) == "none"  # --progress none: as -q
+    return (lambda _line: None) if silent else print
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -91,3 +91,19 @@ def test_a_reader_that_goes_away_gets_no_traceback():
     err = done.stderr.read()
     assert done.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_progress_is_a_flag_of_the_commands_that_run_trials(capsys):
+    from lorasweep.search.cli import _run_options
+
+    parser = build_parser()
+    for command in (["run", "sweep.yaml"], ["resume", "demo"], ["worker"]):
+        assert parser.parse_args(command).progress == "auto"
+        assert parser.parse_args([*command, "--progress", "lines"]).progress == "lines"
+    quiet = _run_options(parser.parse_args(["run", "sweep.yaml", "--progress", "none"]))
+    assert quiet["quiet"] and quiet["progress"] == "none"  # none: only the result and errors, as -q
+    with pytest.raises(SystemExit) as refused:
+        parser.parse_args(["run", "sweep.yaml", "--progress", "dots"])
+    assert refused.value.code == 2 and "'dots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # only where trials run
+        parser.parse_args(["trials", "--progress", "lines"])
