@@ -9,6 +9,7 @@ From Python, the CLI's operations with its defaults, raising its errors as excep
     lorasweep.trials(study)      # a pandas DataFrame, one row per trial
     lorasweep.best(study)        # the trial promote hands over, and its adapter's URI
     lorasweep.promote(study)     # registry, ONNX exports, parity gate, champion alias
+    lorasweep.report(study)      # the plots as one HTML page; returns its path
 
 The code lives in lorasweep.search (the study side: search/) and lorasweep.objectives (the trial
 side: objectives/). `import lorasweep` loads neither torch nor Optuna: each name loads its
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         delete,
         export,
         promote,
+        report,
         resume,
         run,
         studies,
@@ -55,13 +57,26 @@ __all__ = [
     "delete",
     "export",
     "promote",
+    "report",
     "resume",
     "run",
     "studies",
     "trials",
 ]
 
-_API = ("run", "resume", "trials", "best", "compare", "promote", "export", "studies", "delete", "Best")
+_API = (
+    "run",
+    "resume",
+    "trials",
+    "best",
+    "compare",
+    "promote",
+    "export",
+    "report",
+    "studies",
+    "delete",
+    "Best",
+)
 _ERRORS = ("UserError", "SweepError", "SweepStopped", "ExportFailed")
 
 

@@ -6,6 +6,7 @@
     table = lorasweep.trials("demo")          # a pandas DataFrame, one row per trial
     chosen = lorasweep.best("demo")           # what `lorasweep best` names, and its adapter's URI
     done = lorasweep.promote("demo")          # registry, ONNX exports, parity gate, champion alias
+    page = lorasweep.report("demo")           # the plots as one HTML page: its path
 
 Each function is its command: the same storage and tracking defaults ($LORASWEEP_STORAGE, then
 mlruns/optuna.journal; $MLFLOW_TRACKING_URI, then the study's own), the same checks, and the same
@@ -13,21 +14,27 @@ messages, raised as exceptions instead of printed: `UserError` (bad input; the C
 `SweepStopped` (too many failed trials; exit 1), `ExportFailed` (an exporter failed; exit 1). Nothing
 here calls sys.exit.
 
-What only Python can do: `run(..., metrics={"name": fn})` scores each trial's generations with
-fn(outputs, references) -> float beside ROUGE and F1; the name may be the study's objective.
+Metrics of your own: `run(..., metrics={"name": fn})` scores each trial's generations with
+fn(outputs, references) -> float beside ROUGE and F1; the name may be the study's objective. A
+module-level function goes to worker processes (and to `resume`) by its import path; a lambda, a
+closure or a function of __main__ (a notebook cell) runs in this process only. A sweep file names
+them too: `eval: {metrics: {name: "module:function"}}`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .choices import DEFAULT_MAX_FAILURES
+from .choices import DEFAULT_MAX_FAILURES, PROGRESS_MODES
+from .errors import UserError
 from .urls import STORAGE_ENV
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ def run(
     tracking_uri: str | None = None,
     workers: int | str = "auto",
     quiet: bool = False,
+    progress: str = "auto",
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
     system_metrics: bool = True,
@@ -62,10 +70,15 @@ def run(
 
     `sweep` is a sweep file's path or the same content as a dict (relative data paths then start at
     the current folder). Returns the Optuna study; raises SweepStopped if no trial finished or too
-    many failed. `metrics` adds metrics of your own (see the module's docstring), computed in this
-    process: workers=1 only. `workers="auto"` chooses for this machine and the base (see
-    docs/parallel.md); a number beyond what this machine's cores and memory fit is refused
-    (UserError, naming the most that fit) unless `force`."""
+    many failed. `metrics` adds metrics of your own (see the module's docstring): with workers above 1
+    only functions that another process can import (defined in a module). `workers="auto"` chooses
+    for this machine and the base (see docs/parallel.md); a number beyond what this machine's cores
+    and memory fit is refused (UserError, naming the most that fit) unless `force`.
+
+    While it runs, a line per finished trial and a bar (`progress`: auto is tqdm's widget in a
+    notebook, a bar on a terminal, plain lines in a log; or "bar", "lines", "none", as `--progress`);
+    `quiet` prints nothing but errors. The libraries' bars, warnings and logs are off either way,
+    for the call only."""
     from .sweepfile import load_sweep
 
     custom = tuple(metrics or ())
@@ -83,6 +96,7 @@ def run(
         tracking_uri=tracking_uri,
         workers=workers,
         quiet=quiet,
+        progress=progress,
         max_failures=max_failures,
         metrics=metrics,
         system_metrics=system_metrics,
@@ -98,13 +112,16 @@ def resume(
     tracking_uri: str | None = None,
     workers: int | str = "auto",
     quiet: bool = False,
+    progress: str = "auto",
     max_failures: int = DEFAULT_MAX_FAILURES,
     metrics: Mapping[str, MetricFn] | None = None,
     system_metrics: bool = True,
     force: bool = False,
 ) -> optuna.Study:
     """`lorasweep resume`: continue a study with the sweep file, budget and MLflow store stored in
-    it. A study run with custom metrics needs the same `metrics` again."""
+    it. A custom metric recorded by its import path (named in the sweep file, or a module-level
+    function given to `run`) is imported again; one that only the first run's process had (a lambda,
+    a notebook cell's function) needs `metrics` again."""
     from .record import StudyRecord, study_tracking_uri
     from .storage import DEFAULT_STORAGE
     from .sweepfile import stored_sweep
@@ -126,6 +143,7 @@ def resume(
         tracking_uri=tracking_uri,
         workers=workers,
         quiet=quiet,
+        progress=progress,
         max_failures=max_failures,
         metrics=metrics,
         system_metrics=system_metrics,
@@ -142,6 +160,7 @@ def _sweep(
     tracking_uri: str | None,
     workers: int | str,
     quiet: bool,
+    progress: str,
     max_failures: int,
     metrics: Mapping[str, MetricFn] | None,
     system_metrics: bool,
@@ -151,37 +170,68 @@ def _sweep(
     from .failures import require_a_complete_trial
     from .launch import RunOptions, run_sweep
 
+    if progress not in PROGRESS_MODES:
+        raise UserError(
+            f"progress must be one of {', '.join(PROGRESS_MODES)}, but got progress={progress!r}. "
+            "auto shows a bar in a notebook or on a terminal, lines in a log."
+        )
     options = RunOptions(
         n_trials=trials,
         study_name=study,
         storage=_storage(storage),
         tracking_uri=tracking_uri,
         quiet=quiet,
+        progress=progress,
         max_failures=max_failures,
         workers=workers,
         metrics=dict(metrics or {}),
         system_metrics=system_metrics,
         force=force,
     )
-    with _optuna_quiet(quiet):
+    with _hushed(trial_side=True):
         done = run_sweep(sweep, options, log=log)
     require_a_complete_trial(done)
     return done
 
 
 @contextlib.contextmanager
-def _optuna_quiet(quiet: bool) -> Iterator[None]:
-    """Optuna logs a line per trial at INFO, repeating lorasweep's own: quiet means quiet, as with
-    `lorasweep -q`. The caller's verbosity is restored afterwards."""
+def _hushed(trial_side: bool = False) -> Iterator[None]:
+    """The libraries' own chatter off for one call, as the CLI keeps it, and the caller's settings
+    back afterwards (a notebook is the caller's process): Optuna's per-trial INFO lines, which repeat
+    lorasweep's and are colored; MLflow's download bars and notes; library warnings (FutureWarning
+    and the like: lorasweep's own messages never go through warnings); and with `trial_side`,
+    transformers' and datasets' bars and logs. Errors are raised as before."""
     import optuna
 
-    before = optuna.logging.get_verbosity()
-    if quiet:  # never louder than the caller had it (the CLI keeps Optuna at ERROR)
-        optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
+    from lorasweep.objectives import libraries_quieted
+
+    verbosity = optuna.logging.get_verbosity()
+    levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
+    bars = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    # What Optuna still says (errors) without color codes, which a notebook shows raw.
+    handlers = logging.getLogger("optuna").handlers
+    formats = [handler.formatter for handler in handlers]
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.ERROR))  # never louder than it was
+    for name in levels:
+        logging.getLogger(name).setLevel(max(levels[name], logging.ERROR))
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("[%(levelname)1.1s %(asctime)s] %(message)s"))
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # first: transformers warns as it loads, in a notebook
+            with libraries_quieted() if trial_side else contextlib.nullcontext():
+                yield
     finally:
-        optuna.logging.set_verbosity(before)
+        optuna.logging.set_verbosity(verbosity)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if bars is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bars
+        for handler, format_ in zip(handlers, formats, strict=True):
+            handler.setFormatter(format_)
 
 
 def trials(
@@ -258,8 +308,24 @@ def compare(
     from .record import study_tracking_uri
 
     found = _load(study, storage)
-    client = tracking.client(study_tracking_uri(found, tracking_uri))
-    return side_by_side(found, list(numbers), client)
+    with _hushed():
+        client = tracking.client(study_tracking_uri(found, tracking_uri))
+        return side_by_side(found, list(numbers), client)
+
+
+def report(
+    study: StudyRef = None, *, out: str | os.PathLike | None = None, storage: str | None = None
+) -> Path:
+    """`lorasweep report`: the study's plots (optimization history, importances, parallel
+    coordinates, slices, learning curves) as one self-contained HTML page and a PNG each, in `out`
+    (default reports/STUDY). Returns the HTML page's path; in a notebook,
+    `IPython.display.IFrame(path, width="100%", height=600)` shows it."""
+    from .report import write_report
+
+    found = _load(study, storage)
+    folder = Path(out) if out is not None else Path("reports") / found.study_name
+    with _hushed():
+        return write_report(found, folder)[0]
 
 
 def promote(
@@ -281,15 +347,16 @@ def promote(
     from .handover import promote as hand_over
 
     found = _load(study, storage)
-    return hand_over(
-        found,
-        trial,
-        tracking_uri,
-        Path(out) if out else None,
-        log=_log(quiet),
-        force=force,
-        allow_no_gain=allow_no_gain,
-    )
+    with _hushed(trial_side=True):
+        return hand_over(
+            found,
+            trial,
+            tracking_uri,
+            Path(out) if out else None,
+            log=_log(quiet),
+            force=force,
+            allow_no_gain=allow_no_gain,
+        )
 
 
 def export(
@@ -308,7 +375,8 @@ def export(
 
     found = _load(study, storage)
     # One trial without adapters: never an adapter bundle, so its report is a Parity (export's overloads).
-    _, parity = write_exports(found, Path(out), trial, tuple(precisions), tracking_uri, log=_log(quiet))
+    with _hushed(trial_side=True):
+        _, parity = write_exports(found, Path(out), trial, tuple(precisions), tracking_uri, log=_log(quiet))
     return parity
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -85,6 +88,48 @@ def test_trials_best_and_studies_read_a_finished_study(stores, write):
     assert chosen.number == table.index[0] and chosen.adapter_uri == f"runs:/{chosen.run_id}/adapter"
     listed = lorasweep.studies()
     assert list(listed["name"]) == ["cmp"] and listed.loc[0, "finished"] == len(table)
+
+
+def test_report_returns_its_html_page_and_leaves_the_callers_logging_as_it_was(stores, write):
+    import optuna
+
+    study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
+    before = optuna.logging.get_verbosity()
+    filters = list(warnings.filters)
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # a notebook that wants Optuna's INFO lines
+    try:
+        page = lorasweep.report(study)
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        assert warnings.filters == filters and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    finally:
+        optuna.logging.set_verbosity(before)
+    assert page == Path("reports") / "cmp" / "report.html" and page.is_file()
+    assert (page.parent / "history.png").is_file() and "Optimization history" in page.read_text("utf-8")
+
+
+def test_libraries_are_quiet_for_the_call_only():
+    """What a sweep or an export silences in the trial side's libraries comes back as it was."""
+    import datasets
+    import transformers.utils.logging as transformers_logging
+
+    from lorasweep.objectives import libraries_quieted
+
+    was = (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
+    transformers_logging.enable_progress_bar()  # a caller's own choice (a notebook's default)
+    datasets.enable_progress_bars()
+    verbosity = transformers_logging.get_verbosity()
+    try:
+        with libraries_quieted():
+            assert not transformers_logging.is_progress_bar_enabled()
+            assert not datasets.is_progress_bar_enabled()
+            assert transformers_logging.get_verbosity() == transformers_logging.ERROR
+        assert transformers_logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
+        assert transformers_logging.get_verbosity() == verbosity
+    finally:
+        if not was[0]:
+            transformers_logging.disable_progress_bar()
+        if not was[1]:
+            datasets.disable_progress_bars()
 
 
 def test_import_lorasweep_loads_no_library():

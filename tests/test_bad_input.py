@@ -131,6 +131,65 @@ CASES = {
             )
         ],
     ),
+    "a study with no metric": (
+        "study: {metrics: []}\n",
+        ["sweep.yaml:1: study.metrics must name at least one metric, but got metrics=[]."],
+    ),
+    "conditions in a cycle": (
+        "search_space:\n  lora_dropout: {type: choice, values: [0.0, 0.1], when: {lora_r: 8}}\n"
+        "  lora_r: {type: choice, values: [4, 8], when: {lora_dropout: 0.1}}\n",
+        [
+            "sweep.yaml:2: conditions must not form a cycle (a parent is sampled before what it enables), "
+            "but got lora_dropout when lora_r, lora_r when lora_dropout. Drop one of these conditions."
+        ],
+    ),
+    "a condition on itself": (
+        "search_space:\n  lora_r: {type: choice, values: [4, 8], when: {r: 8}}\n",
+        ["sweep.yaml:2: conditions must not form a cycle", "but got lora_r when lora_r."],
+    ),
+    "a condition's unknown parent": (
+        "search_space:\n  use_dora: {type: choice, values: [true, false]}\n"
+        "  lora_dropout: {type: float, low: 0, high: 0.2, when: {use_dor: false}}\n",
+        [
+            "sweep.yaml:3: a condition's parent must be a parameter of search_space, but got 'use_dor'. "
+            "Did you mean 'use_dora'? Add use_dor to search_space, or drop it from lora_dropout.when."
+        ],
+    ),
+    "a condition value the parent never takes": (
+        "search_space:\n  lora_r: {type: int, low: 4, high: 16, step: 4}\n"
+        "  lora_dropout: {type: float, low: 0, high: 0.2, when: {lora_r: [8, 32]}}\n",
+        [
+            "sweep.yaml:3: lora_dropout.when.lora_r must be values lora_r can take (one of 4, 8, 12, 16), "
+            "but got lora_r=32."
+        ],
+    ),
+    "a condition value of another type": (
+        "search_space:\n  use_dora: {type: choice, values: [true, false]}\n"
+        "  lora_dropout: {type: float, low: 0, high: 0.2, when: {use_dora: 0}}\n",
+        ["sweep.yaml:3: lora_dropout.when.use_dora must be values use_dora can take (one of true, false)"],
+    ),
+    "a condition on a continuous range": (
+        "search_space:\n  learning_rate: {type: float, low: 0.001, high: 0.01}\n"
+        "  lora_dropout: {type: float, low: 0, high: 0.2, when: {learning_rate: 0.005}}\n",
+        ["sweep.yaml:3: a condition's parent must take a finite set of values, but got learning_rate"],
+    ),
+    "a condition on a fixed value": (
+        "train: {use_dora: false}\nsearch_space:\n"
+        "  lora_dropout: {type: float, low: 0, high: 0.2, when: {use_dora: false}}\n",
+        [
+            "sweep.yaml:3: a condition's parent must be searched, but got use_dora fixed in train "
+            "(use_dora=False)",
+            "Move use_dora to search_space, or drop the condition",
+        ],
+    ),
+    "a grid over conditions": (
+        "study: {sampler: grid}\nsearch_space:\n  use_dora: {type: choice, values: [true, false]}\n"
+        "  lora_dropout: {type: choice, values: [0.0, 0.1], when: {use_dora: false}}\n",
+        [
+            "sweep.yaml:1: the grid sampler must search a space without conditions",
+            "but got when: on lora_dropout. Use random or tpe",
+        ],
+    ),
 }
 
 
