@@ -143,40 +143,56 @@ def output(command: str, folder: Path) -> str:
 
 
 # -- what may differ from run to run -------------------------------------------------------------
-def _columns(header: str) -> list[int]:
-    """Where each column of an aligned table starts: names are 2 or more spaces apart."""
-    return [m.start() for m in re.finditer(r"(?:(?<=\s\s)|^)\S", header)]
+def _spans(block: list[str]) -> list[tuple[int, int]]:
+    """The columns of an aligned table, left- or right-aligned: runs of positions where some line
+    has a character, between positions that are blank on every line."""
+    width = max(len(line) for line in block)
+    blank = [all(k >= len(line) or line[k] == " " for line in block) for k in range(width)]
+    spans, start = [], None
+    for k, is_blank in enumerate([*blank, True]):
+        if not is_blank and start is None:
+            start = k
+        elif is_blank and start is not None:
+            spans.append((start, k))
+            start = None
+    return spans
 
 
-def _cells(line: str, starts: list[int]) -> list[str]:
-    ends = [*(s - 2 for s in starts[1:]), None]
-    return [line[s:e].strip() for s, e in zip(starts, ends, strict=True)]
+def _blank_volatile(block: list[str]) -> list[str]:
+    """The table's volatile cells become "…", aligned as the figure was (a check compares words, not
+    alignment: another machine's figure one character wider moves its neighbours)."""
+    width = max(len(line) for line in block)
+    lines = [line.ljust(width) for line in block]
+    spans = _spans(block)
+    volatile = [(a, b) for a, b in spans if lines[0][a:b].strip() in VOLATILE_COLUMNS]
+    out = [block[0]]
+    for line in lines[1:]:
+        for a, b in volatile:
+            cell = line[a:b]
+            if cell.strip() not in ("", "-"):
+                dot = "…".rjust(b - a) if cell.endswith(cell.strip()) else "…".ljust(b - a)
+                line = line[:a] + dot + line[b:]
+        out.append(line.rstrip())
+    return out
 
 
 def _tables(lines: list[str]) -> list[str]:
-    """Tables with a volatile column (a header naming one, then rows up to a blank line): that
-    column's cells become "…", and the table is aligned again as lorasweep aligns tables, so that a
-    duration one character longer shifts nothing."""
+    """Tables with a volatile column: a header line naming one (2 spaces or more between names),
+    then the rows, the lines after it that are laid out in columns too."""
     out: list[str] = []
     i = 0
     while i < len(lines):
-        starts = _columns(lines[i])
-        header = _cells(lines[i], starts) if len(starts) > 1 else []
-        volatile = [k for k, name in enumerate(header) if name in VOLATILE_COLUMNS]
-        if not volatile:
+        names = {name.strip(" |") for name in re.split(r" {2,}", lines[i].strip())}
+        if not names & VOLATILE_COLUMNS:
             out.append(lines[i])
             i += 1
             continue
-        rows = [header]
+        block = [lines[i]]
         i += 1
-        while i < len(lines) and lines[i].strip():
-            rows.append(_cells(lines[i], starts))
+        while i < len(lines) and re.search(r"\S {2,}\S", lines[i]):
+            block.append(lines[i])
             i += 1
-        for row in rows[1:]:
-            for k in volatile:
-                row[k] = "…" if row[k] not in ("", "-") else row[k]
-        widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
-        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        out += _blank_volatile(block)
     return out
 
 
