@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .choices import DEFAULT_MAX_FAILURES, PROGRESS_MODES
-from .errors import UserError
+from .choices import DEFAULT_MAX_FAILURES
 from .urls import STORAGE_ENV
 
 if TYPE_CHECKING:
@@ -170,11 +169,6 @@ def _sweep(
     from .failures import require_a_complete_trial
     from .launch import RunOptions, run_sweep
 
-    if progress not in PROGRESS_MODES:
-        raise UserError(
-            f"progress must be one of {', '.join(PROGRESS_MODES)}, but got progress={progress!r}. "
-            "auto shows a bar in a notebook or on a terminal, lines in a log."
-        )
     options = RunOptions(
         n_trials=trials,
         study_name=study,

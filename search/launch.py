@@ -50,7 +50,7 @@ from ._machine import (
     worker_cost,
 )
 from ._workers import FINISHED, _visible_gpus, exhausted, run_pool, work
-from .choices import DEFAULT_MAX_FAILURES
+from .choices import DEFAULT_MAX_FAILURES, PROGRESS_MODES
 from .errors import UserError, store_error
 from .failures import FailureLimit, check_pool, timed_out
 from .objective import Objective, reported_metric
@@ -107,6 +107,11 @@ class RunOptions:
                 raise UserError(
                     f"--{name.replace('_', '-')} must be a positive integer, but got {name}={value}."
                 )
+        if self.progress not in PROGRESS_MODES:
+            raise UserError(
+                f"progress must be one of {', '.join(PROGRESS_MODES)}, but got progress={self.progress!r}. "
+                "auto shows a bar in a notebook or on a terminal, lines in a log."
+            )
 
 
 @dataclass(frozen=True)
