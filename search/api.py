@@ -312,14 +312,15 @@ def report(
 ) -> Path:
     """`lorasweep report`: the study's plots (optimization history, importances, parallel
     coordinates, slices, learning curves) as one self-contained HTML page and a PNG each, in `out`
-    (default reports/STUDY). Returns the HTML page's path; in a notebook,
-    `IPython.display.IFrame(path, width="100%", height=600)` shows it."""
-    from .report import write_report
+    (default reports/STUDY). A plot the study cannot have yet is left out, and the page says why.
+    Returns the HTML page's path; in a notebook, `IPython.display.IFrame(path, width="100%",
+    height=600)` shows it."""
+    from .report import make_report
 
     found = _load(study, storage)
     folder = Path(out) if out is not None else Path("reports") / found.study_name
     with _hushed():
-        return write_report(found, folder)[0]
+        return make_report(found, folder).page
 
 
 def promote(
