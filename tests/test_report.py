@@ -7,7 +7,7 @@ import html
 import math
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from lorasweep.search.report import IMPORTANCE_MIN_TRIALS, _matplotlib, _plotly, importance_basis, make_report
@@ -39,7 +39,7 @@ def _study(complete: int, pruned: int = 0) -> optuna.Study:
 def test_the_minimum_is_ten_complete_trials_or_two_per_searched_parameter():
     assert importance_basis(_study(3, pruned=5)) == (3, IMPORTANCE_MIN_TRIALS)
     study = _study(0)
-    wide = {f"p{i}": FloatDistribution(0, 1) for i in range(7)}
+    wide: dict[str, BaseDistribution] = {f"p{i}": FloatDistribution(0, 1) for i in range(7)}
     study.add_trial(create_trial(params=dict.fromkeys(wide, 0.5), distributions=wide, value=1.0))
     assert importance_basis(study) == (1, 14)
 
