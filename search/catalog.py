@@ -143,9 +143,9 @@ def _aliases(client: MlflowClient, run_ids: list[str]) -> list[HeldAlias]:
         except MlflowException:  # a store without a registry
             return []
         for v in versions:
-            # A version's search result may omit its aliases: the version itself names them.
+            # The SQL registry's search leaves a version's aliases out: the version itself names them.
             full = client.get_model_version(v.name, v.version)
-            held += [HeldAlias(v.name, str(v.version), a, v.run_id) for a in full.aliases]
+            held += [HeldAlias(v.name, str(v.version), a, v.run_id or "") for a in full.aliases]
     return sorted(held, key=lambda h: (h.model, int(h.version), h.alias))
 
 

@@ -101,8 +101,8 @@ def _ranked(study: optuna.Study) -> list[FrozenTrial]:
     """One objective: the complete trials, best first, ties broken by eval loss, then number."""
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    scored = [t for t in complete if t.value is not None]  # a complete trial has its value
-    return sorted(scored, key=lambda t: (sign * t.value, *_tie_key(t)))
+    scored = [(t.value, t) for t in complete if t.value is not None]  # a complete trial has its value
+    return [t for _, t in sorted(scored, key=lambda vt: (sign * vt[0], *_tie_key(vt[1])))]
 
 
 def _tie_key(trial: FrozenTrial) -> tuple[float, int]:
