@@ -141,6 +141,14 @@ def test_validate_shows_the_pruner(capsys):
     assert "sampler    tpe (seed 21, n_startup_trials=4), 8 trials" in out
 
 
+def test_validate_shows_each_condition_and_the_sampler_it_implies(capsys):
+    assert main(["validate", str(ROOT / "spaces" / "conditional.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "sampler    tpe (seed 0, multivariate=True, group=True, n_startup_trials=4), 10 trials" in out
+    assert "  adam_beta2: float [0.9, 0.999]  when optim = adamw_torch\n" in out
+    assert "  optim: one of adamw_torch, sgd\n" in out  # a parent: listed before what it enables
+
+
 def test_shipped_sweep_files_start_with_their_schema_then_their_command():
     for path in (ROOT / "spaces").glob("*.yaml"):
         first, second = path.read_text(encoding="utf-8").splitlines()[:2]
