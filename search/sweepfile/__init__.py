@@ -4,7 +4,8 @@ _yaml.py       the YAML loader with a line for every key, so each problem names 
 _models.py     one pydantic model per section (model, data, eval: objectives/specs.py):
                every key, its type, default and description
 _sweep.py      load_sweep / stored_sweep: the sections, checked together -> Sweep
-_space.py      search_space: Optuna distributions, grid points, the lora_alpha tie
+_space.py      search_space: Optuna distributions, their `when:` conditions and sampling order, grid
+               points and valid configurations, the lora_alpha tie
 _reference.py  the JSON Schema and the reference page, generated from the models
 
 `python -m lorasweep.search.sweepfile` writes spaces/sweep-file.schema.json and
