@@ -207,7 +207,7 @@ def _suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
 def describe(dist: Distribution) -> str:
     """A distribution as a sweep file's reader knows it: "one of 8, 16", "int [4, 16]"."""
     if isinstance(dist, CategoricalDistribution):
-        return "one of " + ", ".join(map(str, dist.choices))
+        return "one of " + ", ".join(map(_yaml, dist.choices))  # as the file writes them: true, null
     kind = "int" if isinstance(dist, IntDistribution) else "float"
     extra = " log" if dist.log else (f" step {dist.step}" if dist.step not in (None, 1) else "")
     return f"{kind} [{dist.low}, {dist.high}]{extra}"
