@@ -379,7 +379,8 @@ class SweepFile(Section):
     """The Olive material's names for study.sampler and study.n_trials."""
     search_space: dict[str, SpaceEntry] = Field({})
     """Parameter names to ranges, each {type: float|int, low, high, log, step} or {type: choice,
-    values}; lora_alpha may also be {per_rank: k}. Parameter names are the fields of transformers'
+    values}, each with an optional when: {parent: value} (sampled only where that holds); lora_alpha
+    may also be {per_rank: k}. Parameter names are the fields of transformers'
     TrainingArguments and peft's LoraConfig, the arguments of EarlyStoppingCallback, and the aliases
     lora_r (r) and batch_size (per_device_train_batch_size); any other name is refused with a
     did-you-mean, as are fields lorasweep sets itself (output_dir, report_to, ...) and secrets."""
