@@ -95,12 +95,14 @@ def test_report_returns_its_html_page_and_leaves_the_callers_logging_as_it_was(s
 
     study = run_sweep(load_sweep(write(SWEEP)), RunOptions(quiet=True, plots=False), runner=scored_runner())
     before = optuna.logging.get_verbosity()
-    filters = list(warnings.filters)
+    filters, bars = list(warnings.filters), os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     optuna.logging.set_verbosity(optuna.logging.INFO)  # a notebook that wants Optuna's INFO lines
     try:
         page = lorasweep.report(study)
         assert optuna.logging.get_verbosity() == optuna.logging.INFO
-        assert warnings.filters == filters and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+        assert [f for f in warnings.filters if f not in filters] == []
+        assert [f for f in filters if f not in warnings.filters] == []
+        assert os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR") == bars
     finally:
         optuna.logging.set_verbosity(before)
     assert page == Path("reports") / "cmp" / "report.html" and page.is_file()
