@@ -2,7 +2,12 @@
 
     python docs/examples.py                # run the demo in a temp folder, rewrite every marked block
     python docs/examples.py --check        # the same run; exit 1 with a diff where a block differs
-    python docs/examples.py --demo DIR     # use the demo already run in DIR (DIR/mlruns), or run it there
+    python docs/examples.py --demo DIR     # keep the demo's sweep in DIR: the next call reuses it
+
+With --demo DIR the sweep runs once, into DIR/demo, and is kept as it ended in DIR/demo.sweep; each
+later call starts the commands from that copy again, put back at the same path (so the stores find
+their own folder and a promote registers version 1 again), and takes seconds, not the sweep's minute.
+Remove DIR after a change to what a trial computes.
 
 An example is a comment naming the command, then a fenced block that starts with the command:
 
@@ -126,6 +131,20 @@ def run_demo(folder: Path) -> None:
         code = main(["-q", "run", "spaces/demo.yaml"])
     if code != 0:
         raise RuntimeError(f"the demo sweep exited {code} in {folder}")
+
+
+def kept_demo(keep: Path) -> Path:
+    """keep/demo as the demo's sweep left it: run once and copied to keep/demo.sweep, or put back
+    from that copy (at the same path: the stores record where they are)."""
+    folder, sweep = keep / "demo", keep / "demo.sweep"
+    if sweep.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(sweep, folder, symlinks=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        run_demo(folder)
+        shutil.copytree(folder, sweep, symlinks=True)
+    return folder
 
 
 def output(command: str, folder: Path) -> str:
@@ -267,14 +286,15 @@ def stale_message(found: list[str]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="exit 1 with a diff where a block differs")
-    parser.add_argument("--demo", type=Path, help="the folder to run the demo in, or that holds it (kept)")
+    parser.add_argument("--demo", type=Path, help="a folder to keep the demo's sweep in, for the next call")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        folder = args.demo or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="lorasweep-examples-"))
-        )
+        if args.demo is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lorasweep-examples-")))
+            run_demo(folder.resolve())
+        else:
+            folder = kept_demo(args.demo.resolve())
         print(f"the demo: {folder}", file=sys.stderr)
-        run_demo(folder.resolve())
         fresh = fresh_blocks(folder.resolve())
     if args.check:
         found = differences(fresh)
