@@ -47,6 +47,8 @@ def served(stores, write):
     try:
         ui_line, dashboard_line = proc.stdout.readline(), proc.stdout.readline()
         assert ui_line.startswith(f"MLflow UI: http://127.0.0.1:{port}"), ui_line + proc.stderr.read()
+        # the study's runs table, in the view MLflow 3.17's UI opens it in (not GenAI's overview)
+        assert "/#/experiments/1/runs?workflowType=machine_learning  (Ctrl-C stops it)" in ui_line, ui_line
         assert dashboard_line.startswith(f"optuna-dashboard: http://127.0.0.1:{port + 1}"), dashboard_line
         yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}", proc, study
     finally:
