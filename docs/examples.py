@@ -63,6 +63,7 @@ VOLATILE_COLUMNS = {
     "load ms",
     "switch ms",
     "merged",
+    "spread",
 }
 # Anywhere in a line: (pattern, placeholder). Hashes before run ids (a run id is 32 hex digits).
 VOLATILE = [
@@ -70,6 +71,10 @@ VOLATILE = [
     (re.compile(r"\b[0-9a-f]{32}\b"), "<run-id>"),
     (re.compile(r"\b\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?"), "<time>"),
     (re.compile(r"(?<![\w.])\d+(?:\.\d+)? ?(ms|s|min)\b(?!/)"), r"… \1"),  # 12.3 s, 0.20 ms: not ms/token
+    # the machine's load and cores, and which timings they made unreliable (promote's timing line)
+    (re.compile(r"\bload average \d+(?:\.\d+)?"), "load average …"),
+    (re.compile(r"\b\d+ cores\b"), "… cores"),
+    (re.compile(r"(\bunreliable\b[^:\n]*\): ).+$", re.MULTILINE), r"\1…"),
 ]
 
 

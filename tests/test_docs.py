@@ -120,6 +120,7 @@ def test_what_changes_from_run_to_run_is_a_placeholder_and_the_rest_must_match(t
         "\n"
         "study  last activity\n"
         "demo   2026-12-06 12:10\n"
+        "timing: load average 11.4 on 2 cores; ? unreliable (spread over 1.5x): pytorch (spread 5.9x)\n"
     )
     assert generator.normalize(printed, tmp_path) == (
         "trial 1: lr=0.003714  (mlflow run <run-id>)\n"
@@ -131,6 +132,7 @@ def test_what_changes_from_run_to_run_is_a_placeholder_and_the_rest_must_match(t
         "\n"
         "study  last activity\n"
         "demo   …\n"
+        "timing: load average … on … cores; ? unreliable (spread over 1.5x): …\n"
     )
     # another machine's seconds (the table aligned to them) normalize to the same text
     elsewhere = printed.replace("126.4 ", "12.5  ").replace("5.6 s", "61.0 s")
