@@ -798,7 +798,7 @@ def _delete(args: argparse.Namespace) -> int:
                 f"delete must be confirmed, but got no --yes and no terminal to ask on. Add --yes to "
                 f"delete {what}."
             )
-        named = f" (the run of {', '.join(str(h) for h in held)})" if held else ""
+        named = f" (one of them holds {', '.join(str(h) for h in held)})" if held else ""
         if input(f"delete {what}{named}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1

@@ -182,3 +182,24 @@ def test_delete_names_the_alias_a_run_holds_and_keeps_it_by_default_or_drops_it(
         ) in out
     assert client.get_model_version("mood", "1").aliases == []  # the version itself stays
     assert optuna.get_all_study_names(open_storage(None)) == []
+
+
+def test_delete_on_a_terminal_names_the_alias_in_its_question_and_asks_which(
+    stores, write, capsys, monkeypatch
+):
+    sweep = load_sweep(write(SWEEP.replace("name: cmp", "name: first")))
+    run_sweep(sweep, RunOptions(quiet=True, plots=False, n_trials=2), runner=scored_runner())
+    client = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db")
+    run_id = _registered(client, "first", "tone", "champion")
+    asked: list[str] = []
+    answers = iter(["y", "d"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)  # a user at a terminal, answering
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or next(answers))
+    assert main(["delete", "first"]) == 0
+    alias = f"models:/tone@champion (version 1, run {run_id})"
+    assert asked == [
+        f"delete study 'first' (2 trials) and its MLflow runs (one of them holds {alias})? [y/N] ",
+        "keep the alias (it still loads, its run deleted) or drop it? [K/d] ",
+    ]
+    assert f"dropped alias {alias}" in capsys.readouterr().out
+    assert client.get_model_version("tone", "1").aliases == []
