@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .choices import DEFAULT_MAX_FAILURES
+from .threads import wait_passively
 from .urls import STORAGE_ENV
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def run(
     notebook, a bar on a terminal, plain lines in a log; or "bar", "lines", "none", as `--progress`);
     `quiet` prints nothing but errors. The libraries' bars, warnings and logs are off either way,
     for the call only."""
+    wait_passively(log=_log(quiet))  # before anything imports torch: see threads.py
     from .sweepfile import load_sweep
 
     custom = tuple(metrics or ())
@@ -121,6 +123,7 @@ def resume(
     it. A custom metric recorded by its import path (named in the sweep file, or a module-level
     function given to `run`) is imported again; one that only the first run's process had (a lambda,
     a notebook cell's function) needs `metrics` again."""
+    wait_passively(log=_log(quiet))  # before anything imports torch: see threads.py
     from .record import StudyRecord, study_tracking_uri
     from .storage import DEFAULT_STORAGE
     from .sweepfile import stored_sweep

@@ -564,8 +564,10 @@ def _worker(args: argparse.Namespace) -> int:
     from .failures import require_a_complete_trial
     from .launch import RunOptions, join_sweep
     from .storage import load_study
+    from .threads import wait_passively
 
     die_with_pool()  # first: a pool killed from here on takes this worker with it
+    wait_passively()  # before torch loads (run and resume: the API's run and resume do it)
     options = RunOptions(  # checks the flags before the storage is opened
         tracking_uri=args.tracking_uri,
         quiet=args.quiet or args.progress == "none",
