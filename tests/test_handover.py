@@ -498,3 +498,73 @@ def test_a_qlora_trial_s_eval_loss_is_not_compared_with_an_fp32_rebuild(monkeypa
     assert _parity.Parity.load(tmp_path / "parity.json") == qlora
     lora = measured(None)
     assert not lora.passed and lora.max_eval_loss_change == 0.01  # log(2.0) is not within 1% of 0.5
+
+
+# -- speed figures: their spread, the load, and ratios from the printed figures --------------------
+def _timed(runs: dict[str, list[float]], load: float, cores: int = 2):
+    from lorasweep.search.handover._parity import Measured, Parity, settle
+
+    models = {name: Measured(name, "tool", 2**20, 0.1) for name in runs}
+    settle(runs, models, "pytorch", load, cores)
+    return Parity(8, 60, list(models.values()))
+
+
+def _printed(line: str) -> tuple[float, float]:
+    """(ms/token, speed) as one row of the table prints them."""
+    found = re.search(r"(\d+\.\d+)\?? +[\d.]+-[\d.]+ +(\d+\.\d+)x", line)
+    assert found, line
+    return float(found[1]), float(found[2])
+
+
+def test_a_speed_ratio_is_the_ratio_of_the_figures_printed_beside_it():
+    from lorasweep.search.handover._parity_table import format_parity
+
+    # Rounds whose median of per-round ratios (about 147) differs from the ratio of the medians.
+    parity = _timed(
+        {"pytorch": [81.97, 80.10, 83.40, 82.55, 81.20], "fp32": [0.556, 0.551, 0.571, 0.548, 0.562]},
+        load=0.8,
+    )
+    rows = {line.split()[0]: line for line in format_parity(parity).splitlines()[2:4]}
+    torch_ms, torch_speed = _printed(rows["pytorch"])
+    ms, speed = _printed(rows["fp32"])
+    assert (torch_ms, torch_speed) == (81.97, 1.0)
+    assert re.search(r" 81\.97 +80\.10-83\.40 ", rows["pytorch"])
+    assert speed == pytest.approx(torch_ms / ms, abs=0.05)  # as printed, to the printed decimal
+    assert "?" not in rows["fp32"] and format_parity(parity).count("cores): none") == 1
+    assert "timing: 1-minute load average 0.8 on 2 cores" in format_parity(parity)
+
+
+def test_a_wide_spread_or_a_load_above_the_cores_is_marked_unreliable(tmp_path):
+    from lorasweep.search.handover._parity import Parity
+    from lorasweep.search.handover._parity_table import format_parity
+
+    wide = _timed({"pytorch": [80.0, 81.0, 82.0, 79.0, 80.5], "fp32": [0.5, 0.9, 0.52, 0.51, 0.5]}, load=0.5)
+    table = format_parity(wide)
+    fp32 = next(line for line in table.splitlines() if line.startswith("fp32"))
+    assert re.search(r" 0\.51\? +0\.50-0\.90 ", fp32)
+    assert _printed(fp32)[1] == pytest.approx(80.5 / 0.51, abs=0.05)
+    assert re.search(r"\dx\?", fp32)  # the ratio of an unreliable figure is unreliable too
+    assert "cores): fp32 (spread 1.8x > 1.5x)" in table
+    assert "pytorch (" not in table  # 79-82: within 1.5x
+
+    loaded = _timed({"pytorch": [80.0, 80.0, 80.0], "fp32": [0.5, 0.5, 0.5]}, load=7.3, cores=2)
+    assert "pytorch (load 7.3 > 2 cores)" in format_parity(loaded)
+    loaded.save(tmp_path / "parity.json")  # the rounds and the load are kept in parity.json
+    assert Parity.load(tmp_path / "parity.json") == loaded
+
+
+def test_a_bundle_s_speed_is_merged_over_bundle_as_printed():
+    from lorasweep.search.handover._bundle_parity import AdapterFigures, BundleParity
+    from lorasweep.search.handover._parity import Check, Measured, settle
+    from lorasweep.search.handover._parity_table import format_bundle
+
+    bundle, merged = Measured("trial-1", "bundle", 2**20, 0.1), Measured("trial-1 merged", "m", 2**20, 0.1)
+    runs = {"trial-1 merged": [0.80, 0.82, 0.79], "trial-1": [0.63, 0.64, 0.66]}
+    settle(runs, {"trial-1 merged": merged, "trial-1": bundle}, "trial-1 merged", 0.4, 2)
+    figures = AdapterFigures("trial-1", 1, 4, 1000, 1.0, 0.1, 2**20, merged.ms_per_token, bundle)
+    figures.merged_ms_runs = merged.ms_runs
+    base = Measured("base", "bundle", 2**20, 0.1)
+    parity = BundleParity(8, 60, 2**21, base, [figures], Check("switch", True, "", ""))
+    row = next(line for line in format_bundle(parity).splitlines() if line.startswith("trial-1"))
+    assert re.search(r" 0\.64 +0\.63-0\.66 +0\.80 +0\.79-0\.82 ", row)
+    assert "1.25x" in row  # 0.80 / 0.64 as printed: faster than merged, not "0.84x"

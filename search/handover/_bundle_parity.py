@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,22 @@ class AdapterFigures:
     merged_bytes: int  # the merged fp32 export of the same trial, which this adapter replaces
     merged_ms_per_token: float
     measured: Measured  # the bundle with this adapter active, and the gate's checks on it
+    merged_ms_runs: list[float] = field(default_factory=list)  # the merged export's timed rounds
+
+    @property
+    def merged(self) -> Measured:
+        """The merged export's speed figures, timed in the same rounds as the bundle's."""
+        m = self.measured
+        return Measured(
+            f"{self.name} merged",
+            "",
+            self.merged_bytes,
+            0.0,
+            ms_per_token=self.merged_ms_per_token,
+            ms_runs=self.merged_ms_runs,
+            load_average=m.load_average,
+            cores=m.cores,
+        )
 
 
 @dataclass
@@ -164,6 +180,7 @@ def measure_bundle(
                 single_m.size_bytes,
                 single_m.ms_per_token,
                 m,
+                single_m.ms_runs,
             )
         )
     switch = _switch(

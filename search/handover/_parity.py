@@ -15,7 +15,11 @@ Size, load time and generation speed are measured on the way and reported, not g
 ms per new token, greedy at batch 1, on the first SPEED_PROMPTS prompts: every runtime runs them in
 turn, SPEED_RUNS times, and each figure (ms/token, and the ratio to PyTorch's of the same round) is
 the median over the rounds, so that a machine busy with something else for a moment moves it
-little (single timed runs once read 21x here and, on a loaded machine, 224x).
+little (single timed runs once read 21x here and, on a loaded machine, 224x). Each figure keeps its
+rounds, so the tables show its spread (fastest-slowest) and the 1-minute load average, and call it
+unreliable when its slowest round took over WIDE_SPREAD times its fastest, or when the load average
+exceeded the cores (other work was competing for them). A speed ratio is the ratio of the two
+ms/token figures as the tables print them (MS_DECIMALS), so that it can be checked against them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,6 +51,8 @@ from ._export import Exported
 SPEED_RUNS = 5
 REPRODUCED = "PyTorch eval loss"  # the check that the rebuilt model gives its trial's eval loss
 SPEED_PROMPTS = 8
+MS_DECIMALS = 2  # ms/token as the tables print it; the ratios are computed from these figures
+WIDE_SPREAD = 1.5  # slowest round / fastest round above this: the figure is unreliable
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class Measured:
     speedup: float = (
         1.0  # the reference's ms/token over this model's (PyTorch's, or a bundle's merged export)
     )
+    ms_runs: list[float] = field(default_factory=list)  # ms/token of each speed run
+    load_average: float | None = None  # the 1-minute load average while they ran (the higher end)
+    cores: int | None = None  # the cores this process could use
     perplexity: float = 0.0
     perplexity_change: float = 0.0  # relative to PyTorch's
     max_logit_diff: float = 0.0
@@ -89,6 +99,18 @@ class Measured:
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def unreliable(self) -> str | None:
+        """Why the ms/token figure is noise rather than a measure, or None: its rounds spread wider than
+        WIDE_SPREAD (slowest / fastest), or the load average exceeded the cores."""
+        reasons = []
+        spread = max(self.ms_runs) / max(min(self.ms_runs), 1e-9) if self.ms_runs else 1.0
+        if spread > WIDE_SPREAD:
+            reasons.append(f"spread {spread:.1f}x > {WIDE_SPREAD:g}x")
+        if self.load_average is not None and self.cores and self.load_average > self.cores:
+            reasons.append(f"load {self.load_average:.1f} > {self.cores} cores")
+        return "; ".join(reasons) or None
 
     @classmethod
     def from_dict(cls, data: dict) -> Measured:
@@ -428,16 +450,31 @@ def speed(
     which every runtime generates from the same prompts, one after another, so that a ratio compares
     runs made under the same load. The runtimes are warm: they have just generated from every prompt."""
     rounds: dict[str, list[float]] = {name: [] for name in lms}
+    load = os.getloadavg()[0]
     for _ in range(SPEED_RUNS if prompts else 0):
         for name, lm in lms.items():
             started = time.perf_counter()
             new_tokens = sum(len(lm.greedy(p, max_new_tokens)) for p in prompts)
             rounds[name].append(1000 * (time.perf_counter() - started) / max(new_tokens, 1))
+    if prompts:
+        settle(rounds, by_name, reference, max(load, os.getloadavg()[0]), len(os.sched_getaffinity(0)))
+
+
+def settle(
+    rounds: dict[str, list[float]], by_name: dict[str, Measured], reference: str, load: float, cores: int
+) -> None:
+    """Each model's speed figures from its timed rounds (ms/token): the median, the rounds for their
+    spread, the load they ran under, and the ratio to the reference as the tables print both."""
     for name, ms in rounds.items():
-        if ms:
-            by_name[name].ms_per_token = statistics.median(ms)
-            ratios = (t / max(m, 1e-9) for t, m in zip(rounds[reference], ms, strict=True))
-            by_name[name].speedup = statistics.median(ratios)
+        m = by_name[name]
+        m.ms_runs, m.ms_per_token, m.load_average, m.cores = list(ms), statistics.median(ms), load, cores
+    for name in rounds:
+        by_name[name].speedup = printed_ratio(by_name[reference].ms_per_token, by_name[name].ms_per_token)
+
+
+def printed_ratio(reference_ms: float, ms: float) -> float:
+    """reference_ms / ms, each rounded to MS_DECIMALS as the tables print them."""
+    return round(reference_ms, MS_DECIMALS) / max(round(ms, MS_DECIMALS), 10.0**-MS_DECIMALS)
 
 
 def _compare(reference: TorchLM, prompt: list[int], want: list[int], got: list[int], tie: float) -> str:

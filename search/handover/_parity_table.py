@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._parity import REPRODUCED, Measured, Parity
+from ._parity import MS_DECIMALS, REPRODUCED, WIDE_SPREAD, Measured, Parity
 
 if TYPE_CHECKING:
     from ._bundle_parity import BundleParity
@@ -21,7 +21,10 @@ _GATED = (
 def format_parity(parity: Parity) -> str:
     """The gate's findings as a table: the reported columns, then the gated ones; a gated column's
     figure in parentheses is measured on that model but not gated."""
-    reported = f"{'':<9}{'by':<36}{'size':>9}{'load s':>8}{'ms/token':>10}{'speed':>7}{'perplexity':>12}"
+    reported = (
+        f"{'':<9}{'by':<36}{'size':>9}{'load s':>8}{'ms/token':>10}{'spread':>14}{'speed':>8}"
+        f"{'perplexity':>12}"
+    )
     gated = f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>14}"
     lines = [
         f"{'reported':<{len(reported)}} | gated",
@@ -29,8 +32,8 @@ def format_parity(parity: Parity) -> str:
     ]
     for m in parity.models:
         lines.append(
-            f"{m.name:<9}{m.how:<36}{mb(m.size_bytes):>9}{m.load_seconds:>8.2f}{m.ms_per_token:>10.2f}"
-            f"{m.speedup:>6.1f}x{m.perplexity:>12.5g} |"
+            f"{m.name:<9}{m.how:<36}{mb(m.size_bytes):>9}{m.load_seconds:>8.2f}{ms_cell(m):>10}{spread_cell(m):>14}"
+            f"{speed_cell(m, parity.models[0], 1):>8}{m.perplexity:>12.5g} |"
             + ("" if m.name == "pytorch" else gated_cells(m, parity.prompts))
         )
     where = {
@@ -44,8 +47,9 @@ def format_parity(parity: Parity) -> str:
     )
     lines.append(
         f"ms/token, speed: medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts "
-        "(greedy, batch 1); speed is PyTorch's ms/token over the model's in the same run"
+        "(greedy, batch 1); speed is PyTorch's ms/token over the model's, as printed"
     )
+    lines += timing_notes(parity.models)
     lines += reproduced(parity.models[0])
     if parity.eval_loss_note:
         lines.append(f"PyTorch eval loss {parity.eval_loss_note}")
@@ -53,6 +57,35 @@ def format_parity(parity: Parity) -> str:
         "parity gate: passed" if parity.passed else "parity gate: FAILED\n  " + "\n  ".join(parity.failures)
     )
     return "\n".join([*lines, verdict])
+
+
+def ms_cell(m: Measured) -> str:
+    """A model's ms/token, the median of its rounds, with '?' if it is unreliable."""
+    return f"{m.ms_per_token:.{MS_DECIMALS}f}" + ("?" if m.unreliable else "")
+
+
+def spread_cell(m: Measured) -> str:
+    """Its fastest and slowest rounds' ms/token; '-' for a report from before they were kept."""
+    return f"{min(m.ms_runs):.{MS_DECIMALS}f}-{max(m.ms_runs):.{MS_DECIMALS}f}" if m.ms_runs else "-"
+
+
+def speed_cell(m: Measured, reference: Measured, decimals: int) -> str:
+    """The speed ratio, '?' when either figure it divides is unreliable."""
+    return f"{m.speedup:.{decimals}f}x" + ("?" if m.unreliable or reference.unreliable else "")
+
+
+def timing_notes(models: list[Measured]) -> list[str]:
+    """The load the speed figures were measured under, and which of them are unreliable and why."""
+    timed = [m for m in models if m.load_average is not None]
+    if not timed:
+        return []
+    load = max(m.load_average or 0.0 for m in timed)
+    noisy = ", ".join(f"{m.name} ({m.unreliable})" for m in models if m.unreliable) or "none"
+    return [
+        f"timing: 1-minute load average {load:.1f} on {timed[0].cores} cores; spread: the fastest and "
+        f"slowest run; ? unreliable (slowest over {WIDE_SPREAD:g}x the fastest, or a load above the "
+        f"cores): {noisy}"
+    ]
 
 
 def gated_cells(m: Measured, prompts: int) -> str:
@@ -80,8 +113,8 @@ def format_bundle(parity: BundleParity) -> str:
     """An adapter bundle's findings: what it weighs against the merged exports it replaces, then a
     row for the base alone and one per adapter (reported columns | gated ones), then the switch."""
     reported = (
-        f"{'':<12}{'rank':>5}{'size':>9}{'load ms':>9}{'switch ms':>11}{'ms/token':>10}{'merged':>8}"
-        f"{'speed':>7}"
+        f"{'':<12}{'rank':>5}{'size':>9}{'load ms':>9}{'switch ms':>11}"
+        f"{'ms/token':>10}{'spread':>14}{'merged':>9}{'spread':>14}{'speed':>8}"
     )
     gated = f"{'change':>9}{'max |dlogit|':>14}{'greedy same':>14}"
     k = len(parity.adapters)
@@ -92,21 +125,23 @@ def format_bundle(parity: BundleParity) -> str:
         f"{'reported':<{len(reported)}} | gated",
         f"{reported} |{gated}",
         f"{'no adapter':<12}{'-':>5}{mb(parity.base.size_bytes):>9}"
-        f"{'-':>9}{'-':>11}{'-':>10}{'-':>8}{'-':>7} |" + gated_cells(parity.base, parity.prompts),
+        f"{'-':>9}{'-':>11}{'-':>10}{'-':>14}{'-':>9}{'-':>14}{'-':>8} |"
+        + gated_cells(parity.base, parity.prompts),
     ]
     for a in parity.adapters:
         m = a.measured
         lines.append(
             f"{a.name:<12}{a.rank:>5}{mb(a.size_bytes):>9}{a.load_ms:>9.2f}{a.switch_ms:>11.3f}"
-            f"{m.ms_per_token:>10.2f}{a.merged_ms_per_token:>8.2f}{m.speedup:>6.2f}x |"
-            + gated_cells(m, parity.prompts)
+            f"{ms_cell(m):>10}{spread_cell(m):>14}{ms_cell(a.merged):>9}{spread_cell(a.merged):>14}"
+            f"{speed_cell(m, a.merged, 2):>8} |" + gated_cells(m, parity.prompts)
         )
     lines += [
         f"{parity.switch.name}: {'same' if parity.switch.passed else 'NOT the same'} "
         f"({parity.switch.measured})",
         "size: the adapter's file; merged: the ms/token of the trial's merged fp32 export; speed: merged "
-        f"over bundle, medians of {parity.speed_runs} runs over {parity.speed_prompts} eval prompts "
-        "(greedy, batch 1)",
+        f"over bundle as printed, medians of {parity.speed_runs} runs over {parity.speed_prompts} eval "
+        "prompts (greedy, batch 1)",
+        *timing_notes([m for a in parity.adapters for m in (a.measured, a.merged)]),
         "gated (decide the champion): every row's change, max |dlogit| and greedy same, and the switch",
     ]
     for a in parity.adapters:
