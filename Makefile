@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck docs docs-serve test-slow test-browser test-service test-all bench bench-grid bench-grid-phrase bench-memory bench-workers \
-	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults bench-peer bench-scale tiny-base clean
+	bench-mlflow bench-refusals bench-cli bench-system-metrics bench-faults bench-peer bench-scale bench-shared tiny-base clean
 
 setup: $(STAMP)
 
@@ -137,6 +137,12 @@ bench-peer: $(STAMP)
 # bare peft loop, lorasweep's share, the exports and the gate (about 15 min on 2 cores, 10 GB of RAM).
 bench-scale: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/scale_models.py
+
+# A demo trial on a shared machine: quiet and beside one busy process, with lorasweep's passive OpenMP
+# wait and OpenMP's default spin (about 15 min on 2 cores; docs/performance.md, "A shared machine").
+# No OMP_WAIT_POLICY here: the script sets each policy itself, as a user would.
+bench-shared: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/shared_machine.py
 
 # Rebuild the shipped tiny base (objectives/assets/tiny) from objectives/tiny.py's recipe, about a
 # minute; it prints the hashes to record in objectives.tiny.SHIPPED_SHA256.
