@@ -34,13 +34,14 @@ def wait_passively(
 ) -> bool:
     """Set `OMP_WAIT_POLICY=PASSIVE` in `env` unless the user set how OpenMP threads wait.
 
-    Returns True when this process's OpenMP threads will wait passively: the variable was set here or
-    by the user to PASSIVE before torch loaded. When torch was imported before this call (a notebook
-    that imported it first), its OpenMP has read its settings already and nothing can change them
-    in this process: `log`, if given, gets one line saying what to do (set OMP_WAIT_POLICY=PASSIVE
-    before importing torch). Worker processes started from here still inherit the variable."""
+    Returns False when this process's threads will not wait passively for it: the user chose
+    otherwise, or torch was imported before this call (a notebook that imported it first). Then its
+    OpenMP has read its settings already and nothing can change them in this process: `log`, if
+    given, gets one line saying what to do (set OMP_WAIT_POLICY=PASSIVE before importing torch).
+    Worker processes started from here still inherit the variable, and a later call says nothing
+    (the variable is set by then)."""
     if any(name in env for name in USER_WAIT_SETTINGS):
-        return env.get(WAIT_POLICY, "").strip().upper() == PASSIVE and "torch" not in sys.modules
+        return env.get(WAIT_POLICY, "").strip().upper() == PASSIVE
     env[WAIT_POLICY] = PASSIVE
     if "torch" not in sys.modules:
         return True
