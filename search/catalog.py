@@ -26,6 +26,7 @@ from .errors import UserError
 from .progress import objective_names
 from .record import STUDY_ID_TAG, StudyRecord, TrialRecord, study_tracking_uri
 from .recovery import live_trials
+from .selection import choose
 from .storage import open_storage, require
 from .urls import sqlite_path
 
@@ -64,7 +65,8 @@ def _row(study: optuna.Study) -> StudyRow:
     if not complete:
         best = "-"
     elif len(study.directions) == 1:
-        best = f"{names[0]}={study.best_value:.4g} (trial {study.best_trial.number})"
+        chosen, _ = choose(study, ())  # ties broken as `best` breaks them
+        best = f"{names[0]}={chosen.value:.4g} (trial {chosen.number})" if chosen is not None else "-"
     else:
         best = f"pareto front of {len(study.best_trials)}"
     return StudyRow(
