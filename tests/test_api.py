@@ -118,14 +118,18 @@ def test_libraries_are_quiet_for_the_call_only():
 
     was = (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
     transformers_logging.enable_progress_bar()  # a caller's own choice (a notebook's default)
+    # (datasets keeps its bars off if $HF_DATASETS_DISABLE_PROGRESS_BARS was set when it loaded, as
+    # an in-process CLI test of this session does: then the caller's state is that.)
     datasets.enable_progress_bars()
+    callers = (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
     verbosity = transformers_logging.get_verbosity()
     try:
         with libraries_quieted():
             assert not transformers_logging.is_progress_bar_enabled()
             assert not datasets.is_progress_bar_enabled()
             assert transformers_logging.get_verbosity() == transformers_logging.ERROR
-        assert transformers_logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
+        assert callers[0]
+        assert (transformers_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()) == callers
         assert transformers_logging.get_verbosity() == verbosity
     finally:
         if not was[0]:
