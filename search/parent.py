@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from .record import BEST_RUN_TAG, PARETO_TAG, StudyRecord, TrialRecord
 from .report import write_report
+from .selection import choose
 from .sweepfile import Sweep
 from .tracking import Tracker
 
@@ -113,9 +114,9 @@ def summary(study: optuna.Study, sweep: Sweep) -> tuple[dict[str, float], dict[s
     states = [t.state for t in study.get_trials(deepcopy=False)]
     metrics = {f"n_{s.name.lower()}": float(states.count(s)) for s in set(states)}
     tags: dict[str, str] = {}
+    best = choose(study, ())[0] if len(sweep.study.metrics) == 1 else None  # ties broken as `best` does
     if any(s == TrialState.COMPLETE for s in states):
-        if len(sweep.study.metrics) == 1:
-            best = study.best_trial
+        if best is not None:
             kept = TrialRecord.of(best)
             if best.value is not None:  # a complete trial of one objective has its value
                 metrics[f"best_{sweep.study.metrics[0]}"] = best.value

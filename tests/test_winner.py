@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from optuna.trial import create_trial
 
 import lorasweep
@@ -115,6 +116,7 @@ def all_zero(stores, write) -> optuna.Study:
 
 def test_an_all_zero_sweep_is_named_by_best_and_run_and_refused_by_promote(all_zero, stores, capsys):
     winner = next(t.number for t in all_zero.trials if t.params["lora_r"] == 2)
+    assert winner != 0  # Optuna's best_trial, by trial number alone, would name trial 0
     others = ", ".join(str(t.number) for t in all_zero.trials if t.number != winner)
     no_gain_line = (
         f"best trial {winner} f1=0 does not beat the base model (f1=0): no trial learned; see "
@@ -126,6 +128,8 @@ def test_an_all_zero_sweep_is_named_by_best_and_run_and_refused_by_promote(all_z
     assert out[0].endswith(f"(best f1; a tie on f1=0 with trials {others} broken by eval_loss (lower wins))")
     assert out[-1] == no_gain_line
     assert lorasweep.best("zero").no_gain == no_gain_line
+    parent = MlflowClient("sqlite:///mlruns/mlflow.db").get_run(all_zero.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.metrics["best_trial"] == winner  # the parent run names the same winner
 
     cli._print_result(all_zero)  # what `run`, `resume` and `worker` print at their end
     out = capsys.readouterr().out.splitlines()
