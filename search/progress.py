@@ -83,7 +83,11 @@ def best_text(study: optuna.Study, metrics: tuple[str, ...]) -> str:
     if not finished:
         return "best: -"
     if len(metrics) == 1:
-        best = study.best_trial
+        from .selection import choose  # which imports this module: asked here
+
+        best, _ = choose(study, ())  # ties broken as `best` breaks them
+        if best is None:
+            return "best: -"
         return f"best {metrics[0]}={format_value(best.value)} (trial {best.number})"
     return f"pareto front: {len(study.best_trials)} trials"
 
