@@ -189,13 +189,18 @@ def _blank_volatile(block: list[str]) -> list[str]:
     lines = [line.ljust(width) for line in block]
     spans = _spans(block)
     volatile = [(a, b) for a, b in spans if lines[0][a:b].strip() in VOLATILE_COLUMNS]
+    filled = [[line[a:b] for line in lines[1:] if line[a:b].strip() not in ("", "-")] for a, b in volatile]
+    # At the column's edge, whatever the width of this run's figures: its right end where the
+    # column is right-aligned (the header ends there, and so do the figures if it fills the column).
+    right = [
+        lines[0][b - 1] != " " and (lines[0][a] == " " or all(cell[-1] != " " for cell in cells))
+        for (a, b), cells in zip(volatile, filled, strict=True)
+    ]
     out = [block[0]]
     for line in lines[1:]:
-        for a, b in volatile:
-            cell = line[a:b]
-            if cell.strip() not in ("", "-"):
-                dot = "…".rjust(b - a) if cell.endswith(cell.strip()) else "…".ljust(b - a)
-                line = line[:a] + dot + line[b:]
+        for (a, b), to_right in zip(volatile, right, strict=True):
+            if line[a:b].strip() not in ("", "-"):
+                line = line[:a] + ("…".rjust(b - a) if to_right else "…".ljust(b - a)) + line[b:]
         out.append(line.rstrip())
     return out
 
