@@ -17,14 +17,16 @@ An example is a comment naming the command, then a fenced block that starts with
     ...what it printed...
     ```
 
-The demo (`lorasweep -q run spaces/demo.yaml`, about a minute on 2 quiet cores) runs once, in a folder
-of its own; then each marked command runs there, in page order (README.md, then docs/ by name), in
-this process, its standard output and error captured together. Figures that differ from run to run
-of the same code (durations, timestamps, run ids, hashes, the folder) are replaced by placeholders
-(`…`, `<time>`, `<run-id>`, `<sha256>`), in the pages and in what a check compares alike; everything
-else (parameters, metrics, states, pruned steps) must match. tests/test_demo.py checks the pages
-against the demo run it makes. Generated reference pages (docs/reference/, written by
-docs/reference.py and `python -m lorasweep.search.sweepfile`) hold no examples.
+The demo (`lorasweep -q run spaces/demo.yaml`, about a minute on 2 quiet cores; the commands,
+promote most of all, half a minute more) runs once, in a folder of its own; then each marked command
+runs there, in page order (README.md, then docs/ by name), in this process, its standard output and
+error captured together. Figures that differ from run to run of the same code (durations,
+timestamps, run ids, hashes, the folder, the load) are replaced by placeholders (`…`, `<time>`,
+`<run-id>`, `<sha256>`), in the pages and in what a check compares alike; everything else
+(parameters, metrics, states, pruned steps, the parity gate's figures) must match.
+tests/test_demo.py checks the pages against the demo run it makes. Generated reference pages
+(docs/reference/, written by docs/reference.py and `python -m lorasweep.search.sweepfile`) hold no
+examples.
 """
 
 from __future__ import annotations
