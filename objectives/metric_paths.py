@@ -177,8 +177,10 @@ def _import(what: str, path: str, module_name: str, folder: Path | None) -> Modu
     if folder is not None and folder.is_dir():
         spec = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
     try:
-        if spec is not None and spec.loader is not None:
-            _load_top(what, top, spec, folder)  # type: ignore[arg-type]
+        if folder is not None and spec is not None and spec.loader is not None:
+            _load_top(what, top, spec, folder)
+            with _on_path(folder):  # a package's submodule imports its neighbours from there too
+                return importlib.import_module(module_name)
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name is None or not module_name.startswith(e.name):

@@ -110,6 +110,18 @@ def test_two_folders_may_each_hold_a_module_of_the_same_name(tmp_path):
         assert load_metric("m", "same_name:score", folder)([], []) == value
 
 
+def test_a_package_beside_the_sweep_file_imports_its_neighbours_as_python_would(tmp_path):
+    (tmp_path / "pkg_neighbours").mkdir()
+    (tmp_path / "pkg_neighbours" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "pkg_neighbours" / "scoring.py").write_text(
+        "import neighbour_helper\n\ndef score(outputs, references):\n    return neighbour_helper.VALUE\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "neighbour_helper.py").write_text("VALUE = 0.5\n", encoding="utf-8")
+    assert load_metric("m", "pkg_neighbours.scoring:score", tmp_path)([], []) == 0.5
+    assert str(tmp_path) not in sys.path  # the folder is on the path only while the modules load
+
+
 def test_a_worker_whose_folder_is_missing_imports_from_the_installed_packages_or_says_what_to_do(tmp_path):
     gone = str(tmp_path / "on-another-machine")
     found = MetricSource("tests.fixtures.metric_functions:first_word_hit", gone).load("hit", None)
