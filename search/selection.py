@@ -127,6 +127,7 @@ def tie_note(study: optuna.Study, rule: tuple[Criterion, ...], chosen: FrozenTri
         tied = [
             t for t in study.best_trials if _metrics(t).get(metric) == figure and t.number != chosen.number
         ]
+    tied = [t for t in tied if TrialRecord.of(t).duplicate_of is None]  # a duplicate stands for its original
     if not tied:
         return None
     mine = _tie_key(chosen)[0]
@@ -183,9 +184,9 @@ def require_gain(study: optuna.Study, trial: FrozenTrial) -> None:
     found = no_gain(study, trial)
     if found is not None:
         raise UserError(
-            f"a trial to promote must beat the base model on the objective, but trial {found.trial} "
-            f"scored {found.scores} against the base's {found.base}: no trial learned. Sweep longer or "
-            "check the data (docs/failures.md#no-trial-beats-the-base-model), or add --allow-no-gain to "
+            f"a trial to promote must beat the base model on the objective, but got trial={found.trial} "
+            f"{found.scores}, base model {found.base}: no trial learned. Sweep longer or check the data "
+            "(docs/failures.md#no-trial-beats-the-base-model), or add --allow-no-gain (or --force) to "
             "promote it anyway."
         )
 

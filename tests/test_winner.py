@@ -12,7 +12,7 @@ from optuna.trial import create_trial
 import lorasweep
 from lorasweep.search import RunOptions, UserError, cli, load_sweep, run_sweep
 from lorasweep.search.cli import main
-from lorasweep.search.record import METRICS, save_base_metrics
+from lorasweep.search.record import DUPLICATE_OF, METRICS, save_base_metrics
 from lorasweep.search.selection import Criterion, choose, no_gain, pick, require_gain, tie_note, top
 
 from .stubs import Scripted, StubRunner
@@ -55,6 +55,27 @@ def test_a_tie_on_value_and_eval_loss_goes_to_the_lower_trial_number():
     assert tie_note(_one_objective([(0.5, 2.0), (0.7, 3.0)]), (), study.trials[1]) is None  # no tie
 
 
+def test_a_minimized_objective_ties_the_same_way_and_a_duplicate_is_no_tie_of_its_own():
+    """eval_loss down: the lowest wins; a tie on it goes to the lower trial number. Trial 3 reused
+    trial 1's result (same configuration): it stands for trial 1, not a rival that tied with it."""
+    study = optuna.create_study(direction="minimize")
+    study.set_metric_names(["eval_loss"])
+    for loss, twin in [(2.0, None), (1.5, None), (1.5, None), (1.5, 1)]:
+        study.add_trial(
+            create_trial(
+                value=loss,
+                user_attrs={METRICS: {"eval_loss": loss}}
+                | ({DUPLICATE_OF: twin} if twin is not None else {}),
+            )
+        )
+    assert pick(study, ()).number == 1
+    assert [t.number for t in top(study, (), 2)] == [1, 2]
+    assert (
+        tie_note(study, (), study.trials[1])
+        == "a tie on eval_loss=1.5 with trial 2 broken by trial number (lower wins)"
+    )
+
+
 def test_with_several_objectives_the_rules_last_metric_ties_go_to_the_lower_eval_loss():
     """f1 up and rougeL up; trials 1 and 2 tie on the rule's last metric (f1) within the front."""
     study = optuna.create_study(directions=["maximize", "maximize"])
@@ -79,7 +100,9 @@ def test_a_best_trial_must_beat_the_base_strictly_and_a_study_without_base_score
         "best trial 0 f1=0 does not beat the base model (f1=0): no trial learned; see "
         "docs/failures.md#no-trial-beats-the-base-model"
     )
-    with pytest.raises(UserError, match=r"trial 0 scored f1=0 against the base's f1=0.*--allow-no-gain"):
+    with pytest.raises(
+        UserError, match=r"but got trial=0 f1=0, base model f1=0.*--allow-no-gain \(or --force\)"
+    ):
         require_gain(study, study.trials[0])
     save_base_metrics(study, {"f1": -0.01})
     assert no_gain(study, study.trials[0]) is None  # above the base, if only just
@@ -128,7 +151,7 @@ def test_an_all_zero_sweep_is_named_by_best_and_run_and_refused_by_promote(all_z
     assert out[0].endswith(f"(best f1; a tie on f1=0 with trials {others} broken by eval_loss (lower wins))")
     assert out[-1] == no_gain_line
     assert lorasweep.best("zero").no_gain == no_gain_line
-    parent = MlflowClient("sqlite:///mlruns/mlflow.db").get_run(all_zero.user_attrs["mlflow_parent_run_id"])
+    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(all_zero.user_attrs["mlflow_parent_run_id"])
     assert parent.data.metrics["best_trial"] == winner  # the parent run names the same winner
 
     cli._print_result(all_zero)  # what `run`, `resume` and `worker` print at their end
@@ -138,9 +161,10 @@ def test_an_all_zero_sweep_is_named_by_best_and_run_and_refused_by_promote(all_z
     assert main(["promote"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"error: a trial to promote must beat the base model on the objective, but trial {winner} scored "
-        "f1=0 against the base's f1=0: no trial learned. Sweep longer or check the data "
-        "(docs/failures.md#no-trial-beats-the-base-model), or add --allow-no-gain to promote it anyway."
+        f"error: a trial to promote must beat the base model on the objective, but got trial={winner} "
+        "f1=0, base model f1=0: no trial learned. Sweep longer or check the data "
+        "(docs/failures.md#no-trial-beats-the-base-model), or add --allow-no-gain (or --force) to promote "
+        "it anyway."
     )
     with pytest.raises(UserError, match="must beat the base model"):
         lorasweep.promote("zero", quiet=True)
@@ -149,3 +173,5 @@ def test_an_all_zero_sweep_is_named_by_best_and_run_and_refused_by_promote(all_z
     (stores / "full" / "kept.txt").write_text("x")
     with pytest.raises(UserError, match="--out must be a new or empty folder"):
         lorasweep.promote("zero", quiet=True, allow_no_gain=True, out=stores / "full")
+    with pytest.raises(UserError, match="--out must be a new or empty folder"):
+        lorasweep.promote("zero", quiet=True, force=True, out=stores / "full")  # force passes every refusal
