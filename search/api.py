@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .choices import DEFAULT_MAX_FAILURES
+from .errors import UserError
 from .threads import wait_passively
 from .urls import STORAGE_ENV
 
@@ -206,7 +207,7 @@ def _hushed(trial_side: bool = False) -> Iterator[None]:
     levels = {name: logging.getLogger(name).level for name in ("mlflow", "alembic")}
     bars = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     # What Optuna still says (errors) without color codes, which a notebook shows raw.
-    handlers = logging.getLogger("optuna").handlers
+    handlers = list(logging.getLogger("optuna").handlers)  # a copy: the call may add or remove one
     formats = [handler.formatter for handler in handlers]
     optuna.logging.set_verbosity(max(verbosity, optuna.logging.ERROR))  # never louder than it was
     for name in levels:
@@ -341,7 +342,7 @@ def promote(
     champion alias if every parity check passed. A failed gate is not an exception: the version is
     registered with its evidence and `.parity.passed` is False, the alias unmoved. A champion that
     another study promoted under the same name is moved only with `force`. A trial that does not
-    beat the base model on the objective raises UserError unless `allow_no_gain`."""
+    beat the base model on the objective raises UserError unless `allow_no_gain` (or `force`)."""
     from .handover import promote as hand_over
 
     found = _load(study, storage)
@@ -403,6 +404,8 @@ def delete(
     of its runs is kept (it still loads) or dropped (`alias="drop"`), and a line says which."""
     from .catalog import delete_study
 
+    if alias not in ("keep", "drop"):  # a plain string from Python: "dorp" must not mean keep
+        raise UserError(f"alias must be 'keep' or 'drop', but got alias={alias!r}. Pass one of them.")
     return delete_study(
         _load(study, storage), _storage(storage), tracking_uri, force=force, aliases=alias, say=print
     )

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 import lorasweep
-from lorasweep.search import RunOptions, load_sweep, run_sweep
+from lorasweep.search import RunOptions, UserError, load_sweep, run_sweep
 from lorasweep.search.cli import main
 from lorasweep.search.storage import StudyDeleted, open_storage
 
@@ -182,6 +182,13 @@ def test_delete_names_the_alias_a_run_holds_and_keeps_it_by_default_or_drops_it(
         ) in out
     assert client.get_model_version("mood", "1").aliases == []  # the version itself stays
     assert optuna.get_all_study_names(open_storage(None)) == []
+
+
+def test_the_api_refuses_an_alias_choice_it_does_not_know_before_deleting_anything(stores, write):
+    _two_studies(write)
+    with pytest.raises(UserError, match=r"alias must be 'keep' or 'drop', but got alias='dorp'"):
+        lorasweep.delete("first", alias="dorp")  # type: ignore[arg-type]
+    assert "first" in optuna.get_all_study_names(open_storage(None))
 
 
 def test_delete_on_a_terminal_names_the_alias_in_its_question_and_asks_which(
