@@ -289,12 +289,14 @@ def _add_promote(new_command: NewCommand) -> None:
     promote.add_argument(
         "--force",
         action="store_true",
-        help="move the champion even when another study promoted it (same promote.model_name)",
+        help="promote past every refusal: move the champion when another study promoted it (same "
+        "promote.model_name), promote a trial that does not beat the base model",
     )
     promote.add_argument(
         "--allow-no-gain",
         action="store_true",
-        help="promote a trial that does not beat the base model on the objective (refused by default)",
+        help="promote a trial that does not beat the base model on the objective, and only that "
+        "(refused by default; --force passes it with the other refusals)",
     )
     promote.set_defaults(command=_promote)
 
@@ -736,7 +738,7 @@ def _trials(args: argparse.Namespace) -> int:
 def _best(args: argparse.Namespace) -> int:
     from ._tables import as_table, trial_rows
     from .api import best
-    from .progress import format_params, format_value, objective_names
+    from .progress import fit_line, format_params, format_value, objective_names
     from .storage import load_study
 
     study = load_study(args.study, args.storage)
@@ -759,7 +761,9 @@ def _best(args: argparse.Namespace) -> int:
         print(f"pareto front ({len(chosen.candidates)} trials):")
         print(as_table([rows[n] for n in chosen.candidates], objective))
     scores = " ".join(f"{m}={format_value(chosen.metrics.get(m))}" for m in objective)
-    print(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({chosen.rule})")
+    print(
+        fit_line(f"selected: trial {chosen.number} {scores}  {format_params(chosen.params)}  ({chosen.rule})")
+    )
     if chosen.run_id:
         print(f"mlflow run {chosen.run_id}; its adapter: {chosen.adapter_uri}")
     if chosen.no_gain is not None:

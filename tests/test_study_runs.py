@@ -105,6 +105,7 @@ def test_storage_holds_one_study_per_name(stores, write):
 
 def test_a_running_trial_shows_its_step_and_loss_beside_the_study_bar(stores, write, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # the bar's width: the postfix is cut to fit
-    study = run_sweep(load_sweep(write(SWEEP)), RunOptions(n_trials=1, plots=False), runner=rank_runner())
+    options = RunOptions(n_trials=1, plots=False, progress="bar")  # pytest's stdout is no terminal
+    study = run_sweep(load_sweep(write(SWEEP)), options, runner=rank_runner())
     r = study.trials[0].params["lora_r"]  # it reports eval_loss 1/r at step 5, of the default 120 steps
     assert f"trial 0: step 5/120, loss {1 / r:.4g}" in capsys.readouterr().err

@@ -145,15 +145,17 @@ def test_orphan_runs_of_another_study_of_the_same_name_are_left_running(tracker)
 
 def test_the_experiment_is_a_classic_one_and_an_older_one_becomes_one_when_opened(stores):
     """MLflow's UI opens a classic experiment on its runs table, a GenAI one on an empty traces view."""
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
-    made = Tracker("sqlite:///mlruns/mlflow.db", "fresh")
+    # Absolute: MLflow caches a store by its URI, so a relative one would reach the next test's folder.
+    uri = f"sqlite:///{stores}/mlruns/mlflow.db"
+    client = MlflowClient(uri)
+    made = Tracker(uri, "fresh")
     assert (
         client.get_experiment(made.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     )
     older = client.create_experiment("older")  # as lorasweep 0.x made it: no kind
     guessed = client.create_experiment("guessed", tags={"mlflow.experimentKind": "genai_development"})
     for name, experiment_id in (("older", older), ("guessed", guessed)):
-        assert Tracker("sqlite:///mlruns/mlflow.db", name).experiment_id == experiment_id
+        assert Tracker(uri, name).experiment_id == experiment_id
         assert (
             client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
         )

@@ -134,12 +134,12 @@ def promote(
     the evidence is kept; the alias stays where it was. A promote of this trial that was killed
     after it logged its model is completed (version, exports, run tag, alias), not repeated. A
     champion promoted from another study is moved only with `force`. A trial (a bundle's best) that
-    does not beat the base model on the objective is refused unless `allow_no_gain`
-    (selection.require_gain)."""
+    does not beat the base model on the objective is refused unless `allow_no_gain` or `force`
+    (selection.require_gain): `force` promotes past every refusal, `allow_no_gain` past this one."""
     sweep = stored_sweep(study)
     name = sweep.promote.model_name or study.study_name
     handover = _handed_over(study, sweep, trial_number, top)
-    if not allow_no_gain:
+    if not (allow_no_gain or force):
         require_gain(study, handover.lead)  # before anything is loaded, exported or registered
     trial, run_id = handover.lead, _run_of(handover.lead)
     uri = study_tracking_uri(study, tracking_uri)
