@@ -151,7 +151,9 @@ def test_an_all_zero_sweep_is_named_by_best_and_run_and_refused_by_promote(all_z
     assert out[0].endswith(f"(best f1; a tie on f1=0 with trials {others} broken by eval_loss (lower wins))")
     assert out[-1] == no_gain_line
     assert lorasweep.best("zero").no_gain == no_gain_line
-    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(all_zero.user_attrs["mlflow_parent_run_id"])
+    parent = MlflowClient(f"sqlite:///{stores}/mlruns/mlflow.db").get_run(
+        all_zero.user_attrs["mlflow_parent_run_id"]
+    )
     assert parent.data.metrics["best_trial"] == winner  # the parent run names the same winner
 
     cli._print_result(all_zero)  # what `run`, `resume` and `worker` print at their end
