@@ -4,22 +4,17 @@ print (docs/examples.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import docs_script
 
 
 def _examples() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_examples", ROOT / "docs" / "examples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("examples")
 
 
 @pytest.fixture(scope="module")

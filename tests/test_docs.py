@@ -6,14 +6,13 @@ it apart from the tests, as it needs the docs extra. These checks need nothing b
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, docs_script
 
 # [text](target) and ![alt](target), the target up to its closing parenthesis or a title
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -29,11 +28,7 @@ def _relative_links(page: Path) -> list[str]:
 
 
 def _reference_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_reference", ROOT / "docs" / "reference.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("reference")
 
 
 def test_the_readme_is_a_short_page_whose_every_link_resolves():
@@ -78,11 +73,7 @@ def test_the_cli_reference_has_a_section_with_every_flag_for_each_command():
 
 # -- the example outputs: docs/examples.py writes them from the demo; test_demo.py checks them ----
 def _examples_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_examples", ROOT / "docs" / "examples.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("examples")
 
 
 def test_every_marked_example_shows_its_command_and_is_one_lorasweep_accepts():
